@@ -1,0 +1,202 @@
+// Package config holds the typed configuration objects that a policy builds
+// with kumo.* constructors (listener, spool, log and listener-domain
+// parameters). runtime decodes Lua tables into these types; the daemon and
+// the listener consume them. Defaults are KumoMTA's.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// KeySource names key or certificate material: a file path, inline data or
+// a HashiCorp Vault location (the latter is parsed but not served yet).
+type KeySource struct {
+	Path  string
+	Data  []byte
+	Vault map[string]string
+}
+
+// IsZero reports whether no key source was given.
+func (k KeySource) IsZero() bool { return k.Path == "" && k.Data == nil && k.Vault == nil }
+
+// TraceHeaders controls the Received and supplemental trace headers.
+type TraceHeaders struct {
+	ReceivedHeader     bool
+	SupplementalHeader bool
+	HeaderName         string
+	IncludeMetaNames   []string
+}
+
+// DefaultTraceHeaders returns KumoMTA's defaults for SMTP reception.
+func DefaultTraceHeaders() TraceHeaders {
+	return TraceHeaders{ReceivedHeader: true, SupplementalHeader: true, HeaderName: "X-KumoRef"}
+}
+
+// ESMTPListener is the decoded kumo.start_esmtp_listener parameter table.
+type ESMTPListener struct {
+	Listen                   string
+	Hostname                 string
+	Banner                   string
+	RelayHosts               CIDRList
+	MaxConnections           int
+	MaxMessageSize           int64
+	MaxRecipientsPerMessage  int
+	MaxMessagesPerConnection int
+	ClientTimeout            time.Duration
+	DataProcessingTimeout    time.Duration
+	DataBufferSize           int
+	LineLengthHardLimit      int
+	// InvalidLineEndings is "Deny", "Allow" or "Fix".
+	InvalidLineEndings string
+	// BatchHandling is "BifurcateAlways" or "BatchByDomain".
+	BatchHandling        string
+	Meta                 map[string]any
+	TLSCertificate       KeySource
+	TLSPrivateKey        KeySource
+	TLSRequiredClientCA  KeySource
+	DeferredSpool        bool
+	DeferredQueue        bool
+	TraceHeaders         TraceHeaders
+	AllowXClient         bool
+	RequireProxyProtocol bool
+	// Peer and Via hold the raw per-CIDR override tables (not applied yet).
+	Peer map[string]any
+	Via  map[string]any
+	// Unimplemented lists option names that were given but are not honoured
+	// yet; the daemon logs them once.
+	Unimplemented []string
+}
+
+// DefaultESMTPListener returns a listener config with KumoMTA's defaults.
+// hostname is the machine host name.
+func DefaultESMTPListener(hostname string) ESMTPListener {
+	return ESMTPListener{
+		Listen:                   "127.0.0.1:2025",
+		Hostname:                 hostname,
+		Banner:                   "KumoMTA",
+		RelayHosts:               MustCIDRList("127.0.0.1", "::1"),
+		MaxConnections:           32768,
+		MaxMessageSize:           20 * 1024 * 1024,
+		MaxRecipientsPerMessage:  1024,
+		MaxMessagesPerConnection: 10000,
+		ClientTimeout:            60 * time.Second,
+		DataProcessingTimeout:    300 * time.Second,
+		DataBufferSize:           128 * 1024,
+		LineLengthHardLimit:      998,
+		InvalidLineEndings:       "Deny",
+		BatchHandling:            "BifurcateAlways",
+		TraceHeaders:             DefaultTraceHeaders(),
+	}
+}
+
+// HTTPListener is the decoded kumo.start_http_listener parameter table.
+type HTTPListener struct {
+	Listen           string
+	Hostname         string
+	UseTLS           bool
+	TLSCertificate   KeySource
+	TLSPrivateKey    KeySource
+	TrustedHosts     CIDRList
+	RequestBodyLimit int64
+}
+
+// Spool is the decoded kumo.define_spool parameter table.
+type Spool struct {
+	Name          string
+	Path          string
+	Kind          string // "LocalDisk" or "RocksDB"
+	Flush         bool
+	MinFreeSpace  string
+	MinFreeInodes string
+	RocksParams   map[string]any
+}
+
+// PerRecord is one entry of configure_local_logs.per_record.
+type PerRecord struct {
+	Suffix        string
+	LogDir        string
+	Enable        bool
+	Template      string
+	SegmentHeader string
+}
+
+// LocalLogs is the decoded kumo.configure_local_logs parameter table.
+type LocalLogs struct {
+	LogDir             string
+	MaxFileSize        int64
+	MaxSegmentDuration time.Duration // 0 = unlimited
+	CompressionLevel   int
+	BackPressure       int
+	Meta               []string
+	Headers            []string
+	PerRecord          map[string]PerRecord
+	FilterEvent        string
+	MinFreeSpace       string
+	MinFreeInodes      string
+}
+
+// DefaultLocalLogs returns KumoMTA's defaults (LogDir is required and empty).
+func DefaultLocalLogs() LocalLogs {
+	return LocalLogs{MaxFileSize: 1_000_000_000, BackPressure: 128000, MinFreeSpace: "10%", MinFreeInodes: "10%"}
+}
+
+// ListenerDomain is the decoded kumo.make_listener_domain table.
+type ListenerDomain struct {
+	RelayTo   bool
+	RelayFrom CIDRList
+	// LogOOB and LogARF are "Ignore", "LogThenRelay" or "LogThenDrop".
+	LogOOB string
+	LogARF string
+}
+
+// CIDRList is a list of networks; an IP literal is a single-address prefix.
+type CIDRList []netip.Prefix
+
+// Contains reports whether ip is inside any prefix of the list.
+func (l CIDRList) Contains(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range l {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseCIDRList parses IP literals and CIDRs strictly: host bits must be
+// zero ("192.168.1.0/24" is accepted, "192.168.1.1/24" is not).
+func ParseCIDRList(items []string) (CIDRList, error) {
+	out := make(CIDRList, 0, len(items))
+	for _, s := range items {
+		s = strings.TrimSpace(s)
+		if strings.Contains(s, "/") {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, fmt.Errorf("invalid CIDR %q: %v", s, err)
+			}
+			if p.Masked() != p {
+				return nil, fmt.Errorf("invalid CIDR %q: host bits are set", s)
+			}
+			out = append(out, p)
+			continue
+		}
+		a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+		if err != nil {
+			return nil, fmt.Errorf("invalid IP address %q: %v", s, err)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}
+
+// MustCIDRList is ParseCIDRList for constants; it panics on error.
+func MustCIDRList(items ...string) CIDRList {
+	l, err := ParseCIDRList(items)
+	if err != nil {
+		panic(err)
+	}
+	return l
+}
