@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# install-test-deps.sh: install what kumogo's tests and benchmarks need on a
+# Debian machine. Idempotent: packages already present are skipped quietly,
+# and `apt-get update` runs only when something is missing. Works without a
+# TTY (CI=true, no stdin).
+#
+#   postfix  smtp-source / smtp-sink (load generator and reference sink);
+#            installed with "No configuration" and never left listening on :25
+#   swaks    scripted SMTP client for manual and test checks
+#   zstd     to read log segments by hand
+#   python3  helper scripts
+#   gcc, libc6-dev  cgo, needed by `go test -race`
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+export PATH="$PATH:/usr/sbin:/sbin"
+
+log() { echo "install-test-deps: $*" >&2; }
+
+pkg_installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+	if command -v sudo >/dev/null 2>&1; then
+		SUDO=(sudo -n)
+	fi
+fi
+
+missing=()
+for p in postfix swaks zstd gcc libc6-dev; do
+	pkg_installed "$p" || missing+=("$p")
+done
+if ! command -v python3 >/dev/null 2>&1; then
+	missing+=(python3)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
+		log "missing packages (${missing[*]}) and not root: install them by hand"
+		exit 1
+	fi
+	if ! command -v apt-get >/dev/null 2>&1; then
+		log "missing packages (${missing[*]}) and no apt-get on this machine"
+		exit 1
+	fi
+	log "installing: ${missing[*]}"
+	# Postfix must not ask questions and must not configure itself as a
+	# mail server: "No configuration" leaves it without main.cf services.
+	if command -v debconf-set-selections >/dev/null 2>&1; then
+		"${SUDO[@]}" debconf-set-selections <<'SEL'
+postfix postfix/main_mailer_type select No configuration
+postfix postfix/mailname string localhost
+SEL
+	fi
+	"${SUDO[@]}" apt-get update -qq </dev/null >/dev/null
+	"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends -o Dpkg::Options::=--force-confdef \
+		-o Dpkg::Options::=--force-confold "${missing[@]}" </dev/null >/dev/null
+fi
+
+# Whatever happened at install time, the postfix daemon must not be running:
+# tests and benchmarks bind their own ports and must never see a real MTA on
+# port 25.
+if command -v postfix >/dev/null 2>&1 && [ -f /etc/postfix/main.cf ]; then
+	if "${SUDO[@]}" postfix status >/dev/null 2>&1; then
+		log "stopping the postfix daemon"
+		"${SUDO[@]}" postfix stop >/dev/null 2>&1 || true
+	fi
+fi
+
+for tool in smtp-source smtp-sink swaks zstd python3; do
+	if ! command -v "$tool" >/dev/null 2>&1; then
+		log "expected $tool on PATH after install, not found"
+		exit 1
+	fi
+done
