@@ -1,0 +1,67 @@
+// Command baresink runs the bare go-smtp discard server that kumogo's sink
+// is measured against: it accepts every sender and recipient, reads DATA and
+// BDAT bodies into io.Discard and counts messages. It listens on loopback
+// only, prints "listening on <addr>" on stderr when ready, and on SIGINT or
+// SIGTERM closes and prints the counts.
+//
+//	baresink --listen 127.0.0.1:2525
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kumogo/kumogo/internal/testutil/baresink"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:2525", "loopback address to listen on (host:port; port 0 picks one)")
+	verbose := flag.Bool("v", false, "log go-smtp connection errors to stderr")
+	flag.Parse()
+
+	if err := checkLoopback(*listen); err != nil {
+		fmt.Fprintln(os.Stderr, "baresink:", err)
+		os.Exit(2)
+	}
+	var errLog *log.Logger
+	if *verbose {
+		errLog = log.New(os.Stderr, "baresink: ", log.LstdFlags)
+	}
+	sink, err := baresink.Listen(*listen, errLog)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baresink:", err)
+		os.Exit(1)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	fmt.Fprintf(os.Stderr, "listening on %s\n", sink.Addr())
+
+	sig := <-sigs
+	if err := sink.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "baresink: close:", err)
+	}
+	fmt.Fprintf(os.Stderr, "baresink: %v: messages=%d recipients=%d bytes=%d sessions=%d\n",
+		sig, sink.Messages.Load(), sink.Recipients.Load(), sink.Bytes.Load(), sink.Sessions.Load())
+}
+
+// checkLoopback refuses anything but a loopback listen address: the
+// benchmark never talks to other machines.
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("listen address %q is not loopback", addr)
+	}
+	return nil
+}

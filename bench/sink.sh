@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# sink.sh: the sink scenario. postfix's smtp-source drives each server on
+# 127.0.0.1 with the same load (100 KB messages, 50 sessions by default);
+# servers run side by side in one invocation and runs are interleaved, so
+# compare the ratios from one run, not absolute rates across runs.
+#
+# Servers:
+#   baresink   bare go-smtp discard server (bench/baresink), the baseline
+#   smtp-sink  postfix's smtp-sink
+#   kumogo     kumogo --policy sink.lua (KUMOGO_SINK_LISTEN=127.0.0.1:PORT)
+#
+# Usage: bench/sink.sh [--only baresink,smtp-sink,kumogo] [--msgs 20000]
+#                      [--size 102400] [--conc 50] [--reps 3]
+#                      [--run-timeout 300] [--reuse]
+#
+# Output: one line per run and one median line per server:
+#   scenario=sink server=<name> gen=smtp-source size=102400 conc=50 msgs=N secs=S rate=R msgs/s
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+	export PATH="/usr/local/go/bin:$PATH"
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+
+only="baresink,smtp-sink,kumogo"
+only_given=0
+msgs=20000
+size=102400
+conc=50
+reps=3
+run_timeout=300
+reuse=0
+
+die() { echo "sink.sh: $*" >&2; exit 1; }
+note() { echo "sink.sh: $*" >&2; }
+
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--only) only="$2"; only_given=1; shift 2 ;;
+	--only=*) only="${1#*=}"; only_given=1; shift ;;
+	--msgs) msgs="$2"; shift 2 ;;
+	--size) size="$2"; shift 2 ;;
+	--conc) conc="$2"; shift 2 ;;
+	--reps) reps="$2"; shift 2 ;;
+	--run-timeout) run_timeout="$2"; shift 2 ;;
+	--reuse) reuse=1; shift ;;
+	-h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+	*) die "unknown argument $1 (see --help)" ;;
+	esac
+done
+for n in "$msgs" "$size" "$conc" "$reps" "$run_timeout"; do
+	[[ "$n" =~ ^[1-9][0-9]*$ ]] || die "not a positive integer: $n"
+done
+[ "$reps" -le 20 ] || die "--reps at most 20"
+[ "$msgs" -le 1000000 ] || die "--msgs at most 1000000"
+
+IFS=',' read -r -a servers <<<"$only"
+for s in "${servers[@]}"; do
+	case "$s" in baresink|smtp-sink|kumogo) ;; *) die "unknown server $s" ;; esac
+done
+
+"$root/scripts/install-test-deps.sh"
+
+tmp="$(mktemp -d /tmp/kumogo-sink.XXXXXX)"
+pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	for p in "${pids[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_ready PORT PID LOG PATTERN: until LOG shows PATTERN (if given) and the
+# port accepts connections; at most 30 s.
+wait_ready() {
+	local port=$1 pid=$2 logf=$3 pattern=$4 i
+	for ((i = 0; i < 300; i++)); do
+		kill -0 "$pid" 2>/dev/null || { cat "$logf" >&2; die "server (pid $pid) exited before it was ready"; }
+		if [ -z "$pattern" ] || grep -q "$pattern" "$logf" 2>/dev/null; then
+			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+				return 0
+			fi
+		fi
+		sleep 0.1
+	done
+	cat "$logf" >&2
+	die "server on port $port not ready after 30 s"
+}
+
+# Build and start every selected server.
+declare -A port=()
+declare -A pid=()
+declare -A logf=()
+active=()
+for s in "${servers[@]}"; do
+	p="$(free_port)"
+	l="$tmp/$s.log"
+	case "$s" in
+	baresink)
+		go build -o "$tmp/baresink" ./bench/baresink
+		"$tmp/baresink" --listen "127.0.0.1:$p" 2>"$l" &
+		pid[$s]=$!
+		pids+=("${pid[$s]}")
+		wait_ready "$p" "${pid[$s]}" "$l" "listening on"
+		;;
+	smtp-sink)
+		userflag=()
+		[ "$(id -u)" -eq 0 ] && userflag=(-u nobody)
+		smtp-sink "${userflag[@]}" "127.0.0.1:$p" 20000 >"$l" 2>&1 &
+		pid[$s]=$!
+		pids+=("${pid[$s]}")
+		wait_ready "$p" "${pid[$s]}" "$l" ""
+		;;
+	kumogo)
+		if ! go build -o "$tmp/kumogo" ./cmd/kumogo 2>"$tmp/kumogo-build.log"; then
+			cat "$tmp/kumogo-build.log" >&2
+			if [ "$only_given" -eq 1 ]; then
+				die "cmd/kumogo does not build"
+			fi
+			note "cmd/kumogo does not build yet; skipping kumogo"
+			continue
+		fi
+		# "--policy sink.lua" names the bundled policy; a copy of the repo's
+		# policies sits in the working directory in case it is read as a path.
+		mkdir -p "$tmp/kumogo-run"
+		cp "$root"/policies/*.lua "$tmp/kumogo-run/" 2>/dev/null || true
+		(cd "$tmp/kumogo-run" && KUMOGO_SINK_LISTEN="127.0.0.1:$p" exec "$tmp/kumogo" --policy sink.lua) 2>"$l" &
+		pid[$s]=$!
+		pids+=("${pid[$s]}")
+		wait_ready "$p" "${pid[$s]}" "$l" "smtp listener on"
+		;;
+	esac
+	port[$s]=$p
+	logf[$s]=$l
+	active+=("$s")
+	note "$s ready on 127.0.0.1:$p (pid ${pid[$s]})"
+done
+[ "${#active[@]}" -gt 0 ] || die "no server to measure"
+
+srcflags=(-l "$size" -m "$msgs" -s "$conc" -f sender@bench.localhost -t rcpt@sink.localhost -M bench.localhost)
+[ "$reuse" -eq 1 ] && srcflags+=(-d)
+
+declare -A rates=()
+summary=()
+for ((r = 1; r <= reps; r++)); do
+	for s in "${active[@]}"; do
+		start=$(date +%s.%N)
+		if ! timeout "$run_timeout" smtp-source "${srcflags[@]}" "127.0.0.1:${port[$s]}" \
+			>"$tmp/source.log" 2>&1; then
+			cat "$tmp/source.log" >&2
+			die "smtp-source against $s failed or timed out (run $r)"
+		fi
+		end=$(date +%s.%N)
+		if [ -s "$tmp/source.log" ]; then
+			note "smtp-source output against $s (run $r):"
+			head -5 "$tmp/source.log" >&2
+		fi
+		line=$(awk -v s="$s" -v sz="$size" -v c="$conc" -v m="$msgs" -v a="$start" -v b="$end" \
+			'BEGIN { d = b - a; printf "scenario=sink server=%s gen=smtp-source size=%d conc=%d msgs=%d secs=%.3f rate=%.0f msgs/s", s, sz, c, m, d, m / d }')
+		echo "$line"
+		rates[$s]="${rates[$s]:-} $(awk -v m="$msgs" -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", m / (b - a) }')"
+	done
+done
+
+declare -A median=()
+for s in "${active[@]}"; do
+	median[$s]=$(tr ' ' '\n' <<<"${rates[$s]}" | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+	printf 'scenario=sink server=%s gen=smtp-source size=%d conc=%d msgs=%d runs=%d median rate=%.0f msgs/s\n' \
+		"$s" "$size" "$conc" "$msgs" "$reps" "${median[$s]}"
+done
+if [ -n "${median[baresink]:-}" ]; then
+	for s in "${active[@]}"; do
+		[ "$s" = baresink ] && continue
+		awk -v s="$s" -v a="${median[$s]}" -v b="${median[baresink]}" \
+			'BEGIN { printf "scenario=sink ratio %s/baresink=%.2f\n", s, a / b }'
+	done
+fi
+
+# Stop the baseline and check it saw every message.
+if [ -n "${pid[baresink]:-}" ]; then
+	kill -TERM "${pid[baresink]}" 2>/dev/null || true
+	wait "${pid[baresink]}" 2>/dev/null || true
+	got=$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' "${logf[baresink]}")
+	want=$((msgs * reps))
+	if [ "$got" != "$want" ]; then
+		note "baresink counted ${got:-?} messages, expected $want"
+	fi
+fi
