@@ -1,0 +1,315 @@
+package runtime
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+
+	lua "github.com/yuin/gopher-lua"
+
+	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/message"
+)
+
+// maxConvertDepth bounds nesting (and catches cyclic tables) when
+// converting Lua values to Go.
+const maxConvertDepth = 64
+
+// toGo converts a Lua value to a JSON-style Go value: nil, bool, int64
+// (integral numbers), float64, string, []any (sequences), map[string]any
+// (other tables, including the empty table). Envelope addresses become
+// their string form; config objects are returned as their Go pointer.
+func (st *state) toGo(v lua.LValue) (any, error) { return st.toGoDepth(v, 0) }
+
+func (st *state) toGoDepth(v lua.LValue, depth int) (any, error) {
+	switch x := v.(type) {
+	case *lua.LNilType:
+		return nil, nil
+	case lua.LBool:
+		return bool(x), nil
+	case lua.LNumber:
+		return numberToGo(x), nil
+	case lua.LString:
+		return string(x), nil
+	case *lua.LTable:
+		if depth >= maxConvertDepth {
+			return nil, errors.New("table nesting too deep (or cyclic)")
+		}
+		return st.tableToGo(x, depth+1)
+	case *lua.LUserData:
+		switch val := x.Value.(type) {
+		case *message.Address:
+			return val.String(), nil
+		case nil:
+			return nil, errors.New("cannot convert a stale object")
+		case *message.Message, *message.ConnMeta:
+			return nil, fmt.Errorf("cannot convert %s userdata to a value", typeName(x))
+		default:
+			return val, nil
+		}
+	default:
+		return nil, fmt.Errorf("cannot convert a Lua %s to a value", v.Type().String())
+	}
+}
+
+// numberToGo returns int64 for integral numbers, float64 otherwise.
+func numberToGo(n lua.LNumber) any {
+	if isInteger(n) {
+		return int64(n)
+	}
+	return float64(n)
+}
+
+func (st *state) tableToGo(t *lua.LTable, depth int) (any, error) {
+	n := t.MaxN()
+	count := 0
+	allInts := true
+	var keyErr error
+	t.ForEach(func(k, _ lua.LValue) {
+		count++
+		if kn, ok := k.(lua.LNumber); !ok || !isInteger(kn) || kn < 1 || int(kn) > n {
+			allInts = false
+		}
+	})
+	if n > 0 && allInts && count == n {
+		out := make([]any, n)
+		for i := 1; i <= n; i++ {
+			v, err := st.toGoDepth(t.RawGetInt(i), depth)
+			if err != nil {
+				return nil, err
+			}
+			out[i-1] = v
+		}
+		return out, nil
+	}
+	out := make(map[string]any, count)
+	var err error
+	t.ForEach(func(k, v lua.LValue) {
+		if err != nil || keyErr != nil {
+			return
+		}
+		var key string
+		switch kk := k.(type) {
+		case lua.LString:
+			key = string(kk)
+		case lua.LNumber:
+			if isInteger(kk) {
+				key = strconv.FormatInt(int64(kk), 10)
+			} else {
+				key = strconv.FormatFloat(float64(kk), 'g', -1, 64)
+			}
+		default:
+			keyErr = fmt.Errorf("cannot convert a table with a %s key", k.Type().String())
+			return
+		}
+		var gv any
+		gv, err = st.toGoDepth(v, depth)
+		out[key] = gv
+	})
+	if keyErr != nil {
+		return nil, keyErr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// fromGo converts a JSON-style Go value (and a few kumogo types) to Lua.
+func (st *state) fromGo(v any) lua.LValue {
+	L := st.L
+	switch x := v.(type) {
+	case nil:
+		return lua.LNil
+	case lua.LValue:
+		return x
+	case bool:
+		return lua.LBool(x)
+	case int:
+		return lua.LNumber(x)
+	case int32:
+		return lua.LNumber(x)
+	case int64:
+		return lua.LNumber(x)
+	case uint64:
+		return lua.LNumber(x)
+	case float64:
+		return lua.LNumber(x)
+	case float32:
+		return lua.LNumber(x)
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return lua.LNumber(i)
+		}
+		f, _ := x.Float64()
+		return lua.LNumber(f)
+	case string:
+		return lua.LString(x)
+	case []byte:
+		return lua.LString(x)
+	case []string:
+		t := L.CreateTable(len(x), 0)
+		for i, s := range x {
+			t.RawSetInt(i+1, lua.LString(s))
+		}
+		return t
+	case []any:
+		t := L.CreateTable(len(x), 0)
+		for i, e := range x {
+			t.RawSetInt(i+1, st.fromGo(e))
+		}
+		return t
+	case map[string]any:
+		t := L.CreateTable(0, len(x))
+		for k, e := range x {
+			t.RawSetString(k, st.fromGo(e))
+		}
+		return t
+	case map[string]string:
+		t := L.CreateTable(0, len(x))
+		for k, e := range x {
+			t.RawSetString(k, lua.LString(e))
+		}
+		return t
+	case message.Address:
+		return st.newAddress(x)
+	case *message.Address:
+		return st.newAddress(*x)
+	case []message.Address:
+		t := L.CreateTable(len(x), 0)
+		for i, a := range x {
+			t.RawSetInt(i+1, st.newAddress(a))
+		}
+		return t
+	case *config.ListenerDomain:
+		return st.newConfigObject(x)
+	default:
+		return lua.LString(fmt.Sprint(x))
+	}
+}
+
+// fromGoArg is fromGo plus the event-scoped objects.
+func (st *state) fromGoArg(v any) lua.LValue {
+	switch x := v.(type) {
+	case *message.Message:
+		return st.newMessage(x)
+	case *message.ConnMeta:
+		return st.newConnMeta(x)
+	}
+	return st.fromGo(v)
+}
+
+// jsonEncode renders v as compact (or two-space indented) JSON without
+// HTML escaping, with map keys sorted.
+func jsonEncode(v any, pretty bool) (string, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if pretty {
+		enc.SetIndent("", "  ")
+	}
+	if err := enc.Encode(v); err != nil {
+		return "", err
+	}
+	return string(bytes.TrimRight(buf.Bytes(), "\n")), nil
+}
+
+// jsonParse decodes JSON that may contain //, /* */ and # comments.
+func jsonParse(data []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(stripJSONComments(data)))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("trailing characters after JSON value")
+	}
+	return normalizeJSON(v), nil
+}
+
+// normalizeJSON turns json.Number into int64 or float64.
+func normalizeJSON(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	case []any:
+		for i := range x {
+			x[i] = normalizeJSON(x[i])
+		}
+	case map[string]any:
+		for k, e := range x {
+			x[k] = normalizeJSON(e)
+		}
+	}
+	return v
+}
+
+// stripJSONComments blanks out comments outside string literals, keeping
+// newlines so that decoder offsets stay meaningful.
+func stripJSONComments(in []byte) []byte {
+	if bytes.IndexAny(in, "/#") < 0 {
+		return in
+	}
+	out := make([]byte, 0, len(in))
+	inStr := false
+	for i := 0; i < len(in); i++ {
+		c := in[i]
+		if inStr {
+			out = append(out, c)
+			if c == '\\' && i+1 < len(in) {
+				i++
+				out = append(out, in[i])
+			} else if c == '"' {
+				inStr = false
+			}
+			continue
+		}
+		switch {
+		case c == '"':
+			inStr = true
+			out = append(out, c)
+		case c == '#' || (c == '/' && i+1 < len(in) && in[i+1] == '/'):
+			for i < len(in) && in[i] != '\n' {
+				i++
+			}
+			if i < len(in) {
+				out = append(out, '\n')
+			}
+		case c == '/' && i+1 < len(in) && in[i+1] == '*':
+			i += 2
+			for i < len(in) && !(in[i] == '*' && i+1 < len(in) && in[i+1] == '/') {
+				if in[i] == '\n' {
+					out = append(out, '\n')
+				}
+				i++
+			}
+			i++ // skip the closing '/'
+			out = append(out, ' ')
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// sortedKeys returns the keys of m in order.
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// finite reports whether f is a finite number.
+func finite(f float64) bool { return !math.IsInf(f, 0) && !math.IsNaN(f) }
