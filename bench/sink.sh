@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# sink.sh: the sink scenario. postfix's smtp-source drives each server on
+# sink.sh: the sink scenario. Each generator drives each server on
 # 127.0.0.1 with the same load (100 KB messages, 50 sessions by default);
 # servers run side by side in one invocation and runs are interleaved, so
 # compare the ratios from one run, not absolute rates across runs.
+#
+# Generators (--gen, comma-separated; default smtp-source,smtpgen-bdat):
+#   smtp-source   postfix's smtp-source, DATA, a new connection per message
+#                 (with --reuse: -d, the connection is kept)
+#   smtpgen-bdat  bench/smtpgen --mode bdat: MAIL, RCPT, BDAT n LAST
+#                 pipelined, connections kept (smtp-sink is skipped: no BDAT)
+#   smtpgen-data  bench/smtpgen --mode data: DATA, connections kept
 #
 # Servers:
 #   baresink   bare go-smtp discard server (bench/baresink), the baseline
@@ -11,9 +18,10 @@
 #
 # Usage: bench/sink.sh [--only baresink,smtp-sink,kumogo] [--msgs 20000]
 #                      [--size 102400] [--conc 50] [--reps 3]
-#                      [--run-timeout 300] [--reuse]
+#                      [--run-timeout 300] [--reuse] [--gen LIST]
 #
-# Output: one line per run and one median line per server:
+# Output: one line per run, then per generator one median line per server
+# and each server's ratio to baresink:
 #   scenario=sink server=<name> gen=smtp-source size=102400 conc=50 msgs=N secs=S rate=R msgs/s
 set -euo pipefail
 
@@ -32,6 +40,7 @@ conc=50
 reps=3
 run_timeout=300
 reuse=0
+gen_list="smtp-source,smtpgen-bdat"
 
 die() { echo "sink.sh: $*" >&2; exit 1; }
 note() { echo "sink.sh: $*" >&2; }
@@ -46,7 +55,9 @@ while [ $# -gt 0 ]; do
 	--reps) reps="$2"; shift 2 ;;
 	--run-timeout) run_timeout="$2"; shift 2 ;;
 	--reuse) reuse=1; shift ;;
-	-h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+	--gen) gen_list="$2"; shift 2 ;;
+	--gen=*) gen_list="${1#*=}"; shift ;;
+	-h|--help) sed -n '2,30p' "$0"; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done
@@ -59,6 +70,11 @@ done
 IFS=',' read -r -a servers <<<"$only"
 for s in "${servers[@]}"; do
 	case "$s" in baresink|smtp-sink|kumogo) ;; *) die "unknown server $s" ;; esac
+done
+
+IFS=',' read -r -a gens <<<"$gen_list"
+for g in "${gens[@]}"; do
+	case "$g" in smtp-source|smtpgen-bdat|smtpgen-data) ;; *) die "unknown generator $g" ;; esac
 done
 
 "$root/scripts/install-test-deps.sh"
@@ -98,6 +114,8 @@ wait_ready() {
 	cat "$logf" >&2
 	die "server on port $port not ready after 30 s"
 }
+
+go build -o "$tmp/smtpgen" ./bench/smtpgen
 
 # Build and start every selected server.
 declare -A port=()
@@ -151,49 +169,71 @@ done
 
 srcflags=(-l "$size" -m "$msgs" -s "$conc" -f sender@bench.localhost -t rcpt@sink.localhost -M bench.localhost)
 [ "$reuse" -eq 1 ] && srcflags+=(-d)
+genflags=(--msgs "$msgs" --size "$size" --conc "$conc" --timeout "${run_timeout}s")
+
+# run_once GEN SERVER: one timed run; sets run_rate (msgs/s) and run_secs.
+run_once() {
+	local gen=$1 s=$2 start end rc=0
+	start=$(date +%s.%N)
+	case "$gen" in
+	smtp-source)
+		timeout "$run_timeout" smtp-source "${srcflags[@]}" "127.0.0.1:${port[$s]}" >"$tmp/gen.log" 2>&1 || rc=$?
+		;;
+	smtpgen-bdat | smtpgen-data)
+		timeout $((run_timeout + 10)) "$tmp/smtpgen" --mode "${gen#smtpgen-}" "${genflags[@]}" \
+			--target "127.0.0.1:${port[$s]}" >"$tmp/gen.log" 2>&1 || rc=$?
+		;;
+	esac
+	end=$(date +%s.%N)
+	if [ "$rc" -ne 0 ]; then
+		cat "$tmp/gen.log" >&2
+		die "$gen against $s failed or timed out (exit $rc)"
+	fi
+	run_secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')
+	run_rate=$(awk -v m="$msgs" -v d="$run_secs" 'BEGIN { printf "%.1f", m / d }')
+}
 
 declare -A rates=()
-summary=()
-for ((r = 1; r <= reps; r++)); do
-	for s in "${active[@]}"; do
-		start=$(date +%s.%N)
-		if ! timeout "$run_timeout" smtp-source "${srcflags[@]}" "127.0.0.1:${port[$s]}" \
-			>"$tmp/source.log" 2>&1; then
-			cat "$tmp/source.log" >&2
-			die "smtp-source against $s failed or timed out (run $r)"
-		fi
-		end=$(date +%s.%N)
-		if [ -s "$tmp/source.log" ]; then
-			note "smtp-source output against $s (run $r):"
-			head -5 "$tmp/source.log" >&2
-		fi
-		line=$(awk -v s="$s" -v sz="$size" -v c="$conc" -v m="$msgs" -v a="$start" -v b="$end" \
-			'BEGIN { d = b - a; printf "scenario=sink server=%s gen=smtp-source size=%d conc=%d msgs=%d secs=%.3f rate=%.0f msgs/s", s, sz, c, m, d, m / d }')
-		echo "$line"
-		rates[$s]="${rates[$s]:-} $(awk -v m="$msgs" -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", m / (b - a) }')"
+for gen in "${gens[@]}"; do
+	for ((r = 1; r <= reps; r++)); do
+		for s in "${active[@]}"; do
+			if [ "$gen" = smtpgen-bdat ] && [ "$s" = smtp-sink ]; then
+				continue # smtp-sink does not implement BDAT
+			fi
+			run_once "$gen" "$s"
+			rate=$run_rate secs=$run_secs
+			printf 'scenario=sink server=%s gen=%s size=%d conc=%d msgs=%d secs=%s rate=%.0f msgs/s\n' \
+				"$s" "$gen" "$size" "$conc" "$msgs" "$secs" "$rate"
+			rates[$gen/$s]="${rates[$gen/$s]:-} $rate"
+		done
 	done
 done
 
 declare -A median=()
-for s in "${active[@]}"; do
-	median[$s]=$(tr ' ' '\n' <<<"${rates[$s]}" | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
-	printf 'scenario=sink server=%s gen=smtp-source size=%d conc=%d msgs=%d runs=%d median rate=%.0f msgs/s\n' \
-		"$s" "$size" "$conc" "$msgs" "$reps" "${median[$s]}"
-done
-if [ -n "${median[baresink]:-}" ]; then
+for gen in "${gens[@]}"; do
 	for s in "${active[@]}"; do
-		[ "$s" = baresink ] && continue
-		awk -v s="$s" -v a="${median[$s]}" -v b="${median[baresink]}" \
-			'BEGIN { printf "scenario=sink ratio %s/baresink=%.2f\n", s, a / b }'
+		[ -n "${rates[$gen/$s]:-}" ] || continue
+		median[$gen/$s]=$(tr ' ' '\n' <<<"${rates[$gen/$s]}" | grep . | sort -g |
+			awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+		printf 'scenario=sink server=%s gen=%s size=%d conc=%d msgs=%d runs=%d median rate=%.0f msgs/s\n' \
+			"$s" "$gen" "$size" "$conc" "$msgs" "$reps" "${median[$gen/$s]}"
 	done
-fi
+	if [ -n "${median[$gen/baresink]:-}" ]; then
+		for s in "${active[@]}"; do
+			[ "$s" = baresink ] && continue
+			[ -n "${median[$gen/$s]:-}" ] || continue
+			awk -v s="$s" -v g="$gen" -v a="${median[$gen/$s]}" -v b="${median[$gen/baresink]}" \
+				'BEGIN { printf "scenario=sink gen=%s ratio %s/baresink=%.2f\n", g, s, a / b }'
+		done
+	fi
+done
 
 # Stop the baseline and check it saw every message.
 if [ -n "${pid[baresink]:-}" ]; then
 	kill -TERM "${pid[baresink]}" 2>/dev/null || true
 	wait "${pid[baresink]}" 2>/dev/null || true
 	got=$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' "${logf[baresink]}")
-	want=$((msgs * reps))
+	want=$((msgs * reps * ${#gens[@]}))
 	if [ "$got" != "$want" ]; then
 		note "baresink counted ${got:-?} messages, expected $want"
 	fi
