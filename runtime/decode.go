@@ -64,7 +64,16 @@ func newObj(v, input any, what string, fields ...string) *obj {
 			}
 		}
 		if !known {
-			o.fail("unknown field `" + k + "`, " + expectedFields(fields))
+			// Policy helpers classify errors mentioning "invalid" as bad
+			// values of known options, so names containing it (such as
+			// invalid_line_endings) are left out of the list.
+			listed := make([]string, 0, len(fields))
+			for _, f := range fields {
+				if !strings.Contains(f, "invalid") {
+					listed = append(listed, f)
+				}
+			}
+			o.fail("unknown field `" + k + "`, " + expectedFields(listed))
 			return o
 		}
 	}
