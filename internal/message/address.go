@@ -80,7 +80,7 @@ func ParseAddress(s string) (Address, error) {
 		user, domain = s[:at], s[at+1:]
 		for i := 0; i < len(user); i++ {
 			c := user[i]
-			if c <= ' ' || c == '"' || c == '<' || c == '>' || c == '(' || c == ')' || c == ',' || c == ';' || c == ':' || c == '\\' || c == '[' || c == ']' || c == 0x7f {
+			if c <= ' ' || c == '"' || c == '<' || c == '>' || c == '(' || c == ')' || c == ',' || c == ';' || c == ':' || c == '\\' || c == '[' || c == ']' || c == '@' || c == 0x7f {
 				return Address{}, ErrBadAddress
 			}
 		}
