@@ -87,3 +87,9 @@ func IDTime(id string) (time.Time, error) {
 	hi := uint64(binary.BigEndian.Uint16(u[6:]) & 0x0fff)
 	return timeFromTS(hi<<48 | mid<<32 | lo), nil
 }
+
+// NewString returns a fresh id without its time stamp (for session ids).
+func (g *IDGenerator) NewString() string {
+	id, _ := g.New()
+	return id
+}

@@ -1,0 +1,852 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
+)
+
+const (
+	modeCmd = iota
+	modeData
+	modeBDAT
+)
+
+// frontConn sits between the socket and go-smtp. go-smtp reads commands
+// from it one line at a time and DATA/BDAT bodies up to their end, so the
+// front end always knows which command a reply answers and never lets
+// go-smtp read ahead into pipelined commands.
+type frontConn struct {
+	s   *Server
+	raw net.Conn
+	cur net.Conn // raw, or a *tls.Conn after STARTTLS
+	rd  *bufio.Reader
+
+	out     []byte // replies not yet written to the socket
+	partial []byte // incomplete reply text written by go-smtp
+
+	mode     int
+	fwd      []byte // bytes handed to go-smtp but not yet read by it
+	fwdBuf   []byte
+	bdatLeft int64
+	discard  int64 // chunk bytes of a refused BDAT still to skip
+
+	// DATA framing state
+	dLineLen      int
+	dLineStartOK  bool // the current line started after CRLF
+	dFirst        byte
+	dPrevCR       bool
+	tooLong       bool
+	badEnding     bool
+	dataTruncated bool
+
+	cmd     string // verb of the command being answered
+	cmdLine string // the whole client line of that command
+	swallow int    // go-smtp replies to drop (answers to synthetic commands)
+
+	greeted bool
+	closing bool
+	closed  bool
+	idle    atomic.Bool
+
+	// session state shared with the go-smtp session
+	meta      *message.ConnMeta
+	peer      netip.AddrPort
+	local     netip.AddrPort
+	sessionID string
+	helo      string
+	ehloOK    bool
+	pendExts  []string
+	tls       *tls.ConnectionState
+	authed    bool
+	hasMail   bool
+	nrcpt     int
+	rcptTotal int
+	sender    string
+	lastRcpt  string
+	closeMode smtpreply.DisconnectMode
+	closeSet  bool
+}
+
+func newFrontConn(s *Server, c net.Conn) *frontConn {
+	fc := &frontConn{s: s, raw: c, cur: c}
+	fc.rd = bufio.NewReaderSize(c, 4096)
+	fc.meta = message.NewConnMeta()
+	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		fc.peer = ra.AddrPort()
+	}
+	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		fc.local = la.AddrPort()
+	}
+	fc.peer = netip.AddrPortFrom(fc.peer.Addr().Unmap(), fc.peer.Port())
+	fc.local = netip.AddrPortFrom(fc.local.Addr().Unmap(), fc.local.Port())
+	fc.sessionID = s.deps.IDs.NewString()
+	m := fc.meta
+	for k, v := range s.cfg.Meta {
+		m.Set(k, v)
+	}
+	m.Set("reception_protocol", "ESMTP")
+	m.Set("received_via", fc.local.String())
+	m.Set("received_from", fc.peer.String())
+	m.Set("hostname", s.cfg.Hostname)
+	s.track(fc, true)
+	return fc
+}
+
+func (f *frontConn) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), f.s.cfg.DataProcessingTimeout)
+}
+
+// ---- net.Conn ----
+
+func (f *frontConn) LocalAddr() net.Addr                { return f.raw.LocalAddr() }
+func (f *frontConn) RemoteAddr() net.Addr               { return f.raw.RemoteAddr() }
+func (f *frontConn) SetDeadline(t time.Time) error      { return nil }
+func (f *frontConn) SetReadDeadline(t time.Time) error  { return nil }
+func (f *frontConn) SetWriteDeadline(t time.Time) error { return nil }
+
+func (f *frontConn) Close() error {
+	if f.closed {
+		return nil
+	}
+	f.closed = true
+	f.flush()
+	f.s.track(f, false)
+	f.s.active.Add(-1)
+	return f.raw.Close()
+}
+
+// Read hands go-smtp the next command line, or body bytes while a DATA or
+// BDAT body is being received.
+func (f *frontConn) Read(p []byte) (int, error) {
+	for {
+		if len(f.fwd) > 0 {
+			n := copy(p, f.fwd)
+			f.fwd = f.fwd[n:]
+			return n, nil
+		}
+		if f.closing || f.closed {
+			f.flush()
+			return 0, io.EOF
+		}
+		switch f.mode {
+		case modeData:
+			return f.readData(p)
+		case modeBDAT:
+			if f.bdatLeft == 0 {
+				f.mode = modeCmd
+				continue
+			}
+			return f.readBDAT(p)
+		}
+		if err := f.nextCommand(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// Write receives go-smtp's replies; complete replies are translated and
+// queued for the socket.
+func (f *frontConn) Write(p []byte) (int, error) {
+	if f.closed {
+		return len(p), nil
+	}
+	f.partial = append(f.partial, p...)
+	for {
+		end, code, text, ok := parseReply(f.partial)
+		if !ok {
+			break
+		}
+		f.partial = f.partial[end:]
+		f.goReply(code, text)
+	}
+	if len(f.partial) == 0 {
+		f.partial = f.partial[:0:cap(f.partial)]
+	}
+	return len(p), nil
+}
+
+// parseReply finds one complete (possibly multi-line) reply at the start of
+// b and returns its length, code and text (lines joined by "\n").
+func parseReply(b []byte) (end, code int, text string, ok bool) {
+	var sb strings.Builder
+	pos := 0
+	for {
+		nl := bytes.IndexByte(b[pos:], '\n')
+		if nl < 0 {
+			return 0, 0, "", false
+		}
+		line := b[pos : pos+nl]
+		pos += nl + 1
+		line = bytes.TrimRight(line, "\r")
+		if len(line) < 3 {
+			return pos, 0, "", true
+		}
+		c, err := strconv.Atoi(string(line[:3]))
+		if err != nil {
+			return pos, 0, "", true
+		}
+		code = c
+		rest := line[3:]
+		last := len(rest) == 0 || rest[0] == ' '
+		if len(rest) > 0 {
+			rest = rest[1:]
+		}
+		if sb.Len() > 0 {
+			sb.WriteByte('\n')
+		}
+		sb.Write(rest)
+		if last {
+			return pos, code, sb.String(), true
+		}
+	}
+}
+
+// ---- replies ----
+
+// reply queues one response for the client, running the rewrite event and
+// logging a Rejection record for 4xx/5xx.
+func (f *frontConn) reply(code int, text string) {
+	s := f.s
+	if s.hasRewrite {
+		ctx, cancel := f.ctx()
+		nc, nt, err := s.deps.Policy.RewriteResponse(ctx, code, text, f.cmdLine, f.meta)
+		cancel()
+		if err != nil {
+			s.log.Error().Err(err).Msg("smtp_server_rewrite_response failed; response left unchanged")
+		} else {
+			code, text = nc, nt
+		}
+	}
+	if code >= 400 && !strings.HasPrefix(text, "4.3.2 ") {
+		f.logRejection(code, text)
+	}
+	f.out = append(f.out, smtpreply.Format(code, text)...)
+	if code == 421 {
+		f.closing = true
+	}
+	if len(f.out) > 16384 {
+		f.flush()
+	}
+}
+
+func (f *frontConn) flush() {
+	if len(f.out) == 0 || f.closed && f.raw == nil {
+		return
+	}
+	f.raw.SetWriteDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+	if _, err := f.cur.Write(f.out); err != nil {
+		f.closing = true
+	}
+	f.out = f.out[:0]
+}
+
+func (f *frontConn) host() string { return f.s.cfg.Hostname }
+
+func (f *frontConn) technicalDifficulties(err error) {
+	f.s.log.Error().Err(err).Str("peer", f.peer.String()).Str("command", f.cmd).Msg("policy error; ending session")
+	f.reply(421, "4.3.0 "+f.host()+" technical difficulties")
+}
+
+// policyFailure answers a policy event's error: a rejection is sent as
+// chosen by the policy, anything else ends the session.
+func (f *frontConn) policyFailure(err error) {
+	var rej *smtpreply.Rejection
+	if errors.As(err, &rej) {
+		f.reply(rej.Code, rej.Text)
+		f.applyDisconnect(rej)
+		return
+	}
+	f.technicalDifficulties(err)
+}
+
+func (f *frontConn) applyDisconnect(rej *smtpreply.Rejection) {
+	switch rej.Mode {
+	case smtpreply.ForceDisconnect:
+		f.closing = true
+	case smtpreply.FollowWith421:
+		if rej.Code != 421 {
+			f.reply(421, f.host()+" disconnecting due to previous error")
+		}
+		f.closing = true
+	}
+}
+
+// goReply translates a reply written by go-smtp for the current command.
+func (f *frontConn) goReply(code int, text string) {
+	if f.swallow > 0 {
+		f.swallow--
+		return
+	}
+	if !f.greeted {
+		f.greeted = true
+		f.banner()
+		return
+	}
+	// replies produced by our session carry their final text already;
+	// closeSet tells that the policy chose to disconnect.
+	switch f.cmd {
+	case "EHLO", "HELO":
+		if code == 250 {
+			f.helloDone()
+			return
+		}
+	case "MAIL":
+		switch {
+		case code == 250:
+			f.hasMail = true
+			text = "OK " + f.sender
+		case strings.HasPrefix(text, "5.5.2 Was expecting"):
+			code, text = 501, "5.1.7 Invalid sender address syntax: "+argOf(f.cmdLine)
+		case strings.HasPrefix(text, "5.3.4 "):
+			text = "5.3.4 message too big"
+		}
+	case "RCPT":
+		switch {
+		case code == 250:
+			f.nrcpt++
+			f.rcptTotal++
+			text = "OK " + f.lastRcpt
+		case strings.HasPrefix(text, "5.5.2 Was expecting"):
+			code, text = 501, "5.1.3 Invalid recipient address syntax"
+		}
+	case "DATA":
+		if code == 354 {
+			f.mode = modeData
+			f.dLineLen, f.dLineStartOK, f.dPrevCR = 0, true, false
+			f.tooLong, f.badEnding, f.dataTruncated = false, false, false
+			text = "Send body; end with CRLF.CRLF"
+			break
+		}
+		f.endTxn()
+	case "BDAT":
+		if code != 250 || strings.HasPrefix(text, "OK") || strings.HasPrefix(text, "PARTIAL") {
+			if !strings.HasPrefix(text, "2.0.0 Continue") {
+				f.endTxn()
+			}
+		}
+	case "RSET":
+		if code == 250 {
+			text = "Reset state"
+		}
+		f.endTxn()
+	case "QUIT":
+		code, text = 221, "So long, and thanks for all the fish!"
+		f.closing = true
+	}
+	if strings.HasPrefix(text, "4.0.0 Internal server error") || (code == 421 && strings.HasPrefix(text, "4.4.2 Idle timeout")) {
+		code, text = 421, "4.3.0 "+f.host()+" technical difficulties"
+	}
+	f.reply(code, text)
+	if f.closeSet {
+		f.closeSet = false
+		f.applyDisconnect(&smtpreply.Rejection{Code: code, Mode: f.closeMode})
+	}
+}
+
+func argOf(line string) string {
+	if i := strings.IndexByte(line, ':'); i >= 0 {
+		return strings.TrimSpace(line[i+1:])
+	}
+	return line
+}
+
+func (f *frontConn) endTxn() {
+	f.hasMail = false
+	f.nrcpt = 0
+	f.sender = ""
+	f.lastRcpt = ""
+}
+
+func (f *frontConn) banner() {
+	s := f.s
+	if s.shutting.Load() {
+		f.reply(421, "4.3.2 "+f.host()+" shutting down")
+		return
+	}
+	if s.hasConnAccepted {
+		ctx, cancel := f.ctx()
+		err := s.deps.Policy.ConnectionAccepted(ctx, f.meta)
+		cancel()
+		if err != nil {
+			f.policyFailure(err)
+			f.closing = true
+			return
+		}
+	}
+	f.reply(220, f.host()+" "+s.cfg.Banner)
+}
+
+func (f *frontConn) defaultExtensions() []string {
+	exts := []string{"PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", "CHUNKING"}
+	if f.tls == nil && f.s.tlsConfig != nil {
+		exts = append(exts, "STARTTLS")
+	}
+	if f.tls != nil {
+		exts = append(exts, "AUTH PLAIN")
+	}
+	return exts
+}
+
+func (f *frontConn) helloDone() {
+	f.ehloOK = true
+	f.endTxn()
+	f.meta.Set("ehlo_domain", f.helo)
+	if f.cmd == "HELO" {
+		f.reply(250, "Hello "+f.helo+"!")
+		return
+	}
+	var sb strings.Builder
+	sb.WriteString(f.host())
+	sb.WriteString(" Aloha ")
+	sb.WriteString(f.helo)
+	for _, e := range f.pendExts {
+		sb.WriteByte('\n')
+		sb.WriteString(e)
+	}
+	f.reply(250, sb.String())
+}
+
+// ---- commands ----
+
+// nextCommand reads one command line. It either forwards it to go-smtp
+// (f.fwd) or answers it itself.
+func (f *frontConn) nextCommand() error {
+	s := f.s
+	if f.rd.Buffered() == 0 {
+		f.flush()
+		if f.closing {
+			return io.EOF
+		}
+	}
+	f.idle.Store(true)
+	if s.shutting.Load() && f.rd.Buffered() == 0 {
+		f.idle.Store(false)
+		f.reply(421, "4.3.2 "+f.host()+" shutting down")
+		f.flush()
+		return io.EOF
+	}
+	f.raw.SetReadDeadline(time.Now().Add(s.cfg.ClientTimeout))
+	line, tooLong, err := f.readLine()
+	f.idle.Store(false)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			if s.shutting.Load() {
+				f.reply(421, "4.3.2 "+f.host()+" shutting down")
+			} else {
+				f.reply(421, "4.3.2 "+f.host()+" idle too long")
+			}
+			f.flush()
+		}
+		f.closing = true
+		return io.EOF
+	}
+	f.cmdLine = line
+	if tooLong {
+		f.cmd = ""
+		f.reply(500, "5.2.3 line too long")
+		return nil
+	}
+	if !utf8.ValidString(line) {
+		f.cmd = ""
+		f.reply(501, "5.5.2 Invalid UTF-8 in command")
+		return nil
+	}
+	verb, arg := line, ""
+	if i := strings.IndexByte(line, ' '); i >= 0 {
+		verb, arg = line[:i], strings.TrimSpace(line[i+1:])
+	}
+	verb = strings.ToUpper(verb)
+	f.cmd = verb
+	switch verb {
+	case "EHLO", "HELO":
+		return f.cmdHello(verb, arg)
+	case "MAIL":
+		switch {
+		case !f.ehloOK:
+			f.reply(503, "5.5.1 EHLO or HELO must be issued first")
+		case f.hasMail:
+			f.reply(503, "5.5.0 MAIL FROM already issued; you must RSET first")
+		default:
+			f.forward(line)
+		}
+	case "RCPT":
+		if !f.hasMail {
+			f.reply(503, "5.5.0 MAIL FROM must be issued first")
+		} else {
+			f.forward(line)
+		}
+	case "DATA":
+		switch {
+		case !f.hasMail || f.nrcpt == 0:
+			f.reply(503, "5.5.0 RCPT TO must be issued first")
+		case arg != "":
+			f.reply(501, "Syntax error in command or arguments: DATA takes no arguments")
+		default:
+			f.forward(line)
+		}
+	case "BDAT":
+		f.cmdBDAT(line, arg)
+	case "RSET":
+		f.forward(line)
+	case "QUIT":
+		f.forward(line)
+	case "NOOP":
+		f.reply(250, "the goggles do nothing")
+	case "STARTTLS":
+		return f.cmdStartTLS()
+	case "AUTH":
+		f.cmdAuth(arg)
+	case "":
+		f.reply(501, "Syntax error in command or arguments: empty command")
+	default:
+		f.reply(502, "5.5.1 Command unimplemented")
+	}
+	return nil
+}
+
+// readLine reads a command line without its line ending. Lines longer than
+// line_length_hard_limit are consumed and reported as tooLong.
+func (f *frontConn) readLine() (string, bool, error) {
+	limit := f.s.cfg.LineLengthHardLimit
+	var long []byte
+	over := false
+	for {
+		chunk, err := f.rd.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			if !over {
+				long = append(long, chunk...)
+				if limit > 0 && len(long) > limit {
+					over = true
+					long = nil
+				}
+			}
+			continue
+		}
+		if err != nil {
+			return "", false, err
+		}
+		if over {
+			return "", true, nil
+		}
+		if long != nil {
+			chunk = append(long, chunk...)
+		}
+		line := strings.TrimRight(string(chunk), "\r\n")
+		if limit > 0 && len(line) > limit {
+			return "", true, nil
+		}
+		return line, false, nil
+	}
+}
+
+func (f *frontConn) forward(line string) {
+	f.fwdBuf = append(f.fwdBuf[:0], line...)
+	f.fwdBuf = append(f.fwdBuf, '\r', '\n')
+	f.fwd = f.fwdBuf
+}
+
+func (f *frontConn) cmdHello(verb, arg string) error {
+	domain := arg
+	if i := strings.IndexByte(domain, ' '); i >= 0 {
+		domain = domain[:i]
+	}
+	if domain == "" {
+		f.reply(501, "Syntax error in command or arguments: "+verb+" requires a domain")
+		return nil
+	}
+	var exts []string
+	if verb == "EHLO" {
+		exts = f.defaultExtensions()
+	}
+	if f.s.hasEhlo {
+		ctx, cancel := f.ctx()
+		got, err := f.s.deps.Policy.Ehlo(ctx, domain, f.meta, exts)
+		cancel()
+		if err != nil {
+			f.policyFailure(err)
+			return nil
+		}
+		if got != nil && verb == "EHLO" {
+			exts = got
+		}
+	}
+	f.helo = domain
+	f.pendExts = exts
+	f.forward(verb + " " + domain)
+	return nil
+}
+
+func (f *frontConn) cmdBDAT(line, arg string) {
+	fields := strings.Fields(arg)
+	if len(fields) < 1 || len(fields) > 2 || (len(fields) == 2 && !strings.EqualFold(fields[1], "LAST")) {
+		f.reply(501, "Syntax error in command or arguments: BDAT <size> [LAST]")
+		return
+	}
+	size, err := strconv.ParseUint(fields[0], 10, 32)
+	if err != nil {
+		f.reply(501, "Syntax error in command or arguments: invalid BDAT size")
+		return
+	}
+	if !f.hasMail || f.nrcpt == 0 {
+		f.reply(503, "5.5.0 RCPT TO must be issued first")
+		f.skipBytes(int64(size))
+		return
+	}
+	f.forward(line)
+	f.mode = modeBDAT
+	f.bdatLeft = int64(size)
+}
+
+// skipBytes discards n bytes of input (the chunk of a refused BDAT).
+func (f *frontConn) skipBytes(n int64) {
+	f.flush()
+	f.raw.SetReadDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+	if _, err := f.rd.Discard(int(n)); err != nil {
+		f.closing = true
+	}
+}
+
+func (f *frontConn) readBDAT(p []byte) (int, error) {
+	if f.rd.Buffered() == 0 {
+		f.flush()
+	}
+	if int64(len(p)) > f.bdatLeft {
+		p = p[:f.bdatLeft]
+	}
+	f.raw.SetReadDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+	n, err := f.rd.Read(p)
+	f.bdatLeft -= int64(n)
+	if f.bdatLeft == 0 {
+		f.mode = modeCmd
+	}
+	if err != nil {
+		f.closing = true
+		return n, err
+	}
+	return n, nil
+}
+
+// readData hands go-smtp body bytes up to and including the terminating
+// "CRLF.CRLF", checking line lengths and line endings on the way.
+func (f *frontConn) readData(p []byte) (int, error) {
+	if f.rd.Buffered() == 0 {
+		f.flush()
+		f.raw.SetReadDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+		if _, err := f.rd.Peek(1); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				f.reply(421, "4.3.2 "+f.host()+" idle too long")
+				f.flush()
+			}
+			f.closing = true
+			return 0, err
+		}
+	}
+	n := f.rd.Buffered()
+	if n > len(p) {
+		n = len(p)
+	}
+	chunk, _ := f.rd.Peek(n)
+	take, end := f.scanData(chunk)
+	copy(p, chunk[:take])
+	f.rd.Discard(take)
+	if end {
+		f.mode = modeCmd
+	}
+	return take, nil
+}
+
+// scanData advances the DATA framing state over chunk and returns how many
+// bytes belong to the body (including the terminator) and whether the
+// terminator was reached.
+func (f *frontConn) scanData(chunk []byte) (int, bool) {
+	limit := f.s.cfg.LineLengthHardLimit
+	i := 0
+	for i < len(chunk) {
+		j := bytes.IndexByte(chunk[i:], '\n')
+		if j < 0 {
+			seg := chunk[i:]
+			if f.dLineLen == 0 {
+				f.dFirst = seg[0]
+			}
+			if k := bytes.IndexByte(seg, '\r'); k >= 0 && k < len(seg)-1 {
+				f.badEnding = true
+			}
+			f.dPrevCR = seg[len(seg)-1] == '\r'
+			f.dLineLen += len(seg)
+			return len(chunk), false
+		}
+		seg := chunk[i : i+j+1]
+		if f.dLineLen == 0 && len(seg) > 0 {
+			f.dFirst = seg[0]
+		}
+		total := f.dLineLen + len(seg)
+		crlf := (len(seg) >= 2 && seg[len(seg)-2] == '\r') || (len(seg) == 1 && f.dPrevCR)
+		content := total - 1
+		body := seg[:len(seg)-1]
+		if crlf {
+			content--
+			if len(body) > 0 {
+				body = body[:len(body)-1]
+			}
+		} else {
+			f.badEnding = true
+		}
+		if bytes.IndexByte(body, '\r') >= 0 {
+			f.badEnding = true
+		}
+		if limit > 0 && content > limit {
+			f.tooLong = true
+		}
+		i += j + 1
+		if f.dLineStartOK && crlf && total == 3 && f.dFirst == '.' {
+			f.dLineLen, f.dPrevCR = 0, false
+			return i, true
+		}
+		f.dLineStartOK = crlf
+		f.dLineLen, f.dPrevCR = 0, false
+	}
+	return i, false
+}
+
+// ---- STARTTLS and AUTH ----
+
+func (f *frontConn) cmdStartTLS() error {
+	if f.tls != nil {
+		f.reply(501, "Cannot STARTTLS as TLS is already active")
+		return nil
+	}
+	if f.s.tlsConfig == nil {
+		f.reply(502, "5.5.1 Command unimplemented")
+		return nil
+	}
+	f.reply(220, "Ready to Start TLS")
+	f.flush()
+	if f.closing {
+		return io.EOF
+	}
+	// Anything pipelined after STARTTLS was sent in clear text: drop it.
+	if n := f.rd.Buffered(); n > 0 {
+		f.rd.Discard(n)
+	}
+	tc := tls.Server(f.raw, f.s.tlsConfig)
+	f.raw.SetDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+	if err := tc.Handshake(); err != nil {
+		f.s.log.Debug().Err(err).Str("peer", f.peer.String()).Msg("TLS handshake failed")
+		f.closing = true
+		return io.EOF
+	}
+	f.raw.SetWriteDeadline(time.Time{})
+	st := tc.ConnectionState()
+	f.tls = &st
+	f.cur = tc
+	f.rd.Reset(tc)
+	f.meta.Set("tls_cipher", tls.CipherSuiteName(st.CipherSuite))
+	f.meta.Set("tls_protocol_version", tls.VersionName(st.Version))
+	// RFC 3207: forget the EHLO and any transaction. go-smtp is reset with a
+	// synthetic RSET whose answer is dropped.
+	f.ehloOK = false
+	f.endTxn()
+	f.cmd = "RSET"
+	f.swallow++
+	f.forward("RSET")
+	return nil
+}
+
+func (f *frontConn) cmdAuth(arg string) {
+	if f.tls == nil {
+		f.reply(524, "5.7.11 AUTH requires an encrypted channel")
+		return
+	}
+	if f.authed {
+		f.reply(503, "5.5.1 AUTH me once, can't get authed again!")
+		return
+	}
+	if !f.ehloOK {
+		f.reply(503, "5.5.1 EHLO or HELO must be issued first")
+		return
+	}
+	if f.hasMail {
+		f.reply(503, "5.5.1 AUTH not permitted inside a transaction")
+		return
+	}
+	mech, initial, _ := strings.Cut(arg, " ")
+	if !strings.EqualFold(mech, "PLAIN") {
+		f.reply(504, "5.5.4 AUTH "+mech+" not supported")
+		return
+	}
+	resp := strings.TrimSpace(initial)
+	if resp == "" {
+		f.reply(334, "")
+		f.flush()
+		f.raw.SetReadDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+		line, tooLong, err := f.readLine()
+		if err != nil || tooLong {
+			f.closing = true
+			return
+		}
+		resp = strings.TrimSpace(line)
+	}
+	if resp == "*" {
+		f.reply(501, "5.5.0 AUTH cancelled by client")
+		return
+	}
+	raw, err := base64.StdEncoding.DecodeString(resp)
+	if resp == "=" {
+		raw, err = nil, nil
+	}
+	parts := strings.Split(string(raw), "\x00")
+	if err != nil || len(parts) != 3 {
+		f.reply(501, "5.5.2 Invalid base64 or malformed PLAIN response")
+		return
+	}
+	authz, authc, pass := parts[0], parts[1], parts[2]
+	if authz == "" {
+		authz = authc
+	}
+	ok := false
+	if f.s.hasAuth {
+		ctx, cancel := f.ctx()
+		ok, err = f.s.deps.Policy.AuthPlain(ctx, authz, authc, pass, f.meta)
+		cancel()
+		if err != nil {
+			f.policyFailure(err)
+			return
+		}
+	}
+	if !ok {
+		f.reply(535, "5.7.8 AUTH invalid")
+		return
+	}
+	f.authed = true
+	f.meta.Set("authz_id", authz)
+	f.meta.Set("authn_id", authc)
+	f.reply(235, "2.7.0 AUTH OK")
+}
+
+// tlsInfo renders "<version>:<cipher>" for the Received header.
+func (f *frontConn) tlsInfo() string {
+	if f.tls == nil {
+		return ""
+	}
+	return tls.VersionName(f.tls.Version) + ":" + tls.CipherSuiteName(f.tls.CipherSuite)
+}
+
+var _ = os.Stderr

@@ -1,0 +1,75 @@
+package smtpd
+
+import (
+	"strings"
+	"time"
+
+	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
+)
+
+// logReception writes the Reception record of an accepted message.
+func (s *Server) logReception(fc *frontConn, m *message.Message, queue string) {
+	if s.deps.Logger == nil {
+		return
+	}
+	rc := m.Recipients()
+	rcpts := make([]string, len(rc))
+	for i, r := range rc {
+		rcpts[i] = r.String()
+	}
+	rec := &logrecord.Record{
+		Type:              logrecord.Reception,
+		ID:                m.ID(),
+		Sender:            m.Sender().String(),
+		Recipient:         rcpts,
+		Queue:             queue,
+		Size:              int64(m.Size()),
+		Response:          logrecord.Response{Code: 250},
+		PeerAddress:       &logrecord.PeerAddress{Name: fc.helo, Addr: peerIP(fc.peer)},
+		Timestamp:         time.Now(),
+		Created:           m.Created(),
+		ReceptionProtocol: "ESMTP",
+		NodeID:            s.deps.NodeID,
+		SessionID:         fc.sessionID,
+	}
+	if fc.tls != nil {
+		rec.TLSCipher = fc.meta.GetString("tls_cipher")
+		rec.TLSProtocolVersion = fc.meta.GetString("tls_protocol_version")
+	}
+	s.deps.Logger.Log(rec, m)
+}
+
+// logRejection writes the Rejection record for a 4xx/5xx reply.
+func (f *frontConn) logRejection(code int, text string) {
+	s := f.s
+	if s.deps.Logger == nil {
+		return
+	}
+	content := strings.ReplaceAll(text, "\n", " ")
+	resp := logrecord.Response{Code: code, Content: content}
+	if cl, sub, det, rest, ok := smtpreply.SplitEnhanced(content); ok {
+		resp.Enhanced = &logrecord.EnhancedCode{Class: cl, Subject: sub, Detail: det}
+		resp.Content = rest
+	}
+	if f.cmdLine != "" {
+		resp.Command = f.cmdLine + "\r\n"
+	}
+	rec := &logrecord.Record{
+		Type:              logrecord.Rejection,
+		ID:                s.deps.IDs.NewString(),
+		Sender:            f.sender,
+		Response:          resp,
+		PeerAddress:       &logrecord.PeerAddress{Name: f.helo, Addr: peerIP(f.peer)},
+		Timestamp:         time.Now(),
+		ReceptionProtocol: "ESMTP",
+		NodeID:            s.deps.NodeID,
+		SessionID:         f.sessionID,
+	}
+	rec.Created = rec.Timestamp
+	if f.lastRcpt != "" {
+		rec.Recipient = []string{f.lastRcpt}
+	}
+	s.deps.Logger.Log(rec, nil)
+}

@@ -1,0 +1,262 @@
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	smtp "github.com/emersion/go-smtp"
+	"github.com/rs/zerolog"
+
+	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/message"
+)
+
+// Enqueuer takes accepted messages whose queue is not "null". It must store
+// the message durably before returning nil; an error makes the listener
+// answer with a temporary failure.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, msg *message.Message) error
+}
+
+// RecordLogger receives log records (Reception, Rejection, ...). msg, when
+// not nil, is the message the record is about; the logger must not keep it
+// after Log returns.
+type RecordLogger interface {
+	Log(rec *logrecord.Record, msg *message.Message)
+}
+
+// Deps are the collaborators of a listener.
+type Deps struct {
+	Policy   Policy
+	Logger   RecordLogger // may be nil: no records
+	Enqueuer Enqueuer     // may be nil: only queue "null" is accepted
+	IDs      *message.IDGenerator
+	Log      zerolog.Logger
+	// NodeID is copied into records.
+	NodeID string
+}
+
+// Server is one ESMTP listener.
+type Server struct {
+	cfg  config.ESMTPListener
+	deps Deps
+	log  zerolog.Logger
+
+	tlsConfig *tls.Config
+	gs        *smtp.Server
+	ln        net.Listener
+	addr      net.Addr
+	localIP   string
+
+	// handler presence, computed once
+	hasEhlo, hasConnAccepted, hasMail, hasRcpt, hasData, hasSplit, hasReceived, hasRewrite, hasListenerDomain, hasAuth bool
+
+	active   atomic.Int64
+	shutting atomic.Bool
+	mu       sync.Mutex
+	conns    map[*frontConn]struct{}
+	served   chan struct{}
+	sessSeq  atomic.Uint64
+}
+
+// New validates cfg and prepares a listener; call Listen to bind.
+func New(cfg config.ESMTPListener, deps Deps) (*Server, error) {
+	if deps.Policy == nil {
+		return nil, errors.New("smtpd: a policy is required")
+	}
+	if deps.IDs == nil {
+		deps.IDs = message.NewIDGenerator()
+	}
+	if cfg.Hostname == "" {
+		return nil, errors.New("smtpd: hostname is empty")
+	}
+	tc, err := loadTLS(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("smtpd: listener %s: %w", cfg.Listen, err)
+	}
+	s := &Server{
+		cfg:       cfg,
+		deps:      deps,
+		log:       deps.Log,
+		tlsConfig: tc,
+		conns:     make(map[*frontConn]struct{}),
+		served:    make(chan struct{}),
+	}
+	p := deps.Policy
+	s.hasEhlo = p.HasHandler("smtp_server_ehlo")
+	s.hasConnAccepted = p.HasHandler("smtp_server_connection_accepted")
+	s.hasMail = p.HasHandler("smtp_server_mail_from")
+	s.hasRcpt = p.HasHandler("smtp_server_rcpt_to")
+	s.hasData = p.HasHandler("smtp_server_data")
+	s.hasSplit = p.HasHandler("smtp_server_split_transaction")
+	s.hasReceived = p.HasHandler("smtp_server_message_received")
+	s.hasRewrite = p.HasHandler("smtp_server_rewrite_response")
+	s.hasListenerDomain = p.HasHandler("get_listener_domain")
+	s.hasAuth = p.HasHandler("smtp_server_auth_plain")
+
+	gs := smtp.NewServer(backend{s})
+	gs.Domain = cfg.Hostname
+	gs.MaxLineLength = 0        // the front end enforces line_length_hard_limit
+	gs.MaxMessageBytes = 0      // the session enforces max_message_size
+	gs.MaxRecipients = 0        // the session enforces max_recipients_per_message
+	gs.AllowInsecureAuth = true // AUTH is answered by the front end
+	gs.EnableSMTPUTF8 = true
+	gs.ErrorLog = zlogAdapter{deps.Log}
+	s.gs = gs
+	return s, nil
+}
+
+// ListenAddr normalises KumoMTA listen strings: "0:25" means all IPv4
+// addresses.
+func ListenAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if host == "0" {
+		host = "0.0.0.0"
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), port)
+}
+
+// Listen binds the listening socket.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", ListenAddr(s.cfg.Listen))
+	if err != nil {
+		return fmt.Errorf("smtpd: listen on %s: %w", s.cfg.Listen, err)
+	}
+	s.ln = ln
+	s.addr = ln.Addr()
+	return nil
+}
+
+// Addr is the bound address (valid after Listen).
+func (s *Server) Addr() net.Addr { return s.addr }
+
+// Config returns the listener's configuration.
+func (s *Server) Config() *config.ESMTPListener { return &s.cfg }
+
+// Serve accepts connections until Shutdown. It returns nil after a
+// shutdown.
+func (s *Server) Serve() error {
+	defer close(s.served)
+	err := s.gs.Serve(&acceptor{Listener: s.ln, s: s})
+	if s.shutting.Load() {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, answers idle sessions with
+// "421 4.3.2 <host> shutting down", lets sessions in a transaction finish
+// until ctx ends, then closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutting.Store(true)
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		for fc := range s.conns {
+			if fc.idle.Load() {
+				fc.raw.SetReadDeadline(time.Now())
+			}
+		}
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			for fc := range s.conns {
+				fc.raw.Close()
+			}
+			s.mu.Unlock()
+			s.gs.Close()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	if s.ln != nil {
+		select {
+		case <-s.served:
+		case <-ctx.Done():
+		}
+	}
+	return nil
+}
+
+// ActiveConnections returns the number of open sessions.
+func (s *Server) ActiveConnections() int { return int(s.active.Load()) }
+
+func (s *Server) track(fc *frontConn, add bool) {
+	s.mu.Lock()
+	if add {
+		s.conns[fc] = struct{}{}
+	} else {
+		delete(s.conns, fc)
+	}
+	s.mu.Unlock()
+}
+
+// acceptor wraps the listening socket: it enforces max_connections before
+// go-smtp sees a connection and wraps every connection in the front end.
+type acceptor struct {
+	net.Listener
+	s *Server
+}
+
+func (a *acceptor) Accept() (net.Conn, error) {
+	for {
+		c, err := a.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		s := a.s
+		if s.shutting.Load() {
+			writeAndClose(c, 421, "4.3.2 "+s.cfg.Hostname+" shutting down")
+			continue
+		}
+		if n := s.active.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
+			s.active.Add(-1)
+			go writeAndClose(c, 421, "4.3.2 "+s.cfg.Hostname+" too many concurrent sessions. Try later")
+			continue
+		}
+		return newFrontConn(s, c), nil
+	}
+}
+
+func writeAndClose(c net.Conn, code int, text string) {
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "%d %s\r\n", code, text)
+	c.Close()
+}
+
+type backend struct{ s *Server }
+
+func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	fc, ok := c.Conn().(*frontConn)
+	if !ok {
+		return nil, errors.New("smtpd: connection was not accepted by the front end")
+	}
+	return &session{fc: fc, s: b.s}, nil
+}
+
+type zlogAdapter struct{ l zerolog.Logger }
+
+func (z zlogAdapter) Printf(format string, v ...interface{}) {
+	z.l.Debug().Msgf("go-smtp: "+format, v...)
+}
+func (z zlogAdapter) Println(v ...interface{}) { z.l.Debug().Msg("go-smtp: " + fmt.Sprint(v...)) }

@@ -1,0 +1,253 @@
+package smtpd
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/netip"
+	"strings"
+	"sync"
+
+	smtp "github.com/emersion/go-smtp"
+
+	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
+)
+
+// session is the go-smtp Session of one connection. go-smtp calls it from
+// the connection's goroutine only, so it shares state with its frontConn
+// without locking.
+type session struct {
+	fc    *frontConn
+	s     *Server
+	from  message.Address
+	rcpts []message.Address
+	// listener-domain cache for the relay check (a few domains per session)
+	ldCache map[string]*config.ListenerDomain
+}
+
+var _ smtp.Session = (*session)(nil)
+
+func reply(code int, text string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: smtp.NoEnhancedCode, Message: text}
+}
+
+// policyErr turns a policy event's error into the reply go-smtp writes,
+// remembering a disconnect the policy asked for.
+func (ss *session) policyErr(err error) error {
+	var rej *smtpreply.Rejection
+	if errors.As(err, &rej) {
+		if rej.Mode != smtpreply.If421 {
+			ss.fc.closeSet, ss.fc.closeMode = true, rej.Mode
+		}
+		return reply(rej.Code, rej.Text)
+	}
+	ss.s.log.Error().Err(err).Str("peer", ss.fc.peer.String()).Str("command", ss.fc.cmd).Msg("policy error; ending session")
+	return reply(421, "4.3.0 "+ss.fc.host()+" technical difficulties")
+}
+
+func (ss *session) Reset() {
+	ss.from = message.Address{}
+	ss.rcpts = ss.rcpts[:0]
+}
+
+func (ss *session) Logout() error { return nil }
+
+func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	addr, err := message.ParseAddress(from)
+	if err != nil {
+		return reply(501, "5.1.7 Invalid sender address syntax: "+from)
+	}
+	if ss.s.hasMail {
+		ctx, cancel := ss.fc.ctx()
+		err = ss.s.deps.Policy.MailFrom(ctx, addr, ss.fc.meta)
+		cancel()
+		if err != nil {
+			return ss.policyErr(err)
+		}
+	}
+	ss.from = addr
+	ss.fc.sender = addr.String()
+	return nil
+}
+
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	fc, cfg := ss.fc, &ss.s.cfg
+	addr, err := message.ParseAddress(to)
+	if err != nil || addr.IsNull() {
+		return reply(501, "5.1.3 Invalid recipient address syntax")
+	}
+	ok, err := ss.relayAllowed(addr)
+	if err != nil {
+		return ss.policyErr(err)
+	}
+	if !ok {
+		return reply(550, "5.7.1 relaying not permitted for "+fc.peer.String())
+	}
+	if cfg.MaxRecipientsPerMessage > 0 && len(ss.rcpts) >= cfg.MaxRecipientsPerMessage {
+		return reply(452, "4.5.3 too many recipients")
+	}
+	if cfg.MaxMessagesPerConnection > 0 && fc.rcptTotal >= cfg.MaxMessagesPerConnection {
+		if len(ss.rcpts) == 0 {
+			return reply(421, "4.5.3 "+fc.host()+" too many recipients on this connection")
+		}
+		return reply(452, "4.5.3 too many recipients on this connection")
+	}
+	if ss.s.hasRcpt {
+		ctx, cancel := fc.ctx()
+		err = ss.s.deps.Policy.RcptTo(ctx, addr, fc.meta)
+		cancel()
+		if err != nil {
+			return ss.policyErr(err)
+		}
+	}
+	ss.rcpts = append(ss.rcpts, addr)
+	fc.lastRcpt = addr.String()
+	return nil
+}
+
+// relayAllowed applies KumoMTA's relay rule: the peer is in relay_hosts, or
+// the sender domain's listener domain lists the peer in relay_from, or the
+// recipient domain's listener domain has relay_to (or OOB/ARF logging).
+func (ss *session) relayAllowed(rcpt message.Address) (bool, error) {
+	peer := ss.fc.peer.Addr()
+	if ss.s.cfg.RelayHosts.Contains(peer) {
+		return true, nil
+	}
+	if !ss.s.hasListenerDomain {
+		return false, nil
+	}
+	if !ss.from.IsNull() {
+		ld, err := ss.listenerDomain(ss.from.Domain)
+		if err != nil {
+			return false, err
+		}
+		if ld != nil && ld.RelayFrom.Contains(peer) {
+			return true, nil
+		}
+	}
+	ld, err := ss.listenerDomain(rcpt.Domain)
+	if err != nil {
+		return false, err
+	}
+	if ld != nil && (ld.RelayTo || (ld.LogOOB != "" && ld.LogOOB != "Ignore") || (ld.LogARF != "" && ld.LogARF != "Ignore")) {
+		return true, nil
+	}
+	return false, nil
+}
+
+func (ss *session) listenerDomain(domain string) (*config.ListenerDomain, error) {
+	domain = strings.ToLower(domain)
+	if ld, ok := ss.ldCache[domain]; ok {
+		return ld, nil
+	}
+	ctx, cancel := ss.fc.ctx()
+	ld, err := ss.s.deps.Policy.ListenerDomain(ctx, domain, ss.fc.local.String(), ss.fc.meta)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if ss.ldCache == nil {
+		ss.ldCache = make(map[string]*config.ListenerDomain, 4)
+	} else if len(ss.ldCache) >= 16 {
+		clear(ss.ldCache)
+	}
+	ss.ldCache[domain] = ld
+	return ld, nil
+}
+
+// bufPool recycles body buffers; each keeps message.Headroom spare bytes in
+// front for trace headers.
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, 128*1024+message.Headroom)
+	return &b
+}}
+
+func getBuf() *[]byte {
+	bp := bufPool.Get().(*[]byte)
+	*bp = (*bp)[:message.Headroom]
+	return bp
+}
+
+func putBuf(bp *[]byte) {
+	if cap(*bp) > 4<<20 {
+		return // do not pin huge buffers
+	}
+	bufPool.Put(bp)
+}
+
+func (ss *session) Data(r io.Reader) error {
+	fc, cfg := ss.fc, &ss.s.cfg
+	bp := getBuf()
+	buf := *bp
+	max := cfg.MaxMessageSize
+	tooBig := false
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if max > 0 && int64(len(buf)-message.Headroom) > max {
+			tooBig = true
+			io.Copy(io.Discard, r)
+			break
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*bp = buf
+			putBuf(bp)
+			fc.closing = true
+			return reply(421, "4.3.0 "+fc.host()+" read error")
+		}
+	}
+	*bp = buf
+	if tooBig {
+		putBuf(bp)
+		return reply(552, "5.3.4 message too big")
+	}
+	if fc.tooLong {
+		putBuf(bp)
+		return reply(500, "5.2.3 line too long")
+	}
+	if fc.badEnding {
+		switch cfg.InvalidLineEndings {
+		case "Allow":
+		case "Fix":
+			fixed := fixLineEndings(buf[message.Headroom:])
+			buf = append(buf[:message.Headroom], fixed...)
+			*bp = buf
+		default:
+			putBuf(bp)
+			return reply(552, "5.6.0 message data must use CRLF for line endings")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.DataProcessingTimeout)
+	defer cancel()
+	err := ss.s.receive(ctx, fc, ss.from, ss.rcpts, bp)
+	return err
+}
+
+// fixLineEndings turns bare CR and bare LF into CRLF.
+func fixLineEndings(b []byte) []byte {
+	out := make([]byte, 0, len(b)+len(b)/64)
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case c == '\r' && i+1 < len(b) && b[i+1] == '\n':
+			out = append(out, '\r', '\n')
+			i++
+		case c == '\r' || c == '\n':
+			out = append(out, '\r', '\n')
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// peerIP returns the peer address without port.
+func peerIP(ap netip.AddrPort) string { return ap.Addr().String() }
