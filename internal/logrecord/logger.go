@@ -25,7 +25,7 @@ const flushInterval = 500 * time.Millisecond
 const maxPooledBuffer = 64 << 10
 
 // item is one entry of the writer's queue: an encoded line for a segment
-// writer, or a control request (flush or close) acknowledged on done.
+// writer, a flush request acknowledged on done, or the close request.
 type item struct {
 	buf   *[]byte
 	sink  int
@@ -46,10 +46,13 @@ type Logger struct {
 	sinks []*segmentWriter
 	tick  time.Duration
 
-	queue     chan item
-	stopped   chan struct{} // closed when the writer goroutine has exited
-	closeOnce sync.Once
-	bufs      sync.Pool
+	queue   chan item
+	stopped chan struct{} // closed when the writer goroutine has exited
+	bufs    sync.Pool
+
+	closeMu   sync.Mutex
+	closeSent bool
+	closeErr  error // set by the writer before stopped is closed
 }
 
 // New validates cfg, seals leftover segments in every log directory it
@@ -173,6 +176,11 @@ func (l *Logger) LogContext(ctx context.Context, rec *Record, msg *message.Messa
 	if sink < 0 {
 		return nil
 	}
+	select {
+	case <-l.stopped:
+		return ErrClosed
+	default:
+	}
 	bp := l.bufs.Get().(*[]byte)
 	e := recordEncoder{msg: msg, metaSel: l.metaSel, hdrSel: l.hdrSel, nodeID: l.nodeID}
 	b := e.append((*bp)[:0], rec)
@@ -187,11 +195,11 @@ func (l *Logger) LogContext(ctx context.Context, rec *Record, msg *message.Messa
 	}
 }
 
-// control sends a flush or close request and waits for its answer.
-func (l *Logger) control(ctx context.Context, closing bool) error {
+// control sends a flush request and waits for its answer.
+func (l *Logger) control(ctx context.Context) error {
 	done := make(chan error, 1)
 	select {
-	case l.queue <- item{done: done, close: closing}:
+	case l.queue <- item{done: done}:
 	case <-l.stopped:
 		return ErrClosed
 	case <-ctx.Done():
@@ -200,6 +208,8 @@ func (l *Logger) control(ctx context.Context, closing bool) error {
 	select {
 	case err := <-done:
 		return err
+	case <-l.stopped:
+		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -209,25 +219,29 @@ func (l *Logger) control(ctx context.Context, closing bool) error {
 // readable in its segment file (the zstd frame is ended, the segment stays
 // open).
 func (l *Logger) Flush(ctx context.Context) error {
-	return l.control(ctx, false)
+	return l.control(ctx)
 }
 
 // Close writes every queued record, seals all open segments and stops the
-// writer. Further calls return the first call's outcome once the writer is
-// done (or ctx's error).
+// writer. It returns the first error met while sealing, or ctx's error if
+// ctx ends first (the close request, once queued, still completes). Later
+// calls wait for the same outcome.
 func (l *Logger) Close(ctx context.Context) error {
-	var err error
-	sent := false
-	l.closeOnce.Do(func() {
-		sent = true
-		err = l.control(ctx, true)
-	})
-	if sent {
-		return err
+	l.closeMu.Lock()
+	if !l.closeSent {
+		select {
+		case l.queue <- item{close: true}:
+			l.closeSent = true
+		case <-l.stopped:
+		case <-ctx.Done():
+			l.closeMu.Unlock()
+			return ctx.Err()
+		}
 	}
+	l.closeMu.Unlock()
 	select {
 	case <-l.stopped:
-		return nil
+		return l.closeErr
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -268,7 +282,7 @@ func (l *Logger) run() {
 				it.done <- first
 				continue
 			}
-			it.done <- l.shutdown(report)
+			l.closeErr = l.shutdown(report)
 			return
 		case <-ticker.C:
 			now := time.Now()

@@ -1,6 +1,7 @@
 package logrecord
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/rs/zerolog"
 
 	"github.com/kumogo/kumogo/internal/config"
@@ -502,4 +504,43 @@ func BenchmarkAppendJSON(b *testing.B) {
 		buf = e.append(buf[:0], &r)
 	}
 	b.SetBytes(int64(len(buf)))
+}
+
+func TestReadDirPartialFrame(t *testing.T) {
+	dir := t.TempDir()
+	var buf bytes.Buffer
+	enc, err := zstd.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		enc.Write(append(rec(i).AppendJSON(nil), '\n'))
+	}
+	enc.Close()
+	complete := buf.Len()
+	enc.Reset(&buf)
+	for i := 3; i < 200; i++ {
+		enc.Write(append(rec(i).AppendJSON(nil), '\n'))
+	}
+	enc.Close()
+	// a writer that has written the first frame and part of the second
+	cut := buf.Bytes()[:complete+(buf.Len()-complete)/2]
+	p := filepath.Join(dir, "20240101-000000.00000000")
+	if err := os.WriteFile(p, cut, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) < 3 {
+		t.Fatalf("got %d records, want at least the 3 of the complete frame", len(recs))
+	}
+	checkIDs(t, recs, len(recs))
+	if err := os.Chmod(p, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadDir(dir); err == nil {
+		t.Error("truncated sealed segment accepted")
+	}
 }
