@@ -44,14 +44,17 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 	}
 
 	msgs := make([]*message.Message, 0, len(batches))
-	now := time.Now()
+	now := time.Now().UTC()
+	// The body as received; trace headers go into headroom in front of it,
+	// so this slice keeps showing the untouched data for later batches.
+	orig := msg.Data()
 	for i, b := range batches {
 		m := msg
 		if i == 0 {
 			m.SetRecipients(b)
 		} else {
 			nb := getBuf()
-			*nb = append(*nb, msg.Data()...)
+			*nb = append(*nb, orig...)
 			bufs = append(bufs, nb)
 			m = message.NewWithHeadroom(s.deps.IDs, msg.Sender(), b, *nb, message.Headroom)
 			for k, v := range msg.MetaMap() {

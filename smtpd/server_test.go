@@ -116,6 +116,11 @@ func TestOnePerRecipientAndBatchByDomain(t *testing.T) {
 		for _, r := range m.Recipients() {
 			l = append(l, r.String())
 		}
+		// each split message carries exactly its own Received header
+		d := string(m.Data())
+		if strings.Count(d, "Received: ") != 1 || !strings.Contains(d, " for "+l[0]+";") || !strings.HasSuffix(d, "\r\nhi\r\n") {
+			t.Errorf("split message data %q", d)
+		}
 		mu.Lock()
 		batches = append(batches, l)
 		mu.Unlock()

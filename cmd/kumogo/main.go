@@ -59,7 +59,19 @@ func run(args []string, stderr io.Writer) int {
 		logger.Error().Msg(err.Error())
 		return 1
 	}
-	d := &daemon{log: logger, ids: message.NewIDGenerator(), validating: *validate}
+	node, err := nodeID()
+	if err != nil {
+		logger.Error().Msg(err.Error())
+		return 1
+	}
+	if !*validate {
+		if n, err := raiseFileLimit(); err != nil {
+			logger.Warn().Err(err).Msg("could not raise the open file limit")
+		} else {
+			logger.Debug().Uint64("nofile", n).Msg("open file limit")
+		}
+	}
+	d := &daemon{log: logger, ids: message.NewIDGenerator(), validating: *validate, nodeID: node}
 	hostname, _ := os.Hostname()
 	rt, err := runtime.New(runtime.Options{
 		PolicyPath: path,
@@ -159,6 +171,7 @@ type daemon struct {
 	ids        *message.IDGenerator
 	rt         *runtime.Runtime
 	validating bool
+	nodeID     string
 
 	mu        sync.Mutex
 	listeners []*smtpd.Server
@@ -191,6 +204,7 @@ func (d *daemon) StartESMTPListener(ctx context.Context, l *config.ESMTPListener
 		Logger: &d.loggers,
 		IDs:    d.ids,
 		Log:    d.log,
+		NodeID: d.nodeID,
 	})
 	if err != nil {
 		return err
@@ -221,7 +235,7 @@ func (d *daemon) DefineSpool(ctx context.Context, s *config.Spool) error {
 }
 
 func (d *daemon) ConfigureLocalLogs(ctx context.Context, l *config.LocalLogs) error {
-	lg, err := logrecord.New(*l, "", d.log)
+	lg, err := logrecord.New(*l, d.nodeID, d.log)
 	if err != nil {
 		return fmt.Errorf("configure_local_logs: %w", err)
 	}

@@ -209,9 +209,8 @@ func ParseQueueName(name string) QueueNameParts {
 		rest = name[at+1:]
 		if c := strings.IndexByte(prefix, ':'); c >= 0 {
 			p.Campaign, p.HasCampaign = prefix[:c], true
-			if t := prefix[c+1:]; t != "" {
-				p.Tenant, p.HasTenant = t, true
-			}
+			// "campaign:@domain" has an empty (but present) tenant
+			p.Tenant, p.HasTenant = prefix[c+1:], true
 		} else {
 			p.Tenant, p.HasTenant = prefix, true
 		}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+)
+
+// raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard limit so that the
+// daemon can hold tens of thousands of connections.
+func raiseFileLimit() (uint64, error) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, err
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			return 0, err
+		}
+	}
+	return rl.Cur, nil
+}
+
+// nodeID returns this node's UUID, read from KUMO_NODE_ID_PATH when set (the
+// file is created with a fresh id if missing), otherwise a fresh id for
+// this process.
+func nodeID() (string, error) {
+	path := os.Getenv("KUMO_NODE_ID_PATH")
+	if path != "" {
+		if b, err := os.ReadFile(path); err == nil {
+			if id := strings.TrimSpace(string(b)); id != "" {
+				return id, nil
+			}
+		}
+	}
+	var u [16]byte
+	if _, err := rand.Read(u[:]); err != nil {
+		return "", err
+	}
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	h := hex.EncodeToString(u[:])
+	id := h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+	if path != "" {
+		if err := os.WriteFile(path, []byte(id+"\n"), 0o644); err != nil {
+			return "", fmt.Errorf("writing node id to %s: %w", path, err)
+		}
+	}
+	return id, nil
+}
