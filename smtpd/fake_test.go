@@ -91,6 +91,8 @@ type recLogger struct {
 	recs []logrecord.Record
 }
 
+func (l *recLogger) Enabled() bool { return true }
+
 func (l *recLogger) Log(rec *logrecord.Record, _ *message.Message) {
 	l.mu.Lock()
 	l.recs = append(l.recs, *rec)

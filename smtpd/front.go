@@ -68,6 +68,8 @@ type frontConn struct {
 	meta      *message.ConnMeta
 	peer      netip.AddrPort
 	local     netip.AddrPort
+	peerIP    string // peer address without port
+	localIP   string
 	sessionID string
 	helo      string
 	ehloOK    bool
@@ -95,6 +97,7 @@ func newFrontConn(s *Server, c net.Conn) *frontConn {
 	}
 	fc.peer = netip.AddrPortFrom(fc.peer.Addr().Unmap(), fc.peer.Port())
 	fc.local = netip.AddrPortFrom(fc.local.Addr().Unmap(), fc.local.Port())
+	fc.peerIP, fc.localIP = fc.peer.Addr().String(), fc.local.Addr().String()
 	fc.sessionID = s.deps.IDs.NewString()
 	m := fc.meta
 	for k, v := range s.cfg.Meta {
@@ -236,7 +239,14 @@ func (f *frontConn) reply(code int, text string) {
 	if code >= 400 && !strings.HasPrefix(text, "4.3.2 ") {
 		f.logRejection(code, text)
 	}
-	f.out = append(f.out, smtpreply.Format(code, text)...)
+	if strings.IndexByte(text, '\n') < 0 {
+		f.out = strconv.AppendInt(f.out, int64(code), 10)
+		f.out = append(f.out, ' ')
+		f.out = append(f.out, text...)
+		f.out = append(f.out, '\r', '\n')
+	} else {
+		f.out = append(f.out, smtpreply.Format(code, text)...)
+	}
 	if code == 421 {
 		f.closing = true
 	}

@@ -73,8 +73,8 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 					proto = "ESMTPSA"
 				}
 			}
-			m.PrependHeader("Received", message.ReceivedValue(fc.helo, peerIP(fc.peer), s.cfg.Hostname,
-				fc.local.Addr().String(), proto, fc.tlsInfo(), m.ID(), first, now))
+			m.PrependHeader("Received", message.ReceivedValue(fc.helo, fc.peerIP, s.cfg.Hostname,
+				fc.localIP, proto, fc.tlsInfo(), m.ID(), first, now))
 		}
 		msgs = append(msgs, m)
 	}

@@ -11,7 +11,7 @@ import (
 
 // logReception writes the Reception record of an accepted message.
 func (s *Server) logReception(fc *frontConn, m *message.Message, queue string) {
-	if s.deps.Logger == nil {
+	if s.deps.Logger == nil || !s.deps.Logger.Enabled() {
 		return
 	}
 	rc := m.Recipients()
@@ -27,7 +27,7 @@ func (s *Server) logReception(fc *frontConn, m *message.Message, queue string) {
 		Queue:             queue,
 		Size:              int64(m.Size()),
 		Response:          logrecord.Response{Code: 250},
-		PeerAddress:       &logrecord.PeerAddress{Name: fc.helo, Addr: peerIP(fc.peer)},
+		PeerAddress:       &logrecord.PeerAddress{Name: fc.helo, Addr: fc.peerIP},
 		Timestamp:         time.Now(),
 		Created:           m.Created(),
 		ReceptionProtocol: "ESMTP",
@@ -44,7 +44,7 @@ func (s *Server) logReception(fc *frontConn, m *message.Message, queue string) {
 // logRejection writes the Rejection record for a 4xx/5xx reply.
 func (f *frontConn) logRejection(code int, text string) {
 	s := f.s
-	if s.deps.Logger == nil {
+	if s.deps.Logger == nil || !s.deps.Logger.Enabled() {
 		return
 	}
 	content := strings.ReplaceAll(text, "\n", " ")
@@ -61,7 +61,7 @@ func (f *frontConn) logRejection(code int, text string) {
 		ID:                s.deps.IDs.NewString(),
 		Sender:            f.sender,
 		Response:          resp,
-		PeerAddress:       &logrecord.PeerAddress{Name: f.helo, Addr: peerIP(f.peer)},
+		PeerAddress:       &logrecord.PeerAddress{Name: f.helo, Addr: f.peerIP},
 		Timestamp:         time.Now(),
 		ReceptionProtocol: "ESMTP",
 		NodeID:            s.deps.NodeID,

@@ -30,6 +30,9 @@ type Enqueuer interface {
 // not nil, is the message the record is about; the logger must not keep it
 // after Log returns.
 type RecordLogger interface {
+	// Enabled reports whether any log is configured, so that records
+	// nobody will write are not built.
+	Enabled() bool
 	Log(rec *logrecord.Record, msg *message.Message)
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net/netip"
 	"strings"
 	"sync"
 
@@ -248,6 +247,3 @@ func fixLineEndings(b []byte) []byte {
 	}
 	return out
 }
-
-// peerIP returns the peer address without port.
-func peerIP(ap netip.AddrPort) string { return ap.Addr().String() }

@@ -317,6 +317,10 @@ func (d *daemon) serve(ctx context.Context) int {
 // multiLogger fans records out to every configured local logger.
 type multiLogger struct{ list []*logrecord.Logger }
 
+// Enabled reports whether any logger is configured. The list only grows
+// during init, before any session starts.
+func (m *multiLogger) Enabled() bool { return len(m.list) > 0 }
+
 func (m *multiLogger) Log(rec *logrecord.Record, msg *message.Message) {
 	for _, l := range m.list {
 		l.Log(rec, msg)
