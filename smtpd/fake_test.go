@@ -25,6 +25,7 @@ type fakePolicy struct {
 	data         func(m *message.Message) error
 	split        func(m *message.Message) ([][]message.Address, error)
 	received     func(m *message.Message) error
+	receivedCtx  func(ctx context.Context, m *message.Message) error
 	rewrite      func(code int, text, cmd string) (int, string, error)
 }
 
@@ -47,7 +48,7 @@ func (p *fakePolicy) HasHandler(e string) bool {
 	case "smtp_server_split_transaction":
 		return p.split != nil
 	case "smtp_server_message_received":
-		return p.received != nil
+		return p.received != nil || p.receivedCtx != nil
 	case "smtp_server_rewrite_response":
 		return p.rewrite != nil
 	}
@@ -78,7 +79,10 @@ func (p *fakePolicy) Data(_ context.Context, m *message.Message, _ *message.Conn
 func (p *fakePolicy) SplitTransaction(_ context.Context, m *message.Message, _ *message.ConnMeta) ([][]message.Address, error) {
 	return p.split(m)
 }
-func (p *fakePolicy) MessageReceived(_ context.Context, m *message.Message, _ *message.ConnMeta) error {
+func (p *fakePolicy) MessageReceived(ctx context.Context, m *message.Message, _ *message.ConnMeta) error {
+	if p.receivedCtx != nil {
+		return p.receivedCtx(ctx, m)
+	}
 	return p.received(m)
 }
 func (p *fakePolicy) RewriteResponse(_ context.Context, code int, text, cmd string, _ *message.ConnMeta) (int, string, error) {

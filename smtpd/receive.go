@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -24,19 +25,25 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 	msg.CopyConnMeta(fc.meta)
 	bufs := []*[]byte{bp}
 	ss := &session{fc: fc, s: s}
+	fail := func(err error) error {
+		release(bufs)
+		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			s.log.Warn().Err(err).Str("peer", fc.peer.String()).Msg("data_processing_timeout exceeded")
+			return reply(451, "4.4.5 data_processing_timeout exceeded (rx)")
+		}
+		return ss.policyErr(err)
+	}
 
 	if s.hasData {
 		if err := p.Data(ctx, msg, fc.meta); err != nil {
-			release(bufs)
-			return ss.policyErr(err)
+			return fail(err)
 		}
 	}
 	var batches [][]message.Address
 	if s.hasSplit {
 		var err error
 		if batches, err = p.SplitTransaction(ctx, msg, fc.meta); err != nil {
-			release(bufs)
-			return ss.policyErr(err)
+			return fail(err)
 		}
 	}
 	if batches == nil {
@@ -82,8 +89,7 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 	if s.hasReceived {
 		for _, m := range msgs {
 			if err := p.MessageReceived(ctx, m, fc.meta); err != nil {
-				release(bufs)
-				return ss.policyErr(err)
+				return fail(err)
 			}
 		}
 	}

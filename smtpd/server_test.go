@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"net"
@@ -676,3 +677,18 @@ func TestShutdownAnswersIdleSessions(t *testing.T) {
 }
 
 var _ = config.DefaultESMTPListener
+
+func TestDataProcessingTimeout(t *testing.T) {
+	p := &fakePolicy{receivedCtx: func(ctx context.Context, m *message.Message) error {
+		<-ctx.Done() // a handler stuck in kumo.sleep
+		return ctx.Err()
+	}}
+	cfg := testConfig()
+	cfg.DataProcessingTimeout = 100 * time.Millisecond
+	ts := startServer(t, cfg, p)
+	c := greet(t, ts.addr)
+	if resp := sendMessage(t, c, "a@x.com", "b@y.com", "x\r\n"); resp != "451 4.4.5 data_processing_timeout exceeded (rx)" {
+		t.Fatal(resp)
+	}
+	c.Cmd(t, "NOOP", "250")
+}
