@@ -1,0 +1,21 @@
+package policies
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestLookup(t *testing.T) {
+	for _, name := range []string{"sink.lua", "sink", "/some/dir/sink.lua"} {
+		b, ok := Lookup(name)
+		if !ok || !strings.Contains(string(b), "smtp_server_message_received") {
+			t.Fatalf("Lookup(%q) = %v", name, ok)
+		}
+	}
+	if _, ok := Lookup("nope.lua"); ok {
+		t.Fatal("unknown policy found")
+	}
+	if names := Names(); len(names) == 0 || names[0] != "sink.lua" {
+		t.Fatalf("Names() = %v", names)
+	}
+}
