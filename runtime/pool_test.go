@@ -2,8 +2,10 @@ package runtime
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 const sinkPolicy = `
@@ -120,5 +122,59 @@ func BenchmarkMessageReceivedDeadline(b *testing.B) {
 		if err := r.MessageReceived(ctx, msg, cm); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestMaxStatesWaitAndDeadline(t *testing.T) {
+	r := newRuntime(t, `
+kumo.on('t', function(what)
+  if what == 'sleep' then kumo.sleep(0.3) end
+  if what == 'spin' then while true do end end
+  return what
+end)`, func(o *Options) { o.MaxStates = 1 })
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		close(started)
+		_, err := r.Call(context.Background(), "t", "sleep")
+		done <- err
+	}()
+	<-started
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := r.Call(ctx, "t", "x"); err == nil || !strings.Contains(err.Error(), "waiting for a Lua state") {
+		t.Fatalf("err = %v", err)
+	}
+	// without a deadline the caller waits for the busy state
+	out, err := r.Call(context.Background(), "t", "after")
+	if err != nil || out[0] != "after" {
+		t.Fatalf("out=%v err=%v", out, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// a deadline interrupts a runaway handler
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel2()
+	if _, err := r.Call(ctx2, "t", "spin"); err == nil {
+		t.Fatal("spin: want error")
+	}
+	out, err = r.Call(context.Background(), "t", "again")
+	if err != nil || out[0] != "again" {
+		t.Fatalf("out=%v err=%v", out, err)
+	}
+}
+
+func BenchmarkNewState(b *testing.B) {
+	r := benchRuntime(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		st, err := r.newState()
+		if err != nil {
+			b.Fatal(err)
+		}
+		st.L.Close()
 	}
 }
