@@ -335,7 +335,9 @@ func (r *Runtime) put(st *state, callErr error) {
 			return
 		}
 	}
-	if r.closed.Load() || r.expired(st) || int64(len(r.pool)) >= r.maxSpare.Load() {
+	// The age limit is checked when the state is next taken (get), which
+	// saves a clock read per event here.
+	if r.closed.Load() || st.uses >= r.maxUse.Load() || int64(len(r.pool)) >= r.maxSpare.Load() {
 		r.discard(st)
 		return
 	}

@@ -308,11 +308,6 @@ func (st *state) callEvent(ctx context.Context, event string, args []lua.LValue)
 	L := st.L
 	st.begin(ctx, event)
 	defer st.end()
-	for i := range args {
-		if ud, ok := args[i].(*lua.LUserData); ok && (ud.Metatable == st.msgMT || ud.Metatable == st.connMT) {
-			st.live = append(st.live, ud)
-		}
-	}
 	for _, fn := range fns {
 		base := L.GetTop()
 		L.Push(fn)
