@@ -34,7 +34,10 @@ import (
 
 // Host performs the process-wide side effects that policy functions ask
 // for. The daemon implements it; every method is called from inside a Lua
-// call (usually the init event) and an error becomes a Lua error there.
+// call (usually the init event) and an error becomes a Lua error there, so
+// a bind failure fails Init. ctx is the context of that Lua call (Init's
+// ctx): use it for the bind itself, not for the lifetime of what is
+// started. Methods are not called when Options.Validating is set.
 type Host interface {
 	StartESMTPListener(ctx context.Context, l *config.ESMTPListener) error
 	StartHTTPListener(ctx context.Context, l *config.HTTPListener) error
