@@ -1,0 +1,180 @@
+package config
+
+import "time"
+
+// MXListEntry is one entry of protocol.smtp.mx_list: a host name, a
+// "host:port", an "[ip]" literal, or {name=label, addr="ip[:port]"}.
+type MXListEntry struct {
+	Name string // host name or label
+	Addr string // explicit address for {name, addr} entries; "" otherwise
+}
+
+// QueueProtocol is the decoded `protocol` of a queue config. Exactly one of
+// the kinds is set; the zero value means MX-based SMTP.
+type QueueProtocol struct {
+	// SMTP
+	MXList              []MXListEntry
+	TreatMXListAsSecure bool
+	// Maildir
+	MaildirPath string
+	DirMode     *uint32
+	FileMode    *uint32
+	// CustomLua
+	CustomLuaConstructor string
+	BatchSize            int
+	MinBatchSize         int
+	MaxBatchLatency      time.Duration
+}
+
+// Kind names the protocol: "smtp", "maildir" or "custom_lua".
+func (p QueueProtocol) Kind() string {
+	switch {
+	case p.MaildirPath != "":
+		return "maildir"
+	case p.CustomLuaConstructor != "":
+		return "custom_lua"
+	}
+	return "smtp"
+}
+
+// QueueConfig is the decoded kumo.make_queue_config table (§3.3).
+type QueueConfig struct {
+	RetryInterval          time.Duration
+	MaxRetryInterval       time.Duration // 0 = no cap
+	MaxAge                 time.Duration
+	EgressPool             string // "" = pool "unspecified"
+	MaxMessageRate         string // throttle spec, "" = none
+	Protocol               QueueProtocol
+	ReapInterval           time.Duration
+	RefreshInterval        time.Duration
+	RefreshStrategy        string // "Ttl" or "Epoch"
+	Strategy               string
+	TimerwheelTickInterval time.Duration // 0 = derived
+	ProviderName           string
+	ShrinkPolicy           []any
+}
+
+// DefaultQueueConfig returns KumoMTA's queue defaults.
+func DefaultQueueConfig() QueueConfig {
+	return QueueConfig{
+		RetryInterval:   20 * time.Minute,
+		MaxAge:          7 * 24 * time.Hour,
+		ReapInterval:    10 * time.Minute,
+		RefreshInterval: time.Minute,
+		RefreshStrategy: "Ttl",
+		Strategy:        "SingletonTimerWheel",
+	}
+}
+
+// EgressPath is the decoded kumo.make_egress_path table (§3.3).
+type EgressPath struct {
+	ConnectionLimit                            int
+	ConnectionLimitLocal                       bool
+	AdditionalConnectionLimits                 map[string]int
+	EnableTLS                                  string // Opportunistic, OpportunisticInsecure, Required, RequiredInsecure, Disabled
+	EnableMTASTS                               bool
+	EnableDANE                                 bool
+	EnablePipelining                           bool
+	EnableRSET                                 bool
+	EnableChunking                             bool // kumogo: send bodies with BDAT when offered
+	TLSPreferOpenSSL                           bool
+	TLSCertificate                             KeySource
+	TLSPrivateKey                              KeySource
+	ConnectTimeout                             time.Duration
+	BannerTimeout                              time.Duration
+	EhloTimeout                                time.Duration
+	MailFromTimeout                            time.Duration
+	RcptToTimeout                              time.Duration
+	DataTimeout                                time.Duration
+	DataDotTimeout                             time.Duration
+	RsetTimeout                                time.Duration
+	IdleTimeout                                time.Duration
+	StartTLSTimeout                            time.Duration
+	AuthTimeout                                time.Duration
+	SystemShutdownTimeout                      time.Duration
+	MaxReady                                   int
+	ConsecutiveConnectionFailuresBeforeDelay   int
+	SMTPPort                                   int
+	SMTPAuthPlainUsername                      string
+	SMTPAuthPlainPassword                      KeySource
+	AllowSMTPAuthPlainWithoutTLS               bool
+	MaxMessageRate                             string
+	AdditionalMessageRateThrottles             map[string]string
+	SourceSelectionRate                        string
+	AdditionalSourceSelectionRates             map[string]string
+	MaxConnectionRate                          string
+	MaxDeliveriesPerConnection                 int
+	MaxRecipientsPerBatch                      int
+	ProhibitedHosts                            CIDRList
+	SkipHosts                                  CIDRList
+	IPLookupStrategy                           string
+	EhloDomain                                 string
+	AggressiveConnectionOpening                bool
+	RefreshInterval                            time.Duration
+	RefreshStrategy                            string
+	ProviderName                               string
+	OpportunisticTLSReconnectOnFailedHandshake bool
+	UseLMTP                                    bool
+	ReconnectStrategy                          string // ConnectNextHost, TerminateSession, ReconnectSameHost
+	ReadyQPoolName                             string
+	TryNextHostOnTransportError                bool
+	Ignore8BitChecks                           bool
+	// Unimplemented lists given keys that are not honoured yet.
+	Unimplemented []string
+}
+
+// DefaultEgressPath returns KumoMTA's egress path defaults (from code:
+// idle_timeout is 5 s).
+func DefaultEgressPath() EgressPath {
+	return EgressPath{
+		ConnectionLimit:                          32,
+		EnableTLS:                                "Opportunistic",
+		EnableMTASTS:                             true,
+		EnablePipelining:                         true,
+		EnableRSET:                               true,
+		EnableChunking:                           true,
+		ConnectTimeout:                           60 * time.Second,
+		BannerTimeout:                            60 * time.Second,
+		EhloTimeout:                              300 * time.Second,
+		MailFromTimeout:                          300 * time.Second,
+		RcptToTimeout:                            300 * time.Second,
+		DataTimeout:                              300 * time.Second,
+		DataDotTimeout:                           300 * time.Second,
+		RsetTimeout:                              5 * time.Second,
+		IdleTimeout:                              5 * time.Second,
+		StartTLSTimeout:                          5 * time.Second,
+		AuthTimeout:                              60 * time.Second,
+		MaxReady:                                 1024,
+		ConsecutiveConnectionFailuresBeforeDelay: 100,
+		SMTPPort:                                 25,
+		MaxDeliveriesPerConnection:               1024,
+		MaxRecipientsPerBatch:                    100,
+		ProhibitedHosts:                          MustCIDRList("127.0.0.0/8", "::1", "0.0.0.0", "::"),
+		RefreshInterval:                          60 * time.Second,
+		RefreshStrategy:                          "Ttl",
+		ReconnectStrategy:                        "ConnectNextHost",
+	}
+}
+
+// EgressSource is the decoded kumo.make_egress_source table.
+type EgressSource struct {
+	Name          string
+	SourceAddress string
+	EhloDomain    string
+	RemotePort    int
+	TTL           time.Duration
+	Unimplemented []string
+}
+
+// EgressPoolEntry is one weighted source of a pool.
+type EgressPoolEntry struct {
+	Name   string
+	Weight int
+}
+
+// EgressPool is the decoded kumo.make_egress_pool table.
+type EgressPool struct {
+	Name    string
+	Entries []EgressPoolEntry
+	TTL     time.Duration
+}
