@@ -1,0 +1,109 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/message"
+)
+
+// Policy is what the scheduler needs from the policy engine (implemented by
+// runtime.Runtime).
+type Policy interface {
+	HasHandler(event string) bool
+	GetQueueConfig(ctx context.Context, domain string, tenant, campaign, routingDomain *string) (config.QueueConfig, error)
+	GetEgressPathConfig(ctx context.Context, routingDomain, source, siteName string) (config.EgressPath, error)
+	GetEgressSource(ctx context.Context, name string) (config.EgressSource, error)
+	GetEgressPool(ctx context.Context, name string) (config.EgressPool, error)
+}
+
+// Spool is the durable message store (implemented by queue/spool.Spools).
+type Spool interface {
+	Save(ctx context.Context, msg *message.Message, sync bool) error
+	Remove(ctx context.Context, id string) error
+}
+
+// Logger receives log records (implemented by the daemon's fan-out over
+// internal/logrecord loggers).
+type Logger interface {
+	Enabled() bool
+	Log(rec *logrecord.Record, msg *message.Message)
+}
+
+// Route is a resolved destination: where a routing domain's mail goes.
+type Route interface {
+	// Site is the site name shared by domains with the same MX hosts.
+	Site() string
+}
+
+// Router resolves a routing domain (or an mx_list) into a Route.
+type Router interface {
+	Route(ctx context.Context, routingDomain string, proto *config.QueueProtocol) (Route, error)
+}
+
+// Connector opens delivery connections for a route.
+type Connector interface {
+	Connect(ctx context.Context, route Route, path *config.EgressPath, src *config.EgressSource) (Conn, error)
+}
+
+// Conn is one outbound connection.
+type Conn interface {
+	// Send delivers one message (one transaction). It returns one response
+	// per recipient. A non-nil error means the connection failed; the
+	// responses then hold the synthetic transient failure to record.
+	Send(ctx context.Context, msg *message.Message) ([]RcptResponse, error)
+	// Usable reports whether another transaction may use the connection.
+	Usable() bool
+	Info() ConnInfo
+	Close()
+}
+
+// RcptResponse is the final response for one recipient.
+type RcptResponse struct {
+	Recipient message.Address
+	Response  Response
+}
+
+// Response is an SMTP response as recorded in log records.
+type Response struct {
+	Code     int
+	Enhanced *logrecord.EnhancedCode
+	Content  string
+	Command  string
+}
+
+// String renders "<code> <x.y.z> <content>".
+func (r Response) String() string {
+	if r.Enhanced != nil {
+		return fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.Enhanced.Class, r.Enhanced.Subject, r.Enhanced.Detail, r.Content)
+	}
+	return fmt.Sprintf("%d %s", r.Code, r.Content)
+}
+
+// ResponseError is an error carrying the SMTP response to record (for
+// example a null MX bounce or a connect failure).
+type ResponseError struct{ Response Response }
+
+func (e *ResponseError) Error() string { return e.Response.String() }
+
+// ConnInfo describes an outbound connection for log records.
+type ConnInfo struct {
+	PeerName   string
+	PeerAddr   string
+	SourceAddr string
+	TLSCipher  string
+	TLSVersion string
+	SessionID  string
+}
+
+// Clock lets tests control time.
+type Clock interface {
+	Now() time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }

@@ -1,0 +1,516 @@
+package queue
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/message"
+)
+
+// Options configure a Manager.
+type Options struct {
+	Policy    Policy
+	Spool     Spool
+	Logger    Logger // may be nil
+	Router    Router
+	Connector Connector
+	Log       zerolog.Logger
+	NodeID    string
+	// NoSync turns off the fsync of spooled messages before they are
+	// acknowledged (KumoMTA's flush=false default). kumogo syncs by default.
+	NoSync bool
+	// ConfigTTL is how long a scheduled queue's config is reused before
+	// get_queue_config is asked again (default 1 minute).
+	ConfigTTL time.Duration
+}
+
+// Manager owns the scheduled and ready queues.
+type Manager struct {
+	o   Options
+	log zerolog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	sched  map[string]*schedQueue
+	ready  map[string]*readyQueue
+	timers entryHeap
+	wake   chan struct{}
+	rnd    *rand.Rand
+	closed bool
+}
+
+// entry is one queued message.
+type entry struct {
+	msg      *message.Message
+	queue    string
+	attempts int
+	due      time.Time
+	index    int // heap index, -1 when not in the heap
+}
+
+// schedQueue is a scheduled queue: its config and destination, resolved
+// once and refreshed by TTL.
+type schedQueue struct {
+	name     string
+	parts    message.QueueNameParts
+	cfg      config.QueueConfig
+	loaded   time.Time
+	route    Route
+	routeErr error
+	pool     config.EgressPool
+	rr       int // weighted round robin position
+}
+
+// New builds a Manager. Call Start to run its scheduler.
+func New(o Options) (*Manager, error) {
+	if o.Policy == nil || o.Spool == nil || o.Router == nil || o.Connector == nil {
+		return nil, errors.New("queue: Policy, Spool, Router and Connector are required")
+	}
+	if o.ConfigTTL == 0 {
+		o.ConfigTTL = time.Minute
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{
+		o: o, log: o.Log, ctx: ctx, cancel: cancel,
+		sched: map[string]*schedQueue{},
+		ready: map[string]*readyQueue{},
+		wake:  make(chan struct{}, 1),
+		rnd:   rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)),
+	}, nil
+}
+
+// Start runs the scheduler loop.
+func (m *Manager) Start() {
+	m.wg.Add(1)
+	go m.timerLoop()
+}
+
+// Shutdown stops the scheduler and the dispatchers. Messages stay in the
+// spool for the next start. In-flight deliveries are given until ctx ends.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	m.cancel()
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ---- reception side (smtpd.Enqueuer) ----
+
+// Spool resolves the message's scheduled queue (running get_queue_config)
+// and stores the message durably.
+func (m *Manager) Spool(ctx context.Context, msg *message.Message) error {
+	if _, err := m.schedQueue(ctx, msg.QueueName()); err != nil {
+		return fmt.Errorf("resolving queue %s: %w", msg.QueueName(), err)
+	}
+	return m.o.Spool.Save(ctx, msg, !m.o.NoSync)
+}
+
+// Insert puts a spooled message into its scheduled queue, due now.
+func (m *Manager) Insert(ctx context.Context, msg *message.Message) error {
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return errors.New("queue: shutting down")
+	}
+	m.promote(&entry{msg: msg, queue: msg.QueueName(), index: -1})
+	return nil
+}
+
+// Unspool removes a message whose insertion failed.
+func (m *Manager) Unspool(ctx context.Context, msg *message.Message) {
+	if err := m.o.Spool.Remove(ctx, msg.ID()); err != nil {
+		m.log.Error().Err(err).Str("id", msg.ID()).Msg("removing message from spool")
+	}
+}
+
+// Restore re-inserts a message found in the spool at start-up: its attempts
+// are inferred from its age; a message older than max_age expires.
+func (m *Manager) Restore(ctx context.Context, msg *message.Message) error {
+	q := msg.QueueName()
+	sq, err := m.schedQueue(ctx, q)
+	if err != nil {
+		return fmt.Errorf("resolving queue %s: %w", q, err)
+	}
+	age := time.Since(msg.Created())
+	if age > sq.cfg.MaxAge {
+		m.expire(&entry{msg: msg, queue: q}, sq, Response{Code: 551, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
+			Content: ExpiryText(age, sq.cfg.MaxAge)})
+		return nil
+	}
+	attempts, dueIn := InferAttempts(&sq.cfg, age)
+	e := &entry{msg: msg, queue: q, attempts: attempts, index: -1}
+	if attempts == 0 {
+		dueIn = 0
+	}
+	if dueIn <= 0 {
+		m.promote(e)
+		return nil
+	}
+	m.schedule(e, time.Now().Add(dueIn))
+	return nil
+}
+
+// schedQueue returns the scheduled queue, creating or refreshing its
+// config as needed.
+func (m *Manager) schedQueue(ctx context.Context, name string) (*schedQueue, error) {
+	m.mu.Lock()
+	sq := m.sched[name]
+	if sq != nil && time.Since(sq.loaded) < m.o.ConfigTTL {
+		m.mu.Unlock()
+		return sq, nil
+	}
+	m.mu.Unlock()
+	parts := message.ParseQueueName(name)
+	var tenant, campaign, routing *string
+	if parts.HasTenant {
+		tenant = &parts.Tenant
+	}
+	if parts.HasCampaign {
+		campaign = &parts.Campaign
+	}
+	if parts.HasRoutingDomain {
+		routing = &parts.RoutingDomain
+	}
+	cfg, err := m.o.Policy.GetQueueConfig(ctx, parts.Domain, tenant, campaign, routing)
+	if err != nil {
+		return nil, err
+	}
+	pool := config.EgressPool{Name: "unspecified", Entries: []config.EgressPoolEntry{{Name: "unspecified", Weight: 1}}}
+	if cfg.EgressPool != "" && cfg.EgressPool != "unspecified" {
+		if pool, err = m.o.Policy.GetEgressPool(ctx, cfg.EgressPool); err != nil {
+			return nil, fmt.Errorf("egress pool %s: %w", cfg.EgressPool, err)
+		}
+	}
+	routingDomain := parts.Domain
+	if parts.HasRoutingDomain {
+		routingDomain = parts.RoutingDomain
+	}
+	route, rerr := m.o.Router.Route(ctx, routingDomain, &cfg.Protocol)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := m.sched[name]
+	sq = &schedQueue{name: name, parts: parts, cfg: cfg, loaded: time.Now(), route: route, routeErr: rerr, pool: pool}
+	if old != nil {
+		sq.rr = old.rr
+	}
+	m.sched[name] = sq
+	return sq, nil
+}
+
+// ---- timer wheel ----
+
+type entryHeap []*entry
+
+func (h entryHeap) Len() int           { return len(h) }
+func (h entryHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h entryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+func (h *entryHeap) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*h)
+	*h = append(*h, e)
+}
+func (h *entryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.index = -1
+	return e
+}
+
+// schedule puts e into the timer heap, due at t.
+func (m *Manager) schedule(e *entry, t time.Time) {
+	e.due = t
+	m.mu.Lock()
+	heap.Push(&m.timers, e)
+	first := m.timers[0] == e
+	m.mu.Unlock()
+	if first {
+		select {
+		case m.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// ScheduledCount returns the number of messages waiting in the timer heap.
+func (m *Manager) ScheduledCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.timers)
+}
+
+func (m *Manager) timerLoop() {
+	defer m.wg.Done()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		m.mu.Lock()
+		var due []*entry
+		now := time.Now()
+		for len(m.timers) > 0 && !m.timers[0].due.After(now) {
+			due = append(due, heap.Pop(&m.timers).(*entry))
+		}
+		wait := time.Hour
+		if len(m.timers) > 0 {
+			wait = m.timers[0].due.Sub(now)
+		}
+		m.mu.Unlock()
+		for _, e := range due {
+			m.promote(e)
+		}
+		t.Reset(wait)
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// ---- scheduled → ready ----
+
+// promote moves a due message to the ready queue of its egress path.
+func (m *Manager) promote(e *entry) {
+	ctx := m.ctx
+	sq, err := m.schedQueue(ctx, e.queue)
+	if err != nil {
+		m.transient(e, nil, nil, Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
+			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
+		return
+	}
+	if sq.routeErr != nil {
+		var re *ResponseError
+		if errors.As(sq.routeErr, &re) && re.Response.Code >= 500 {
+			m.finish(e, sq, nil, nil, logrecord.Bounce, re.Response, e.msg.Recipients())
+			return
+		}
+		resp := Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
+			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, sq.routeErr)}
+		if errors.As(sq.routeErr, &re) {
+			resp = re.Response
+		}
+		// force a fresh resolution next time
+		m.mu.Lock()
+		if cur := m.sched[e.queue]; cur == sq {
+			delete(m.sched, e.queue)
+		}
+		m.mu.Unlock()
+		m.transient(e, sq, nil, resp, "")
+		return
+	}
+	src := m.pickSource(sq)
+	rq, err := m.readyQueue(ctx, sq, src)
+	if err != nil {
+		m.transient(e, sq, nil, Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
+			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
+		return
+	}
+	rq.push(e)
+}
+
+// pickSource chooses the next egress source of the queue's pool by
+// weighted round robin.
+func (m *Manager) pickSource(sq *schedQueue) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	total := 0
+	for _, en := range sq.pool.Entries {
+		if en.Weight > 0 {
+			total += en.Weight
+		}
+	}
+	if total == 0 {
+		return "unspecified"
+	}
+	pos := sq.rr % total
+	sq.rr++
+	for _, en := range sq.pool.Entries {
+		if en.Weight <= 0 {
+			continue
+		}
+		if pos < en.Weight {
+			return en.Name
+		}
+		pos -= en.Weight
+	}
+	return sq.pool.Entries[0].Name
+}
+
+// readyQueue finds or creates the ready queue for (source, site).
+func (m *Manager) readyQueue(ctx context.Context, sq *schedQueue, source string) (*readyQueue, error) {
+	site := sq.route.Site()
+	name := source + "->" + site + "@smtp_client"
+	m.mu.Lock()
+	rq := m.ready[name]
+	m.mu.Unlock()
+	if rq != nil && time.Since(rq.loaded) < time.Minute {
+		return rq, nil
+	}
+	src := config.EgressSource{Name: "unspecified"}
+	if source != "unspecified" {
+		var err error
+		if src, err = m.o.Policy.GetEgressSource(ctx, source); err != nil {
+			return nil, fmt.Errorf("egress source %s: %w", source, err)
+		}
+	}
+	routingDomain := sq.parts.Domain
+	if sq.parts.HasRoutingDomain {
+		routingDomain = sq.parts.RoutingDomain
+	}
+	path, err := m.o.Policy.GetEgressPathConfig(ctx, routingDomain, source, site)
+	if err != nil {
+		return nil, fmt.Errorf("egress path: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur := m.ready[name]; cur != nil {
+		cur.update(path, src, sq.route, sq.pool.Name)
+		return cur, nil
+	}
+	rq = newReadyQueue(m, name, site, path, src, sq.route, sq.pool.Name)
+	m.ready[name] = rq
+	return rq, nil
+}
+
+// ---- outcomes ----
+
+func (m *Manager) record(t logrecord.Type, e *entry, rq *readyQueue, info *ConnInfo, resp Response, rcpts []message.Address) {
+	if m.o.Logger == nil || !m.o.Logger.Enabled() {
+		return
+	}
+	list := make([]string, len(rcpts))
+	for i, r := range rcpts {
+		list[i] = r.String()
+	}
+	rp, _ := e.msg.MetaString("reception_protocol")
+	rec := &logrecord.Record{
+		Type:              t,
+		ID:                e.msg.ID(),
+		Sender:            e.msg.Sender().String(),
+		Recipient:         list,
+		Queue:             e.queue,
+		Size:              int64(e.msg.Size()),
+		Response:          logrecord.Response{Code: resp.Code, Enhanced: resp.Enhanced, Content: resp.Content, Command: resp.Command},
+		Timestamp:         time.Now(),
+		Created:           e.msg.Created(),
+		NumAttempts:       e.attempts,
+		ReceptionProtocol: rp,
+		NodeID:            m.o.NodeID,
+	}
+	if rq != nil {
+		rec.Site = rq.name
+		rec.EgressSource = rq.src.Name
+		rec.EgressPool = rq.pool
+		rec.DeliveryProtocol = "ESMTP"
+	}
+	if info != nil {
+		rec.PeerAddress = &logrecord.PeerAddress{Name: info.PeerName, Addr: info.PeerAddr}
+		if info.SourceAddr != "" {
+			rec.SourceAddress = &logrecord.SourceAddress{Address: info.SourceAddr}
+		}
+		rec.TLSCipher = info.TLSCipher
+		rec.TLSProtocolVersion = info.TLSVersion
+		rec.SessionID = info.SessionID
+	}
+	m.o.Logger.Log(rec, e.msg)
+}
+
+// finish logs a final disposition for rcpts and removes the message from the
+// spool when no recipient is left.
+func (m *Manager) finish(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInfo, t logrecord.Type, resp Response, rcpts []message.Address) {
+	m.record(t, e, rq, info, resp, rcpts)
+	remaining := withoutRecipients(e.msg.Recipients(), rcpts)
+	if len(remaining) > 0 {
+		e.msg.SetRecipients(remaining)
+		return
+	}
+	if err := m.o.Spool.Remove(m.ctx, e.msg.ID()); err != nil && m.ctx.Err() == nil {
+		m.log.Error().Err(err).Str("id", e.msg.ID()).Msg("removing delivered message from spool")
+	}
+}
+
+func withoutRecipients(all, done []message.Address) []message.Address {
+	if len(done) == len(all) {
+		return nil
+	}
+	var out []message.Address
+	for _, a := range all {
+		found := false
+		for _, d := range done {
+			if a == d {
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// transient logs a TransientFailure and reschedules the message with
+// backoff, or expires it when the next attempt would exceed max_age.
+func (m *Manager) transient(e *entry, sq *schedQueue, rq *readyQueue, resp Response, _ string) {
+	m.transientWithInfo(e, sq, rq, nil, resp)
+}
+
+func (m *Manager) transientWithInfo(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInfo, resp Response) {
+	m.record(logrecord.TransientFailure, e, rq, info, resp, e.msg.Recipients())
+	cfg := config.DefaultQueueConfig()
+	if sq != nil {
+		cfg = sq.cfg
+	}
+	m.mu.Lock()
+	delay := NextDelay(&cfg, e.attempts, m.rnd)
+	closed := m.closed
+	m.mu.Unlock()
+	e.attempts++
+	age := time.Since(e.msg.Created())
+	if age+delay > cfg.MaxAge {
+		m.expire(e, sq, Response{Code: 551, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
+			Content: ExpiryText(age+delay, cfg.MaxAge)})
+		return
+	}
+	if closed {
+		return // stays in the spool for the next start
+	}
+	m.schedule(e, time.Now().Add(delay))
+}
+
+func (m *Manager) expire(e *entry, sq *schedQueue, resp Response) {
+	m.record(logrecord.Expiration, e, nil, nil, resp, e.msg.Recipients())
+	if err := m.o.Spool.Remove(context.Background(), e.msg.ID()); err != nil {
+		m.log.Error().Err(err).Str("id", e.msg.ID()).Msg("removing expired message from spool")
+	}
+}
+
+var _ = strings.TrimSpace

@@ -1,0 +1,340 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/message"
+)
+
+type fakePolicy struct {
+	cfg  config.QueueConfig
+	path config.EgressPath
+	err  error
+}
+
+func (p *fakePolicy) HasHandler(string) bool { return true }
+func (p *fakePolicy) GetQueueConfig(ctx context.Context, domain string, tenant, campaign, routing *string) (config.QueueConfig, error) {
+	return p.cfg, p.err
+}
+func (p *fakePolicy) GetEgressPathConfig(ctx context.Context, rd, src, site string) (config.EgressPath, error) {
+	return p.path, nil
+}
+func (p *fakePolicy) GetEgressSource(ctx context.Context, name string) (config.EgressSource, error) {
+	return config.EgressSource{Name: name}, nil
+}
+func (p *fakePolicy) GetEgressPool(ctx context.Context, name string) (config.EgressPool, error) {
+	return config.EgressPool{Name: name, Entries: []config.EgressPoolEntry{{Name: "a", Weight: 1}}}, nil
+}
+
+type memSpool struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+func (s *memSpool) Save(ctx context.Context, m *message.Message, sync bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ids[m.ID()] = true
+	return nil
+}
+func (s *memSpool) Remove(ctx context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.ids, id)
+	return nil
+}
+func (s *memSpool) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ids)
+}
+
+type recLog struct {
+	mu   sync.Mutex
+	recs []logrecord.Record
+}
+
+func (l *recLog) Enabled() bool { return true }
+func (l *recLog) Log(r *logrecord.Record, _ *message.Message) {
+	l.mu.Lock()
+	l.recs = append(l.recs, *r)
+	l.mu.Unlock()
+}
+func (l *recLog) all() []logrecord.Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]logrecord.Record(nil), l.recs...)
+}
+func (l *recLog) count(t logrecord.Type) int {
+	n := 0
+	for _, r := range l.all() {
+		if r.Type == t {
+			n++
+		}
+	}
+	return n
+}
+
+type siteRoute string
+
+func (s siteRoute) Site() string { return string(s) }
+
+type fakeRouter struct{ err error }
+
+func (r *fakeRouter) Route(ctx context.Context, rd string, p *config.QueueProtocol) (Route, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	return siteRoute("mx." + rd), nil
+}
+
+// fakeConnector answers each message per script(recipient user, attempt).
+type fakeConnector struct {
+	conns   atomic.Int64
+	sends   atomic.Int64
+	mu      sync.Mutex
+	tries   map[string]int
+	script  func(user string, attempt int) Response
+	connErr error
+}
+
+func (c *fakeConnector) Connect(ctx context.Context, r Route, p *config.EgressPath, s *config.EgressSource) (Conn, error) {
+	if c.connErr != nil {
+		return nil, c.connErr
+	}
+	c.conns.Add(1)
+	return &fakeConn{c: c}, nil
+}
+
+type fakeConn struct {
+	c      *fakeConnector
+	broken bool
+}
+
+func (f *fakeConn) Send(ctx context.Context, m *message.Message) ([]RcptResponse, error) {
+	f.c.sends.Add(1)
+	var out []RcptResponse
+	for _, r := range m.Recipients() {
+		f.c.mu.Lock()
+		n := f.c.tries[r.User]
+		f.c.tries[r.User] = n + 1
+		f.c.mu.Unlock()
+		out = append(out, RcptResponse{Recipient: r, Response: f.c.script(r.User, n)})
+	}
+	return out, nil
+}
+func (f *fakeConn) Usable() bool   { return !f.broken }
+func (f *fakeConn) Info() ConnInfo { return ConnInfo{PeerName: "mx.test", PeerAddr: "127.0.0.1:25", SessionID: "s1"} }
+func (f *fakeConn) Close()         {}
+
+type harness struct {
+	m     *Manager
+	spool *memSpool
+	log   *recLog
+	conn  *fakeConnector
+	pol   *fakePolicy
+	gen   *message.IDGenerator
+}
+
+func newHarness(t *testing.T, cfg config.QueueConfig, script func(string, int) Response) *harness {
+	t.Helper()
+	h := &harness{spool: &memSpool{ids: map[string]bool{}}, log: &recLog{},
+		conn: &fakeConnector{tries: map[string]int{}, script: script},
+		pol:  &fakePolicy{cfg: cfg, path: config.DefaultEgressPath()}, gen: message.NewIDGenerator()}
+	h.pol.path.IdleTimeout = 200 * time.Millisecond
+	m, err := New(Options{Policy: h.pol, Spool: h.spool, Logger: h.log, Router: &fakeRouter{}, Connector: h.conn, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		m.Shutdown(ctx)
+	})
+	h.m = m
+	return h
+}
+
+func (h *harness) inject(t *testing.T, users ...string) *message.Message {
+	t.Helper()
+	var rc []message.Address
+	for _, u := range users {
+		rc = append(rc, message.Address{User: u, Domain: "example.com"})
+	}
+	m := message.New(h.gen, message.Address{User: "s", Domain: "x.com"}, rc, []byte("Subject: t\r\n\r\nbody\r\n"))
+	ctx := context.Background()
+	if err := h.m.Spool(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.m.Insert(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func ok250(string, int) Response { return Response{Code: 250, Content: "ok"} }
+
+func TestDeliveryRemovesFromSpoolAndReusesConnections(t *testing.T) {
+	h := newHarness(t, config.DefaultQueueConfig(), ok250)
+	for i := 0; i < 200; i++ {
+		h.inject(t, fmt.Sprintf("u%d", i))
+	}
+	waitFor(t, "200 deliveries", 5*time.Second, func() bool { return h.log.count(logrecord.Delivery) == 200 })
+	if h.spool.len() != 0 {
+		t.Fatalf("%d messages left in spool", h.spool.len())
+	}
+	if c := h.conn.conns.Load(); c > 32 || c < 1 {
+		t.Fatalf("%d connections for 200 messages (limit 32)", c)
+	}
+	r := h.log.all()[0]
+	if r.Site != "unspecified->mx.example.com@smtp_client" || r.EgressSource != "unspecified" || r.EgressPool != "unspecified" ||
+		r.PeerAddress == nil || r.PeerAddress.Name != "mx.test" || r.Queue != "example.com" || r.DeliveryProtocol != "ESMTP" || r.SessionID != "s1" {
+		t.Fatalf("delivery record %+v", r)
+	}
+}
+
+func TestTransientRetryThenDelivery(t *testing.T) {
+	cfg := config.DefaultQueueConfig()
+	cfg.RetryInterval = 300 * time.Millisecond
+	h := newHarness(t, cfg, func(u string, n int) Response {
+		if n < 2 {
+			return Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 3, Detail: 0}, Content: "try later"}
+		}
+		return Response{Code: 250, Content: "ok"}
+	})
+	start := time.Now()
+	h.inject(t, "r")
+	waitFor(t, "delivery", 10*time.Second, func() bool { return h.log.count(logrecord.Delivery) == 1 })
+	recs := h.log.all()
+	if len(recs) != 3 || recs[0].Type != logrecord.TransientFailure || recs[1].Type != logrecord.TransientFailure {
+		t.Fatalf("records %+v", recs)
+	}
+	if recs[0].NumAttempts != 0 || recs[1].NumAttempts != 1 || recs[2].NumAttempts != 2 {
+		t.Fatalf("attempts %d %d %d", recs[0].NumAttempts, recs[1].NumAttempts, recs[2].NumAttempts)
+	}
+	// delays: 300ms ±7.5ms, then 600ms ±7.5ms
+	gap1 := recs[1].Timestamp.Sub(recs[0].Timestamp)
+	gap2 := recs[2].Timestamp.Sub(recs[1].Timestamp)
+	if gap1 < 290*time.Millisecond || gap1 > 600*time.Millisecond || gap2 < 590*time.Millisecond || gap2 > 1200*time.Millisecond {
+		t.Fatalf("retry gaps %v %v (since start %v)", gap1, gap2, time.Since(start))
+	}
+	if h.spool.len() != 0 {
+		t.Fatal("delivered message left in spool")
+	}
+}
+
+func TestBounceAndPartial(t *testing.T) {
+	cfg := config.DefaultQueueConfig()
+	cfg.RetryInterval = 200 * time.Millisecond
+	h := newHarness(t, cfg, func(u string, n int) Response {
+		switch {
+		case u == "perm":
+			return Response{Code: 550, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 1, Detail: 1}, Content: "no such user"}
+		case u == "temp" && n == 0:
+			return Response{Code: 452, Content: "mailbox full"}
+		}
+		return Response{Code: 250, Content: "ok"}
+	})
+	h.inject(t, "perm", "temp", "good")
+	waitFor(t, "final", 5*time.Second, func() bool { return h.spool.len() == 0 })
+	got := map[logrecord.Type][]string{}
+	for _, r := range h.log.all() {
+		got[r.Type] = append(got[r.Type], r.Recipient...)
+	}
+	if fmt.Sprint(got[logrecord.Bounce]) != "[perm@example.com]" || fmt.Sprint(got[logrecord.TransientFailure]) != "[temp@example.com]" ||
+		fmt.Sprint(got[logrecord.Delivery]) != "[good@example.com temp@example.com]" {
+		t.Fatalf("records by type %v", got)
+	}
+}
+
+func TestExpiration(t *testing.T) {
+	cfg := config.DefaultQueueConfig()
+	cfg.RetryInterval = 2 * time.Second
+	cfg.MaxAge = time.Second
+	h := newHarness(t, cfg, func(string, int) Response { return Response{Code: 421, Content: "busy"} })
+	h.inject(t, "r")
+	waitFor(t, "expiration", 5*time.Second, func() bool { return h.log.count(logrecord.Expiration) == 1 })
+	var exp logrecord.Record
+	for _, r := range h.log.all() {
+		if r.Type == logrecord.Expiration {
+			exp = r
+		}
+	}
+	if exp.Response.Code != 551 || exp.Response.Enhanced == nil || exp.Response.Enhanced.Detail != 7 ||
+		exp.Response.Content[:27] != "Next delivery time would be" || h.spool.len() != 0 {
+		t.Fatalf("expiration %+v, spool %d", exp, h.spool.len())
+	}
+}
+
+func TestRouteErrors(t *testing.T) {
+	h := newHarness(t, config.DefaultQueueConfig(), ok250)
+	h.m.o.Router = &fakeRouter{err: &ResponseError{Response: Response{Code: 556, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 1, Detail: 10}, Content: "Recipient address has a null MX"}}}
+	h.inject(t, "r")
+	waitFor(t, "bounce", 2*time.Second, func() bool { return h.log.count(logrecord.Bounce) == 1 })
+	if h.spool.len() != 0 {
+		t.Fatal("bounced message left in spool")
+	}
+	h2 := newHarness(t, config.DefaultQueueConfig(), ok250)
+	h2.m.o.Router = &fakeRouter{err: errors.New("SERVFAIL")}
+	h2.inject(t, "r")
+	waitFor(t, "transient", 2*time.Second, func() bool { return h2.log.count(logrecord.TransientFailure) == 1 })
+	r := h2.log.all()[0]
+	if r.Response.Code != 451 || r.Response.Content != "failed to resolve queue example.com: SERVFAIL" || h2.spool.len() != 1 {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestConnectFailureIsTransient(t *testing.T) {
+	h := newHarness(t, config.DefaultQueueConfig(), ok250)
+	h.conn.connErr = errors.New("connection refused")
+	h.inject(t, "r")
+	waitFor(t, "transient", 2*time.Second, func() bool { return h.log.count(logrecord.TransientFailure) == 1 })
+	r := h.log.all()[0]
+	if r.Response.Code != 400 || r.Response.Content != "KumoMTA internal: failed to connect to any candidate hosts: connection refused" {
+		t.Fatalf("%+v", r)
+	}
+	if h.m.ScheduledCount() != 1 || h.spool.len() != 1 {
+		t.Fatal("message should wait for its retry")
+	}
+}
+
+func TestRestoreInfersAttempts(t *testing.T) {
+	h := newHarness(t, config.DefaultQueueConfig(), ok250)
+	fresh := message.New(h.gen, message.Address{User: "s", Domain: "x.com"}, []message.Address{{User: "a", Domain: "example.com"}}, []byte("x\r\n"))
+	if err := h.m.Restore(context.Background(), fresh); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery of a fresh restored message", 2*time.Second, func() bool { return h.log.count(logrecord.Delivery) == 1 })
+}
+
+func TestDispatchersFormula(t *testing.T) {
+	for _, tc := range []struct{ limit, n, want int }{
+		{32, 1, 1}, {32, 4, 3}, {32, 10, 7}, {32, 32, 17}, {32, 128, 31}, {32, 0, 0}, {1, 100, 1},
+	} {
+		if got := Dispatchers(tc.limit, tc.n); got != tc.want {
+			t.Errorf("Dispatchers(%d,%d)=%d want %d", tc.limit, tc.n, got, tc.want)
+		}
+	}
+}
