@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -137,9 +138,12 @@ type testServer struct {
 }
 
 func startServer(t testing.TB, cfg config.ESMTPListener, p Policy) *testServer {
+	return startServerWith(t, cfg, p, nil, &recLogger{})
+}
+
+func startServerWith(t testing.TB, cfg config.ESMTPListener, p Policy, enq Enqueuer, recs *recLogger) *testServer {
 	t.Helper()
-	recs := &recLogger{}
-	srv, err := New(cfg, Deps{Policy: p, Logger: recs, Log: zerolog.New(io.Discard)})
+	srv, err := New(cfg, Deps{Policy: p, Logger: recs, Enqueuer: enq, Log: zerolog.New(io.Discard)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,4 +168,33 @@ func startServer(t testing.TB, cfg config.ESMTPListener, p Policy) *testServer {
 
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
+}
+
+// fakeEnqueuer records the order of Spool, Reception and Insert.
+type fakeEnqueuer struct {
+	mu        sync.Mutex
+	events    []string
+	spoolErr  error
+	insertErr error
+	recs      *recLogger
+	msgs      []*message.Message
+}
+
+func (e *fakeEnqueuer) Spool(ctx context.Context, m *message.Message) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.events = append(e.events, "spool")
+	return e.spoolErr
+}
+func (e *fakeEnqueuer) Insert(ctx context.Context, m *message.Message) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.events = append(e.events, fmt.Sprintf("insert(receptions=%d)", len(e.recs.byType(logrecord.Reception))))
+	e.msgs = append(e.msgs, m)
+	return e.insertErr
+}
+func (e *fakeEnqueuer) Unspool(ctx context.Context, m *message.Message) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.events = append(e.events, "unspool")
 }

@@ -96,6 +96,7 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 
 	var ids strings.Builder
 	accepted, failed := 0, 0
+	var spoolErr error
 	var keep []*[]byte
 	for i, m := range msgs {
 		q := m.QueueName()
@@ -113,12 +114,20 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		if s.cfg.TraceHeaders.SupplementalHeader {
 			m.PrependHeader(s.cfg.TraceHeaders.HeaderName, supplemental(m, s.cfg.TraceHeaders.IncludeMetaNames))
 		}
-		if err := s.deps.Enqueuer.Enqueue(ctx, m); err != nil {
+		if err := s.deps.Enqueuer.Spool(ctx, m); err != nil {
 			failed++
-			s.log.Error().Err(err).Str("queue", q).Str("id", m.ID()).Msg("enqueue failed")
+			spoolErr = err
+			s.log.Error().Err(err).Str("queue", q).Str("id", m.ID()).Msg("spool write failed")
 			continue
 		}
 		s.logReception(fc, m, q)
+		if err := s.deps.Enqueuer.Insert(ctx, m); err != nil {
+			failed++
+			s.deps.Enqueuer.Unspool(ctx, m)
+			s.logInternalBounce(fc, m, q, "KumoMTA internal: QueueManager::insert failed during reception: "+err.Error())
+			s.log.Error().Err(err).Str("queue", q).Str("id", m.ID()).Msg("queue insert failed")
+			continue
+		}
 		appendID(&ids, m.ID())
 		accepted++
 		if i < len(bufs) {
@@ -136,8 +145,14 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		return reply(250, "OK ids="+ids.String())
 	case accepted > 0:
 		return reply(250, "PARTIAL ids="+ids.String())
+	case s.deps.Enqueuer == nil:
+		return reply(451, "4.3.0 "+s.cfg.Hostname+" only queue \"null\" is available: no delivery engine is configured")
+	case ctx.Err() != nil:
+		return reply(451, "4.4.5 data_processing_timeout exceeded (spool)")
+	case spoolErr != nil:
+		return reply(421, "4.3.2 "+s.cfg.Hostname+" the spool is not accepting writes. Try later")
 	default:
-		return reply(451, "4.3.0 "+s.cfg.Hostname+" only queue \"null\" is available: delivery is not implemented yet")
+		return reply(421, "4.3.0 "+s.cfg.Hostname+" technical difficulties")
 	}
 }
 

@@ -73,3 +73,21 @@ func (f *frontConn) logRejection(code int, text string) {
 	}
 	s.deps.Logger.Log(rec, nil)
 }
+
+// logInternalBounce records the internal Bounce of a message that was
+// spooled but could not be queued.
+func (s *Server) logInternalBounce(fc *frontConn, m *message.Message, queue, text string) {
+	if s.deps.Logger == nil || !s.deps.Logger.Enabled() {
+		return
+	}
+	rc := m.Recipients()
+	rcpts := make([]string, len(rc))
+	for i, r := range rc {
+		rcpts[i] = r.String()
+	}
+	s.deps.Logger.Log(&logrecord.Record{
+		Type: logrecord.Bounce, ID: m.ID(), Sender: m.Sender().String(), Recipient: rcpts, Queue: queue,
+		Size: int64(m.Size()), Response: logrecord.Response{Code: 500, Content: text},
+		Timestamp: time.Now(), Created: m.Created(), ReceptionProtocol: "ESMTP", NodeID: s.deps.NodeID, SessionID: fc.sessionID,
+	}, m)
+}

@@ -19,11 +19,15 @@ import (
 	"github.com/kumogo/kumogo/internal/message"
 )
 
-// Enqueuer takes accepted messages whose queue is not "null". It must store
-// the message durably before returning nil; an error makes the listener
-// answer with a temporary failure.
+// Enqueuer takes accepted messages whose queue is not "null", in KumoMTA's
+// order (§9): Spool (queue resolution and the durable write), then the
+// listener logs the Reception record, then Insert into the scheduled
+// queue; only then does the client get its 250. If Insert fails the
+// listener calls Unspool.
 type Enqueuer interface {
-	Enqueue(ctx context.Context, msg *message.Message) error
+	Spool(ctx context.Context, msg *message.Message) error
+	Insert(ctx context.Context, msg *message.Message) error
+	Unspool(ctx context.Context, msg *message.Message)
 }
 
 // RecordLogger receives log records (Reception, Rejection, ...). msg, when

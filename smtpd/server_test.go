@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/smtp"
 	"regexp"
@@ -691,4 +692,43 @@ func TestDataProcessingTimeout(t *testing.T) {
 		t.Fatal(resp)
 	}
 	c.Cmd(t, "NOOP", "250")
+}
+
+func TestEnqueueOrderAndFailures(t *testing.T) {
+	p := &fakePolicy{received: func(m *message.Message) error {
+		m.SetMeta("queue", "relay.example")
+		return nil
+	}}
+	recs := &recLogger{}
+	enq := &fakeEnqueuer{recs: recs}
+	ts := startServerWith(t, testConfig(), p, enq, recs)
+	c := greet(t, ts.addr)
+	if resp := sendMessage(t, c, "a@x.com", "recip@example.com", "Subject: s\r\n\r\nx\r\n"); !idsRe.MatchString(resp) {
+		t.Fatal(resp)
+	}
+	if fmt.Sprint(enq.events) != "[spool insert(receptions=1)]" {
+		t.Fatalf("order %v", enq.events)
+	}
+	d := string(enq.msgs[0].Data())
+	if !strings.HasPrefix(d, "X-KumoRef: eyJfQF8iOiJcXF8vIiwicmVjaXBpZW50IjoicmVjaXBAZXhhbXBsZS5jb20ifQ==\r\nReceived: ") {
+		t.Fatalf("spooled data %q", d)
+	}
+	enq.events = nil
+	enq.spoolErr = errors.New("disk on fire")
+	if resp := sendMessage(t, c, "a@x.com", "b@y.com", "x\r\n"); resp != "421 4.3.2 mx.test the spool is not accepting writes. Try later" {
+		t.Fatal(resp)
+	}
+	c = greet(t, ts.addr)
+	enq.spoolErr, enq.events = nil, nil
+	enq.insertErr = errors.New("queue closed")
+	if resp := sendMessage(t, c, "a@x.com", "b@y.com", "x\r\n"); resp != "421 4.3.0 mx.test technical difficulties" {
+		t.Fatal(resp)
+	}
+	if fmt.Sprint(enq.events) != "[spool insert(receptions=2) unspool]" {
+		t.Fatalf("order %v", enq.events)
+	}
+	b := recs.byType(logrecord.Bounce)
+	if len(b) != 1 || b[0].Response.Code != 500 || !strings.HasPrefix(b[0].Response.Content, "KumoMTA internal: QueueManager::insert failed during reception: queue closed") {
+		t.Fatalf("bounce records %+v", b)
+	}
 }
