@@ -48,15 +48,9 @@ func Start(tb testing.TB, records ...string) *Server {
 			tb.Fatal(err)
 		}
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	pc, ln, err := listenPair()
 	if err != nil {
-		tb.Fatalf("mxtest: listen udp: %v", err)
-	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		pc.Close()
-		tb.Fatalf("mxtest: listen tcp: %v", err)
+		tb.Fatalf("mxtest: %v", err)
 	}
 	s.Addr = pc.LocalAddr().String()
 	started := make(chan struct{}, 2)
@@ -69,6 +63,26 @@ func Start(tb testing.TB, records ...string) *Server {
 	<-started
 	tb.Cleanup(s.Close)
 	return s
+}
+
+// listenPair binds UDP and TCP on the same free loopback port, retrying
+// when another process holds the TCP side of the port picked for UDP.
+func listenPair() (net.PacketConn, net.Listener, error) {
+	var lastErr error
+	for range 50 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen udp: %w", err)
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		lastErr = err
+	}
+	return nil, nil, fmt.Errorf("listen tcp: %w", lastErr)
 }
 
 // Add adds one record in zone-file syntax.
