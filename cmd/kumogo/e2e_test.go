@@ -532,3 +532,82 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// kumoStyleSink is a policy shaped like KumoMTA's own sink (§8.1 of the
+// reference): accounting, an open ESMTP listener, an HTTP listener with
+// trusted hosts, spools, and both reception handlers.
+const kumoStyleSink = `local kumo = require 'kumo'
+local TMP = os.getenv('SINK_TMP')
+kumo.on('init', function()
+  kumo.configure_accounting_db_path(TMP .. '/accounting.db')
+  kumo.start_esmtp_listener {
+    listen = '127.0.0.1:0',
+    relay_hosts = { '0.0.0.0/0' },
+  }
+  kumo.start_http_listener {
+    listen = '127.0.0.1:0',
+    trusted_hosts = { '127.0.0.1', '::1', '192.168.1.0/24' },
+  }
+  kumo.define_spool {
+    name = 'data',
+    path = TMP .. '/kumo-sink/data',
+  }
+  kumo.define_spool {
+    name = 'meta',
+    path = TMP .. '/kumo-sink/meta',
+  }
+end)
+kumo.on('smtp_server_message_received', function(msg)
+  msg:set_meta('queue', 'null')
+end)
+kumo.on('http_message_generated', function(msg)
+  msg:set_meta('queue', 'null')
+end)
+`
+
+func TestKumoMTAStyleSinkPolicyLoads(t *testing.T) {
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "sink.lua")
+	os.WriteFile(policy, []byte(kumoStyleSink), 0o644)
+	env := []string{"SINK_TMP=" + dir}
+	cmd := exec.Command(kumogoBin, "--validate", "--policy", policy)
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("validate: %v\n%s", err, out)
+	}
+	d := startDaemon(t, env, "--policy", policy)
+	for _, want := range []string{"start_http_listener", "configure_accounting_db_path"} {
+		if strings.Count(d.log(), want) != 1 {
+			t.Fatalf("expected one note about %s:\n%s", want, d.log())
+		}
+	}
+	c := testutil.Dial(t, d.addr)
+	c.Expect(t, "220 ")
+	c.Cmd(t, "EHLO x.example", "250-")
+	c.Cmd(t, "MAIL FROM:<a@x.com>", "250")
+	c.Cmd(t, "RCPT TO:<b@y.com>", "250")
+	c.Cmd(t, "DATA", "354")
+	c.SendRaw("hi\r\n.\r\n")
+	c.Expect(t, "250 OK ids=")
+	d.stop(t, syscall.SIGINT)
+}
+
+func TestUserDropsPrivileges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("privilege drop needs root") // CI runs as root
+	}
+	env, _ := sinkEnv(t)
+	for i, e := range env {
+		if strings.HasPrefix(e, "KUMOGO_SINK_LOG_DIR=") {
+			env[i] = "KUMOGO_SINK_LOG_DIR=" // the log dir is created after init
+		}
+	}
+	d := startDaemon(t, env, "--policy", "sink.lua", "--user", "nobody")
+	uid := procStatus(d.cmd.Process.Pid, "Uid")
+	if f := strings.Fields(uid); len(f) < 2 || f[0] != "65534" || f[1] != "65534" {
+		t.Fatalf("Uid after --user nobody: %q", uid)
+	}
+	c := testutil.Dial(t, d.addr)
+	c.Expect(t, "220 sink.test")
+	d.stop(t, syscall.SIGTERM)
+}
