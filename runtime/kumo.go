@@ -37,6 +37,10 @@ func (st *state) openKumo() *lua.LTable {
 		"define_spool":          st.kumoDefineSpool,
 		"configure_local_logs":  st.kumoConfigureLocalLogs,
 		"make_listener_domain":  st.kumoMakeListenerDomain,
+		"make_queue_config":     st.constructor(func(v any) (any, error) { return decodeQueueConfig(v) }),
+		"make_egress_path":      st.constructor(func(v any) (any, error) { return decodeEgressPath(v) }),
+		"make_egress_source":    st.constructor(func(v any) (any, error) { return decodeEgressSource(v) }),
+		"make_egress_pool":      st.constructor(func(v any) (any, error) { return decodeEgressPool(v) }),
 		"available_parallelism": availableParallelism,
 
 		"configure_accounting_db_path":  st.kumoConfigureAccountingDBPath,
@@ -403,4 +407,17 @@ func (st *state) kumoMakeListenerDomain(L *lua.LState) int {
 	}
 	L.Push(st.newConfigObject(d))
 	return 1
+}
+
+// constructor builds a kumo.make_* function: the table argument is
+// decoded strictly and wrapped as a read-only configuration object.
+func (st *state) constructor(decode func(any) (any, error)) lua.LGFunction {
+	return func(L *lua.LState) int {
+		v, err := decode(st.tableArg(L))
+		if err != nil {
+			L.RaiseError("%s", err.Error())
+		}
+		L.Push(st.newConfigObject(v))
+		return 1
+	}
 }

@@ -46,7 +46,9 @@ type state struct {
 	withCtx    bool
 	live       []*lua.LUserData // handles to invalidate when the event ends
 
-	msgMT, addrMT, connMT, rejMT, cfgMT *lua.LTable
+	msgMT, addrMT, connMT, rejMT, cfgMT, tdMT *lua.LTable
+
+	next lua.LValue // the original next, for __pairs iterators
 }
 
 // newState creates a sandboxed state and runs the compiled policy in it.
@@ -114,6 +116,21 @@ func (st *state) openLibs() error {
 		g.RawSetString(name, lua.LNil)
 	}
 	g.RawSetString("print", L.NewFunction(st.luaPrint))
+
+	// pairs honours __pairs (Lua 5.2+), which configuration objects use.
+	st.next = g.RawGetString("next")
+	rawPairs := g.RawGetString("pairs")
+	g.RawSetString("pairs", L.NewFunction(func(L *lua.LState) int {
+		v := L.CheckAny(1)
+		fn := L.GetMetaField(v, "__pairs")
+		if fn == lua.LNil {
+			fn = rawPairs
+		}
+		L.Push(fn)
+		L.Push(v)
+		L.Call(1, 3)
+		return 3
+	}))
 
 	loaded := L.GetField(L.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
 

@@ -5,7 +5,6 @@ import (
 
 	lua "github.com/yuin/gopher-lua"
 
-	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 )
@@ -59,8 +58,13 @@ func (st *state) registerTypes() {
 		return 1
 	}))
 
+	st.registerTimeDelta()
+
 	st.cfgMT = L.NewTable()
 	st.cfgMT.RawSetString("__index", L.NewFunction(st.cfgIndex))
+	st.cfgMT.RawSetString("__pairs", L.NewFunction(st.cfgPairs))
+	st.cfgMT.RawSetString("__len", L.NewFunction(st.cfgLen))
+	st.cfgMT.RawSetString("__tostring", L.NewFunction(st.cfgToString))
 	st.cfgMT.RawSetString("__name", lua.LString("ConfigObject"))
 }
 
@@ -340,38 +344,6 @@ func (st *state) connAuthInfo(L *lua.LState) int {
 	info.RawSetString("identities", ids)
 	info.RawSetString("groups", L.CreateTable(0, 0))
 	L.Push(info)
-	return 1
-}
-
-// cfgIndex reads fields of configuration objects back (params.relay_to).
-func (st *state) cfgIndex(L *lua.LState) int {
-	ud := L.CheckUserData(1)
-	key := L.CheckString(2)
-	switch v := ud.Value.(type) {
-	case *config.ListenerDomain:
-		switch key {
-		case "relay_to":
-			L.Push(lua.LBool(v.RelayTo))
-		case "relay_from":
-			t := L.CreateTable(len(v.RelayFrom), 0)
-			for i, p := range v.RelayFrom {
-				s := p.String()
-				if p.IsSingleIP() {
-					s = p.Addr().String()
-				}
-				t.RawSetInt(i+1, lua.LString(s))
-			}
-			L.Push(t)
-		case "log_oob":
-			L.Push(lua.LString(v.LogOOB))
-		case "log_arf":
-			L.Push(lua.LString(v.LogARF))
-		default:
-			L.Push(lua.LNil)
-		}
-	default:
-		L.Push(lua.LNil)
-	}
 	return 1
 }
 

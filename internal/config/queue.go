@@ -71,7 +71,8 @@ type EgressPath struct {
 	ConnectionLimit                            int
 	ConnectionLimitLocal                       bool
 	AdditionalConnectionLimits                 map[string]int
-	EnableTLS                                  string // Opportunistic, OpportunisticInsecure, Required, RequiredInsecure, Disabled
+	AdditionalConnectionLimitsLocal            map[string]bool // names whose limit had the local: prefix
+	EnableTLS                                  string          // Opportunistic, OpportunisticInsecure, Required, RequiredInsecure, Disabled
 	EnableMTASTS                               bool
 	EnableDANE                                 bool
 	EnablePipelining                           bool
@@ -80,6 +81,10 @@ type EgressPath struct {
 	TLSPreferOpenSSL                           bool
 	TLSCertificate                             KeySource
 	TLSPrivateKey                              KeySource
+	OpenSSLCipherList                          string
+	OpenSSLCipherSuites                        string
+	OpenSSLOptions                             string
+	RustlsCipherSuites                         []string
 	ConnectTimeout                             time.Duration
 	BannerTimeout                              time.Duration
 	EhloTimeout                                time.Duration
@@ -98,6 +103,7 @@ type EgressPath struct {
 	SMTPAuthPlainUsername                      string
 	SMTPAuthPlainPassword                      KeySource
 	AllowSMTPAuthPlainWithoutTLS               bool
+	AllowSMTPAuthPlainWithoutValidCertificate  bool
 	MaxMessageRate                             string
 	AdditionalMessageRateThrottles             map[string]string
 	SourceSelectionRate                        string
@@ -112,13 +118,19 @@ type EgressPath struct {
 	AggressiveConnectionOpening                bool
 	RefreshInterval                            time.Duration
 	RefreshStrategy                            string
+	DispatcherWakeupStrategy                   string // Aggressive or Relaxed
+	MaintainerWakeupStrategy                   string // Aggressive or Relaxed
 	ProviderName                               string
+	RememberBrokenTLS                          time.Duration // 0 = not remembered
 	OpportunisticTLSReconnectOnFailedHandshake bool
 	UseLMTP                                    bool
 	ReconnectStrategy                          string // ConnectNextHost, TerminateSession, ReconnectSameHost
 	ReadyQPoolName                             string
 	TryNextHostOnTransportError                bool
 	Ignore8BitChecks                           bool
+	LowMemoryReductionPolicy                   string        // ShrinkDataAndMeta, ShrinkData or NoShrink
+	NoMemoryReductionPolicy                    string        // ShrinkDataAndMeta, ShrinkData or NoShrink
+	DispatcherProgressWatchdogTimeout          time.Duration // 0 = derived from the other timeouts
 	// Unimplemented lists given keys that are not honoured yet.
 	Unimplemented []string
 }
@@ -152,7 +164,11 @@ func DefaultEgressPath() EgressPath {
 		ProhibitedHosts:                          MustCIDRList("127.0.0.0/8", "::1", "0.0.0.0", "::"),
 		RefreshInterval:                          60 * time.Second,
 		RefreshStrategy:                          "Ttl",
+		DispatcherWakeupStrategy:                 "Aggressive",
+		MaintainerWakeupStrategy:                 "Aggressive",
 		ReconnectStrategy:                        "ConnectNextHost",
+		LowMemoryReductionPolicy:                 "ShrinkDataAndMeta",
+		NoMemoryReductionPolicy:                  "ShrinkDataAndMeta",
 	}
 }
 
@@ -163,7 +179,18 @@ type EgressSource struct {
 	EhloDomain    string
 	RemotePort    int
 	TTL           time.Duration
-	Unimplemented []string
+	// Proxy settings (parsed, not honoured yet).
+	HAProxyServer            string // ip:port
+	HAProxySourceAddress     string
+	Socks5ProxyServer        string // ip:port
+	Socks5ProxySourceAddress string
+	Socks5ProxyUsername      string
+	Socks5ProxyPassword      string
+	// SuspendWhenUnplumbed and SuspendWhenProxyUnhealthy hold the raw
+	// {trigger=..., duration=...} tables (validated, not honoured yet).
+	SuspendWhenUnplumbed      map[string]any
+	SuspendWhenProxyUnhealthy map[string]any
+	Unimplemented             []string
 }
 
 // EgressPoolEntry is one weighted source of a pool.
