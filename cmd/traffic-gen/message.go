@@ -33,7 +33,7 @@ func loremBody(size int) []byte {
 	out := make([]byte, 0, size+2*wrapCols)
 	line := make([]byte, 0, wrapCols+16)
 	sentence := 0 // words left in the current sentence
-	for len(out) < size {
+	for len(out)+len(line) < size {
 		w := loremWords[rng.IntN(len(loremWords))]
 		word := []byte(w)
 		if sentence == 0 {
