@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"sort"
 	"strconv"
 
@@ -185,11 +186,69 @@ func (st *state) fromGo(v any) lua.LValue {
 			t.RawSetInt(i+1, st.newAddress(a))
 		}
 		return t
-	case *config.ListenerDomain:
+	case *config.ListenerDomain, *config.QueueConfig, *config.EgressPath, *config.EgressSource, *config.EgressPool:
 		return st.newConfigObject(x)
+	case fmt.Stringer:
+		return lua.LString(x.String())
 	default:
-		return lua.LString(fmt.Sprint(x))
+		return st.fromGoReflect(reflect.ValueOf(v))
 	}
+}
+
+// fromGoReflect converts the remaining shapes (maps with string or
+// integer keys, slices and arrays of anything, numeric kinds) by
+// reflection; anything else becomes its fmt.Sprint string.
+func (st *state) fromGoReflect(rv reflect.Value) lua.LValue {
+	L := st.L
+	switch rv.Kind() {
+	case reflect.Invalid:
+		return lua.LNil
+	case reflect.Pointer, reflect.Interface:
+		if rv.IsNil() {
+			return lua.LNil
+		}
+		return st.fromGo(rv.Elem().Interface())
+	case reflect.Bool:
+		return lua.LBool(rv.Bool())
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return lua.LNumber(rv.Int())
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return lua.LNumber(rv.Uint())
+	case reflect.Float32, reflect.Float64:
+		return lua.LNumber(rv.Float())
+	case reflect.String:
+		return lua.LString(rv.String())
+	case reflect.Slice, reflect.Array:
+		if rv.Kind() == reflect.Slice && rv.IsNil() {
+			return L.CreateTable(0, 0)
+		}
+		n := rv.Len()
+		t := L.CreateTable(n, 0)
+		for i := 0; i < n; i++ {
+			t.RawSetInt(i+1, st.fromGo(rv.Index(i).Interface()))
+		}
+		return t
+	case reflect.Map:
+		t := L.CreateTable(0, rv.Len())
+		iter := rv.MapRange()
+		for iter.Next() {
+			k := iter.Key()
+			var lk lua.LValue
+			switch k.Kind() {
+			case reflect.String:
+				lk = lua.LString(k.String())
+			case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+				lk = lua.LNumber(k.Int())
+			case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+				lk = lua.LNumber(k.Uint())
+			default:
+				lk = lua.LString(fmt.Sprint(k.Interface()))
+			}
+			t.RawSet(lk, st.fromGo(iter.Value().Interface()))
+		}
+		return t
+	}
+	return lua.LString(fmt.Sprint(rv.Interface()))
 }
 
 // fromGoArg is fromGo plus the event-scoped objects.

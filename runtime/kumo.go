@@ -79,7 +79,11 @@ func (st *state) openKumo() *lua.LTable {
 		k.RawSetString(name, serde.RawGetString(name))
 	}
 
+	dns := st.openDNS()
+	k.RawSetString("dns", dns)
+
 	loaded := L.GetField(L.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
+	loaded.RawSetString("kumo.dns", dns)
 	loaded.RawSetString("kumo", k)
 	loaded.RawSetString("kumo.serde", serde)
 	return k

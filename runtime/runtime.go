@@ -72,6 +72,9 @@ type Options struct {
 	MaxStates int
 	// Version is the value of kumo.version ("kumogo-dev" when empty).
 	Version string
+	// DNS serves kumo.dns.lookup_mx, lookup_addr and configure_resolver.
+	// When nil those functions raise "kumo.dns is not configured".
+	DNS DNS
 }
 
 // Defaults of KumoMTA's Lua context pool.

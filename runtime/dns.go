@@ -1,0 +1,191 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	lua "github.com/yuin/gopher-lua"
+)
+
+// DNS is the resolver behind kumo.dns.*. The delivery engine implements
+// it; the runtime only converts arguments and results.
+type DNS interface {
+	// LookupMX resolves domain's MX records into KumoMTA's lookup_mx
+	// table shape (§3.7): domain_name, hosts (by preference), by_pref
+	// (preference → hosts), site_name, is_domain_literal, is_secure,
+	// is_mx. Integer-keyed maps and slices are converted to Lua tables.
+	LookupMX(ctx context.Context, domain string) (map[string]any, error)
+	// LookupAddr resolves name to IP address strings (A and AAAA).
+	LookupAddr(ctx context.Context, name string) ([]string, error)
+	// Configure replaces the name servers ("ip:port") used for lookups.
+	Configure(servers []string) error
+}
+
+// openDNS builds the kumo.dns module.
+func (st *state) openDNS() *lua.LTable {
+	L := st.L
+	t := L.NewTable()
+	L.SetFuncs(t, map[string]lua.LGFunction{
+		"lookup_mx":          st.dnsLookupMX,
+		"lookup_addr":        st.dnsLookupAddr,
+		"configure_resolver": st.dnsConfigureResolver,
+	})
+	return t
+}
+
+func (st *state) dns(L *lua.LState, fn string) DNS {
+	d := st.rt.opts.DNS
+	if d == nil {
+		L.RaiseError("kumo.dns.%s: kumo.dns is not configured in this process", fn)
+	}
+	return d
+}
+
+// noNamedResolver rejects the optional resolver-name argument: kumogo
+// has one resolver (kumo.dns.define_resolver is not provided).
+func noNamedResolver(L *lua.LState, n int, fn string) {
+	if v := L.Get(n); v != lua.LNil {
+		L.RaiseError("kumo.dns.%s: named resolvers are not supported (got resolver %s)", fn, L.ToStringMeta(v).String())
+	}
+}
+
+// dnsLookupMX is kumo.dns.lookup_mx(domain [, resolver]).
+func (st *state) dnsLookupMX(L *lua.LState) int {
+	domain := L.CheckString(1)
+	noNamedResolver(L, 2, "lookup_mx")
+	res, err := st.dns(L, "lookup_mx").LookupMX(st.callCtx(), domain)
+	if err != nil {
+		L.RaiseError("kumo.dns.lookup_mx(%q): %s", domain, err.Error())
+	}
+	L.Push(st.fromGo(res))
+	return 1
+}
+
+// dnsLookupAddr is kumo.dns.lookup_addr(name [, resolver [, strategy]]);
+// strategy Ipv4Only / Ipv6Only filters the answers.
+func (st *state) dnsLookupAddr(L *lua.LState) int {
+	name := L.CheckString(1)
+	noNamedResolver(L, 2, "lookup_addr")
+	strategy := L.OptString(3, "")
+	switch strategy {
+	case "", "Ipv4AndIpv6", "Ipv6thenIpv4", "Ipv4thenIpv6", "Ipv4Only", "Ipv6Only":
+	default:
+		L.ArgError(3, "unknown variant `"+strategy+"`, expected one of `Ipv4Only`, `Ipv6Only`, `Ipv4AndIpv6`, `Ipv6thenIpv4`, `Ipv4thenIpv6`")
+	}
+	addrs, err := st.dns(L, "lookup_addr").LookupAddr(st.callCtx(), name)
+	if err != nil {
+		L.RaiseError("kumo.dns.lookup_addr(%q): %s", name, err.Error())
+	}
+	t := L.CreateTable(len(addrs), 0)
+	for _, a := range addrs {
+		if strategy == "Ipv4Only" || strategy == "Ipv6Only" {
+			ip, err := netip.ParseAddr(a)
+			if err == nil && ip.Unmap().Is4() != (strategy == "Ipv4Only") {
+				continue
+			}
+		}
+		t.Append(lua.LString(a))
+	}
+	L.Push(t)
+	return 1
+}
+
+// dnsConfigureResolver is kumo.dns.configure_resolver{name_servers={...},
+// domain?, search?, options?}; it is allowed in init only. Name servers
+// are "ip", "ip:port" or {socket_addr="ip:port", protocol="udp"|"tcp"}.
+func (st *state) dnsConfigureResolver(L *lua.LState) int {
+	if st.event != "init" && st.event != "pre_init" {
+		where := st.event
+		if where == "" {
+			where = "the top level of the policy"
+		} else {
+			where = "the " + where + " event"
+		}
+		L.RaiseError("kumo.dns.configure_resolver may only be called from the init event, not from %s", where)
+	}
+	servers, err := decodeResolverConfig(st.tableArg(L))
+	if err != nil {
+		L.RaiseError("configure_resolver: %s", err.Error())
+	}
+	if st.rt.opts.Validating {
+		return 0
+	}
+	if err := st.dns(L, "configure_resolver").Configure(servers); err != nil {
+		L.RaiseError("configure_resolver: %s", err.Error())
+	}
+	return 0
+}
+
+// decodeResolverConfig decodes a configure_resolver table into "ip:port"
+// name server addresses.
+func decodeResolverConfig(v any) ([]string, error) {
+	o := newObj(v, v, "struct ResolverConfig", "name_servers", "domain", "search", "options")
+	var domain string
+	var search []string
+	var options map[string]any
+	o.str("domain", &domain)
+	o.strList("search", &search)
+	o.mapValue("options", &options)
+	var servers []string
+	ns, ok := o.get("name_servers")
+	if !ok && o.err == nil {
+		o.fail("missing field `name_servers`")
+	}
+	if ok {
+		items, isSeq := ns.([]any)
+		if !isSeq {
+			if m, isMap := ns.(map[string]any); !isMap || len(m) != 0 {
+				o.fail("invalid type: " + describe(ns) + ", expected a sequence of name servers")
+			}
+		}
+		for _, it := range items {
+			var s string
+			switch x := it.(type) {
+			case string:
+				s = x
+			case map[string]any:
+				e := newObj(x, o.input, "struct NameServerConfig", "socket_addr", "protocol", "tls_dns_name", "trust_negative_responses", "bind_addr")
+				e.str("socket_addr", &s)
+				proto := "udp"
+				e.enum("protocol", &proto, "udp", "tcp")
+				var ignored string
+				var b bool
+				e.str("tls_dns_name", &ignored)
+				e.boolean("trust_negative_responses", &b)
+				e.str("bind_addr", &ignored)
+				if e.err == nil && s == "" {
+					e.fail("missing field `socket_addr`")
+				}
+				o.merge(e)
+			default:
+				o.fail("invalid type: " + describe(it) + ", expected a name server address string or {socket_addr=...}")
+			}
+			if o.err != nil {
+				break
+			}
+			addr, err := nameServerAddr(s)
+			if err != nil {
+				o.fail("invalid value: " + describe(s) + ", expected " + err.Error())
+				break
+			}
+			servers = append(servers, addr)
+		}
+	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	return servers, nil
+}
+
+// nameServerAddr normalizes "ip" or "ip:port" (port 53 by default).
+func nameServerAddr(s string) (string, error) {
+	if ip, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(ip, 53).String(), nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || ap.Port() == 0 {
+		return "", fmt.Errorf("an IP address or ip:port")
+	}
+	return ap.String(), nil
+}
