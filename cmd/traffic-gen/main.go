@@ -57,8 +57,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if limit, err := raiseFileLimit(); err != nil {
 		fmt.Fprintln(stderr, "traffic-gen: raising the open file limit:", err)
-	} else if limit > 0 && uint64(cfg.concurrency)+32 > limit {
-		fmt.Fprintf(stderr, "traffic-gen: warning: --concurrency %d is close to the open file limit %d\n", cfg.concurrency, limit)
+	} else if limit > 0 && uint64(cfg.concurrency)+fdReserve > limit {
+		n := max(int(limit)-fdReserve, 1)
+		fmt.Fprintf(stderr, "traffic-gen: warning: the open file limit is %d (hard limit); using %d connections instead of --concurrency %d\n",
+			limit, n, cfg.concurrency)
+		cfg.concurrency = n
 	}
 	p, err := newPayload(cfg)
 	if err != nil {
@@ -73,6 +76,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// fdReserve is the number of file descriptors kept free for everything
+// but the client connections (standard streams, the poller, --body-file).
+const fdReserve = 16
 
 // generator runs the clients and keeps the counters.
 type generator struct {
@@ -208,7 +215,7 @@ func (g *generator) client(ctx context.Context, id uint64) error {
 			var err error
 			c, err = dialSMTP(ctx, g.cfg.target, b.ehloName(), g.cfg.timeout, g.cfg.starttls)
 			if err != nil {
-				if ctx.Err() != nil {
+				if ended(ctx) {
 					return nil
 				}
 				if !g.cfg.keepGoing && !needsReconnectOnly(err) {
@@ -243,7 +250,7 @@ func (g *generator) client(ctx context.Context, id uint64) error {
 			continue
 		}
 		g.sent.Add(^uint64(0)) // give the claim back
-		if ctx.Err() != nil {
+		if ended(ctx) {
 			return nil // cut at the deadline: not a failure of the target
 		}
 		g.failed.Add(1)
@@ -261,6 +268,17 @@ func (g *generator) client(ctx context.Context, id uint64) error {
 		g.errOut.printf("client %d: %v", id, err)
 	}
 	return nil
+}
+
+// ended reports whether the run is over: ctx is done or its deadline has
+// passed (a dial bounded by that deadline may fail a moment before ctx
+// itself reports it).
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 // needsReconnectOnly reports whether a connection attempt failed in a way
