@@ -286,17 +286,15 @@ func (st *state) messageMethods() map[string]lua.LGFunction {
 			L.Push(lua.LString(st.checkMessage(L).QueueName()))
 			return 1
 		},
-		"num_attempts": func(L *lua.LState) int {
-			st.checkMessage(L)
-			L.Push(lua.LNumber(0))
-			return 1
-		},
 		"set_force_sync": func(L *lua.LState) int {
 			st.checkMessage(L)
 			return 0
 		},
 	}
 	for k, v := range st.headerMethods() {
+		m[k] = v
+	}
+	for k, v := range st.schedulingMethods() {
 		m[k] = v
 	}
 	return m

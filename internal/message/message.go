@@ -22,6 +22,8 @@ type Message struct {
 	// buf[off:] is the message data; buf[:off] is headroom for prepends.
 	buf []byte
 	off int
+
+	sched Sched // delivery scheduling state (sched.go)
 }
 
 // New builds a message with a fresh id from gen. data is used in place (not
