@@ -196,6 +196,37 @@ func egressPoolView(p *config.EgressPool) []field {
 	}
 }
 
+// configsAsMaps replaces configuration objects inside a toGo result by
+// their Lua-visible fields, so that json_encode(cfg) shows the keys a
+// policy wrote rather than Go field names.
+func configsAsMaps(v any) any {
+	switch x := v.(type) {
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = configsAsMaps(e)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = configsAsMaps(e)
+		}
+		return out
+	}
+	fields, _ := configView(v)
+	if fields == nil {
+		return v
+	}
+	m := make(map[string]any, len(fields))
+	for _, f := range fields {
+		if f.val != nil {
+			m[f.key] = f.val
+		}
+	}
+	return m
+}
+
 func optString(s string) any {
 	if s == "" {
 		return nil
@@ -371,14 +402,9 @@ func (st *state) cfgLen(L *lua.LState) int {
 
 // cfgToString renders "EgressPool{...json...}".
 func (st *state) cfgToString(L *lua.LState) int {
-	fields, name := configView(configUD(L))
-	m := make(map[string]any, len(fields))
-	for _, f := range fields {
-		if f.val != nil {
-			m[f.key] = f.val
-		}
-	}
-	js, err := jsonEncode(m, false)
+	v := configUD(L)
+	_, name := configView(v)
+	js, err := jsonEncode(configsAsMaps(v), false)
 	if err != nil {
 		js = "{}"
 	}

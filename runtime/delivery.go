@@ -322,6 +322,7 @@ func cloneQueueConfig(c *config.QueueConfig) config.QueueConfig {
 		out.Protocol.FileMode = &v
 	}
 	out.ShrinkPolicy = slices.Clone(c.ShrinkPolicy)
+	out.Unimplemented = slices.Clone(c.Unimplemented)
 	return out
 }
 

@@ -286,6 +286,7 @@ func (st *state) jsonEncodeFunc(pretty bool) lua.LGFunction {
 		if err != nil {
 			L.RaiseError("json_encode: %s", err.Error())
 		}
+		v = configsAsMaps(v)
 		s, err := jsonEncode(v, pretty)
 		if err != nil {
 			L.RaiseError("json_encode: %s", err.Error())

@@ -41,7 +41,24 @@ func decodeQueueConfig(v any) (*config.QueueConfig, error) {
 	if o.err != nil {
 		return nil, o.err
 	}
+	c.Unimplemented = o.unimplemented(queueConfigFields, queueConfigHonoured)
+	switch c.Protocol.Kind() {
+	case "maildir":
+		c.Unimplemented = append(c.Unimplemented, "protocol.maildir_path")
+	case "custom_lua":
+		c.Unimplemented = append(c.Unimplemented, "protocol.custom_lua")
+	}
+	if c.Protocol.TreatMXListAsSecure {
+		c.Unimplemented = append(c.Unimplemented, "protocol.smtp.treat_mx_list_as_secure")
+	}
 	return &c, nil
+}
+
+// queueConfigHonoured are the make_queue_config keys the delivery engine
+// honours (issue 4); other given keys are listed in Unimplemented.
+var queueConfigHonoured = map[string]bool{
+	"retry_interval": true, "max_retry_interval": true, "max_age": true,
+	"egress_pool": true, "max_message_rate": true, "protocol": true,
 }
 
 // merge copies the first error of a nested decoder into o.

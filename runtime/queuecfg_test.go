@@ -87,6 +87,8 @@ func TestQueueConfigAllKeys(t *testing.T) {
 		TimerwheelTickInterval: 2 * time.Second,
 		ProviderName:           "gmail",
 		ShrinkPolicy:           []any{map[string]any{"interval": "1m", "policy": "ShrinkData"}},
+		Unimplemented: []string{"reap_interval", "refresh_interval", "refresh_strategy", "strategy",
+			"timerwheel_tick_interval", "provider_name", "shrink_policy", "protocol.smtp.treat_mx_list_as_secure"},
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("got  %+v\nwant %+v", *c, want)
@@ -102,6 +104,9 @@ func TestQueueProtocolForms(t *testing.T) {
 	if p := c.Protocol; p.Kind() != "maildir" || p.MaildirPath != "/var/tmp/maildir/{{meta.x}}" || *p.DirMode != 0o755 || *p.FileMode != 0o644 {
 		t.Fatalf("maildir: %+v", p)
 	}
+	if !reflect.DeepEqual(c.Unimplemented, []string{"protocol.maildir_path"}) {
+		t.Fatalf("maildir unimplemented: %v", c.Unimplemented)
+	}
 	c = mustConstruct[config.QueueConfig](t, `kumo.make_queue_config{protocol={maildir_path='/m'}}`)
 	if p := c.Protocol; p.DirMode != nil || p.FileMode != nil {
 		t.Fatalf("maildir modes: %+v", p)
@@ -113,6 +118,13 @@ func TestQueueProtocolForms(t *testing.T) {
 	c = mustConstruct[config.QueueConfig](t, `kumo.make_queue_config{protocol={custom_lua={constructor='c', batch_size=10, min_batch_size=5, max_batch_latency='2s'}}}`)
 	if p := c.Protocol; p.BatchSize != 10 || p.MinBatchSize != 5 || p.MaxBatchLatency != 2*time.Second {
 		t.Fatalf("custom_lua: %+v", p)
+	}
+	if !reflect.DeepEqual(c.Unimplemented, []string{"protocol.custom_lua"}) {
+		t.Fatalf("custom_lua unimplemented: %v", c.Unimplemented)
+	}
+	c = mustConstruct[config.QueueConfig](t, `kumo.make_queue_config{retry_interval='1m', max_retry_interval='1h', max_age='1d', egress_pool='p', max_message_rate='1/s', protocol={smtp={mx_list={'a'}}}}`)
+	if c.Unimplemented != nil {
+		t.Fatalf("honoured keys listed as unimplemented: %v", c.Unimplemented)
 	}
 }
 
@@ -446,6 +458,8 @@ kumo.on('t', function()
   local pool = kumo.make_egress_pool{name='pool', entries={{name='ip-1', weight=2}}}
   assert(pool.entries[1].name == 'ip-1' and pool.entries[1].weight == 2)
   assert(tostring(pool):find('^EgressPool{') ~= nil, tostring(pool))
+  local js = kumo.json_encode({q = kumo.make_queue_config{egress_pool='p'}})
+  assert(js:find('"egress_pool":"p"') and js:find('"retry_interval":"20m"'), js)
   -- plain tables still iterate
   local c = 0
   for _ in pairs({a=1, b=2}) do c = c + 1 end

@@ -52,6 +52,10 @@ type QueueConfig struct {
 	TimerwheelTickInterval time.Duration // 0 = derived
 	ProviderName           string
 	ShrinkPolicy           []any
+	// Unimplemented lists given keys that are not honoured yet
+	// ("protocol.maildir_path" / "protocol.custom_lua" /
+	// "protocol.smtp.treat_mx_list_as_secure" for those protocol forms).
+	Unimplemented []string
 }
 
 // DefaultQueueConfig returns KumoMTA's queue defaults.
