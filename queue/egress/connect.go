@@ -1,0 +1,61 @@
+package egress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/queue/egress/mx"
+)
+
+// Connect applies p's prohibited_hosts and skip_hosts to plan (failing
+// with the *mx.Failure of FilterHosts) and dials the candidates in order
+// until a session is established, KumoMTA's ConnectNextHost. When a TLS
+// handshake fails and p.OpportunisticTLSReconnectOnFailedHandshake is set
+// (and TLS is not Required), the same candidate is tried again without
+// TLS. When every candidate fails the error is an *Error with
+// "400 KumoMTA internal: failed to connect to any candidate hosts: <last
+// failure>" (a TransientFailure); the individual failures are joined in
+// its Err.
+func (d *Dialer) Connect(ctx context.Context, plan *mx.ConnectionPlan, p *config.EgressPath, src *config.EgressSource, ehloName string) (*Session, error) {
+	filtered, err := mx.FilterHosts(plan, p.ProhibitedHosts, p.SkipHosts)
+	if err != nil {
+		return nil, err
+	}
+	if len(filtered.Candidates) == 0 {
+		return nil, &mx.Failure{Code: 451, Text: mx.TextNoHosts}
+	}
+	var errs []error
+	for _, c := range filtered.Candidates {
+		s, err := d.Dial(ctx, c, p, src, ehloName)
+		var he *tlsHandshakeError
+		if err != nil && errors.As(err, &he) && p.OpportunisticTLSReconnectOnFailedHandshake &&
+			p.EnableTLS != TLSRequired && p.EnableTLS != TLSRequiredInsecure {
+			s, err = d.dial(ctx, c, p, src, ehloName, TLSDisabled)
+		}
+		if err == nil {
+			return s, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	last := errs[len(errs)-1]
+	detail := last.Error()
+	var pe *Error
+	if errors.As(last, &pe) {
+		detail = fmt.Sprintf("%s responded %s", filtered.Candidates[len(errs)-1].String(), pe.Response.String())
+	}
+	return nil, &Error{
+		Response: Response{Code: 400, Content: "KumoMTA internal: failed to connect to any candidate hosts: " + detail},
+		Err:      errors.Join(errs...),
+	}
+}
+
+// Connect is (*Dialer).Connect with the zero Dialer.
+func Connect(ctx context.Context, plan *mx.ConnectionPlan, p *config.EgressPath, src *config.EgressSource, ehloName string) (*Session, error) {
+	var d Dialer
+	return d.Connect(ctx, plan, p, src, ehloName)
+}

@@ -1,0 +1,418 @@
+package egress
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/kumogo/kumogo/internal/message"
+)
+
+// Envelope is the sender and recipients of one transaction.
+type Envelope struct {
+	Sender     message.Address
+	Recipients []message.Address
+}
+
+// Result holds one response per recipient, in the envelope's order: the
+// RCPT rejection, or the response that ended the transaction for the
+// recipient (MAIL or DATA rejection, the final response after the body, an
+// internal 554 for 8-bit content the peer cannot take, or the synthetic
+// 400/421 of a transport failure). Group equal responses for log records.
+type Result struct {
+	Responses []Response
+}
+
+// Send runs one mail transaction on the session: RSET first when the
+// session already carried one and enable_rset is set; then MAIL FROM, one
+// RCPT TO per recipient and DATA, pipelined in a single write when the
+// peer offers PIPELINING and enable_pipelining is set; then the body,
+// dot-stuffed and terminated, or, when the peer offers CHUNKING and
+// p.EnableChunking is set, as one "BDAT <n> LAST" chunk without the DATA
+// command. data is the whole message with CRLF line endings; it is not
+// modified or retained.
+//
+// Before any I/O, an 8-bit body to a peer without 8BITMIME and an 8-bit
+// envelope to a peer without SMTPUTF8 give KumoMTA's internal 554
+// responses (unless ignore_8bit_checks), and a body larger than the peer's
+// SIZE gives 552 5.3.4. MAIL FROM carries SIZE=, BODY=8BITMIME and
+// SMTPUTF8 as the peer allows.
+//
+// The error is non-nil when the connection failed (transport error,
+// timeout, context end): the responses then hold the synthetic 400 or
+// "421 4.4.2 ... Timed Out ..." for every recipient not decided before
+// the failure, and the session is unusable. A 421 from the peer also makes
+// it unusable but is not an error.
+func (s *Session) Send(ctx context.Context, env Envelope, data []byte) (Result, error) {
+	n := len(env.Recipients)
+	res := Result{Responses: make([]Response, n)}
+	if n == 0 {
+		return res, errors.New("egress: no recipients")
+	}
+	if !s.Usable() {
+		fillAll(res.Responses, Response{Code: 400, Content: textSendFailed + ErrUnusable.Error()})
+		return res, ErrUnusable
+	}
+
+	// Checks that need no I/O.
+	body8 := has8bit(data)
+	env8 := !isASCII(env.Sender.User) || !isASCII(env.Sender.Domain)
+	for _, r := range env.Recipients {
+		env8 = env8 || !isASCII(r.User) || !isASCII(r.Domain)
+	}
+	_, has8bitmime := s.ext["8BITMIME"]
+	_, hasUTF8 := s.ext["SMTPUTF8"]
+	if !s.path.Ignore8BitChecks {
+		if body8 && !has8bitmime {
+			fillAll(res.Responses, Response{Code: 554, Enhanced: enh(5, 6, 3), Content: text8BitData})
+			return res, nil
+		}
+		if env8 && !hasUTF8 {
+			fillAll(res.Responses, Response{Code: 554, Enhanced: enh(5, 6, 7), Content: text8BitEnvelope})
+			return res, nil
+		}
+	}
+	sizeParam, hasSize := s.ext["SIZE"]
+	if hasSize {
+		if limit, err := strconv.ParseInt(strings.TrimSpace(sizeParam), 10, 64); err == nil && limit > 0 && int64(len(data)) > limit {
+			fillAll(res.Responses, Response{Code: 552, Enhanced: enh(5, 3, 4), Content: fmt.Sprintf(
+				"KumoMTA internal: message size %d exceeds the size limit %d advertised by %s", len(data), limit, s.peer())})
+			return res, nil
+		}
+	}
+
+	defer s.watch(ctx)()
+	_, hasPipelining := s.ext["PIPELINING"]
+	_, hasChunking := s.ext["CHUNKING"]
+	pipeline := hasPipelining && s.path.EnablePipelining
+	chunking := hasChunking && s.path.EnableChunking
+
+	// Build the command lines.
+	var mail strings.Builder
+	mail.WriteString("MAIL FROM:<")
+	writePath(&mail, env.Sender)
+	mail.WriteByte('>')
+	if hasSize {
+		mail.WriteString(" SIZE=")
+		mail.WriteString(strconv.Itoa(len(data)))
+	}
+	if body8 && has8bitmime {
+		mail.WriteString(" BODY=8BITMIME")
+	}
+	if env8 && hasUTF8 {
+		mail.WriteString(" SMTPUTF8")
+	}
+	mail.WriteString("\r\n")
+	cmds := make([]command, 0, n+3)
+	if s.txns > 0 && s.path.EnableRSET {
+		cmds = append(cmds, command{"RSET\r\n", s.path.RsetTimeout})
+	}
+	cmds = append(cmds, command{mail.String(), s.path.MailFromTimeout})
+	for _, r := range env.Recipients {
+		var b strings.Builder
+		b.Grow(len(r.User) + len(r.Domain) + 14)
+		b.WriteString("RCPT TO:<")
+		writePath(&b, r)
+		b.WriteString(">\r\n")
+		cmds = append(cmds, command{b.String(), s.path.RcptToTimeout})
+	}
+	if !chunking {
+		cmds = append(cmds, command{"DATA\r\n", s.path.DataTimeout})
+	}
+	s.txns++
+
+	resps, err := s.exchange(ctx, cmds, pipeline)
+	// Which responses belong to what.
+	i := 0
+	if cmds[0].line == "RSET\r\n" {
+		if len(resps) > 0 && resps[0].Code != 250 {
+			// A peer that refuses RSET is in no state for a transaction.
+			s.broken = true
+			fillAll(res.Responses, resps[0])
+			return res, nil
+		}
+		i = 1
+	}
+	if err != nil && len(resps) <= i {
+		fillAll(res.Responses, transportResponse(err))
+		return res, err
+	}
+	mailResp := resps[i]
+	rcptResps := resps[i+1:]
+	var dataResp *Response
+	if !chunking && len(resps) == len(cmds) {
+		dataResp = &resps[len(resps)-1]
+		rcptResps = rcptResps[:n]
+	}
+
+	accepted := 0
+	for j := range res.Responses {
+		switch {
+		case mailResp.Code/100 != 2:
+			res.Responses[j] = mailResp
+		case j < len(rcptResps):
+			res.Responses[j] = rcptResps[j]
+			if rcptResps[j].Code/100 == 2 {
+				accepted++
+			}
+		default:
+			res.Responses[j] = transportResponse(err)
+		}
+	}
+	if err != nil {
+		// Recipients accepted so far cannot get the message now.
+		fillAccepted(res.Responses, rcptResps, mailResp, transportResponse(err))
+		return res, err
+	}
+	if mailResp.Code/100 != 2 || accepted == 0 {
+		if dataResp != nil && dataResp.Code == 354 {
+			// RFC 2920 §3.1: DATA was accepted although nobody can receive
+			// the message; end it with a lone dot.
+			if _, err := s.dataBody(ctx, nil); err != nil {
+				return res, err
+			}
+		}
+		return res, nil
+	}
+	if dataResp != nil && dataResp.Code != 354 {
+		fillAccepted(res.Responses, rcptResps, mailResp, *dataResp)
+		return res, nil
+	}
+
+	var final Response
+	if chunking {
+		final, err = s.bdat(ctx, data)
+	} else {
+		final, err = s.dataBody(ctx, data)
+	}
+	if err != nil {
+		final = transportResponse(err)
+	}
+	fillAccepted(res.Responses, rcptResps, mailResp, final)
+	return res, err
+}
+
+type command struct {
+	line    string
+	timeout time.Duration
+}
+
+// exchange writes cmds and reads their responses: all in one write when
+// pipelining, else one at a time, stopping after a refused MAIL FROM (RSET
+// excepted). It returns the responses read before any transport error.
+func (s *Session) exchange(ctx context.Context, cmds []command, pipeline bool) ([]Response, error) {
+	resps := make([]Response, 0, len(cmds))
+	if pipeline {
+		var total time.Duration
+		var all strings.Builder
+		for _, c := range cmds {
+			total += c.timeout
+			_, _ = s.w.WriteString(c.line)
+			if all.Len() < 512 {
+				all.WriteString(c.line)
+			}
+		}
+		if err := s.flush(ctx, all.String(), total); err != nil {
+			return resps, err
+		}
+		for _, c := range cmds {
+			r, err := s.read(ctx, c.line, c.timeout)
+			if err != nil {
+				return resps, err
+			}
+			resps = append(resps, r)
+		}
+		return resps, nil
+	}
+	for k, c := range cmds {
+		r, err := s.roundTrip(ctx, c.line, c.timeout)
+		if err != nil {
+			return resps, err
+		}
+		resps = append(resps, r)
+		if strings.HasPrefix(c.line, "MAIL ") && r.Code/100 != 2 {
+			return resps, nil
+		}
+		if strings.HasPrefix(c.line, "RCPT ") && k+1 < len(cmds) && strings.HasPrefix(cmds[k+1].line, "DATA") {
+			// Without pipelining, DATA is only worth sending when a
+			// recipient was accepted.
+			ok := false
+			for _, rr := range resps {
+				if strings.HasPrefix(rr.Command, "RCPT ") && rr.Code/100 == 2 {
+					ok = true
+					break
+				}
+			}
+			if !ok {
+				return resps, nil
+			}
+		}
+	}
+	return resps, nil
+}
+
+// dataBody sends the dot-stuffed body and the terminating dot (only the
+// dot when data is nil) and reads the final response.
+func (s *Session) dataBody(ctx context.Context, data []byte) (Response, error) {
+	const dot = ".\r\n"
+	timeout := s.path.DataTimeout
+	if err := s.deadline(ctx, true, timeout); err != nil {
+		return Response{}, s.fail(ctx, dot, true, timeout, err)
+	}
+	bufs := stuff(data)
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		bufs = append(bufs, crlfDot)
+	} else {
+		bufs = append(bufs, []byte(dot))
+	}
+	if _, err := bufs.WriteTo(s.conn); err != nil {
+		return Response{}, s.fail(ctx, dot, true, timeout, err)
+	}
+	return s.read(ctx, dot, s.path.DataDotTimeout)
+}
+
+var crlfDot = []byte("\r\n.\r\n")
+
+// bdat sends data as one last chunk and reads the response.
+func (s *Session) bdat(ctx context.Context, data []byte) (Response, error) {
+	cmd := "BDAT " + strconv.Itoa(len(data)) + " LAST\r\n"
+	timeout := s.path.DataTimeout
+	if err := s.deadline(ctx, true, timeout); err != nil {
+		return Response{}, s.fail(ctx, cmd, true, timeout, err)
+	}
+	bufs := net.Buffers{[]byte(cmd), data}
+	if _, err := bufs.WriteTo(s.conn); err != nil {
+		return Response{}, s.fail(ctx, cmd, true, timeout, err)
+	}
+	return s.read(ctx, cmd, s.path.DataDotTimeout)
+}
+
+// stuff returns data as segments with a '.' inserted before every line
+// that starts with one (RFC 5321 §4.5.2), without copying the body.
+func stuff(data []byte) net.Buffers {
+	bufs := make(net.Buffers, 0, 2)
+	start := 0
+	if len(data) > 0 && data[0] == '.' {
+		bufs = append(bufs, dotOnly)
+	}
+	for {
+		k := bytes.Index(data[start:], nlDot)
+		if k < 0 {
+			break
+		}
+		cut := start + k + 1 // after the '\n'
+		bufs = append(bufs, data[start:cut], dotOnly)
+		start = cut
+	}
+	if start < len(data) {
+		bufs = append(bufs, data[start:])
+	}
+	return bufs
+}
+
+var (
+	nlDot   = []byte("\n.")
+	dotOnly = []byte(".")
+)
+
+func transportResponse(err error) Response {
+	var ie *ioError
+	if errors.As(err, &ie) {
+		return ie.response()
+	}
+	return Response{Code: 400, Content: textSendFailed + err.Error()}
+}
+
+func fillAll(dst []Response, r Response) {
+	for i := range dst {
+		dst[i] = r
+	}
+}
+
+// fillAccepted sets r for every recipient whose RCPT was accepted.
+func fillAccepted(dst, rcpt []Response, mail Response, r Response) {
+	if mail.Code/100 != 2 {
+		return
+	}
+	for i := range dst {
+		if i < len(rcpt) && rcpt[i].Code/100 == 2 {
+			dst[i] = r
+		}
+	}
+}
+
+// has8bit reports whether any byte has the high bit set.
+func has8bit(b []byte) bool {
+	const hi = 0x8080808080808080
+	for len(b) >= 32 {
+		v := binary.LittleEndian.Uint64(b) | binary.LittleEndian.Uint64(b[8:]) |
+			binary.LittleEndian.Uint64(b[16:]) | binary.LittleEndian.Uint64(b[24:])
+		if v&hi != 0 {
+			return true
+		}
+		b = b[32:]
+	}
+	for _, c := range b {
+		if c >= 0x80 {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// writePath renders an address for MAIL FROM / RCPT TO, quoting the local
+// part when it is not a dot-string.
+func writePath(b *strings.Builder, a message.Address) {
+	if a.IsNull() {
+		return
+	}
+	if isDotString(a.User) {
+		b.WriteString(a.User)
+	} else {
+		b.WriteByte('"')
+		for i := 0; i < len(a.User); i++ {
+			c := a.User[i]
+			if c == '"' || c == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(c)
+		}
+		b.WriteByte('"')
+	}
+	if a.Domain != "" {
+		b.WriteByte('@')
+		b.WriteString(a.Domain)
+	}
+}
+
+func isDotString(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x80 || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			continue
+		}
+		if !strings.ContainsRune("!#$%&'*+-/=?^_`{|}~.", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
