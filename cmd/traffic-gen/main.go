@@ -244,12 +244,16 @@ func (g *generator) client(ctx context.Context, id uint64) error {
 		}
 		start := time.Now()
 		err := c.send(b, start, g.cfg.bdat)
-		g.inflight.Add(-1)
 		if err == nil {
+			g.inflight.Add(-1)
 			g.lat.record(time.Since(start))
 			continue
 		}
-		g.sent.Add(^uint64(0)) // give the claim back
+		// give the claim back before leaving the in-flight set, so that a
+		// client waiting in claim never sees the budget spent and nothing
+		// in flight while this message is still counted
+		g.sent.Add(^uint64(0))
+		g.inflight.Add(-1)
 		if ended(ctx) {
 			return nil // cut at the deadline: not a failure of the target
 		}

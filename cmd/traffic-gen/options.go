@@ -210,7 +210,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(&funcValue{show: "60", set: func(v string) (err error) {
 		c.timeout, err = parseSeconds(v)
 		return err
-	}}, "timeout", "bound on connecting and on each SMTP reply, in `SECS`")
+	}}, "timeout", "bound on connecting and on each SMTP transaction, in `SECS`")
 	fs.BoolVar(&c.http, "http", false, "use the HTTP injection API (not available yet)")
 	fs.BoolVar(&c.httpDeferSpool, "http-defer-spool", false, "with --http: set deferred_spool")
 	fs.BoolVar(&c.httpDeferGeneration, "http-defer-generation", false, "with --http: set deferred_generation")

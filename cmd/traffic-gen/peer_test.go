@@ -289,6 +289,21 @@ func TestPeerKeepGoing(t *testing.T) {
 			t.Errorf("stderr lacks the error:\n%s", r.stderr)
 		}
 	})
+	t.Run("keep-going-exact-count", func(t *testing.T) {
+		p := startPeer(t, func(p *peer) {
+			p.onRcpt = func(conn, msg int) string {
+				if msg%3 == 0 {
+					return "450 4.2.1 try later"
+				}
+				return ""
+			}
+		})
+		r := runTG(t, "--target", p.addr(), "--concurrency", "4", "--message-count", "60", "--duration", "20", "--keep-going")
+		_, msgs, _ := p.snapshot()
+		if r.code != 0 || r.summary.Sent != 60 || len(msgs) != 60 || r.summary.Failed < 20 {
+			t.Errorf("exit %d sent=%d failed=%d peer=%d, want 0, 60, >=20, 60\n%s", r.code, r.summary.Sent, r.summary.Failed, len(msgs), r.stderr)
+		}
+	})
 	t.Run("keep-going", func(t *testing.T) {
 		p := startPeer(t, func(p *peer) { p.onRcpt = reject })
 		r := runTG(t, "--target", p.addr(), "--concurrency", "1", "--message-count", "5", "--duration", "20", "--keep-going")

@@ -273,7 +273,23 @@ func TestSinkDurationEndsRun(t *testing.T) {
 	if r.summary.Sent == 0 || int(r.summary.Sent) != len(recs) {
 		t.Errorf("sent %d, %d records", r.summary.Sent, len(recs))
 	}
-	if !strings.Contains(r.stderr, "current rate: ") {
-		t.Errorf("no progress line:\n%s", r.stderr)
+	progressRe := regexp.MustCompile(`\rcurrent rate: [\d,]+ msgs/s, [\d,]+ msgs/minute, [\d,]+ msgs/hour \(sent=[\d,]+, clients=\d+\)`)
+	if !progressRe.MatchString(r.stderr) {
+		t.Errorf("no progress line:\n%q", r.stderr)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"sent", "failed", "elapsed_secs", "rate_per_sec", "rate_per_minute", "rate_per_hour", "latency_ms"} {
+		if _, ok := raw[k]; !ok {
+			t.Errorf("--json lacks %q: %s", k, r.stdout)
+		}
+	}
+	lat, _ := raw["latency_ms"].(map[string]any)
+	for _, k := range []string{"avg", "min", "max", "p50", "p75", "p90", "p95", "p99", "p99.9"} {
+		if v, ok := lat[k].(float64); !ok || v <= 0 {
+			t.Errorf("latency_ms[%q] = %v", k, lat[k])
+		}
 	}
 }
