@@ -128,7 +128,7 @@ func (r *Runtime) GetQueueConfig(ctx context.Context, domain string, tenant, cam
 		return nil
 	})
 	if err != nil {
-		return config.DefaultQueueConfig(), err
+		return config.QueueConfig{}, err
 	}
 	return out, nil
 }

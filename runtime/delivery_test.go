@@ -400,3 +400,28 @@ end)
 		}
 	}
 }
+
+func TestInvokeHelpers(t *testing.T) {
+	r := newRuntime(t, `
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  if domain == 'skip.example' then return end
+  return kumo.make_queue_config{provider_name = table.concat({domain, tenant or '-', campaign or '-', routing_domain or '-'}, '/')}
+end)
+kumo.on('get_egress_source', function(name) return kumo.make_egress_source{name = name, ehlo_domain = name .. '.example'} end)
+kumo.on('t', function()
+  assert(kumo.invoke_get_queue_config('camp:ten@example.com!route.example').provider_name == 'example.com/ten/camp/route.example')
+  assert(kumo.invoke_get_queue_config('example.com').provider_name == 'example.com/-/-/-')
+  assert(kumo.invoke_get_queue_config('skip.example').retry_interval == '20m')
+  assert(kumo.invoke_get_egress_path_config('example.com', 'unspecified', 'site').connection_limit == 32)
+  assert(kumo.invoke_get_egress_source('ip-1').ehlo_domain == 'ip-1.example')
+  assert(kumo.invoke_get_egress_source('unspecified').name == 'unspecified')
+  assert(kumo.invoke_get_egress_pool('unspecified').entries[1].name == 'unspecified')
+  local ok, err = pcall(kumo.invoke_get_egress_pool, 'pool')
+  assert(not ok and tostring(err):find('no get_egress_pool event handler'), tostring(err))
+  return true
+end)
+`)
+	if out := run(t, r); len(out) != 1 || out[0] != true {
+		t.Fatalf("got %v", out)
+	}
+}

@@ -49,6 +49,7 @@ func (st *state) openKumo() *lua.LTable {
 		"set_max_spare_lua_contexts":    st.kumoSetMaxSpare,
 		"eval_config_monitor_globs":     func(L *lua.LState) int { L.Push(L.NewTable()); return 1 },
 	})
+	L.SetFuncs(k, st.invokeFuncs())
 	// Tuning knobs that change nothing in kumogo but must exist so that
 	// KumoMTA policies load.
 	for _, name := range []string{

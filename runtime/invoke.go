@@ -1,0 +1,130 @@
+package runtime
+
+import (
+	lua "github.com/yuin/gopher-lua"
+
+	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/message"
+)
+
+// invokeFuncs are KumoMTA's introspection helpers (§3.3): they run the
+// configuration events in the calling state, with the same defaults as
+// the typed Runtime methods, and return the configuration object.
+func (st *state) invokeFuncs() map[string]lua.LGFunction {
+	return map[string]lua.LGFunction{
+		"invoke_get_queue_config":       st.invokeGetQueueConfig,
+		"invoke_get_egress_path_config": st.invokeGetEgressPathConfig,
+		"invoke_get_egress_source":      st.invokeGetEgressSource,
+		"invoke_get_egress_pool":        st.invokeGetEgressPool,
+	}
+}
+
+// invokeChain calls event's handlers with args (chaining like dispatch)
+// and returns the first value returned, or nil. Errors propagate.
+func (st *state) invokeChain(L *lua.LState, event string, args ...lua.LValue) (lua.LValue, bool) {
+	fns := st.handlers[event]
+	for _, fn := range fns {
+		base := L.GetTop()
+		L.Push(fn)
+		for _, a := range args {
+			L.Push(a)
+		}
+		L.Call(len(args), lua.MultRet)
+		n := L.GetTop() - base
+		v := lua.LValue(lua.LNil)
+		if n > 0 {
+			v = L.Get(base + 1)
+		}
+		L.SetTop(base)
+		if n == 0 || (n == 1 && v == lua.LNil) {
+			continue
+		}
+		return v, true
+	}
+	return lua.LNil, len(fns) > 0
+}
+
+// checkConfigResult raises unless v is a *T configuration object.
+func checkConfigResult[T any](L *lua.LState, event, constructor string, v lua.LValue) {
+	if _, err := configResult[T](event, constructor, []lua.LValue{v}); err != nil {
+		L.RaiseError("%s", err.Error())
+	}
+}
+
+// invokeGetQueueConfig is kumo.invoke_get_queue_config(queue_name).
+func (st *state) invokeGetQueueConfig(L *lua.LState) int {
+	p := message.ParseQueueName(L.CheckString(1))
+	opt := func(s string, ok bool) lua.LValue {
+		if !ok {
+			return lua.LNil
+		}
+		return lua.LString(s)
+	}
+	v, _ := st.invokeChain(L, EvGetQueueConfig, lua.LString(p.Domain), opt(p.Tenant, p.HasTenant), opt(p.Campaign, p.HasCampaign), opt(p.RoutingDomain, p.HasRoutingDomain))
+	if v == lua.LNil {
+		c := config.DefaultQueueConfig()
+		L.Push(st.newConfigObject(&c))
+		return 1
+	}
+	checkConfigResult[config.QueueConfig](L, EvGetQueueConfig, "make_queue_config", v)
+	L.Push(v)
+	return 1
+}
+
+// invokeGetEgressPathConfig is kumo.invoke_get_egress_path_config(
+// routing_domain, source, site_name).
+func (st *state) invokeGetEgressPathConfig(L *lua.LState) int {
+	rd, src, site := L.CheckString(1), L.CheckString(2), L.CheckString(3)
+	v, defined := st.invokeChain(L, EvGetEgressPathConfig, lua.LString(rd), lua.LString(src), lua.LString(site))
+	if !defined {
+		p := config.DefaultEgressPath()
+		L.Push(st.newConfigObject(&p))
+		return 1
+	}
+	if v == lua.LNil {
+		L.RaiseError("%s did not return a value for routing_domain=%q source=%q site=%q", EvGetEgressPathConfig, rd, src, site)
+	}
+	checkConfigResult[config.EgressPath](L, EvGetEgressPathConfig, "make_egress_path", v)
+	L.Push(v)
+	return 1
+}
+
+// invokeGetEgressSource is kumo.invoke_get_egress_source(name).
+func (st *state) invokeGetEgressSource(L *lua.LState) int {
+	name := L.CheckString(1)
+	if name == "unspecified" {
+		s := unspecifiedSource()
+		L.Push(st.newConfigObject(&s))
+		return 1
+	}
+	v, defined := st.invokeChain(L, EvGetEgressSource, lua.LString(name))
+	if !defined {
+		L.RaiseError("egress source %q: no %s event handler is defined", name, EvGetEgressSource)
+	}
+	if v == lua.LNil {
+		L.RaiseError("%s did not return a value for source %q", EvGetEgressSource, name)
+	}
+	checkConfigResult[config.EgressSource](L, EvGetEgressSource, "make_egress_source", v)
+	L.Push(v)
+	return 1
+}
+
+// invokeGetEgressPool is kumo.invoke_get_egress_pool(name).
+func (st *state) invokeGetEgressPool(L *lua.LState) int {
+	name := L.CheckString(1)
+	if name == "unspecified" {
+		p := unspecifiedPool()
+		L.Push(st.newConfigObject(&p))
+		return 1
+	}
+	v, defined := st.invokeChain(L, EvGetEgressPool, lua.LString(name))
+	if !defined {
+		L.RaiseError("egress pool %q: no %s event handler is defined", name, EvGetEgressPool)
+	}
+	if v == lua.LNil {
+		L.RaiseError("%s did not return a value for pool %q", EvGetEgressPool, name)
+	}
+	checkConfigResult[config.EgressPool](L, EvGetEgressPool, "make_egress_pool", v)
+	L.Push(v)
+	return 1
+}
