@@ -14,7 +14,12 @@
 // A progress line on stderr shows the current rate every second; at the end
 // traffic-gen prints the number sent and failed, transaction latency
 // percentiles and the overall rate (or, with --json, one JSON object on
-// stdout). The exit status is 1 when a client stopped on an error.
+// stdout). The exit status is 1 when a client stopped on an error, 2 for
+// a bad command line.
+//
+// Beyond KumoMTA's options: --bdat, --json and --timeout (the bound on
+// connecting and on each transaction, 60 s). --http and its flags are
+// accepted, but --http fails until kumogo has an HTTP injection API.
 //
 // Usage:
 //
