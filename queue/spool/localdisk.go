@@ -1,0 +1,629 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/kumogo/kumogo/internal/config"
+)
+
+// commitQueue is how many synchronous writes may wait for the committer
+// before writers block on the hand-off.
+const commitQueue = 4096
+
+// States of a commitReq.
+const (
+	reqPending   int32 = iota // queued; the writer may still cancel
+	reqPlacing                // the committer is renaming it into place
+	reqCancelled              // the writer gave up; the committer discards it
+)
+
+// commitReq is one synchronous LocalDisk write handed to the committer: its
+// bytes are already written to tmp.
+type commitReq struct {
+	tmp, final string
+	state      atomic.Int32
+	err        error // set by the committer before done is closed
+	done       chan struct{}
+}
+
+// localDisk is the LocalDisk Store.
+type localDisk struct {
+	name                              string
+	root, newDir, dataDir, corruptDir string
+	flush, group                      bool
+	log                               zerolog.Logger
+	health                            *health
+
+	lockFile *os.File               // flocked for the store's lifetime
+	syncDir  *os.File               // the data directory, for syncfs
+	syncFn   func(f *os.File) error // syncfs; replaced by tests
+
+	mu     sync.RWMutex // read-held by operations in flight, write-held by Close
+	closed bool
+
+	reqs          chan *commitReq
+	committerDone chan struct{}
+	bg            sync.WaitGroup // undo of cancelled writes
+
+	seq                     atomic.Uint64
+	puts, syncedPuts, syncs atomic.Uint64
+}
+
+func openLocalDisk(cfg config.Spool, fl floors, log zerolog.Logger, group bool) (*localDisk, error) {
+	root := filepath.Clean(cfg.Path)
+	s := &localDisk{
+		name:       cfg.Name,
+		root:       root,
+		newDir:     filepath.Join(root, "new"),
+		dataDir:    filepath.Join(root, "data"),
+		corruptDir: filepath.Join(root, "corrupt"),
+		flush:      cfg.Flush,
+		group:      group && haveSyncfs,
+		log:        log,
+		health:     newHealth(root, fl),
+		syncFn:     syncfs,
+	}
+	if err := os.MkdirAll(root, 0o750); err != nil {
+		return nil, s.errf("create", err)
+	}
+	lock, err := s.acquireLock()
+	if err != nil {
+		return nil, err
+	}
+	s.lockFile = lock
+	ok := false
+	defer func() {
+		if !ok {
+			_ = s.lockFile.Close()
+		}
+	}()
+	for _, d := range []string{s.newDir, s.dataDir, s.corruptDir} {
+		if err := os.Mkdir(d, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, s.errf("create", err)
+		}
+	}
+	if err := s.cleanNew(); err != nil {
+		return nil, err
+	}
+	if s.syncDir, err = os.Open(s.dataDir); err != nil {
+		return nil, s.errf("open", err)
+	}
+	if s.group {
+		s.reqs = make(chan *commitReq, commitQueue)
+		s.committerDone = make(chan struct{})
+		go s.committer()
+	}
+	ok = true
+	s.log.Debug().Str("path", root).Bool("group_commit", s.group).Msg("spool opened")
+	return s, nil
+}
+
+// errf annotates err with the spool name and operation.
+func (s *localDisk) errf(op string, err error) error {
+	return fmt.Errorf("spool %s (LocalDisk %s): %s: %w", s.name, s.root, op, err)
+}
+
+// acquireLock takes the flock on <path>/lock and writes our pid into it. A
+// lock left by a process that died is released by the kernel, so it is
+// simply taken over.
+func (s *localDisk) acquireLock() (*os.File, error) {
+	path := filepath.Join(s.root, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, s.errf("open lock", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		prev, _ := os.ReadFile(path)
+		_ = f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("spool %s: %s is locked by another process (pid %s): is another kumogo already using this spool?",
+				s.name, path, bytes.TrimSpace(prev))
+		}
+		return nil, s.errf("lock", err)
+	}
+	prev, _ := os.ReadFile(path)
+	pid := strconv.Itoa(os.Getpid())
+	if p := string(bytes.TrimSpace(prev)); p != "" && p != pid {
+		s.log.Info().Str("path", path).Str("stale_pid", p).Msg("taking over spool lock left by a process that is gone")
+	}
+	if err := f.Truncate(0); err != nil {
+		_ = f.Close()
+		return nil, s.errf("write lock", err)
+	}
+	if _, err := f.WriteAt([]byte(pid+"\n"), 0); err != nil {
+		_ = f.Close()
+		return nil, s.errf("write lock", err)
+	}
+	return f, nil
+}
+
+// cleanNew removes temporary files left in new/ by a crash: they were
+// never acknowledged (a write is acknowledged only once renamed into
+// data/), so they may be torn.
+func (s *localDisk) cleanNew() error {
+	ents, err := os.ReadDir(s.newDir)
+	if err != nil {
+		return s.errf("clean new", err)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(s.newDir, e.Name())); err != nil {
+			return s.errf("clean new", err)
+		}
+	}
+	if len(ents) > 0 {
+		s.log.Warn().Int("count", len(ents)).Msg("removed unfinished temporary spool files left by a crash")
+	}
+	return nil
+}
+
+// path returns the data file of id: data/aa/bb/cc/dd/rest.
+func (s *localDisk) path(id string) string {
+	return filepath.Join(s.dataDir, id[0:2], id[2:4], id[4:6], id[6:8], id[8:])
+}
+
+func (s *localDisk) enter() error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (s *localDisk) exit() { s.mu.RUnlock() }
+
+func (s *localDisk) Put(ctx context.Context, id string, b []byte, sync bool) error {
+	if err := checkID(id); err != nil {
+		return s.errf("put", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.health.get(); err != nil {
+		return s.errf("put "+id, err)
+	}
+	if err := s.enter(); err != nil {
+		return s.errf("put "+id, err)
+	}
+	defer s.exit()
+	sync = sync || s.flush
+	tmp := filepath.Join(s.newDir, id+"."+strconv.FormatUint(s.seq.Add(1), 10))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return s.errf("put "+id, err)
+	}
+	if _, err := f.Write(b); err != nil {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return s.errf("put "+id, err)
+	}
+	final := s.path(id)
+	switch {
+	case !sync:
+		err = f.Close()
+		if err == nil {
+			_, err = s.place(tmp, final)
+		}
+	case !s.group:
+		err = s.putFsync(f, tmp, final)
+	default:
+		return s.putGroup(ctx, id, f, tmp, final)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return s.errf("put "+id, err)
+	}
+	s.puts.Add(1)
+	if sync {
+		s.syncedPuts.Add(1)
+	}
+	return nil
+}
+
+// putFsync is a synchronous write without group commit: fsync of the file,
+// rename, then fsync of its directory and of the parent of every directory
+// created for it.
+func (s *localDisk) putFsync(f *os.File, tmp, final string) error {
+	err := f.Sync()
+	s.syncs.Add(1)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	created, err := s.place(tmp, final)
+	if err != nil {
+		return err
+	}
+	dirs := []string{filepath.Dir(final)}
+	for _, c := range created {
+		if p := filepath.Dir(c); p != dirs[0] {
+			dirs = append(dirs, p)
+		}
+	}
+	for _, d := range dirs {
+		if err := fsyncDir(d); err != nil {
+			_ = os.Remove(final)
+			return err
+		}
+		s.syncs.Add(1)
+	}
+	return nil
+}
+
+// putGroup hands a written temporary file to the committer and waits until
+// it is durable under its final name, or ctx ends.
+func (s *localDisk) putGroup(ctx context.Context, id string, f *os.File, tmp, final string) error {
+	// The data stays dirty in the page cache until the committer's syncfs.
+	if err := f.Close(); err != nil {
+		_ = os.Remove(tmp)
+		return s.errf("put "+id, err)
+	}
+	r := &commitReq{tmp: tmp, final: final, done: make(chan struct{})}
+	select {
+	case s.reqs <- r:
+	case <-ctx.Done():
+		_ = os.Remove(tmp)
+		return ctx.Err()
+	}
+	select {
+	case <-r.done:
+		if r.err != nil {
+			return s.errf("put "+id, r.err)
+		}
+		s.puts.Add(1)
+		s.syncedPuts.Add(1)
+		return nil
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(reqPending, reqCancelled) {
+			return ctx.Err() // the committer discards the temporary file
+		}
+		// The committer is placing it: undo once it is done.
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			<-r.done
+			if r.err == nil {
+				_ = s.removePath(final)
+			}
+		}()
+		return ctx.Err()
+	}
+}
+
+// committer runs the group commit. Each round takes every write that has
+// arrived, renames into place the writes whose data the previous round made
+// durable, and calls syncfs once: that makes the renames durable (those
+// writes are done) and the data of the new writes (placed next round).
+func (s *localDisk) committer() {
+	defer close(s.committerDone)
+	var placing, batch []*commitReq
+	open := true
+	for open || len(placing) > 0 {
+		batch = batch[:0]
+		if len(placing) == 0 {
+			r, ok := <-s.reqs
+			if !ok {
+				return
+			}
+			batch = append(batch, r)
+		}
+	collect:
+		for open {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					open = false
+					break collect
+				}
+				batch = append(batch, r)
+			default:
+				break collect
+			}
+		}
+		for _, r := range placing {
+			if !r.state.CompareAndSwap(reqPending, reqPlacing) {
+				_ = os.Remove(r.tmp) // cancelled by its writer
+				continue
+			}
+			if _, err := s.place(r.tmp, r.final); err != nil {
+				r.err = err
+				_ = os.Remove(r.tmp)
+			}
+		}
+		err := s.syncFn(s.syncDir)
+		s.syncs.Add(1)
+		if err != nil {
+			err = fmt.Errorf("syncfs: %w", err)
+			s.log.Error().Err(err).Msg("spool sync failed")
+		}
+		for _, r := range placing {
+			if r.err == nil && err != nil {
+				r.err = err
+				if r.state.Load() == reqPlacing {
+					_ = os.Remove(r.final)
+				}
+			}
+			close(r.done)
+		}
+		placing = placing[:0]
+		for _, r := range batch {
+			if r.err == nil {
+				r.err = err
+			}
+			if r.err != nil {
+				_ = os.Remove(r.tmp)
+				close(r.done)
+				continue
+			}
+			placing = append(placing, r)
+		}
+	}
+}
+
+// place renames tmp to final, creating final's directories when needed
+// (a concurrent Remove may delete an empty directory at any time, so a
+// missing directory is retried a few times). It returns the directories it
+// created.
+func (s *localDisk) place(tmp, final string) ([]string, error) {
+	var created []string
+	err := os.Rename(tmp, final)
+	for i := 0; err != nil && errors.Is(err, fs.ErrNotExist) && i < 4; i++ {
+		if mkErr := mkdirs(filepath.Dir(final), s.dataDir, &created); mkErr != nil {
+			return created, mkErr
+		}
+		err = os.Rename(tmp, final)
+	}
+	return created, err
+}
+
+// mkdirs is os.MkdirAll below stop that records the directories it made.
+func mkdirs(dir, stop string, created *[]string) error {
+	err := os.Mkdir(dir, 0o750)
+	if err == nil {
+		*created = append(*created, dir)
+		return nil
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) || dir == stop || len(dir) <= len(stop) {
+		return err
+	}
+	if err := mkdirs(filepath.Dir(dir), stop, created); err != nil {
+		return err
+	}
+	err = os.Mkdir(dir, 0o750)
+	if err == nil {
+		*created = append(*created, dir)
+		return nil
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	return err
+}
+
+func fsyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (s *localDisk) Get(ctx context.Context, id string) ([]byte, error) {
+	if err := checkName(id); err != nil {
+		return nil, s.errf("get", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := s.enter(); err != nil {
+		return nil, s.errf("get "+id, err)
+	}
+	defer s.exit()
+	b, err := os.ReadFile(s.path(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, s.errf("get "+id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, s.errf("get "+id, err)
+	}
+	return b, nil
+}
+
+func (s *localDisk) Remove(ctx context.Context, id string) error {
+	if err := checkName(id); err != nil {
+		return s.errf("remove", err)
+	}
+	if err := s.enter(); err != nil {
+		return s.errf("remove "+id, err)
+	}
+	defer s.exit()
+	if err := s.removePath(s.path(id)); err != nil {
+		return s.errf("remove "+id, err)
+	}
+	return nil
+}
+
+// removePath unlinks a data file and then the directories above it that
+// became empty (nearly every message has a leaf directory of its own).
+func (s *localDisk) removePath(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	s.pruneDirs(filepath.Dir(p))
+	return nil
+}
+
+// pruneDirs removes dir and its parents up to data/ while they are empty.
+func (s *localDisk) pruneDirs(dir string) {
+	for i := 0; i < 4 && len(dir) > len(s.dataDir); i++ {
+		if os.Remove(dir) != nil {
+			return
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+func (s *localDisk) SetAside(ctx context.Context, id string) error {
+	if err := checkName(id); err != nil {
+		return s.errf("set aside", err)
+	}
+	if err := s.enter(); err != nil {
+		return s.errf("set aside "+id, err)
+	}
+	defer s.exit()
+	p := s.path(id)
+	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+		return s.errf("set aside "+id, ErrNotFound)
+	}
+	if err := s.moveToCorrupt(p, id); err != nil {
+		return s.errf("set aside "+id, err)
+	}
+	s.pruneDirs(filepath.Dir(p))
+	return nil
+}
+
+// moveToCorrupt renames p into corrupt/ as name, adding a numeric suffix if
+// that name is taken.
+func (s *localDisk) moveToCorrupt(p, name string) error {
+	dst := filepath.Join(s.corruptDir, name)
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		dst = filepath.Join(s.corruptDir, name+"."+strconv.Itoa(i))
+	}
+	return os.Rename(p, dst)
+}
+
+func (s *localDisk) Enumerate(ctx context.Context, fn func(id string, b []byte) error) error {
+	return s.walk(ctx, func(id, p string) error {
+		b, err := os.ReadFile(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed meanwhile
+		}
+		if err != nil {
+			s.log.Error().Err(err).Str("id", id).Msg("cannot read spool entry; skipped")
+			return nil
+		}
+		return fn(id, b)
+	})
+}
+
+func (s *localDisk) EnumerateIDs(ctx context.Context, fn func(id string) error) error {
+	return s.walk(ctx, func(id, _ string) error { return fn(id) })
+}
+
+// walk visits every data file. Directories that turn out empty are removed;
+// anything that does not fit the layout is moved to corrupt/.
+func (s *localDisk) walk(ctx context.Context, fn func(id, path string) error) error {
+	// The read lock is not held across fn, which may call back into s.
+	if err := s.enter(); err != nil {
+		return s.errf("enumerate", err)
+	}
+	s.exit()
+	return s.walkDir(ctx, s.dataDir, "", 0, fn)
+}
+
+func (s *localDisk) walkDir(ctx context.Context, dir, prefix string, depth int, fn func(id, path string) error) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && depth > 0 {
+			return nil
+		}
+		return s.errf("enumerate", err)
+	}
+	for _, e := range ents {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		name, p := e.Name(), filepath.Join(dir, e.Name())
+		switch {
+		case depth < 4 && e.IsDir() && isHexByte(name):
+			if err := s.walkDir(ctx, p, prefix+name, depth+1, fn); err != nil {
+				return err
+			}
+			_ = os.Remove(p) // only succeeds when empty
+		case depth == 4 && e.Type().IsRegular():
+			if err := fn(prefix+name, p); err != nil {
+				return err
+			}
+		default:
+			flat := "stray-" + prefix + "-" + name
+			s.log.Warn().Str("path", p).Str("as", flat).Msg("entry does not fit the spool layout; moved to corrupt")
+			if err := s.moveToCorrupt(p, flat); err != nil {
+				s.log.Error().Err(err).Str("path", p).Msg("cannot move stray spool entry")
+			}
+		}
+	}
+	return nil
+}
+
+func isHexByte(s string) bool {
+	if len(s) != 2 {
+		return false
+	}
+	for i := 0; i < 2; i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *localDisk) Health() (bool, string) {
+	if err := s.health.get(); err != nil {
+		return false, err.Error()
+	}
+	return true, ""
+}
+
+func (s *localDisk) Stats() Stats {
+	return Stats{Puts: s.puts.Load(), SyncedPuts: s.syncedPuts.Load(), Syncs: s.syncs.Load()}
+}
+
+func (s *localDisk) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	if s.reqs != nil {
+		close(s.reqs)
+		<-s.committerDone
+	}
+	s.bg.Wait()
+	err := s.syncDir.Close()
+	// Closing the lock file releases the flock. The file itself stays: an
+	// unlink could let two later processes lock two different files.
+	if cerr := s.lockFile.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return s.errf("close", err)
+	}
+	return nil
+}

@@ -1,0 +1,380 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/rs/zerolog"
+
+	"github.com/kumogo/kumogo/internal/config"
+)
+
+// Key prefixes of the RocksDB kind.
+const (
+	liveKeyPrefix    = "m/"
+	corruptKeyPrefix = "c/"
+)
+
+// pebbleMemTable is the memtable size: a message that is delivered (and
+// deleted) before its memtable is flushed never reaches an sstable, so a
+// larger memtable saves writing most bodies twice.
+const pebbleMemTable = 64 << 20
+
+// pebbleStore is the RocksDB Store, served by pebble.
+type pebbleStore struct {
+	name, path   string
+	flush, group bool
+	log          zerolog.Logger
+	health       *health
+	db           *pebble.DB
+
+	stalled atomic.Bool
+	syncMu  sync.Mutex // serializes synced writes when group commit is off
+
+	mu     sync.RWMutex // read-held by operations in flight, write-held by Close
+	closed bool
+	bg     sync.WaitGroup // work that may outlive its call: cancelled writes, iterators
+
+	puts, syncedPuts, syncs atomic.Uint64
+}
+
+func openPebble(cfg config.Spool, fl floors, log zerolog.Logger, group bool) (*pebbleStore, error) {
+	s := &pebbleStore{
+		name:   cfg.Name,
+		path:   cfg.Path,
+		flush:  cfg.Flush,
+		group:  group,
+		log:    log,
+		health: newHealth(cfg.Path, fl),
+	}
+	if len(cfg.RocksParams) > 0 {
+		keys := make([]string, 0, len(cfg.RocksParams))
+		for k := range cfg.RocksParams {
+			keys = append(keys, k)
+		}
+		log.Info().Strs("keys", keys).Msg("rocks_params are RocksDB tuning knobs; ignored by the pebble store")
+	}
+	opts := &pebble.Options{
+		FS:           countingFS{FS: vfs.Default, n: &s.syncs},
+		Logger:       pebbleLogger{log},
+		MemTableSize: pebbleMemTable,
+		EventListener: &pebble.EventListener{
+			WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+				s.stalled.Store(true)
+				log.Warn().Str("reason", info.Reason).Msg("spool write stall")
+			},
+			WriteStallEnd: func() {
+				s.stalled.Store(false)
+				log.Info().Msg("spool write stall ended")
+			},
+		},
+	}
+	db, err := pebble.Open(cfg.Path, opts)
+	if err != nil {
+		if strings.Contains(err.Error(), "lock") {
+			return nil, fmt.Errorf("spool %s: %s is locked by another process or store (is another kumogo already using this spool?): %w", cfg.Name, cfg.Path, err)
+		}
+		return nil, s.errf("open", err)
+	}
+	s.db = db
+	return s, nil
+}
+
+func (s *pebbleStore) errf(op string, err error) error {
+	return fmt.Errorf("spool %s (RocksDB %s): %s: %w", s.name, s.path, op, err)
+}
+
+func (s *pebbleStore) enter() error {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (s *pebbleStore) exit() { s.mu.RUnlock() }
+
+func liveKey(id string) []byte    { return []byte(liveKeyPrefix + id) }
+func corruptKey(id string) []byte { return []byte(corruptKeyPrefix + id) }
+
+func (s *pebbleStore) Put(ctx context.Context, id string, b []byte, sync bool) error {
+	if err := checkID(id); err != nil {
+		return s.errf("put", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.health.get(); err != nil {
+		return s.errf("put "+id, err)
+	}
+	if err := s.enter(); err != nil {
+		return s.errf("put "+id, err)
+	}
+	defer s.exit()
+	sync = sync || s.flush
+	key := liveKey(id)
+	if !sync || ctx.Done() == nil {
+		return s.finishPut(id, s.set(key, b, sync), sync)
+	}
+	// pebble's commit cannot be interrupted: wait for it beside ctx.
+	done := make(chan error, 1)
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		done <- s.set(key, b, sync)
+	}()
+	select {
+	case err := <-done:
+		return s.finishPut(id, err, sync)
+	case <-ctx.Done():
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			if <-done == nil {
+				_ = s.db.Delete(key, pebble.NoSync)
+			}
+		}()
+		return ctx.Err()
+	}
+}
+
+func (s *pebbleStore) set(key, b []byte, sync bool) error {
+	if !sync {
+		return s.db.Set(key, b, pebble.NoSync)
+	}
+	if !s.group {
+		s.syncMu.Lock()
+		defer s.syncMu.Unlock()
+	}
+	return s.db.Set(key, b, pebble.Sync)
+}
+
+func (s *pebbleStore) finishPut(id string, err error, sync bool) error {
+	if err != nil {
+		return s.errf("put "+id, err)
+	}
+	s.puts.Add(1)
+	if sync {
+		s.syncedPuts.Add(1)
+	}
+	return nil
+}
+
+func (s *pebbleStore) Get(ctx context.Context, id string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := s.enter(); err != nil {
+		return nil, s.errf("get "+id, err)
+	}
+	defer s.exit()
+	v, closer, err := s.db.Get(liveKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, s.errf("get "+id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, s.errf("get "+id, err)
+	}
+	b := bytes.Clone(v)
+	_ = closer.Close()
+	return b, nil
+}
+
+func (s *pebbleStore) Remove(ctx context.Context, id string) error {
+	if err := s.enter(); err != nil {
+		return s.errf("remove "+id, err)
+	}
+	defer s.exit()
+	if err := s.db.Delete(liveKey(id), pebble.NoSync); err != nil {
+		return s.errf("remove "+id, err)
+	}
+	return nil
+}
+
+func (s *pebbleStore) SetAside(ctx context.Context, id string) error {
+	if err := s.enter(); err != nil {
+		return s.errf("set aside "+id, err)
+	}
+	defer s.exit()
+	v, closer, err := s.db.Get(liveKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return s.errf("set aside "+id, ErrNotFound)
+	}
+	if err != nil {
+		return s.errf("set aside "+id, err)
+	}
+	batch := s.db.NewBatch()
+	defer batch.Close()
+	err = batch.Set(corruptKey(id), v, nil)
+	_ = closer.Close()
+	if err == nil {
+		err = batch.Delete(liveKey(id), nil)
+	}
+	if err == nil {
+		err = batch.Commit(pebble.Sync)
+	}
+	if err != nil {
+		return s.errf("set aside "+id, err)
+	}
+	return nil
+}
+
+func (s *pebbleStore) Enumerate(ctx context.Context, fn func(id string, b []byte) error) error {
+	return s.iterate(ctx, true, fn)
+}
+
+func (s *pebbleStore) EnumerateIDs(ctx context.Context, fn func(id string) error) error {
+	return s.iterate(ctx, false, func(id string, _ []byte) error { return fn(id) })
+}
+
+// iterate walks the live keys. The read lock is not held across fn (which
+// may call back into s); bg keeps Close from closing the DB under the
+// iterator.
+func (s *pebbleStore) iterate(ctx context.Context, values bool, fn func(id string, b []byte) error) error {
+	if err := s.enter(); err != nil {
+		return s.errf("enumerate", err)
+	}
+	s.bg.Add(1)
+	s.exit()
+	defer s.bg.Done()
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{
+		LowerBound: []byte(liveKeyPrefix),
+		UpperBound: []byte("m0"), // the key after every "m/...": '0' follows '/'
+	})
+	if err != nil {
+		return s.errf("enumerate", err)
+	}
+	defer it.Close()
+	for valid := it.First(); valid; valid = it.Next() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		id := string(it.Key()[len(liveKeyPrefix):])
+		var b []byte
+		if values {
+			v, err := it.ValueAndErr()
+			if err != nil {
+				s.log.Error().Err(err).Str("id", id).Msg("cannot read spool entry; skipped")
+				continue
+			}
+			b = bytes.Clone(v)
+		}
+		if err := fn(id, b); err != nil {
+			return err
+		}
+	}
+	if err := it.Error(); err != nil {
+		return s.errf("enumerate", err)
+	}
+	return nil
+}
+
+func (s *pebbleStore) Health() (bool, string) {
+	if err := s.health.get(); err != nil {
+		return false, err.Error()
+	}
+	if s.stalled.Load() {
+		return false, "spool " + s.name + " write stall"
+	}
+	return true, ""
+}
+
+func (s *pebbleStore) Stats() Stats {
+	return Stats{Puts: s.puts.Load(), SyncedPuts: s.syncedPuts.Load(), Syncs: s.syncs.Load()}
+}
+
+func (s *pebbleStore) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.bg.Wait()
+	if err := s.db.Close(); err != nil {
+		return s.errf("close", err)
+	}
+	return nil
+}
+
+// pebbleLogger sends pebble's log lines to zerolog (its informational lines
+// at debug level: they are chatty).
+type pebbleLogger struct{ log zerolog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug().Msgf("pebble: "+format, args...)
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error().Msgf("pebble: "+format, args...)
+}
+
+// Fatalf is called by pebble on a broken invariant; pebble expects it not
+// to return.
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf("pebble: "+format, args...)
+	l.log.Error().Msg(msg)
+	panic(msg)
+}
+
+// countingFS counts the syncs pebble makes (WAL, tables, manifest,
+// directories) for Stats.
+type countingFS struct {
+	vfs.FS
+	n *atomic.Uint64
+}
+
+func (c countingFS) wrap(f vfs.File, err error) (vfs.File, error) {
+	if err != nil {
+		return nil, err
+	}
+	return countingFile{File: f, n: c.n}, nil
+}
+
+func (c countingFS) Create(name string, cat vfs.DiskWriteCategory) (vfs.File, error) {
+	return c.wrap(c.FS.Create(name, cat))
+}
+
+func (c countingFS) OpenReadWrite(name string, cat vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
+	return c.wrap(c.FS.OpenReadWrite(name, cat, opts...))
+}
+
+func (c countingFS) ReuseForWrite(oldname, newname string, cat vfs.DiskWriteCategory) (vfs.File, error) {
+	return c.wrap(c.FS.ReuseForWrite(oldname, newname, cat))
+}
+
+func (c countingFS) OpenDir(name string) (vfs.File, error) {
+	return c.wrap(c.FS.OpenDir(name))
+}
+
+type countingFile struct {
+	vfs.File
+	n *atomic.Uint64
+}
+
+func (f countingFile) Sync() error {
+	f.n.Add(1)
+	return f.File.Sync()
+}
+
+func (f countingFile) SyncData() error {
+	f.n.Add(1)
+	return f.File.SyncData()
+}
+
+func (f countingFile) SyncTo(length int64) (bool, error) {
+	full, err := f.File.SyncTo(length)
+	if full {
+		f.n.Add(1)
+	}
+	return full, err
+}
