@@ -54,10 +54,9 @@ type Manager struct {
 
 // entry is one queued message.
 type entry struct {
-	msg      *message.Message
-	queue    string
-	attempts int
-	due      time.Time
+	msg   *message.Message
+	queue string
+	due   time.Time
 	index    int // heap index, -1 when not in the heap
 }
 
@@ -160,7 +159,8 @@ func (m *Manager) Restore(ctx context.Context, msg *message.Message) error {
 		return nil
 	}
 	attempts, dueIn := InferAttempts(&sq.cfg, age)
-	e := &entry{msg: msg, queue: q, attempts: attempts, index: -1}
+	msg.SetAttempts(attempts)
+	e := &entry{msg: msg, queue: q, index: -1}
 	if attempts == 0 {
 		dueIn = 0
 	}
@@ -421,7 +421,7 @@ func (m *Manager) record(t logrecord.Type, e *entry, rq *readyQueue, info *ConnI
 		Response:          logrecord.Response{Code: resp.Code, Enhanced: resp.Enhanced, Content: resp.Content, Command: resp.Command},
 		Timestamp:         time.Now(),
 		Created:           e.msg.Created(),
-		NumAttempts:       e.attempts,
+		NumAttempts:       e.msg.Attempts(),
 		ReceptionProtocol: rp,
 		NodeID:            m.o.NodeID,
 	}
@@ -490,10 +490,10 @@ func (m *Manager) transientWithInfo(e *entry, sq *schedQueue, rq *readyQueue, in
 		cfg = sq.cfg
 	}
 	m.mu.Lock()
-	delay := NextDelay(&cfg, e.attempts, m.rnd)
+	delay := NextDelay(&cfg, e.msg.Attempts(), m.rnd)
 	closed := m.closed
 	m.mu.Unlock()
-	e.attempts++
+	e.msg.IncrementAttempts()
 	age := time.Since(e.msg.Created())
 	if age+delay > cfg.MaxAge {
 		m.expire(e, sq, Response{Code: 551, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 4, Detail: 7},

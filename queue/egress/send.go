@@ -123,12 +123,21 @@ func (s *Session) Send(ctx context.Context, env Envelope, data []byte) (Result, 
 		b.WriteString(">\r\n")
 		cmds = append(cmds, command{b.String(), s.path.RcptToTimeout})
 	}
-	if !chunking {
+	// The body goes after DATA's 354, or as one BDAT LAST chunk: in the
+	// same write as the envelope when pipelining (RFC 3030 lets BDAT be
+	// pipelined; a peer that refused every recipient rejects the chunk and
+	// discards it), else after the RCPT responses.
+	var payload []byte
+	switch {
+	case !chunking:
 		cmds = append(cmds, command{"DATA\r\n", s.path.DataTimeout})
+	case pipeline:
+		cmds = append(cmds, command{"BDAT " + strconv.Itoa(len(data)) + " LAST\r\n", s.path.DataDotTimeout})
+		payload = data
 	}
 	s.txns++
 
-	resps, err := s.exchange(ctx, cmds, pipeline)
+	resps, err := s.exchange(ctx, cmds, pipeline, payload)
 	// Which responses belong to what.
 	i := 0
 	if cmds[0].line == "RSET\r\n" {
@@ -146,9 +155,9 @@ func (s *Session) Send(ctx context.Context, env Envelope, data []byte) (Result, 
 	}
 	mailResp := resps[i]
 	rcptResps := resps[i+1:]
-	var dataResp *Response
-	if !chunking && len(resps) == len(cmds) {
-		dataResp = &resps[len(resps)-1]
+	var tailResp *Response // DATA's or the pipelined BDAT's
+	if len(rcptResps) > n {
+		tailResp = &rcptResps[n]
 		rcptResps = rcptResps[:n]
 	}
 
@@ -172,7 +181,7 @@ func (s *Session) Send(ctx context.Context, env Envelope, data []byte) (Result, 
 		return res, err
 	}
 	if mailResp.Code/100 != 2 || accepted == 0 {
-		if dataResp != nil && dataResp.Code == 354 {
+		if !chunking && tailResp != nil && tailResp.Code == 354 {
 			// RFC 2920 §3.1: DATA was accepted although nobody can receive
 			// the message; end it with a lone dot.
 			if _, err := s.dataBody(ctx, nil); err != nil {
@@ -181,15 +190,16 @@ func (s *Session) Send(ctx context.Context, env Envelope, data []byte) (Result, 
 		}
 		return res, nil
 	}
-	if dataResp != nil && dataResp.Code != 354 {
-		fillAccepted(res.Responses, rcptResps, mailResp, *dataResp)
-		return res, nil
-	}
 
 	var final Response
-	if chunking {
+	switch {
+	case payload != nil:
+		final = *tailResp
+	case chunking:
 		final, err = s.bdat(ctx, data)
-	} else {
+	case tailResp.Code != 354:
+		final = *tailResp
+	default:
 		final, err = s.dataBody(ctx, data)
 	}
 	if err != nil {
@@ -204,23 +214,31 @@ type command struct {
 	timeout time.Duration
 }
 
-// exchange writes cmds and reads their responses: all in one write when
-// pipelining, else one at a time, stopping after a refused MAIL FROM (RSET
-// excepted). It returns the responses read before any transport error.
-func (s *Session) exchange(ctx context.Context, cmds []command, pipeline bool) ([]Response, error) {
+// exchange writes cmds and reads their responses: all in one write
+// (followed by payload, the chunk of a final BDAT) when pipelining, else
+// one at a time, stopping after a refused MAIL FROM (RSET excepted) and
+// before DATA when no recipient was accepted. It returns the responses
+// read before any transport error.
+func (s *Session) exchange(ctx context.Context, cmds []command, pipeline bool, payload []byte) ([]Response, error) {
 	resps := make([]Response, 0, len(cmds))
 	if pipeline {
 		var total time.Duration
-		var all strings.Builder
+		buf := s.cmdBuf[:0]
 		for _, c := range cmds {
 			total += c.timeout
-			_, _ = s.w.WriteString(c.line)
-			if all.Len() < 512 {
-				all.WriteString(c.line)
-			}
+			buf = append(buf, c.line...)
 		}
-		if err := s.flush(ctx, all.String(), total); err != nil {
-			return resps, err
+		s.cmdBuf = buf
+		what := string(buf[:min(len(buf), 512)])
+		if payload != nil {
+			total += s.path.DataTimeout
+		}
+		if err := s.deadline(ctx, true, total); err != nil {
+			return resps, s.fail(ctx, what, true, total, err)
+		}
+		bufs := net.Buffers{buf, payload}
+		if _, err := bufs.WriteTo(s.conn); err != nil {
+			return resps, s.fail(ctx, what, true, total, err)
 		}
 		for _, c := range cmds {
 			r, err := s.read(ctx, c.line, c.timeout)

@@ -74,6 +74,8 @@ type Session struct {
 	ext    map[string]string // EHLO keyword (upper case) → parameters
 	tls    *tls.ConnectionState
 
+	cmdBuf []byte // pipelined command lines, reused
+
 	txns   int
 	broken bool
 	closed bool
