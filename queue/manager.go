@@ -57,7 +57,7 @@ type entry struct {
 	msg   *message.Message
 	queue string
 	due   time.Time
-	index    int // heap index, -1 when not in the heap
+	index int // heap index, -1 when not in the heap
 }
 
 // schedQueue is a scheduled queue: its config and destination, resolved

@@ -133,9 +133,11 @@ func (f *fakeConn) Send(ctx context.Context, m *message.Message) ([]RcptResponse
 	}
 	return out, nil
 }
-func (f *fakeConn) Usable() bool   { return !f.broken }
-func (f *fakeConn) Info() ConnInfo { return ConnInfo{PeerName: "mx.test", PeerAddr: "127.0.0.1:25", SessionID: "s1"} }
-func (f *fakeConn) Close()         {}
+func (f *fakeConn) Usable() bool { return !f.broken }
+func (f *fakeConn) Info() ConnInfo {
+	return ConnInfo{PeerName: "mx.test", PeerAddr: "127.0.0.1:25", SessionID: "s1"}
+}
+func (f *fakeConn) Close() {}
 
 type harness struct {
 	m     *Manager

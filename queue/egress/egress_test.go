@@ -184,6 +184,10 @@ func TestChunking(t *testing.T) {
 				if !slices.Contains(lines, bdatLine) || slices.Contains(lines, "DATA") {
 					t.Errorf("lines %q", lines)
 				}
+				if slices.Contains(tc.ext, "PIPELINING") && !slices.Contains(p.session(0).Chunks(),
+					"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\n"+bdatLine+"\r\n"+body) {
+					t.Errorf("MAIL+RCPT+BDAT+chunk not in one read: %q", p.session(0).Chunks())
+				}
 				if res.Responses[0].Command != bdatLine+"\r\n" {
 					t.Errorf("command %q", res.Responses[0].Command)
 				}
@@ -331,6 +335,29 @@ func TestRejections(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestPipelinedBDATRejections(t *testing.T) {
+	p := startPeer(t, peerOpts{ext: []string{"PIPELINING", "CHUNKING"}, respond: rejectAt("RCPT TO:<b", "550 5.1.1 nope")})
+	s := dial(t, p, testPath())
+	res := send(t, s, env(t, "a@x.example", "b@y.example"), body1)
+	if r := res.Responses[0]; r.Code != 550 || r.Command != "RCPT TO:<b@y.example>\r\n" {
+		t.Errorf("all rejected: %+v", r)
+	}
+	res = send(t, s, env(t, "a@x.example", "b@y.example", "c@y.example"), body1)
+	if r := res.Responses[0]; r.Code != 550 {
+		t.Errorf("b: %+v", r)
+	}
+	if r := res.Responses[1]; r.Code != 250 || r.Command != "BDAT "+itoa(len(body1))+" LAST\r\n" {
+		t.Errorf("c: %+v", r)
+	}
+	res = send(t, s, env(t, "a@x.example", "d@y.example"), body1)
+	if r := res.Responses[0]; r.Code != 250 || !s.Usable() {
+		t.Errorf("after rejections: %+v", r)
+	}
+	if n := len(p.session(0).Bodies()); n != 2 {
+		t.Errorf("%d bodies delivered, want 2", n)
 	}
 }
 

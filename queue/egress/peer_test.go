@@ -268,6 +268,10 @@ func (p *fakePeer) serve(raw net.Conn, ps *peerSession) {
 			if _, err := io.ReadFull(r, body); err != nil {
 				return
 			}
+			if rcpts == 0 {
+				send("554 5.5.1 no valid recipients")
+				continue
+			}
 			if !p.finish(ps, body, send) {
 				return
 			}
