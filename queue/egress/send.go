@@ -209,6 +209,11 @@ func (s *Session) Send(ctx context.Context, env Envelope, data []byte) (Result, 
 	return res, err
 }
 
+// SendMessage is Send with msg's sender, recipients and data.
+func (s *Session) SendMessage(ctx context.Context, msg *message.Message) (Result, error) {
+	return s.Send(ctx, Envelope{Sender: msg.Sender(), Recipients: msg.Recipients()}, msg.Data())
+}
+
 type command struct {
 	line    string
 	timeout time.Duration

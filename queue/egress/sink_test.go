@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/testutil"
 	"github.com/kumogo/kumogo/queue/egress/mx"
 )
@@ -49,8 +50,11 @@ func TestDeliverToGoSMTP(t *testing.T) {
 				t.Fatal("go-smtp did not offer CHUNKING")
 			}
 			const n = 50
+			gen := message.NewIDGenerator()
 			for i := range n {
-				res, err := s.Send(t.Context(), env(t, "a@x.example", "b@y.example", "c@y.example"), body)
+				e := env(t, "a@x.example", "b@y.example", "c@y.example")
+				msg := message.New(gen, e.Sender, e.Recipients, body)
+				res, err := s.SendMessage(t.Context(), msg)
 				if err != nil {
 					t.Fatalf("message %d: %v", i, err)
 				}
