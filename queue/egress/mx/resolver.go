@@ -410,8 +410,14 @@ func (r *Resolver) LookupAddr(ctx context.Context, host, strategy string) ([]net
 		go func() { defer wg.Done(); v6, err6 = get(dns.TypeAAAA) }()
 		v4, err4 = get(dns.TypeA)
 		wg.Wait()
-		if err4 != nil && err6 != nil {
-			return nil, err4
+		if len(v4)+len(v6) == 0 {
+			// No address: a failure of either query is the answer.
+			if err4 != nil {
+				return nil, err4
+			}
+			if err6 != nil {
+				return nil, err6
+			}
 		}
 		out := make([]netip.Addr, 0, len(v4)+len(v6))
 		return append(append(out, v4...), v6...), nil
