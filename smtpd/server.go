@@ -205,6 +205,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// SetEnqueuer sets where non-null messages go; call it before Serve (the
+// delivery engine starts after the policy's init has created listeners).
+func (s *Server) SetEnqueuer(e Enqueuer) { s.deps.Enqueuer = e }
+
 // ActiveConnections returns the number of open sessions.
 func (s *Server) ActiveConnections() int { return int(s.active.Load()) }
 

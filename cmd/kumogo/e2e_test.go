@@ -596,12 +596,19 @@ func TestUserDropsPrivileges(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("privilege drop needs root") // CI runs as root
 	}
-	env, _ := sinkEnv(t)
-	for i, e := range env {
-		if strings.HasPrefix(e, "KUMOGO_SINK_LOG_DIR=") {
-			env[i] = "KUMOGO_SINK_LOG_DIR=" // the log dir is created after init
-		}
+	// The spool is opened after the drop, so it must belong to the user.
+	dir, err := os.MkdirTemp("", "kumogo-user")
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	spoolDir := filepath.Join(dir, "spool")
+	os.Mkdir(spoolDir, 0o755)
+	if err := os.Chown(spoolDir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"KUMOGO_SINK_LISTEN=127.0.0.1:0", "KUMOGO_SINK_DIR=" + spoolDir, "KUMOGO_SINK_HOSTNAME=sink.test"}
 	d := startDaemon(t, env, "--policy", "sink.lua", "--user", "nobody")
 	uid := procStatus(d.cmd.Process.Pid, "Uid")
 	if f := strings.Fields(uid); len(f) < 2 || f[0] != "65534" || f[1] != "65534" {

@@ -26,6 +26,9 @@ import (
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/policies"
+	"github.com/kumogo/kumogo/queue"
+	"github.com/kumogo/kumogo/queue/egress/mx"
+	"github.com/kumogo/kumogo/queue/spool"
 	"github.com/kumogo/kumogo/runtime"
 	"github.com/kumogo/kumogo/smtpd"
 )
@@ -73,6 +76,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	d := &daemon{log: logger, ids: message.NewIDGenerator(), validating: *validate, nodeID: node}
 	hostname, _ := os.Hostname()
+	d.hostname = hostname
 	rt, err := runtime.New(runtime.Options{
 		PolicyPath: path,
 		Source:     src,
@@ -82,6 +86,7 @@ func run(args []string, stderr io.Writer) int {
 		Validating: *validate,
 		Hostname:   hostname,
 		Version:    "kumogo " + version,
+		DNS:        dnsAdapter{d},
 	})
 	if err != nil {
 		logger.Error().Msg(err.Error())
@@ -113,6 +118,14 @@ func run(args []string, stderr io.Writer) int {
 	if err := dropPrivileges(*userName); err != nil {
 		logger.Error().Msg(err.Error())
 		d.closeListeners()
+		return 1
+	}
+	if err := d.startEngine(ctx); err != nil {
+		logger.Error().Msg(err.Error())
+		d.closeListeners()
+		if d.spool != nil {
+			d.spool.Close()
+		}
 		return 1
 	}
 	return d.serve(ctx)
@@ -172,6 +185,11 @@ type daemon struct {
 	rt         *runtime.Runtime
 	validating bool
 	nodeID     string
+
+	hostname string
+	res      *mx.Resolver
+	spool    *spool.Spools
+	queue    *queue.Manager
 
 	mu        sync.Mutex
 	listeners []*smtpd.Server
@@ -250,6 +268,10 @@ func (d *daemon) ConfigureAccountingDBPath(ctx context.Context, path string) err
 	return nil
 }
 
+func openSpools(d *daemon) (*spool.Spools, error) {
+	return spool.OpenSpools(*d.spools["data"], *d.spools["meta"], d.log)
+}
+
 // checkSpools applies KumoMTA's start-up rule that the data and meta spools
 // must be defined.
 func (d *daemon) checkSpools() error {
@@ -304,6 +326,16 @@ func (d *daemon) serve(ctx context.Context) int {
 		}(l)
 	}
 	wg.Wait()
+	if d.queue != nil {
+		if err := d.queue.Shutdown(sctx); err != nil {
+			d.log.Warn().Err(err).Msg("delivery shutdown incomplete")
+		}
+	}
+	if d.spool != nil {
+		if err := d.spool.Close(); err != nil {
+			d.log.Error().Err(err).Msg("closing the spool")
+		}
+	}
 	if _, err := d.rt.Call(sctx, "shutdown_logging"); err != nil && d.rt.HasHandler("shutdown_logging") {
 		d.log.Warn().Err(err).Msg("shutdown_logging failed")
 	}
