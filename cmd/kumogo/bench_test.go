@@ -93,7 +93,16 @@ func (lc *loadClient) expect(code int) error {
 }
 
 func (lc *loadClient) send(body []byte, bdat bool) error {
-	lc.bw.WriteString("MAIL FROM:<sender@bench.example>\r\nRCPT TO:<rcpt@bench.example>\r\n")
+	return lc.sendMsg("rcpt@bench.example", body, bdat)
+}
+
+// sendTo sends one message by DATA to rcpt and waits for its 250.
+func (lc *loadClient) sendTo(rcpt string, body []byte) error {
+	return lc.sendMsg(rcpt, body, false)
+}
+
+func (lc *loadClient) sendMsg(rcpt string, body []byte, bdat bool) error {
+	lc.bw.WriteString("MAIL FROM:<sender@bench.example>\r\nRCPT TO:<" + rcpt + ">\r\n")
 	if bdat {
 		fmt.Fprintf(lc.bw, "BDAT %d LAST\r\n", len(body))
 		lc.bw.Write(body)

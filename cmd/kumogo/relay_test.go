@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kumogo/kumogo/internal/logrecord"
+)
+
+func relayEnv(t *testing.T, sinkAddr, dir string) []string {
+	return []string{
+		"KUMOGO_RELAY_LISTEN=127.0.0.1:0",
+		"KUMOGO_SINK_HOST=" + sinkAddr,
+		"KUMOGO_RELAY_DIR=" + dir,
+		"KUMOGO_RELAY_HOSTNAME=relay.test",
+	}
+}
+
+// sinkRecipients returns how often each recipient arrived at the sink.
+func sinkRecipients(t *testing.T, logDir string) map[string]int {
+	recs, err := logrecord.ReadDir(logDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, r := range recs {
+		if r.Type == logrecord.Reception {
+			for _, rc := range r.Recipient {
+				got[rc]++
+			}
+		}
+	}
+	return got
+}
+
+func TestRelayToSinkWithSmtpSource(t *testing.T) {
+	src, err := exec.LookPath("smtp-source")
+	if err != nil {
+		t.Fatalf("smtp-source is required (scripts/install-test-deps.sh installs postfix): %v", err)
+	}
+	senv, sinkLogs := sinkEnv(t)
+	sink := startDaemon(t, senv, "--policy", "sink.lua")
+	relayDir := t.TempDir()
+	relay := startDaemon(t, relayEnv(t, sink.addr, relayDir), "--policy", "route-to-sink.lua")
+	const n = 300
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, src, "-c", "-m", fmt.Sprint(n), "-s", "10", "-l", "10240",
+		"-f", "from@example.com", "-t", "to@example.net", relay.addr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("smtp-source: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for sinkRecipients(t, sinkLogs)["to@example.net"] < n && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := sinkRecipients(t, sinkLogs)["to@example.net"]; got != n {
+		t.Fatalf("sink received %d of %d\n%s", got, n, tail(relay.log(), 20))
+	}
+	relay.stop(t, syscall.SIGINT)
+	sink.stop(t, syscall.SIGINT)
+	recs, err := logrecord.ReadDir(filepath.Join(relayDir, "logs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := countTypes(recs)
+	if c["Reception"] != n || c["Delivery"] != n || len(c) != 2 {
+		t.Fatalf("relay records %v", c)
+	}
+	for _, r := range recs {
+		if r.Type == logrecord.Delivery {
+			if r.Site != "unspecified->"+strings.Split(sink.addr, ":")[0]+"@smtp_client" && !strings.HasPrefix(r.Site, "unspecified->") {
+				t.Fatalf("site %q", r.Site)
+			}
+			if r.Response.Code != 250 || r.PeerAddress == nil || r.PeerAddress.Addr != sink.addr || r.NumAttempts != 0 {
+				t.Fatalf("delivery record %+v", r)
+			}
+		}
+	}
+}
+
+// TestRelayCrashLosesNothing kills the relay with SIGKILL while clients are
+// sending, restarts it on the same spool, and checks that every message that
+// got a 250 reaches the sink.
+func TestRelayCrashLosesNothing(t *testing.T) {
+	// The sink is down while the relay takes mail, so every acknowledged
+	// message exists only in the relay's spool when it is killed.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sinkAddr := l.Addr().String()
+	l.Close()
+	relayDir := t.TempDir()
+	relay := startDaemon(t, relayEnv(t, sinkAddr, relayDir), "--policy", "route-to-sink.lua")
+
+	var mu sync.Mutex
+	var acked []string
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			lc, err := dialLoad(relay.addr)
+			if err != nil {
+				return
+			}
+			defer lc.c.Close()
+			body := benchBody(20 * 1024)
+			for i := 0; i < 2000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				rcpt := fmt.Sprintf("w%d-m%d@example.com", w, i)
+				if err := lc.sendTo(rcpt, body); err != nil {
+					return
+				}
+				mu.Lock()
+				acked = append(acked, rcpt)
+				mu.Unlock()
+			}
+		}(w)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n >= 400 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	relay.cmd.Process.Signal(syscall.SIGKILL)
+	<-relay.done
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	want := append([]string(nil), acked...)
+	mu.Unlock()
+	if len(want) < 100 {
+		t.Fatalf("only %d messages acknowledged before the kill", len(want))
+	}
+	senv, sinkLogs := sinkEnv(t)
+	for i, e := range senv {
+		if strings.HasPrefix(e, "KUMOGO_SINK_LISTEN=") {
+			senv[i] = "KUMOGO_SINK_LISTEN=" + sinkAddr
+		}
+	}
+	sink := startDaemon(t, senv, "--policy", "sink.lua")
+	// restart on the same spool
+	relay2 := startDaemon(t, relayEnv(t, sinkAddr, relayDir), "--policy", "route-to-sink.lua")
+	if m := regexp.MustCompile(`spool enumerated .*messages=(\d+)`).FindStringSubmatch(relay2.log()); m == nil {
+		t.Fatalf("the restarted relay did not report its spool enumeration:\n%s", relay2.log())
+	} else if n, _ := strconv.Atoi(m[1]); n < len(want) {
+		t.Fatalf("enumerated %d messages, but %d were acknowledged", n, len(want))
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	var missing []string
+	for {
+		got := sinkRecipients(t, sinkLogs)
+		missing = missing[:0]
+		for _, r := range want {
+			if got[r] == 0 {
+				missing = append(missing, r)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d of %d acknowledged messages never reached the sink, e.g. %v\n%s", len(missing), len(want), missing[:min(5, len(missing))], tail(relay2.log(), 20))
+	}
+	t.Logf("%d acknowledged messages before SIGKILL; all reached the sink after the restart", len(want))
+	relay2.stop(t, syscall.SIGINT)
+	sink.stop(t, syscall.SIGINT)
+}
