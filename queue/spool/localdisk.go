@@ -18,24 +18,11 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 )
 
-// commitQueue is how many synchronous writes may wait for the committer
-// before writers block on the hand-off.
-const commitQueue = 4096
-
-// States of a commitReq.
-const (
-	reqPending   int32 = iota // queued; the writer may still cancel
-	reqPlacing                // the committer is renaming it into place
-	reqCancelled              // the writer gave up; the committer discards it
-)
-
-// commitReq is one synchronous LocalDisk write handed to the committer: its
-// bytes are already written to tmp.
-type commitReq struct {
-	tmp, final string
-	state      atomic.Int32
-	err        error // set by the committer before done is closed
-	done       chan struct{}
+// syncRound is one syncfs of the group commit. Writers join the next round
+// before it starts and are all woken when it ends.
+type syncRound struct {
+	done chan struct{}
+	err  error // set before done is closed
 }
 
 // localDisk is the LocalDisk Store.
@@ -53,9 +40,11 @@ type localDisk struct {
 	mu     sync.RWMutex // read-held by operations in flight, write-held by Close
 	closed bool
 
-	reqs          chan *commitReq
+	roundMu       sync.Mutex
+	next          *syncRound    // the round writers join; nil when none is pending
+	kick          chan struct{} // tells the committer a round is pending
+	quit          chan struct{} // closed by Close
 	committerDone chan struct{}
-	bg            sync.WaitGroup // undo of cancelled writes
 
 	seq                     atomic.Uint64
 	puts, syncedPuts, syncs atomic.Uint64
@@ -101,7 +90,8 @@ func openLocalDisk(cfg config.Spool, fl floors, log zerolog.Logger, group bool) 
 		return nil, s.errf("open", err)
 	}
 	if s.group {
-		s.reqs = make(chan *commitReq, commitQueue)
+		s.kick = make(chan struct{}, 1)
+		s.quit = make(chan struct{})
 		s.committerDone = make(chan struct{})
 		go s.committer()
 	}
@@ -264,113 +254,92 @@ func (s *localDisk) putFsync(f *os.File, tmp, final string) error {
 	return nil
 }
 
-// putGroup hands a written temporary file to the committer and waits until
-// it is durable under its final name, or ctx ends.
+// putGroup makes a written temporary file durable under its final name
+// with two shared syncfs rounds: the first makes its data durable, then it
+// is renamed into place, and the second makes the rename (and any new
+// directories) durable. The data is thus durable before the name is, so a
+// crash never leaves a torn file under a final name. Renames are done by
+// the writers themselves, in parallel; the committer only runs syncfs.
 func (s *localDisk) putGroup(ctx context.Context, id string, f *os.File, tmp, final string) error {
-	// The data stays dirty in the page cache until the committer's syncfs.
+	// The data stays dirty in the page cache until the round's syncfs.
 	if err := f.Close(); err != nil {
 		_ = os.Remove(tmp)
 		return s.errf("put "+id, err)
 	}
-	r := &commitReq{tmp: tmp, final: final, done: make(chan struct{})}
-	select {
-	case s.reqs <- r:
-	case <-ctx.Done():
+	if err := s.syncRound(ctx); err != nil {
 		_ = os.Remove(tmp)
-		return ctx.Err()
+		return s.roundErr(id, err)
 	}
+	if _, err := s.place(tmp, final); err != nil {
+		_ = os.Remove(tmp)
+		return s.errf("put "+id, err)
+	}
+	if err := s.syncRound(ctx); err != nil {
+		// Not acknowledged: take it back. If a crash makes the rename
+		// durable but not the unlink, the message is delivered although
+		// the client was told it failed: a duplicate, never a loss.
+		_ = s.removePath(final)
+		return s.roundErr(id, err)
+	}
+	s.puts.Add(1)
+	s.syncedPuts.Add(1)
+	return nil
+}
+
+func (s *localDisk) roundErr(id string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return s.errf("put "+id, err)
+}
+
+// syncRound waits until a syncfs that started after the call has finished,
+// joining the pending round or opening one.
+func (s *localDisk) syncRound(ctx context.Context) error {
+	s.roundMu.Lock()
+	r := s.next
+	if r == nil {
+		r = &syncRound{done: make(chan struct{})}
+		s.next = r
+		select {
+		case s.kick <- struct{}{}:
+		default: // already kicked
+		}
+	}
+	s.roundMu.Unlock()
 	select {
 	case <-r.done:
-		if r.err != nil {
-			return s.errf("put "+id, r.err)
-		}
-		s.puts.Add(1)
-		s.syncedPuts.Add(1)
-		return nil
+		return r.err
 	case <-ctx.Done():
-		if r.state.CompareAndSwap(reqPending, reqCancelled) {
-			return ctx.Err() // the committer discards the temporary file
-		}
-		// The committer is placing it: undo once it is done.
-		s.bg.Add(1)
-		go func() {
-			defer s.bg.Done()
-			<-r.done
-			if r.err == nil {
-				_ = s.removePath(final)
-			}
-		}()
 		return ctx.Err()
 	}
 }
 
-// committer runs the group commit. Each round takes every write that has
-// arrived, renames into place the writes whose data the previous round made
-// durable, and calls syncfs once: that makes the renames durable (those
-// writes are done) and the data of the new writes (placed next round).
+// committer runs the syncfs rounds: it takes the pending round (so that
+// later writers open a new one), runs one syncfs for everyone in it, and
+// wakes them. While a syncfs runs, the next round fills up.
 func (s *localDisk) committer() {
 	defer close(s.committerDone)
-	var placing, batch []*commitReq
-	open := true
-	for open || len(placing) > 0 {
-		batch = batch[:0]
-		if len(placing) == 0 {
-			r, ok := <-s.reqs
-			if !ok {
-				return
-			}
-			batch = append(batch, r)
+	for {
+		select {
+		case <-s.kick:
+		case <-s.quit:
+			return
 		}
-	collect:
-		for open {
-			select {
-			case r, ok := <-s.reqs:
-				if !ok {
-					open = false
-					break collect
-				}
-				batch = append(batch, r)
-			default:
-				break collect
-			}
-		}
-		for _, r := range placing {
-			if !r.state.CompareAndSwap(reqPending, reqPlacing) {
-				_ = os.Remove(r.tmp) // cancelled by its writer
-				continue
-			}
-			if _, err := s.place(r.tmp, r.final); err != nil {
-				r.err = err
-				_ = os.Remove(r.tmp)
-			}
+		s.roundMu.Lock()
+		r := s.next
+		s.next = nil
+		s.roundMu.Unlock()
+		if r == nil {
+			continue
 		}
 		err := s.syncFn(s.syncDir)
 		s.syncs.Add(1)
 		if err != nil {
-			err = fmt.Errorf("syncfs: %w", err)
-			s.log.Error().Err(err).Msg("spool sync failed")
+			r.err = fmt.Errorf("syncfs: %w", err)
+			s.log.Error().Err(r.err).Msg("spool sync failed")
 		}
-		for _, r := range placing {
-			if r.err == nil && err != nil {
-				r.err = err
-				if r.state.Load() == reqPlacing {
-					_ = os.Remove(r.final)
-				}
-			}
-			close(r.done)
-		}
-		placing = placing[:0]
-		for _, r := range batch {
-			if r.err == nil {
-				r.err = err
-			}
-			if r.err != nil {
-				_ = os.Remove(r.tmp)
-				close(r.done)
-				continue
-			}
-			placing = append(placing, r)
-		}
+		close(r.done)
 	}
 }
 
@@ -611,11 +580,11 @@ func (s *localDisk) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	if s.reqs != nil {
-		close(s.reqs)
+	// No Put is in flight any more (they hold the read lock).
+	if s.quit != nil {
+		close(s.quit)
 		<-s.committerDone
 	}
-	s.bg.Wait()
 	err := s.syncDir.Close()
 	// Closing the lock file releases the flock. The file itself stays: an
 	// unlink could let two later processes lock two different files.

@@ -455,3 +455,37 @@ func TestPutContextDone(t *testing.T) {
 		})
 	}
 }
+
+func TestLocalDiskGroupCommitSharesSyncs(t *testing.T) {
+	s, err := open(spoolCfg("data", KindLocalDisk, t.TempDir()), testLog(t), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ld := s.(*localDisk)
+	if !ld.group {
+		t.Skip("no group commit on this system")
+	}
+	ld.syncFn = func(f *os.File) error {
+		time.Sleep(5 * time.Millisecond) // a slow disk: writers pile up
+		return syncfs(f)
+	}
+	gen := message.NewIDGenerator()
+	const writers = 64
+	var wg sync.WaitGroup
+	for i := 0; i < writers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Put(context.Background(), newID(gen), []byte("shared"), true); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	st := s.Stats()
+	if st.SyncedPuts != writers || st.Syncs >= writers {
+		t.Fatalf("stats %+v: %d synchronous puts should share far fewer than %d syncs", st, writers, writers)
+	}
+	t.Logf("%d synchronous puts, %d syncfs", st.SyncedPuts, st.Syncs)
+}
