@@ -15,7 +15,10 @@ func TestLookup(t *testing.T) {
 	if _, ok := Lookup("nope.lua"); ok {
 		t.Fatal("unknown policy found")
 	}
-	if names := Names(); len(names) == 0 || names[0] != "sink.lua" {
+	if names := strings.Join(Names(), ","); names != "route-to-sink.lua,sink.lua" {
 		t.Fatalf("Names() = %v", names)
+	}
+	if b, ok := Lookup("route-to-sink"); !ok || !strings.Contains(string(b), "get_egress_path_config") {
+		t.Fatal("route-to-sink.lua not bundled")
 	}
 }
