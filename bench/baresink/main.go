@@ -5,6 +5,11 @@
 // SIGTERM closes and prints the counts.
 //
 //	baresink --listen 127.0.0.1:2525
+//
+// With --expect N it also prints "reached messages=N unix_ns=T" on stderr
+// once it has counted N messages (checked every millisecond), T being the
+// wall clock time it saw the Nth: benchmark scripts time relays end to end
+// with it.
 package main
 
 import (
@@ -15,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/kumogo/kumogo/internal/testutil/baresink"
 )
@@ -22,6 +28,7 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:2525", "loopback address to listen on (host:port; port 0 picks one)")
 	verbose := flag.Bool("v", false, "log go-smtp connection errors to stderr")
+	expect := flag.Int64("expect", 0, "print \"reached messages=N unix_ns=T\" on stderr once N messages are counted (0: never)")
 	flag.Parse()
 
 	if err := checkLoopback(*listen); err != nil {
@@ -40,6 +47,18 @@ func main() {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	fmt.Fprintf(os.Stderr, "listening on %s\n", sink.Addr())
+	if *expect > 0 {
+		go func() {
+			t := time.NewTicker(time.Millisecond)
+			defer t.Stop()
+			for range t.C {
+				if n := sink.Messages.Load(); n >= *expect {
+					fmt.Fprintf(os.Stderr, "reached messages=%d unix_ns=%d\n", n, time.Now().UnixNano())
+					return
+				}
+			}
+		}()
+	}
 
 	sig := <-sigs
 	if err := sink.Close(); err != nil {
