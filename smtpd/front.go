@@ -389,6 +389,13 @@ func (f *frontConn) banner() {
 		f.reply(421, "4.3.2 "+f.host()+" shutting down")
 		return
 	}
+	if h := s.health.Load(); h != nil {
+		if ok, reason := (*h)(); !ok {
+			s.log.Warn().Str("reason", reason).Str("peer", f.peer.String()).Msg("refusing session: spool below its free-space floor")
+			f.reply(421, "4.3.2 "+f.host()+" disk is too full. Try later")
+			return
+		}
+	}
 	if s.hasConnAccepted {
 		ctx, cancel := f.ctx()
 		err := s.deps.Policy.ConnectionAccepted(ctx, f.meta)

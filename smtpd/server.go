@@ -66,6 +66,7 @@ type Server struct {
 	// handler presence, computed once
 	hasEhlo, hasConnAccepted, hasMail, hasRcpt, hasData, hasSplit, hasReceived, hasRewrite, hasListenerDomain, hasAuth bool
 
+	health   atomic.Pointer[func() (bool, string)]
 	active   atomic.Int64
 	shutting atomic.Bool
 	mu       sync.Mutex
@@ -205,9 +206,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// SetEnqueuer sets where non-null messages go; call it before Serve (the
-// delivery engine starts after the policy's init has created listeners).
-func (s *Server) SetEnqueuer(e Enqueuer) { s.deps.Enqueuer = e }
+// SetEnqueuer sets where non-null messages go and the storage health check
+// consulted before each banner; call it before Serve (the delivery engine
+// starts after the policy's init has created listeners). health may be nil.
+func (s *Server) SetEnqueuer(e Enqueuer, health func() (ok bool, reason string)) {
+	s.deps.Enqueuer = e
+	if health != nil {
+		s.health.Store(&health)
+	}
+}
 
 // ActiveConnections returns the number of open sessions.
 func (s *Server) ActiveConnections() int { return int(s.active.Load()) }

@@ -732,3 +732,21 @@ func TestEnqueueOrderAndFailures(t *testing.T) {
 		t.Fatalf("bounce records %+v", b)
 	}
 }
+
+func TestDiskTooFullAtBanner(t *testing.T) {
+	ts := startServer(t, testConfig(), nullPolicy())
+	full := true
+	var mu sync.Mutex
+	ts.srv.SetEnqueuer(ts.srv.deps.Enqueuer, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return !full, "below min_free_space"
+	})
+	c := testutil.Dial(t, ts.addr)
+	c.Expect(t, "421 4.3.2 mx.test disk is too full. Try later")
+	mu.Lock()
+	full = false
+	mu.Unlock()
+	c = testutil.Dial(t, ts.addr)
+	c.Expect(t, "220 mx.test KumoMTA")
+}

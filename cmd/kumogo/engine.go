@@ -198,7 +198,7 @@ func (d *daemon) startEngine(ctx context.Context) error {
 	}
 	d.queue = m
 	for _, l := range d.listeners {
-		l.SetEnqueuer(m)
+		l.SetEnqueuer(m, sp.Health)
 	}
 	m.Start()
 	start := time.Now()

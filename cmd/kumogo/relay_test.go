@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/testutil"
 )
 
 func relayEnv(t *testing.T, sinkAddr, dir string) []string {
@@ -189,4 +191,22 @@ func TestRelayCrashLosesNothing(t *testing.T) {
 	t.Logf("%d acknowledged messages before SIGKILL; all reached the sink after the restart", len(want))
 	relay2.stop(t, syscall.SIGINT)
 	sink.stop(t, syscall.SIGINT)
+}
+
+func TestSpoolFloorRefusesSessions(t *testing.T) {
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "floor.lua")
+	os.WriteFile(policy, []byte(`local kumo = require 'kumo'
+kumo.on('init', function()
+  -- a floor no disk can satisfy: the spool is "too full" from the start
+  kumo.define_spool { name = 'data', path = '`+dir+`/data', min_free_space = '100%' }
+  kumo.define_spool { name = 'meta', path = '`+dir+`/meta' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'full.test' }
+end)
+kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'example.com') end)
+`), 0o644)
+	d := startDaemon(t, nil, "--policy", policy)
+	c := testutil.Dial(t, d.addr)
+	c.Expect(t, "421 4.3.2 full.test disk is too full. Try later")
+	d.stop(t, syscall.SIGINT)
 }
