@@ -50,6 +50,11 @@ type Manager struct {
 	wake   chan struct{}
 	rnd    *rand.Rand
 	closed bool
+
+	// deferred holds messages accepted with deferred_spool: in memory only
+	// until their first delay or a graceful shutdown.
+	defMu    sync.Mutex
+	deferred map[string]*message.Message
 }
 
 // entry is one queued message.
@@ -84,10 +89,11 @@ func New(o Options) (*Manager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
 		o: o, log: o.Log, ctx: ctx, cancel: cancel,
-		sched: map[string]*schedQueue{},
-		ready: map[string]*readyQueue{},
-		wake:  make(chan struct{}, 1),
-		rnd:   rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)),
+		sched:    map[string]*schedQueue{},
+		ready:    map[string]*readyQueue{},
+		wake:     make(chan struct{}, 1),
+		deferred: map[string]*message.Message{},
+		rnd:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)),
 	}, nil
 }
 
@@ -106,23 +112,78 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	m.cancel()
 	done := make(chan struct{})
 	go func() { m.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	// deferred_spool messages still in memory are written now
+	m.defMu.Lock()
+	pending := make([]*message.Message, 0, len(m.deferred))
+	for _, msg := range m.deferred {
+		pending = append(pending, msg)
+	}
+	m.deferred = map[string]*message.Message{}
+	m.defMu.Unlock()
+	for _, msg := range pending {
+		if serr := m.o.Spool.Save(context.Background(), msg, !m.o.NoSync); serr != nil {
+			m.log.Error().Err(serr).Str("id", msg.ID()).Msg("writing a deferred-spool message at shutdown")
+			err = errors.Join(err, serr)
+		}
+	}
+	return err
 }
 
 // ---- reception side (smtpd.Enqueuer) ----
 
 // Spool resolves the message's scheduled queue (running get_queue_config)
-// and stores the message durably.
-func (m *Manager) Spool(ctx context.Context, msg *message.Message) error {
+// and stores the message durably. With deferred (the listener's
+// deferred_spool) the message is only kept in memory: it is written the
+// first time it has to wait for a retry, or at a graceful shutdown, and a
+// message delivered at once never touches the disk.
+func (m *Manager) Spool(ctx context.Context, msg *message.Message, deferred bool) error {
 	if _, err := m.schedQueue(ctx, msg.QueueName()); err != nil {
 		return fmt.Errorf("resolving queue %s: %w", msg.QueueName(), err)
 	}
+	if deferred {
+		m.defMu.Lock()
+		m.deferred[msg.ID()] = msg
+		m.defMu.Unlock()
+		return nil
+	}
 	return m.o.Spool.Save(ctx, msg, !m.o.NoSync)
+}
+
+// undefer writes a deferred message to the spool (before its first delay).
+func (m *Manager) undefer(ctx context.Context, msg *message.Message) {
+	m.defMu.Lock()
+	_, ok := m.deferred[msg.ID()]
+	delete(m.deferred, msg.ID())
+	m.defMu.Unlock()
+	if !ok {
+		return
+	}
+	if err := m.o.Spool.Save(ctx, msg, !m.o.NoSync); err != nil {
+		m.log.Error().Err(err).Str("id", msg.ID()).Msg("writing a deferred-spool message to the spool")
+	}
+}
+
+// dropDeferred forgets a deferred message; it reports whether it was one
+// (and so has nothing on disk to remove).
+func (m *Manager) dropDeferred(id string) bool {
+	m.defMu.Lock()
+	defer m.defMu.Unlock()
+	_, ok := m.deferred[id]
+	delete(m.deferred, id)
+	return ok
+}
+
+// DeferredCount is the number of accepted messages held only in memory.
+func (m *Manager) DeferredCount() int {
+	m.defMu.Lock()
+	defer m.defMu.Unlock()
+	return len(m.deferred)
 }
 
 // Insert puts a spooled message into its scheduled queue, due now.
@@ -452,6 +513,9 @@ func (m *Manager) finish(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInf
 		e.msg.SetRecipients(remaining)
 		return
 	}
+	if m.dropDeferred(e.msg.ID()) {
+		return
+	}
 	if err := m.o.Spool.Remove(m.ctx, e.msg.ID()); err != nil && m.ctx.Err() == nil {
 		m.log.Error().Err(err).Str("id", e.msg.ID()).Msg("removing delivered message from spool")
 	}
@@ -500,6 +564,7 @@ func (m *Manager) transientWithInfo(e *entry, sq *schedQueue, rq *readyQueue, in
 			Content: ExpiryText(age+delay, cfg.MaxAge)})
 		return
 	}
+	m.undefer(context.Background(), e.msg)
 	if closed {
 		return // stays in the spool for the next start
 	}
@@ -508,6 +573,9 @@ func (m *Manager) transientWithInfo(e *entry, sq *schedQueue, rq *readyQueue, in
 
 func (m *Manager) expire(e *entry, sq *schedQueue, resp Response) {
 	m.record(logrecord.Expiration, e, nil, nil, resp, e.msg.Recipients())
+	if m.dropDeferred(e.msg.ID()) {
+		return
+	}
 	if err := m.o.Spool.Remove(context.Background(), e.msg.ID()); err != nil {
 		m.log.Error().Err(err).Str("id", e.msg.ID()).Msg("removing expired message from spool")
 	}

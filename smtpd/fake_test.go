@@ -180,7 +180,7 @@ type fakeEnqueuer struct {
 	msgs      []*message.Message
 }
 
-func (e *fakeEnqueuer) Spool(ctx context.Context, m *message.Message) error {
+func (e *fakeEnqueuer) Spool(ctx context.Context, m *message.Message, deferred bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.events = append(e.events, "spool")

@@ -114,7 +114,7 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		if s.cfg.TraceHeaders.SupplementalHeader {
 			m.PrependHeader(s.cfg.TraceHeaders.HeaderName, supplemental(m, s.cfg.TraceHeaders.IncludeMetaNames))
 		}
-		if err := s.deps.Enqueuer.Spool(ctx, m); err != nil {
+		if err := s.deps.Enqueuer.Spool(ctx, m, s.cfg.DeferredSpool); err != nil {
 			failed++
 			spoolErr = err
 			s.log.Error().Err(err).Str("queue", q).Str("id", m.ID()).Msg("spool write failed")

@@ -25,7 +25,7 @@ import (
 // queue; only then does the client get its 250. If Insert fails the
 // listener calls Unspool.
 type Enqueuer interface {
-	Spool(ctx context.Context, msg *message.Message) error
+	Spool(ctx context.Context, msg *message.Message, deferred bool) error
 	Insert(ctx context.Context, msg *message.Message) error
 	Unspool(ctx context.Context, msg *message.Message)
 }
