@@ -1,0 +1,365 @@
+#!/usr/bin/env bash
+# relay.sh: the relay scenario. traffic-gen (100 KB bodies, --bdat, 50
+# connections, a fixed --message-count) sends to a relay on 127.0.0.1 that
+# forwards every message to a sink on 127.0.0.1; the time is taken from the
+# first send until the sink has counted all N messages. Relays, each started
+# fresh (empty spool / queue) for every run, runs interleaved:
+#
+#   kumogo   kumogo --policy route-to-sink.lua: durable spool (fsync before
+#            the 250), log records on
+#   postfix  a private postfix instance (postfix -c DIR) built in a temp
+#            dir: smtpd on a free 127.0.0.1 port, relayhost = the sink,
+#            concurrency limits raised, no local delivery, maillog_file on;
+#            the system postfix is never started
+#
+# The sink is bench/baresink --expect N: a bare go-smtp discard server that
+# prints the wall clock time at which it counted the Nth message (checked
+# every millisecond), so the end time is exact and counting costs nothing.
+#
+# Usage: bench/relay.sh [--only kumogo,postfix] [--msgs 20000] [--reps 3]
+#                       [--size 102400] [--conc 50] [--run-timeout 600]
+#                       [--postfix-conc 50]
+#
+# Output: one line per run, then per relay the median with min-max, then
+# the ratio kumogo/postfix (target >= 3):
+#   scenario=relay server=kumogo gen=traffic-gen size=102400 conc=50 msgs=N secs=S rate=R msgs/s mmh=M cpu_s_per_1k=C rss_mb=X
+# secs runs from the generator's start to the sink's Nth message; gen_secs
+# (the generator alone) and the relay's CPU seconds are printed alongside.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+	export PATH="/usr/local/go/bin:$PATH"
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+
+only="kumogo,postfix"
+msgs=20000
+reps=3
+size=102400
+conc=50
+run_timeout=600
+pf_conc=50
+
+die() { echo "relay.sh: $*" >&2; exit 1; }
+note() { echo "relay.sh: $*" >&2; }
+
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--only) only="$2"; shift 2 ;;
+	--only=*) only="${1#*=}"; shift ;;
+	--msgs) msgs="$2"; shift 2 ;;
+	--reps) reps="$2"; shift 2 ;;
+	--size) size="$2"; shift 2 ;;
+	--conc) conc="$2"; shift 2 ;;
+	--run-timeout) run_timeout="$2"; shift 2 ;;
+	--postfix-conc) pf_conc="$2"; shift 2 ;;
+	-h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+	*) die "unknown argument $1 (see --help)" ;;
+	esac
+done
+for n in "$msgs" "$reps" "$size" "$conc" "$run_timeout" "$pf_conc"; do
+	[[ "$n" =~ ^[1-9][0-9]*$ ]] || die "not a positive integer: $n"
+done
+[ "$reps" -le 20 ] || die "--reps at most 20"
+[ "$msgs" -le 1000000 ] || die "--msgs at most 1000000"
+[ "$conc" -le 5000 ] || die "--conc at most 5000"
+IFS=',' read -r -a relays <<<"$only"
+for s in "${relays[@]}"; do
+	case "$s" in kumogo|postfix) ;; *) die "unknown relay $s" ;; esac
+done
+
+"$root/scripts/install-test-deps.sh"
+command -v postfix >/dev/null 2>&1 || die "postfix not installed"
+getent passwd postfix >/dev/null || die "no postfix user (the postfix package creates it)"
+[ "$(id -u)" -eq 0 ] || die "postfix as a relay needs root (it drops to the postfix user)"
+
+tmp="$(mktemp -d /tmp/kumogo-relay.XXXXXX)"
+chmod 755 "$tmp" # postfix's processes run as the postfix user
+pids=()
+pf_confs=()
+cleanup() {
+	local p c
+	for c in "${pf_confs[@]}"; do
+		postfix -c "$c" stop </dev/null >/dev/null 2>&1 || true
+	done
+	for p in "${pids[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	for p in "${pids[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
+	# a postfix master that ignored "stop": by the PID it wrote
+	for c in "${pf_confs[@]}"; do
+		p=$(tr -dc 0-9 2>/dev/null <"$(dirname "$c")/queue/pid/master.pid" || true)
+		[ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
+	done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_ready PORT PID LOG PATTERN: until LOG shows PATTERN (if given) and the
+# port accepts connections; at most 30 s.
+wait_ready() {
+	local port=$1 pid=$2 logf=$3 pattern=$4 i
+	for ((i = 0; i < 300; i++)); do
+		kill -0 "$pid" 2>/dev/null || { cat "$logf" >&2; die "process $pid exited before it was ready"; }
+		if [ -z "$pattern" ] || grep -q "$pattern" "$logf" 2>/dev/null; then
+			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+				return 0
+			fi
+		fi
+		sleep 0.1
+	done
+	cat "$logf" >&2
+	die "nothing ready on port $port after 30 s"
+}
+
+# stop PID: TERM, wait (at most 20 s), then KILL.
+stop() {
+	local p=$1 i
+	kill -TERM "$p" 2>/dev/null || return 0
+	for ((i = 0; i < 200; i++)); do
+		kill -0 "$p" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$p" 2>/dev/null || true
+	wait "$p" 2>/dev/null || true
+}
+
+bin="$tmp/bin"
+mkdir -p "$bin"
+go build -o "$bin/traffic-gen" ./cmd/traffic-gen
+go build -o "$bin/baresink" ./bench/baresink
+go build -o "$bin/procstat" ./bench/procstat
+for s in "${relays[@]}"; do
+	if [ "$s" = kumogo ]; then
+		go build -o "$bin/kumogo" ./cmd/kumogo || die "cmd/kumogo does not build (try a clean git worktree)"
+	fi
+done
+mkdir -p "$tmp/policies"
+cp "$root"/policies/*.lua "$tmp/policies/" 2>/dev/null || true
+
+# postfix_config DIR SMTPD_PORT SINK_PORT: a private instance under DIR.
+postfix_config() {
+	local d=$1 port=$2 sinkport=$3
+	mkdir -p "$d/conf" "$d/queue" "$d/data"
+	chown postfix "$d/data"
+	cat >"$d/conf/main.cf" <<-EOF
+	# private relay instance for bench/relay.sh
+	compatibility_level = 3.6
+	queue_directory = $d/queue
+	data_directory = $d/data
+	mail_owner = postfix
+	setgid_group = postdrop
+	maillog_file = $d/maillog
+	maillog_file_prefixes = $d
+	inet_interfaces = 127.0.0.1
+	inet_protocols = ipv4
+	myhostname = relay.bench.localhost
+	mydestination =
+	local_recipient_maps =
+	local_transport = error:local delivery is disabled
+	alias_maps =
+	alias_database =
+	biff = no
+	mynetworks = 127.0.0.0/8
+	smtpd_relay_restrictions = permit_mynetworks, reject
+	smtpd_recipient_restrictions = permit_mynetworks, reject
+	smtpd_client_connection_count_limit = 0
+	smtpd_client_connection_rate_limit = 0
+	smtpd_tls_security_level = none
+	smtp_tls_security_level = none
+	relayhost = [127.0.0.1]:$sinkport
+	# a fair fight: as many parallel deliveries as kumogo may open, no
+	# slow start, no inbound flow control, long-lived worker processes
+	default_process_limit = $((conc + pf_conc + 50))
+	default_destination_concurrency_limit = $pf_conc
+	smtp_destination_concurrency_limit = $pf_conc
+	relay_destination_concurrency_limit = $pf_conc
+	initial_destination_concurrency = $pf_conc
+	default_destination_recipient_limit = 50
+	in_flow_delay = 0
+	max_use = 10000
+	max_idle = 300
+	smtp_connection_cache_on_demand = yes
+	EOF
+	# Every service unchrooted; smtpd only on the benchmark port, no local
+	# or pickup service.
+	cat >"$d/conf/master.cf" <<-EOF
+	127.0.0.1:$port inet n - n - - smtpd
+	cleanup    unix n - n - 0 cleanup
+	qmgr       unix n - n 300 1 qmgr
+	rewrite    unix - - n - - trivial-rewrite
+	bounce     unix - - n - 0 bounce
+	defer      unix - - n - 0 bounce
+	trace      unix - - n - 0 bounce
+	verify     unix - - n - 1 verify
+	flush      unix n - n 1000? 0 flush
+	proxymap   unix - - n - - proxymap
+	smtp       unix - - n - - smtp
+	relay      unix - - n - - smtp
+	showq      unix n - n - - showq
+	error      unix - - n - - error
+	retry      unix - - n - - error
+	discard    unix - - n - - discard
+	anvil      unix - - n - 1 anvil
+	scache     unix - - n - 1 scache
+	postlog    unix-dgram n - n - 1 postlogd
+	EOF
+}
+
+# Relay state for one run: relay_pid (kumogo, or postfix's master), tree
+# (--tree for postfix), relay_port.
+start_relay() {
+	local s=$1 sinkport=$2 run=$3 l i
+	relay_port=$(free_port)
+	l="$run/$s.log"
+	case "$s" in
+	kumogo)
+		(cd "$tmp/policies" && KUMOGO_RELAY_LISTEN="127.0.0.1:$relay_port" \
+			KUMOGO_SINK_HOST="127.0.0.1:$sinkport" KUMOGO_RELAY_DIR="$run/kumogo" \
+			exec "$bin/kumogo" --policy route-to-sink.lua) 2>"$l" &
+		relay_pid=$!
+		pids+=("$relay_pid")
+		wait_ready "$relay_port" "$relay_pid" "$l" "initialization complete"
+		tree=()
+		;;
+	postfix)
+		postfix_config "$run/postfix" "$relay_port" "$sinkport"
+		pf_confs+=("$run/postfix/conf")
+		postfix -c "$run/postfix/conf" start </dev/null >"$l" 2>&1 || {
+			cat "$l" "$run/postfix/maillog" >&2 2>/dev/null
+			die "postfix -c $run/postfix/conf start failed"
+		}
+		relay_pid=
+		for ((i = 0; i < 100; i++)); do
+			relay_pid=$(tr -dc 0-9 2>/dev/null <"$run/postfix/queue/pid/master.pid" || true)
+			[ -n "$relay_pid" ] && break
+			sleep 0.1
+		done
+		[ -n "$relay_pid" ] || die "postfix master did not write its pid"
+		wait_ready "$relay_port" "$relay_pid" "$l" ""
+		tree=(--tree)
+		;;
+	esac
+}
+
+stop_relay() {
+	local s=$1 run=$2
+	case "$s" in
+	kumogo) stop "$relay_pid" ;;
+	postfix)
+		postfix -c "$run/postfix/conf" stop </dev/null >/dev/null 2>&1 || true
+		for ((i = 0; i < 100; i++)); do
+			kill -0 "$relay_pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$relay_pid" 2>/dev/null || true
+		pf_confs=()
+		;;
+	esac
+}
+
+cpu_of() { "$bin/procstat" --pid "$1" "${@:2}" | sed -n 's/^cpu_s=\([0-9.]*\).*/\1/p'; }
+
+# run_once RELAY REP: one measured run; prints its line and records values.
+declare -A rates=() cpus=() rsss=()
+run_once() {
+	local s=$1 r=$2 run sinkport sink_pid sink_log start end gen_end gen_rc=0 i
+	local cpu0 cpu1 watch_pid watch_out secs gen_secs rate mmh cpu1k rss_mb
+	run="$tmp/run-$s-$r"
+	mkdir -p "$run"
+	chmod 755 "$run"
+	sinkport=$(free_port)
+	sink_log="$run/sink.log"
+	"$bin/baresink" --listen "127.0.0.1:$sinkport" --expect "$msgs" 2>"$sink_log" &
+	sink_pid=$!
+	pids+=("$sink_pid")
+	wait_ready "$sinkport" "$sink_pid" "$sink_log" "listening on"
+	start_relay "$s" "$sinkport" "$run"
+
+	watch_out="$run/watch.out"
+	"$bin/procstat" --pid "$relay_pid" "${tree[@]}" --watch 200ms >"$watch_out" &
+	watch_pid=$!
+	pids+=("$watch_pid")
+	cpu0=$(cpu_of "$relay_pid" "${tree[@]}")
+
+	start=$(date +%s%N)
+	timeout "$run_timeout" "$bin/traffic-gen" --target "127.0.0.1:$relay_port" \
+		--message-count "$msgs" --concurrency "$conc" --body-size "$size" --bdat \
+		--duration "$run_timeout" --domain bench.test --domain-suffix '' --json \
+		>"$run/gen.json" 2>"$run/gen.log" || gen_rc=$?
+	gen_end=$(date +%s%N)
+	if [ "$gen_rc" -ne 0 ] || ! grep -q "\"sent\":$msgs," "$run/gen.json"; then
+		tail -5 "$run/gen.log" >&2
+		die "traffic-gen into $s failed (exit $gen_rc)"
+	fi
+	# The sink's count: wait until it has all N (bounded by --run-timeout
+	# from the start).
+	end=
+	while :; do
+		end=$(sed -n 's/^reached messages=[0-9]* unix_ns=\([0-9]*\)$/\1/p' "$sink_log")
+		[ -n "$end" ] && break
+		if [ $(($(date +%s%N) - start)) -gt $((run_timeout * 1000000000)) ]; then
+			die "$s: the sink did not get all $msgs messages within $run_timeout s"
+		fi
+		sleep 0.05
+	done
+	cpu1=$(cpu_of "$relay_pid" "${tree[@]}")
+	kill -TERM "$watch_pid" 2>/dev/null || true
+	wait "$watch_pid" 2>/dev/null || true
+	stop_relay "$s" "$run"
+	stop "$sink_pid"
+	# kumogo: its VmHWM; postfix: the sum of VmHWM over every process that
+	# lived during the run
+	rss_mb=$(sed -n 's/.*hwm_sum_kb=\([0-9]*\).*/\1/p' "$watch_out" | awk '{ printf "%.0f", $1 / 1024 }')
+	peak_sum=$(sed -n 's/^peak_rss_kb=\([0-9]*\).*/\1/p' "$watch_out" | awk '{ printf "%.0f", $1 / 1024 }')
+	procs=$(sed -n 's/.*procs_seen=\([0-9]*\).*/\1/p' "$watch_out")
+	secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+	gen_secs=$(awk -v a="$start" -v b="$gen_end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+	rate=$(awk -v m="$msgs" -v d="$secs" 'BEGIN { printf "%.1f", m / d }')
+	mmh=$(awk -v r="$rate" 'BEGIN { printf "%.2f", r * 3600 / 1e6 }')
+	cpu1k=$(awk -v a="$cpu0" -v b="$cpu1" -v m="$msgs" 'BEGIN { printf "%.3f", (b - a) * 1000 / m }')
+	printf 'scenario=relay server=%s gen=traffic-gen size=%d conc=%d msgs=%d secs=%s rate=%.0f msgs/s mmh=%s cpu_s_per_1k=%s rss_mb=%s gen_secs=%s relay_cpu_s=%.2f procs=%s peak_rss_sum_mb=%s\n' \
+		"$s" "$size" "$conc" "$msgs" "$secs" "$rate" "$mmh" "$cpu1k" "$rss_mb" "$gen_secs" \
+		"$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { print b - a }')" "${procs:-?}" "${peak_sum:-?}"
+	rates[$s]="${rates[$s]:-} $rate"
+	cpus[$s]="${cpus[$s]:-} $cpu1k"
+	rsss[$s]="${rsss[$s]:-} $rss_mb"
+	rm -rf "$run"
+}
+
+# stats "v1 v2 ...": "median min max"
+stats() {
+	tr ' ' '\n' <<<"$1" | grep . | sort -g |
+		awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m, v[1], v[NR] }'
+}
+
+note "relays: ${relays[*]}; $reps runs of $msgs messages of $size bytes, $conc connections, BDAT"
+for ((r = 1; r <= reps; r++)); do
+	for s in "${relays[@]}"; do
+		run_once "$s" "$r"
+	done
+done
+
+declare -A med=()
+for s in "${relays[@]}"; do
+	read -r m lo hi <<<"$(stats "${rates[$s]}")"
+	read -r c clo chi <<<"$(stats "${cpus[$s]}")"
+	read -r x xlo xhi <<<"$(stats "${rsss[$s]}")"
+	med[$s]=$m
+	printf 'scenario=relay server=%s gen=traffic-gen size=%d conc=%d msgs=%d runs=%d median rate=%.0f msgs/s (min %.0f max %.0f) mmh=%.2f cpu_s_per_1k=%s (%s-%s) rss_mb=%s (%s-%s)\n' \
+		"$s" "$size" "$conc" "$msgs" "$reps" "$m" "$lo" "$hi" "$(awk -v r="$m" 'BEGIN { print r * 3600 / 1e6 }')" \
+		"$c" "$clo" "$chi" "$x" "$xlo" "$xhi"
+done
+if [ -n "${med[kumogo]:-}" ] && [ -n "${med[postfix]:-}" ]; then
+	awk -v a="${med[kumogo]}" -v b="${med[postfix]}" \
+		'BEGIN { r = a / b; printf "scenario=relay ratio kumogo/postfix=%.2f target>=3 %s\n", r, (r >= 3 ? "pass" : "short") }'
+fi
