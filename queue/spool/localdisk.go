@@ -40,7 +40,6 @@ type localDisk struct {
 	mu     sync.RWMutex // read-held by operations in flight, write-held by Close
 	closed bool
 
-	fsSem chan struct{}
 	roundMu       sync.Mutex
 	next          *syncRound    // the round writers join; nil when none is pending
 	kick          chan struct{} // tells the committer a round is pending
@@ -64,7 +63,6 @@ func openLocalDisk(cfg config.Spool, fl floors, log zerolog.Logger, group bool) 
 		log:        log,
 		health:     newHealth(root, fl),
 		syncFn:     syncfs,
-		fsSem:      make(chan struct{}, semSize()),
 	}
 	if err := os.MkdirAll(root, 0o750); err != nil {
 		return nil, s.errf("create", err)
@@ -192,19 +190,15 @@ func (s *localDisk) Put(ctx context.Context, id string, b []byte, sync bool) err
 	defer s.exit()
 	sync = sync || s.flush
 	tmp := filepath.Join(s.newDir, id+"."+strconv.FormatUint(s.seq.Add(1), 10))
-	s.fsSem <- struct{}{}
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
-		<-s.fsSem
 		return s.errf("put "+id, err)
 	}
 	if _, err := f.Write(b); err != nil {
-		<-s.fsSem
 		_ = f.Close()
 		_ = os.Remove(tmp)
 		return s.errf("put "+id, err)
 	}
-	<-s.fsSem
 	final := s.path(id)
 	switch {
 	case !sync:
@@ -276,10 +270,7 @@ func (s *localDisk) putGroup(ctx context.Context, id string, f *os.File, tmp, fi
 		_ = os.Remove(tmp)
 		return s.roundErr(id, err)
 	}
-	s.fsSem <- struct{}{}
-	_, err := s.place(tmp, final)
-	<-s.fsSem
-	if err != nil {
+	if _, err := s.place(tmp, final); err != nil {
 		_ = os.Remove(tmp)
 		return s.errf("put "+id, err)
 	}
@@ -604,12 +595,4 @@ func (s *localDisk) Close() error {
 		return s.errf("close", err)
 	}
 	return nil
-}
-
-func semSize() int {
-	n, _ := strconv.Atoi(os.Getenv("SEM"))
-	if n == 0 {
-		n = 1000
-	}
-	return n
 }
