@@ -20,6 +20,14 @@ type Policy interface {
 	GetEgressPool(ctx context.Context, name string) (config.EgressPool, error)
 }
 
+// EventPolicy is the optional part of Policy for the delivery events
+// requeue_message and smtp_client_rewrite_delivery_status (runtime.Runtime
+// implements it).
+type EventPolicy interface {
+	RequeueMessage(ctx context.Context, msg *message.Message, response string, insertContext []string, incrementAttempts bool, delay *time.Duration) error
+	RewriteDeliveryStatus(ctx context.Context, response, domain, tenant, campaign, routingDomain string) (code int, changed bool, err error)
+}
+
 // Spool is the durable message store (implemented by queue/spool.Spools).
 type Spool interface {
 	Save(ctx context.Context, msg *message.Message, sync bool) error

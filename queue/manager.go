@@ -15,6 +15,7 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/throttle"
 )
 
 // Options configure a Manager.
@@ -75,7 +76,8 @@ type schedQueue struct {
 	route    Route
 	routeErr error
 	pool     config.EgressPool
-	rr       int // weighted round robin position
+	rr       int               // weighted round robin position
+	rate     *throttle.Limiter // max_message_rate for scheduled → ready
 }
 
 // New builds a Manager. Call Start to run its scheduler.
@@ -275,6 +277,9 @@ func (m *Manager) schedQueue(ctx context.Context, name string) (*schedQueue, err
 	sq = &schedQueue{name: name, parts: parts, cfg: cfg, loaded: time.Now(), route: route, routeErr: rerr, pool: pool}
 	if old != nil {
 		sq.rr = old.rr
+		sq.rate = limiterFor(old.rate, old.cfg.MaxMessageRate, cfg.MaxMessageRate)
+	} else {
+		sq.rate = limiterFor(nil, "", cfg.MaxMessageRate)
 	}
 	m.sched[name] = sq
 	return sq, nil
@@ -387,11 +392,27 @@ func (m *Manager) promote(e *entry) {
 		m.transient(e, sq, nil, resp, "")
 		return
 	}
+	if sq.rate != nil {
+		if r := sq.rate.AllowAt(time.Now()); r.Throttled {
+			// max_message_rate: try again when a slot frees, attempts unchanged
+			m.schedule(e, time.Now().Add(r.RetryAfter))
+			return
+		}
+	}
 	src := m.pickSource(sq)
 	rq, err := m.readyQueue(ctx, sq, src)
 	if err != nil {
 		m.transient(e, sq, nil, Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
+		return
+	}
+	if rq.full() {
+		// max_ready: back to the scheduled queue with up to 60 s of jitter
+		m.mu.Lock()
+		d := time.Duration(m.rnd.Int64N(int64(60 * time.Second)))
+		m.mu.Unlock()
+		m.undefer(ctx, e.msg)
+		m.schedule(e, time.Now().Add(d))
 		return
 	}
 	rq.push(e)
@@ -549,6 +570,14 @@ func (m *Manager) transient(e *entry, sq *schedQueue, rq *readyQueue, resp Respo
 
 func (m *Manager) transientWithInfo(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInfo, resp Response) {
 	m.record(logrecord.TransientFailure, e, rq, info, resp, e.msg.Recipients())
+	if moved, done := m.requeueEvent(e, resp); done {
+		return
+	} else if moved {
+		e.msg.IncrementAttempts()
+		m.undefer(context.Background(), e.msg)
+		m.promote(e)
+		return
+	}
 	cfg := config.DefaultQueueConfig()
 	if sq != nil {
 		cfg = sq.cfg
@@ -582,3 +611,60 @@ func (m *Manager) expire(e *entry, sq *schedQueue, resp Response) {
 }
 
 var _ = strings.TrimSpace
+
+// requeueEvent runs requeue_message for a transient failure. moved is true
+// when the policy changed the message's queue (it is then due at once in
+// its new queue); done is true when the policy rejected it (it bounced).
+func (m *Manager) requeueEvent(e *entry, resp Response) (moved, done bool) {
+	ep, ok := m.o.Policy.(EventPolicy)
+	if !ok || !m.o.Policy.HasHandler("requeue_message") {
+		return false, false
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, time.Minute)
+	defer cancel()
+	before := e.msg.QueueName()
+	err := ep.RequeueMessage(ctx, e.msg, resp.String(), []string{"TransientFailure"}, true, nil)
+	var rej interface{ Closes() bool }
+	if err != nil && errors.As(err, &rej) {
+		m.finish(e, nil, nil, nil, logrecord.Bounce, Response{Code: 500, Content: err.Error()}, e.msg.Recipients())
+		return false, true
+	}
+	if err != nil {
+		m.log.Error().Err(err).Str("id", e.msg.ID()).Msg("requeue_message failed; keeping the message in its queue")
+		return false, false
+	}
+	if after := e.msg.QueueName(); after != before {
+		e.queue = after
+		return true, false
+	}
+	return false, false
+}
+
+// rewriteStatus runs smtp_client_rewrite_delivery_status for a non-2xx
+// response and applies a changed code, noting the change in the text.
+func (m *Manager) rewriteStatus(e *entry, r Response) Response {
+	if r.Code >= 200 && r.Code < 300 {
+		return r
+	}
+	ep, ok := m.o.Policy.(EventPolicy)
+	if !ok || !m.o.Policy.HasHandler("smtp_client_rewrite_delivery_status") {
+		return r
+	}
+	p := message.ParseQueueName(e.queue)
+	rd := p.Domain
+	if p.HasRoutingDomain {
+		rd = p.RoutingDomain
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, time.Minute)
+	defer cancel()
+	code, changed, err := ep.RewriteDeliveryStatus(ctx, r.String(), p.Domain, p.Tenant, p.Campaign, rd)
+	if err != nil {
+		m.log.Error().Err(err).Msg("smtp_client_rewrite_delivery_status failed; status kept")
+		return r
+	}
+	if changed && code != r.Code {
+		r.Content = fmt.Sprintf("%s (kumomta: status was rewritten from %d -> %d)", r.Content, r.Code, code)
+		r.Code = code
+	}
+	return r
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -386,5 +387,97 @@ func TestDeferredSpool(t *testing.T) {
 	h.m.Shutdown(sctx)
 	if h.spool.len() != 1 {
 		t.Fatal("a deferred message must be written at shutdown")
+	}
+}
+
+// eventPolicy adds requeue_message and smtp_client_rewrite_delivery_status.
+type eventPolicy struct {
+	*fakePolicy
+	requeue func(m *message.Message, resp string) error
+	rewrite func(resp string) (int, bool)
+}
+
+func (p *eventPolicy) HasHandler(e string) bool {
+	switch e {
+	case "requeue_message":
+		return p.requeue != nil
+	case "smtp_client_rewrite_delivery_status":
+		return p.rewrite != nil
+	}
+	return false
+}
+func (p *eventPolicy) RequeueMessage(ctx context.Context, m *message.Message, resp string, ic []string, inc bool, d *time.Duration) error {
+	return p.requeue(m, resp)
+}
+func (p *eventPolicy) RewriteDeliveryStatus(ctx context.Context, resp, d, t, c, rd string) (int, bool, error) {
+	code, ok := p.rewrite(resp)
+	return code, ok, nil
+}
+
+func TestRecipientBatchesAndRates(t *testing.T) {
+	h := newHarness(t, config.DefaultQueueConfig(), ok250)
+	h.pol.path.MaxRecipientsPerBatch = 2
+	h.pol.path.MaxMessageRate = "20/s"
+	h.inject(t, "a", "b", "c", "d", "e")
+	waitFor(t, "delivery", 5*time.Second, func() bool { return h.log.count(logrecord.Delivery) >= 1 })
+	if s := h.conn.sends.Load(); s != 3 {
+		t.Fatalf("5 recipients in batches of 2 need 3 transactions, got %d", s)
+	}
+	// 20/s: 30 more messages take at least about a second after the burst
+	start := time.Now()
+	for i := 0; i < 30; i++ {
+		h.inject(t, fmt.Sprintf("r%d", i))
+	}
+	waitFor(t, "rate-limited deliveries", 10*time.Second, func() bool { return h.conn.sends.Load() == 33 })
+	if el := time.Since(start); el < 400*time.Millisecond {
+		t.Fatalf("max_message_rate=20/s not applied: 33 sends in %v", el)
+	}
+}
+
+func TestRewriteStatusAndRequeueMove(t *testing.T) {
+	cfg := config.DefaultQueueConfig()
+	cfg.RetryInterval = time.Hour
+	h := newHarness(t, cfg, func(u string, n int) Response {
+		return Response{Code: 550, Content: "blocked for now"}
+	})
+	ep := &eventPolicy{fakePolicy: h.pol}
+	ep.rewrite = func(resp string) (int, bool) {
+		if strings.Contains(resp, "blocked for now") {
+			return 451, true
+		}
+		return 0, false
+	}
+	moved := 0
+	ep.requeue = func(m *message.Message, resp string) error {
+		if m.QueueName() == "example.com" {
+			moved++
+			m.SetMeta("queue", "elsewhere.example")
+		}
+		return nil
+	}
+	h.m.o.Policy = ep
+	h.inject(t, "r")
+	waitFor(t, "two transient failures", 5*time.Second, func() bool { return h.log.count(logrecord.TransientFailure) == 2 })
+	recs := h.log.all()
+	if recs[0].Response.Code != 451 || recs[0].Response.Content != "blocked for now (kumomta: status was rewritten from 550 -> 451)" {
+		t.Fatalf("rewritten record %+v", recs[0].Response)
+	}
+	if moved != 1 || recs[1].Queue != "elsewhere.example" || recs[1].NumAttempts != 1 {
+		t.Fatalf("requeue move: moved=%d %+v", moved, recs[1])
+	}
+}
+
+func TestMaxReadyOverflowGoesBack(t *testing.T) {
+	h := newHarness(t, config.DefaultQueueConfig(), func(string, int) Response {
+		time.Sleep(50 * time.Millisecond)
+		return Response{Code: 250, Content: "ok"}
+	})
+	h.pol.path.MaxReady = 2
+	h.pol.path.ConnectionLimit = 1
+	for i := 0; i < 6; i++ {
+		h.inject(t, fmt.Sprintf("r%d", i))
+	}
+	if n := h.m.ScheduledCount(); n < 2 {
+		t.Fatalf("overflow beyond max_ready should wait in the scheduled queue, %d do", n)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/throttle"
 )
 
 // readyQueue holds due messages for one egress path (source, site) and
@@ -31,18 +32,67 @@ type readyQueue struct {
 	head   int
 	conns  int
 	notify chan struct{}
+
+	// throttles from the egress path (nil when not configured)
+	msgRate  *throttle.Limiter
+	connRate *throttle.Limiter
 }
 
 func newReadyQueue(m *Manager, name, site string, path config.EgressPath, src config.EgressSource, route Route, pool string) *readyQueue {
-	return &readyQueue{m: m, name: name, site: site, path: path, src: src, route: route, pool: pool,
-		loaded: time.Now(), notify: make(chan struct{}, 64)}
+	rq := &readyQueue{m: m, name: name, site: site, loaded: time.Now(), notify: make(chan struct{}, 64)}
+	rq.update(path, src, route, pool)
+	return rq
 }
 
-// update refreshes the egress path settings (called with m.mu held).
+// limiterFor builds a limiter for a throttle spec, keeping the old one when
+// the spec did not change.
+func limiterFor(old *throttle.Limiter, oldSpec, spec string) *throttle.Limiter {
+	if spec == "" {
+		return nil
+	}
+	if old != nil && oldSpec == spec {
+		return old
+	}
+	sp, err := throttle.Parse(spec)
+	if err != nil {
+		return nil // the runtime validated it; nothing sensible to do here
+	}
+	return throttle.NewLimiter(sp)
+}
+
+// update refreshes the egress path settings.
 func (rq *readyQueue) update(path config.EgressPath, src config.EgressSource, route Route, pool string) {
 	rq.mu.Lock()
+	rq.msgRate = limiterFor(rq.msgRate, rq.path.MaxMessageRate, path.MaxMessageRate)
+	rq.connRate = limiterFor(rq.connRate, rq.path.MaxConnectionRate, path.MaxConnectionRate)
 	rq.path, rq.src, rq.route, rq.pool, rq.loaded = path, src, route, pool, time.Now()
 	rq.mu.Unlock()
+}
+
+// full reports whether the ready queue holds max_ready messages already.
+func (rq *readyQueue) full() bool {
+	rq.mu.Lock()
+	defer rq.mu.Unlock()
+	return rq.path.MaxReady > 0 && len(rq.items)-rq.head >= rq.path.MaxReady
+}
+
+// wait sleeps for a throttle reservation; false when ctx ended.
+func waitThrottle(ctx context.Context, l *throttle.Limiter) bool {
+	if l == nil {
+		return true
+	}
+	d := l.ReserveAt(time.Now())
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // Dispatchers returns KumoMTA's dispatcher count for a ready queue of n
@@ -131,10 +181,10 @@ func (rq *readyQueue) pop(ctx context.Context, wait time.Duration) *entry {
 	}
 }
 
-func (rq *readyQueue) settings() (config.EgressPath, config.EgressSource, Route) {
+func (rq *readyQueue) settings() (config.EgressPath, config.EgressSource, Route, *throttle.Limiter, *throttle.Limiter) {
 	rq.mu.Lock()
 	defer rq.mu.Unlock()
-	return rq.path, rq.src, rq.route
+	return rq.path, rq.src, rq.route, rq.msgRate, rq.connRate
 }
 
 // dispatch is one dispatcher: a connection that delivers messages until the
@@ -156,7 +206,7 @@ func (rq *readyQueue) dispatch() {
 		}
 	}()
 	for {
-		path, src, route := rq.settings()
+		path, src, route, msgRate, connRate := rq.settings()
 		wait := time.Duration(0)
 		if conn != nil && conn.Usable() {
 			wait = path.IdleTimeout
@@ -173,6 +223,9 @@ func (rq *readyQueue) dispatch() {
 			conn, delivered = nil, 0
 		}
 		if conn == nil {
+			if !waitThrottle(ctx, connRate) {
+				return
+			}
 			c, err := m.o.Connector.Connect(ctx, route, &path, &src)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -188,20 +241,53 @@ func (rq *readyQueue) dispatch() {
 			}
 			conn = c
 		}
-		results, err := conn.Send(ctx, e.msg)
+		if !waitThrottle(ctx, msgRate) {
+			return
+		}
+		results := rq.send(ctx, conn, e, path.MaxRecipientsPerBatch)
 		delivered++
 		if ctx.Err() != nil {
 			return
 		}
 		info := conn.Info()
-		if err != nil && len(results) == 0 {
-			results = make([]RcptResponse, len(e.msg.Recipients()))
-			for i, r := range e.msg.Recipients() {
-				results[i] = RcptResponse{Recipient: r, Response: Response{Code: 400, Content: "KumoMTA internal: failed to send message: " + err.Error()}}
+		rq.handle(e, &info, results)
+		if !conn.Usable() && path.ReconnectStrategy == "TerminateSession" {
+			return
+		}
+	}
+}
+
+// send delivers e on conn, in batches of at most maxRcpts recipients
+// (max_recipients_per_batch), and returns one response per recipient.
+func (rq *readyQueue) send(ctx context.Context, conn Conn, e *entry, maxRcpts int) []RcptResponse {
+	all := e.msg.Recipients()
+	if maxRcpts <= 0 {
+		maxRcpts = len(all)
+	}
+	var results []RcptResponse
+	for start := 0; start < len(all); start += maxRcpts {
+		chunk := all[start:min(start+maxRcpts, len(all))]
+		e.msg.SetRecipients(chunk)
+		var res []RcptResponse
+		var err error
+		if conn.Usable() {
+			res, err = conn.Send(ctx, e.msg)
+		} else {
+			err = errors.New("connection closed by the peer")
+		}
+		if len(res) == 0 {
+			msg := "connection unusable"
+			if err != nil {
+				msg = err.Error()
+			}
+			for _, r := range chunk {
+				res = append(res, RcptResponse{Recipient: r, Response: Response{Code: 400, Content: "KumoMTA internal: failed to send message: " + msg}})
 			}
 		}
-		rq.handle(e, &info, results)
+		results = append(results, res...)
 	}
+	e.msg.SetRecipients(all)
+	return results
 }
 
 // outcome applies one response to the given recipients of e.
@@ -245,6 +331,9 @@ func (rq *readyQueue) handle(e *entry, info *ConnInfo, results []RcptResponse) {
 		rcpts []message.Address
 	}
 	var groups []group
+	for i := range results {
+		results[i].Response = m.rewriteStatus(e, results[i].Response)
+	}
 	for _, r := range results {
 		found := false
 		for i := range groups {
