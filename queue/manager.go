@@ -56,6 +56,18 @@ type Manager struct {
 	// until their first delay or a graceful shutdown.
 	defMu    sync.Mutex
 	deferred map[string]*message.Message
+
+	noted sync.Map // option names already reported as not implemented
+}
+
+// noteUnimplemented logs, once per option, that a policy asked for
+// something the engine does not do yet.
+func (m *Manager) noteUnimplemented(kind string, opts []string) {
+	for _, o := range opts {
+		if _, seen := m.noted.LoadOrStore(kind+"."+o, true); !seen {
+			m.log.Warn().Msgf("%s option %q is accepted but not implemented yet", kind, o)
+		}
+	}
 }
 
 // entry is one queued message.
@@ -260,6 +272,7 @@ func (m *Manager) schedQueue(ctx context.Context, name string) (*schedQueue, err
 	if err != nil {
 		return nil, err
 	}
+	m.noteUnimplemented("make_queue_config", cfg.Unimplemented)
 	pool := config.EgressPool{Name: "unspecified", Entries: []config.EgressPoolEntry{{Name: "unspecified", Weight: 1}}}
 	if cfg.EgressPool != "" && cfg.EgressPool != "unspecified" {
 		if pool, err = m.o.Policy.GetEgressPool(ctx, cfg.EgressPool); err != nil {
@@ -471,6 +484,7 @@ func (m *Manager) readyQueue(ctx context.Context, sq *schedQueue, source string)
 	if err != nil {
 		return nil, fmt.Errorf("egress path: %w", err)
 	}
+	m.noteUnimplemented("make_egress_path", path.Unimplemented)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cur := m.ready[name]; cur != nil {

@@ -452,6 +452,10 @@ var egressPathHonoured = map[string]bool{
 	"auth_timeout": true, "max_message_rate": true, "max_connection_rate": true,
 	"max_ready": true, "enable_pipelining": true, "enable_rset": true,
 	"reconnect_strategy": true, "ehlo_domain": true, "enable_chunking": true,
+	"smtp_auth_plain_username": true, "smtp_auth_plain_password": true,
+	"allow_smtp_auth_plain_without_tls": true, "ignore_8bit_checks": true,
+	"opportunistic_tls_reconnect_on_failed_handshake": true,
+	"tls_certificate": true, "tls_private_key": true,
 }
 
 // decodeEgressPath decodes a make_egress_path table strictly on top of
