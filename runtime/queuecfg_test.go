@@ -243,18 +243,16 @@ func TestEgressPathAllKeys(t *testing.T) {
 		NoMemoryReductionPolicy:           "NoShrink",
 		DispatcherProgressWatchdogTimeout: 90 * s,
 		Unimplemented: []string{
-			"additional_connection_limits", "enable_dane", "tls_prefer_openssl", "tls_certificate",
-			"tls_private_key", "openssl_cipher_list", "openssl_cipher_suites", "openssl_options",
+			"additional_connection_limits", "enable_dane", "tls_prefer_openssl",
+			"openssl_cipher_list", "openssl_cipher_suites", "openssl_options",
 			"rustls_cipher_suites", "system_shutdown_timeout", "consecutive_connection_failures_before_delay",
-			"smtp_auth_plain_username", "smtp_auth_plain_password", "allow_smtp_auth_plain_without_tls",
 			"allow_smtp_auth_plain_without_valid_certificate", "additional_message_rate_throttles",
 			"source_selection_rate", "additional_source_selection_rates", "ip_lookup_strategy",
 			"aggressive_connection_opening", "refresh_interval", "refresh_strategy",
 			"dispatcher_wakeup_strategy", "maintainer_wakeup_strategy", "provider_name",
-			"remember_broken_tls", "opportunistic_tls_reconnect_on_failed_handshake", "use_lmtp",
+			"remember_broken_tls", "use_lmtp",
 			"readyq_pool_name", "low_memory_reduction_policy", "no_memory_reduction_policy",
-			"try_next_host_on_transport_error", "ignore_8bit_checks", "dispatcher_progress_watchdog_timeout",
-		},
+			"try_next_host_on_transport_error", "dispatcher_progress_watchdog_timeout"},
 	}
 	if !reflect.DeepEqual(*p, want) {
 		t.Fatalf("got  %+v\nwant %+v", *p, want)
