@@ -210,3 +210,73 @@ kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'exa
 	c.Expect(t, "421 4.3.2 full.test disk is too full. Try later")
 	d.stop(t, syscall.SIGINT)
 }
+
+// TestRelayToPostfixSmtpSink relays through kumogo to postfix's smtp-sink
+// (a peer without CHUNKING, so bodies go out with DATA) and counts the
+// transactions smtp-sink dumped to disk.
+func TestRelayToPostfixSmtpSink(t *testing.T) {
+	sinkBin, err := exec.LookPath("smtp-sink")
+	if err != nil {
+		t.Fatalf("smtp-sink is required (scripts/install-test-deps.sh installs postfix): %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sinkAddr := l.Addr().String()
+	l.Close()
+	dump, err := os.MkdirTemp("", "kumogo-smtp-sink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dump)
+	os.Chmod(dump, 0o777)
+	args := []string{"-d", dump + "/%H%M%S.", sinkAddr, "100"}
+	if os.Geteuid() == 0 {
+		args = append([]string{"-u", "nobody"}, args...)
+	}
+	ss := exec.Command(sinkBin, args...)
+	if err := ss.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { ss.Process.Kill(); ss.Wait() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", sinkAddr); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("smtp-sink did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	relay := startDaemon(t, relayEnv(t, sinkAddr, t.TempDir()), "--policy", "route-to-sink.lua")
+	const n = 100
+	for i := 0; i < n; i++ {
+		c := testutil.Dial(t, relay.addr)
+		c.Expect(t, "220 ")
+		c.Cmd(t, "EHLO t.example", "250-")
+		c.Cmd(t, "MAIL FROM:<a@x.com>", "250")
+		c.Cmd(t, fmt.Sprintf("RCPT TO:<r%d@example.com>", i), "250")
+		c.Cmd(t, "DATA", "354")
+		c.SendRaw(fmt.Sprintf("Subject: %d\r\n\r\n..leading dot\r\nbody\r\n.\r\n", i)) // a stuffed ".leading dot"
+		c.Expect(t, "250 OK ids=")
+		c.Close()
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	count := func() int { e, _ := os.ReadDir(dump); return len(e) }
+	for count() < n && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := count(); got != n {
+		t.Fatalf("smtp-sink received %d of %d\n%s", got, n, tail(relay.log(), 20))
+	}
+	// a dumped transaction keeps the dot-stuffed line intact
+	e, _ := os.ReadDir(dump)
+	b, _ := os.ReadFile(filepath.Join(dump, e[0].Name()))
+	if !strings.Contains(string(b), "\n.leading dot") || !strings.Contains(string(b), "X-KumoRef: ") {
+		t.Fatalf("dumped message:\n%s", b)
+	}
+	relay.stop(t, syscall.SIGINT)
+}
