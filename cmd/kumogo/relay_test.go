@@ -17,6 +17,7 @@ import (
 
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/testutil"
+	"github.com/kumogo/kumogo/queue/egress/mx/mxtest"
 )
 
 func relayEnv(t *testing.T, sinkAddr, dir string) []string {
@@ -279,4 +280,82 @@ func TestRelayToPostfixSmtpSink(t *testing.T) {
 		t.Fatalf("dumped message:\n%s", b)
 	}
 	relay.stop(t, syscall.SIGINT)
+}
+
+// TestRelayByMXWithFakeDNS routes by MX through a fake DNS server on
+// 127.0.0.1 (configured with kumo.dns.configure_resolver): the preferred MX
+// has no address, the second one points at the sink; a null-MX domain
+// bounces and an NXDOMAIN domain is retried.
+func TestRelayByMXWithFakeDNS(t *testing.T) {
+	senv, sinkLogs := sinkEnv(t)
+	sink := startDaemon(t, senv, "--policy", "sink.lua")
+	_, sinkPort, _ := net.SplitHostPort(sink.addr)
+	dns := mxtest.Start(t,
+		"dest.example. 300 IN MX 5 broken.dest.example.",
+		"dest.example. 300 IN MX 10 mx.dest.example.",
+		"broken.dest.example. 300 IN TXT \"no address here\"",
+		"mx.dest.example. 300 IN A 127.0.0.1",
+		"nullmx.example. 300 IN MX 0 .",
+	)
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "mx.lua")
+	os.WriteFile(policy, []byte(`local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.dns.configure_resolver { name_servers = { '`+dns.Addr+`' } }
+  kumo.define_spool { name = 'data', path = '`+dir+`/data' }
+  kumo.define_spool { name = 'meta', path = '`+dir+`/meta' }
+  kumo.configure_local_logs { log_dir = '`+dir+`/logs', max_segment_duration = '1s' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'mx-relay.test' }
+end)
+kumo.on('get_queue_config', function(domain)
+  return kumo.make_queue_config { retry_interval = '1h' }
+end)
+kumo.on('get_egress_path_config', function(domain, source, site)
+  return kumo.make_egress_path { smtp_port = `+sinkPort+`, prohibited_hosts = {}, enable_tls = 'Disabled' }
+end)
+`), 0o644)
+	relay := startDaemon(t, nil, "--policy", policy)
+	c := testutil.Dial(t, relay.addr)
+	c.Expect(t, "220 mx-relay.test")
+	c.Cmd(t, "EHLO t.example", "250-")
+	for _, rcpt := range []string{"user@dest.example", "user@nullmx.example", "user@nxdomain.example"} {
+		c.Cmd(t, "MAIL FROM:<a@x.com>", "250")
+		c.Cmd(t, "RCPT TO:<"+rcpt+">", "250")
+		c.Cmd(t, "DATA", "354")
+		c.SendRaw("Subject: mx\r\n\r\nhi\r\n.\r\n")
+		c.Expect(t, "250 OK ids=")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for sinkRecipients(t, sinkLogs)["user@dest.example"] < 1 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if sinkRecipients(t, sinkLogs)["user@dest.example"] != 1 {
+		t.Fatalf("MX-routed message not delivered\n%s", tail(relay.log(), 20))
+	}
+	var recs []logrecord.Record
+	for time.Now().Before(deadline) {
+		recs, _ = logrecord.ReadDir(filepath.Join(dir, "logs"))
+		if c := countTypes(recs); c["Delivery"] == 1 && c["Bounce"] == 1 && c["TransientFailure"] == 1 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	byRcpt := map[string]logrecord.Record{}
+	for _, r := range recs {
+		if r.Type != logrecord.Reception {
+			byRcpt[r.Recipient[0]] = r
+		}
+	}
+	if r := byRcpt["user@dest.example"]; r.Type != logrecord.Delivery || r.PeerAddress == nil || r.PeerAddress.Name != "mx.dest.example." ||
+		r.Site != "unspecified->(broken|mx).dest.example@smtp_client" {
+		t.Fatalf("delivery %+v", r)
+	}
+	if r := byRcpt["user@nullmx.example"]; r.Type != logrecord.Bounce || r.Response.Code != 556 {
+		t.Fatalf("null MX %+v", r)
+	}
+	if r := byRcpt["user@nxdomain.example"]; r.Type != logrecord.TransientFailure || !strings.Contains(r.Response.Content, "NXDOMAIN") {
+		t.Fatalf("NXDOMAIN %+v", r)
+	}
+	relay.stop(t, syscall.SIGINT)
+	sink.stop(t, syscall.SIGINT)
 }
