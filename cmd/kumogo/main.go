@@ -48,6 +48,7 @@ func run(args []string, stderr io.Writer) int {
 	userName := fs.String("user", "", "drop privileges to this user after binding (when started as root)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logLevel := fs.String("log-level", "", "diagnostic log level (trace, debug, info, warn, error); overrides KUMOD_LOG")
+	pprofAddr := fs.String("pprof", "", "serve Go's pprof profiles on this loopback address (for example 127.0.0.1:6060)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -56,6 +57,13 @@ func run(args []string, stderr io.Writer) int {
 		return 0
 	}
 	logger := newLogger(stderr, *logLevel, *validate)
+	if *pprofAddr != "" {
+		if err := startPprof(*pprofAddr); err != nil {
+			logger.Error().Msg(err.Error())
+			return 1
+		}
+		logger.Info().Msg("pprof on " + *pprofAddr)
+	}
 
 	path, src, err := resolvePolicy(*policyFlag)
 	if err != nil {
