@@ -45,7 +45,8 @@
 //     file, of the leaf directory and of its parent (about four flushes
 //     per message, measured), while a shared round costs one. syncfs also
 //     flushes unrelated dirty data on the same file system, so the spool is
-//     best kept on a file system of its own. Where syncfs does not exist,
+//     best kept on a file system of its own. The data and meta spools of
+//     one file system share their rounds (OpenSpools). Where syncfs does not exist,
 //     each write fsyncs its own file and directories.
 //   - RocksDB: each write is one pebble batch committed with Sync; pebble's
 //     commit pipeline already gathers the WAL records of concurrent

@@ -18,13 +18,6 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 )
 
-// syncRound is one syncfs of the group commit. Writers join the next round
-// before it starts and are all woken when it ends.
-type syncRound struct {
-	done chan struct{}
-	err  error // set before done is closed
-}
-
 // localDisk is the LocalDisk Store.
 type localDisk struct {
 	name                              string
@@ -33,24 +26,20 @@ type localDisk struct {
 	log                               zerolog.Logger
 	health                            *health
 
-	lockFile *os.File               // flocked for the store's lifetime
-	syncDir  *os.File               // the data directory, for syncfs
-	syncFn   func(f *os.File) error // syncfs; replaced by tests
+	lockFile *os.File  // flocked for the store's lifetime
+	syncer   *fsSyncer // group commit rounds; nil without group commit
 
 	mu     sync.RWMutex // read-held by operations in flight, write-held by Close
 	closed bool
-
-	roundMu       sync.Mutex
-	next          *syncRound    // the round writers join; nil when none is pending
-	kick          chan struct{} // tells the committer a round is pending
-	quit          chan struct{} // closed by Close
-	committerDone chan struct{}
 
 	seq                     atomic.Uint64
 	puts, syncedPuts, syncs atomic.Uint64
 }
 
-func openLocalDisk(cfg config.Spool, fl floors, log zerolog.Logger, group bool) (*localDisk, error) {
+// openLocalDisk opens a LocalDisk store. With group commit it uses shared
+// when that is not nil (it must be on the same file system) and otherwise
+// starts a syncer of its own.
+func openLocalDisk(cfg config.Spool, fl floors, log zerolog.Logger, group bool, shared *fsSyncer) (*localDisk, error) {
 	root := filepath.Clean(cfg.Path)
 	s := &localDisk{
 		name:       cfg.Name,
@@ -62,7 +51,6 @@ func openLocalDisk(cfg config.Spool, fl floors, log zerolog.Logger, group bool) 
 		group:      group && haveSyncfs,
 		log:        log,
 		health:     newHealth(root, fl),
-		syncFn:     syncfs,
 	}
 	if err := os.MkdirAll(root, 0o750); err != nil {
 		return nil, s.errf("create", err)
@@ -86,14 +74,12 @@ func openLocalDisk(cfg config.Spool, fl floors, log zerolog.Logger, group bool) 
 	if err := s.cleanNew(); err != nil {
 		return nil, err
 	}
-	if s.syncDir, err = os.Open(s.dataDir); err != nil {
-		return nil, s.errf("open", err)
-	}
 	if s.group {
-		s.kick = make(chan struct{}, 1)
-		s.quit = make(chan struct{})
-		s.committerDone = make(chan struct{})
-		go s.committer()
+		if shared != nil && shared.acquire() {
+			s.syncer = shared
+		} else if s.syncer, err = newFSSyncer(s.dataDir, log); err != nil {
+			return nil, s.errf("open", err)
+		}
 	}
 	ok = true
 	s.log.Debug().Str("path", root).Bool("group_commit", s.group).Msg("spool opened")
@@ -266,7 +252,7 @@ func (s *localDisk) putGroup(ctx context.Context, id string, f *os.File, tmp, fi
 		_ = os.Remove(tmp)
 		return s.errf("put "+id, err)
 	}
-	if err := s.syncRound(ctx); err != nil {
+	if err := s.syncer.round(ctx); err != nil {
 		_ = os.Remove(tmp)
 		return s.roundErr(id, err)
 	}
@@ -274,7 +260,7 @@ func (s *localDisk) putGroup(ctx context.Context, id string, f *os.File, tmp, fi
 		_ = os.Remove(tmp)
 		return s.errf("put "+id, err)
 	}
-	if err := s.syncRound(ctx); err != nil {
+	if err := s.syncer.round(ctx); err != nil {
 		// Not acknowledged: take it back. If a crash makes the rename
 		// durable but not the unlink, the message is delivered although
 		// the client was told it failed: a duplicate, never a loss.
@@ -291,56 +277,6 @@ func (s *localDisk) roundErr(id string, err error) error {
 		return err
 	}
 	return s.errf("put "+id, err)
-}
-
-// syncRound waits until a syncfs that started after the call has finished,
-// joining the pending round or opening one.
-func (s *localDisk) syncRound(ctx context.Context) error {
-	s.roundMu.Lock()
-	r := s.next
-	if r == nil {
-		r = &syncRound{done: make(chan struct{})}
-		s.next = r
-		select {
-		case s.kick <- struct{}{}:
-		default: // already kicked
-		}
-	}
-	s.roundMu.Unlock()
-	select {
-	case <-r.done:
-		return r.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// committer runs the syncfs rounds: it takes the pending round (so that
-// later writers open a new one), runs one syncfs for everyone in it, and
-// wakes them. While a syncfs runs, the next round fills up.
-func (s *localDisk) committer() {
-	defer close(s.committerDone)
-	for {
-		select {
-		case <-s.kick:
-		case <-s.quit:
-			return
-		}
-		s.roundMu.Lock()
-		r := s.next
-		s.next = nil
-		s.roundMu.Unlock()
-		if r == nil {
-			continue
-		}
-		err := s.syncFn(s.syncDir)
-		s.syncs.Add(1)
-		if err != nil {
-			r.err = fmt.Errorf("syncfs: %w", err)
-			s.log.Error().Err(r.err).Msg("spool sync failed")
-		}
-		close(r.done)
-	}
 }
 
 // place renames tmp to final, creating final's directories when needed
@@ -569,7 +505,11 @@ func (s *localDisk) Health() (bool, string) {
 }
 
 func (s *localDisk) Stats() Stats {
-	return Stats{Puts: s.puts.Load(), SyncedPuts: s.syncedPuts.Load(), Syncs: s.syncs.Load()}
+	st := Stats{Puts: s.puts.Load(), SyncedPuts: s.syncedPuts.Load(), Syncs: s.syncs.Load()}
+	if s.syncer != nil {
+		st.Syncs += s.syncer.syncs.Load()
+	}
+	return st
 }
 
 func (s *localDisk) Close() error {
@@ -581,11 +521,10 @@ func (s *localDisk) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	// No Put is in flight any more (they hold the read lock).
-	if s.quit != nil {
-		close(s.quit)
-		<-s.committerDone
+	var err error
+	if s.syncer != nil {
+		err = s.syncer.release()
 	}
-	err := s.syncDir.Close()
 	// Closing the lock file releases the flock. The file itself stays: an
 	// unlink could let two later processes lock two different files.
 	if cerr := s.lockFile.Close(); err == nil {

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/message"
@@ -28,18 +30,34 @@ type Spools struct {
 	recent   map[string]struct{} // during Enumerate: ids saved since it began
 }
 
-// OpenSpools opens the data and meta spools.
+// OpenSpools opens the data and meta spools. Two LocalDisk spools on one
+// file system share their group commit: one syncfs round serves the data
+// and the meta writes of every waiting Save.
 func OpenSpools(data, meta config.Spool, log zerolog.Logger) (*Spools, error) {
 	d, err := Open(data, log)
 	if err != nil {
 		return nil, err
 	}
-	m, err := Open(meta, log)
+	var shared *fsSyncer
+	if ld, ok := d.(*localDisk); ok && ld.syncer != nil && (meta.Kind == "" || meta.Kind == KindLocalDisk) && sameFileSystem(ld.dataDir, meta.Path) {
+		shared = ld.syncer
+	}
+	m, err := openShared(meta, log, true, shared)
 	if err != nil {
 		_ = d.Close()
 		return nil, err
 	}
 	return NewSpools(d, m, log), nil
+}
+
+// sameFileSystem reports whether dir and path (created if missing) are on
+// one file system.
+func sameFileSystem(dir, path string) bool {
+	if path == "" || os.MkdirAll(path, 0o750) != nil {
+		return false
+	}
+	var a, b unix.Stat_t
+	return unix.Stat(dir, &a) == nil && unix.Stat(path, &b) == nil && a.Dev == b.Dev
 }
 
 // NewSpools combines two open stores; Close closes them.

@@ -319,6 +319,12 @@ func TestSpoolsConcurrentSaves(t *testing.T) {
 			ctx := context.Background()
 			dir := t.TempDir()
 			s := openSpools(t, kind, dir)
+			if kind == KindLocalDisk {
+				d, m := s.Data().(*localDisk), s.Meta().(*localDisk)
+				if d.group && d.syncer != m.syncer {
+					t.Error("data and meta on one file system do not share their group commit")
+				}
+			}
 			gen := message.NewIDGenerator()
 			const writers, each = 64, 8
 			var mu sync.Mutex

@@ -68,8 +68,9 @@ type Stats struct {
 	// Puts counts successful Put calls, SyncedPuts those made with sync.
 	Puts, SyncedPuts uint64
 	// Syncs counts flushes to stable storage: syncfs and fsync calls for
-	// LocalDisk, every Sync of a pebble file (WAL, tables, manifest) for
-	// RocksDB.
+	// LocalDisk (the rounds of a syncer shared by the data and meta spools
+	// are counted in both), every Sync of a pebble file (WAL, tables,
+	// manifest) for RocksDB.
 	Syncs uint64
 }
 
@@ -82,6 +83,12 @@ func Open(cfg config.Spool, log zerolog.Logger) (Store, error) {
 // open is Open with the group commit optionally disabled (each synchronous
 // Put then does its own flushes), for benchmarks.
 func open(cfg config.Spool, log zerolog.Logger, groupCommit bool) (Store, error) {
+	return openShared(cfg, log, groupCommit, nil)
+}
+
+// openShared is open with a LocalDisk group-commit syncer shared with
+// another store on the same file system (nil: a syncer of its own).
+func openShared(cfg config.Spool, log zerolog.Logger, groupCommit bool, shared *fsSyncer) (Store, error) {
 	if cfg.Path == "" {
 		return nil, fmt.Errorf("spool %q: path is required", cfg.Name)
 	}
@@ -92,7 +99,7 @@ func open(cfg config.Spool, log zerolog.Logger, groupCommit bool) (Store, error)
 	log = log.With().Str("spool", cfg.Name).Logger()
 	switch cfg.Kind {
 	case "", KindLocalDisk:
-		return openLocalDisk(cfg, floors, log, groupCommit)
+		return openLocalDisk(cfg, floors, log, groupCommit, shared)
 	case KindRocksDB:
 		return openPebble(cfg, floors, log, groupCommit)
 	default:

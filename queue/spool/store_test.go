@@ -375,7 +375,7 @@ func TestLocalDiskPutCancelledDuringGroupCommit(t *testing.T) {
 	}
 	entered := make(chan struct{}, 16)
 	release := make(chan struct{})
-	ld.syncFn = func(f *os.File) error {
+	ld.syncer.fn = func(f *os.File) error {
 		entered <- struct{}{}
 		<-release
 		return syncfs(f)
@@ -466,7 +466,7 @@ func TestLocalDiskGroupCommitSharesSyncs(t *testing.T) {
 	if !ld.group {
 		t.Skip("no group commit on this system")
 	}
-	ld.syncFn = func(f *os.File) error {
+	ld.syncer.fn = func(f *os.File) error {
 		time.Sleep(5 * time.Millisecond) // a slow disk: writers pile up
 		return syncfs(f)
 	}
