@@ -26,6 +26,7 @@ type Policy interface {
 type EventPolicy interface {
 	RequeueMessage(ctx context.Context, msg *message.Message, response string, insertContext []string, incrementAttempts bool, delay *time.Duration) error
 	RewriteDeliveryStatus(ctx context.Context, response, domain, tenant, campaign, routingDomain string) (code int, changed bool, err error)
+	ThrottleInsertReadyQueue(ctx context.Context, msg *message.Message) error
 }
 
 // Spool is the durable message store (implemented by queue/spool.Spools).

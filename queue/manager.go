@@ -412,6 +412,9 @@ func (m *Manager) promote(e *entry) {
 			return
 		}
 	}
+	if m.throttleEvent(e) {
+		return
+	}
 	src := m.pickSource(sq)
 	rq, err := m.readyQueue(ctx, sq, src)
 	if err != nil {
@@ -681,4 +684,28 @@ func (m *Manager) rewriteStatus(e *entry, r Response) Response {
 		r.Code = code
 	}
 	return r
+}
+
+// throttleEvent runs throttle_insert_ready_queue; when the policy pushed the
+// message's due time into the future (for example with a throttle's
+// delay_message_if_throttled) it is rescheduled without counting an
+// attempt, and true is returned.
+func (m *Manager) throttleEvent(e *entry) bool {
+	ep, ok := m.o.Policy.(EventPolicy)
+	if !ok || !m.o.Policy.HasHandler("throttle_insert_ready_queue") {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, time.Minute)
+	defer cancel()
+	e.msg.SetDue(time.Time{})
+	if err := ep.ThrottleInsertReadyQueue(ctx, e.msg); err != nil {
+		m.log.Error().Err(err).Str("id", e.msg.ID()).Msg("throttle_insert_ready_queue failed")
+		return false
+	}
+	if due := e.msg.Due(); !due.IsZero() && due.After(time.Now()) {
+		m.undefer(ctx, e.msg)
+		m.schedule(e, due)
+		return true
+	}
+	return false
 }

@@ -393,12 +393,22 @@ func TestDeferredSpool(t *testing.T) {
 // eventPolicy adds requeue_message and smtp_client_rewrite_delivery_status.
 type eventPolicy struct {
 	*fakePolicy
-	requeue func(m *message.Message, resp string) error
-	rewrite func(resp string) (int, bool)
+	requeue  func(m *message.Message, resp string) error
+	rewrite  func(resp string) (int, bool)
+	throttle func(m *message.Message)
+}
+
+func (p *eventPolicy) ThrottleInsertReadyQueue(ctx context.Context, m *message.Message) error {
+	if p.throttle != nil {
+		p.throttle(m)
+	}
+	return nil
 }
 
 func (p *eventPolicy) HasHandler(e string) bool {
 	switch e {
+	case "throttle_insert_ready_queue":
+		return p.throttle != nil
 	case "requeue_message":
 		return p.requeue != nil
 	case "smtp_client_rewrite_delivery_status":
@@ -479,5 +489,26 @@ func TestMaxReadyOverflowGoesBack(t *testing.T) {
 	}
 	if n := h.m.ScheduledCount(); n < 2 {
 		t.Fatalf("overflow beyond max_ready should wait in the scheduled queue, %d do", n)
+	}
+}
+
+func TestThrottleInsertReadyQueueDelays(t *testing.T) {
+	h := newHarness(t, config.DefaultQueueConfig(), ok250)
+	ep := &eventPolicy{fakePolicy: h.pol}
+	var calls atomic.Int64
+	ep.throttle = func(m *message.Message) {
+		if calls.Add(1) == 1 {
+			m.SetDue(time.Now().Add(300 * time.Millisecond))
+		}
+	}
+	h.m.o.Policy = ep
+	start := time.Now()
+	h.inject(t, "r")
+	waitFor(t, "delivery", 5*time.Second, func() bool { return h.log.count(logrecord.Delivery) == 1 })
+	if el := time.Since(start); el < 250*time.Millisecond || calls.Load() != 2 {
+		t.Fatalf("throttle delay not applied: %v, %d calls", el, calls.Load())
+	}
+	if r := h.log.all()[0]; r.NumAttempts != 0 || h.log.count(logrecord.TransientFailure) != 0 {
+		t.Fatalf("a throttle delay is not an attempt: %+v", r)
 	}
 }
