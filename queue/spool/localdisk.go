@@ -176,19 +176,15 @@ func (s *localDisk) Put(ctx context.Context, id string, b []byte, sync bool) err
 	defer s.exit()
 	sync = sync || s.flush
 	tmp := filepath.Join(s.newDir, id+"."+strconv.FormatUint(s.seq.Add(1), 10))
-	semC <- struct{}{}
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
-		<-semC
 		return s.errf("put "+id, err)
 	}
 	if _, err := f.Write(b); err != nil {
-		<-semC
 		_ = f.Close()
 		_ = os.Remove(tmp)
 		return s.errf("put "+id, err)
 	}
-	<-semC
 	final := s.path(id)
 	switch {
 	case !sync:
@@ -260,10 +256,7 @@ func (s *localDisk) putGroup(ctx context.Context, id string, f *os.File, tmp, fi
 		_ = os.Remove(tmp)
 		return s.roundErr(id, err)
 	}
-	semC <- struct{}{}
-	_, err := s.place(tmp, final)
-	<-semC
-	if err != nil {
+	if _, err := s.place(tmp, final); err != nil {
 		_ = os.Remove(tmp)
 		return s.errf("put "+id, err)
 	}
@@ -542,5 +535,3 @@ func (s *localDisk) Close() error {
 	}
 	return nil
 }
-
-var semC = make(chan struct{}, 4)
