@@ -18,7 +18,12 @@
 #
 # Usage: bench/relay.sh [--only kumogo,postfix] [--msgs 20000] [--reps 3]
 #                       [--size 102400] [--conc 50] [--run-timeout 600]
-#                       [--postfix-conc 50]
+#                       [--postfix-conc 50] [--keep-failed DIR]
+#
+# A run that fails (the generator errs, the relay exits, the sink misses
+# messages within --run-timeout) prints a FAILED line and the end of the
+# relay's log, is left out of the medians (--keep-failed DIR keeps its
+# directory), and the script exits 1 at the end.
 #
 # Output: one line per run, then per relay the median with min-max, then
 # the ratio kumogo/postfix (target >= 3):
@@ -41,6 +46,7 @@ size=102400
 conc=50
 run_timeout=600
 pf_conc=50
+keep=
 
 die() { echo "relay.sh: $*" >&2; exit 1; }
 note() { echo "relay.sh: $*" >&2; }
@@ -55,7 +61,8 @@ while [ $# -gt 0 ]; do
 	--conc) conc="$2"; shift 2 ;;
 	--run-timeout) run_timeout="$2"; shift 2 ;;
 	--postfix-conc) pf_conc="$2"; shift 2 ;;
-	-h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+	--keep-failed) keep="$2"; shift 2 ;;
+	-h|--help) sed -n '2,34p' "$0"; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done
@@ -297,21 +304,44 @@ run_once() {
 		--duration "$run_timeout" --domain bench.test --domain-suffix '' --json \
 		>"$run/gen.json" 2>"$run/gen.log" || gen_rc=$?
 	gen_end=$(date +%s%N)
-	if [ "$gen_rc" -ne 0 ] || ! grep -q "\"sent\":$msgs," "$run/gen.json"; then
-		tail -5 "$run/gen.log" >&2
-		die "traffic-gen into $s failed (exit $gen_rc)"
-	fi
 	# The sink's count: wait until it has all N (bounded by --run-timeout
 	# from the start).
-	end=
-	while :; do
+	end= why=
+	if [ "$gen_rc" -ne 0 ] || ! grep -q "\"sent\":$msgs," "$run/gen.json"; then
+		why="traffic-gen exit $gen_rc"
+	fi
+	while [ -z "$why" ]; do
 		end=$(sed -n 's/^reached messages=[0-9]* unix_ns=\([0-9]*\)$/\1/p' "$sink_log")
 		[ -n "$end" ] && break
 		if [ $(($(date +%s%N) - start)) -gt $((run_timeout * 1000000000)) ]; then
-			die "$s: the sink did not get all $msgs messages within $run_timeout s"
+			why="the sink did not get all $msgs messages within $run_timeout s"
+		elif ! kill -0 "$relay_pid" 2>/dev/null; then
+			why="the relay exited"
 		fi
 		sleep 0.05
 	done
+	if [ -n "$why" ]; then
+		# A failed run is reported and left out of the medians.
+		kill -TERM "$watch_pid" 2>/dev/null || true
+		wait "$watch_pid" 2>/dev/null || true
+		note "$s run $r failed: $why; traffic-gen said:"
+		tail -4 "$run/gen.log" >&2
+		if kill -0 "$relay_pid" 2>/dev/null; then
+			note "$s is still running"
+		else
+			wait "$relay_pid" 2>/dev/null && rc=0 || rc=$?
+			note "$s exited (status $rc); the end of its log:"
+		fi
+		tail -40 "$run/$s.log" "$run/postfix/maillog" 2>/dev/null | grep -v '^$' | tail -40 >&2 || true
+		stop_relay "$s" "$run"
+		stop "$sink_pid"
+		printf 'scenario=relay server=%s gen=traffic-gen size=%d conc=%d msgs=%d FAILED: %s\n' \
+			"$s" "$size" "$conc" "$msgs" "$why"
+		failed=$((failed + 1))
+		[ -n "$keep" ] && mkdir -p "$keep/run-$s-$r" && cp "$run"/*.log "$run"/gen.json "$run"/postfix/maillog "$keep/run-$s-$r/" 2>/dev/null || true
+		rm -rf "$run"
+		return 0
+	fi
 	cpu1=$(cpu_of "$relay_pid" "${tree[@]}")
 	kill -TERM "$watch_pid" 2>/dev/null || true
 	wait "$watch_pid" 2>/dev/null || true
@@ -342,6 +372,7 @@ stats() {
 		awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m, v[1], v[NR] }'
 }
 
+failed=0
 note "relays: ${relays[*]}; $reps runs of $msgs messages of $size bytes, $conc connections, BDAT"
 for ((r = 1; r <= reps; r++)); do
 	for s in "${relays[@]}"; do
@@ -351,15 +382,24 @@ done
 
 declare -A med=()
 for s in "${relays[@]}"; do
+	if [ -z "${rates[$s]:-}" ]; then
+		printf 'scenario=relay server=%s gen=traffic-gen size=%d conc=%d msgs=%d runs=0 (every run failed)\n' "$s" "$size" "$conc" "$msgs"
+		continue
+	fi
+	nrun=$(wc -w <<<"${rates[$s]}")
 	read -r m lo hi <<<"$(stats "${rates[$s]}")"
 	read -r c clo chi <<<"$(stats "${cpus[$s]}")"
 	read -r x xlo xhi <<<"$(stats "${rsss[$s]}")"
 	med[$s]=$m
 	printf 'scenario=relay server=%s gen=traffic-gen size=%d conc=%d msgs=%d runs=%d median rate=%.0f msgs/s (min %.0f max %.0f) mmh=%.2f cpu_s_per_1k=%s (%s-%s) rss_mb=%s (%s-%s)\n' \
-		"$s" "$size" "$conc" "$msgs" "$reps" "$m" "$lo" "$hi" "$(awk -v r="$m" 'BEGIN { print r * 3600 / 1e6 }')" \
+		"$s" "$size" "$conc" "$msgs" "$nrun" "$m" "$lo" "$hi" "$(awk -v r="$m" 'BEGIN { print r * 3600 / 1e6 }')" \
 		"$c" "$clo" "$chi" "$x" "$xlo" "$xhi"
 done
 if [ -n "${med[kumogo]:-}" ] && [ -n "${med[postfix]:-}" ]; then
 	awk -v a="${med[kumogo]}" -v b="${med[postfix]}" \
 		'BEGIN { r = a / b; printf "scenario=relay ratio kumogo/postfix=%.2f target>=3 %s\n", r, (r >= 3 ? "pass" : "short") }'
+fi
+if [ "$failed" -gt 0 ]; then
+	note "$failed run(s) failed (see the FAILED lines)"
+	exit 1
 fi
