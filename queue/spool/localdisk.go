@@ -279,18 +279,22 @@ func (s *localDisk) roundErr(id string, err error) error {
 	return s.errf("put "+id, err)
 }
 
-// place renames tmp to final, creating final's directories when needed
-// (a concurrent Remove may delete an empty directory at any time, so a
-// missing directory is retried a few times). It returns the directories it
-// created.
+// place renames tmp to final, creating final's directories first: nearly
+// every message has a leaf directory of its own, so trying the rename
+// first would nearly always fail. A concurrent Remove may delete an empty
+// directory at any time, so a missing directory is retried a few times.
+// It returns the directories it created.
 func (s *localDisk) place(tmp, final string) ([]string, error) {
 	var created []string
-	err := os.Rename(tmp, final)
-	for i := 0; err != nil && errors.Is(err, fs.ErrNotExist) && i < 4; i++ {
-		if mkErr := mkdirs(filepath.Dir(final), s.dataDir, &created); mkErr != nil {
-			return created, mkErr
+	dir := filepath.Dir(final)
+	var err error
+	for i := 0; i < 4; i++ {
+		if err = mkdirs(dir, s.dataDir, &created); err != nil {
+			return created, err
 		}
-		err = os.Rename(tmp, final)
+		if err = os.Rename(tmp, final); err == nil || !errors.Is(err, fs.ErrNotExist) {
+			return created, err
+		}
 	}
 	return created, err
 }
