@@ -425,7 +425,8 @@ func TestCrashSafety(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			// Kill after 300 acknowledged saves or 3 s, whichever is first.
+			// Kill after 300 acknowledged saves or 3 s after the first one,
+			// whichever comes first (the child gets 60 s to start).
 			var acked []string
 			lines := make(chan string)
 			go func() {
@@ -435,18 +436,18 @@ func TestCrashSafety(t *testing.T) {
 				}
 				close(lines)
 			}()
-			deadline := time.After(3 * time.Second)
-			killed := false
-			for !killed {
+			deadline := time.After(60 * time.Second)
+			for killed := false; !killed; {
 				select {
 				case l, ok := <-lines:
 					if !ok {
 						t.Fatalf("child ended before it was killed: %v\n%s", cmd.Wait(), stderr.String())
 					}
-					acked = append(acked, l)
-					if len(acked) >= 300 {
-						killed = true
+					if len(acked) == 0 {
+						deadline = time.After(3 * time.Second)
 					}
+					acked = append(acked, l)
+					killed = len(acked) >= 300
 				case <-deadline:
 					killed = true
 				}
