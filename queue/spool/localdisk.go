@@ -175,14 +175,8 @@ func (s *localDisk) Put(ctx context.Context, id string, b []byte, sync bool) err
 	}
 	defer s.exit()
 	sync = sync || s.flush
-	tmp := filepath.Join(s.newDir, id+"."+strconv.FormatUint(s.seq.Add(1), 10))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	f, tmp, err := s.createTemp(id, b)
 	if err != nil {
-		return s.errf("put "+id, err)
-	}
-	if _, err := f.Write(b); err != nil {
-		_ = f.Close()
-		_ = os.Remove(tmp)
 		return s.errf("put "+id, err)
 	}
 	final := s.path(id)
@@ -206,6 +200,21 @@ func (s *localDisk) Put(ctx context.Context, id string, b []byte, sync bool) err
 		s.syncedPuts.Add(1)
 	}
 	return nil
+}
+
+// createTemp writes b to a new temporary file in new/ and returns it open.
+func (s *localDisk) createTemp(id string, b []byte) (*os.File, string, error) {
+	tmp := filepath.Join(s.newDir, id+"."+strconv.FormatUint(s.seq.Add(1), 10))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := f.Write(b); err != nil {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return nil, "", err
+	}
+	return f, tmp, nil
 }
 
 // putFsync is a synchronous write without group commit: fsync of the file,

@@ -71,9 +71,11 @@ func (s *Spools) Data() Store { return s.data }
 // Meta returns the meta store.
 func (s *Spools) Meta() Store { return s.meta }
 
-// Save writes msg's data and meta concurrently and returns when both are
-// stored (durable if sync). If either write fails, or ctx ends first, both
-// parts are removed and the message must be treated as not stored.
+// Save writes msg's data and meta and returns when both are stored
+// (durable if sync). The two parts are written concurrently; two LocalDisk
+// spools on one file system instead share the same two syncfs rounds. If
+// either write fails, or ctx ends first, both parts are removed and the
+// message must be treated as not stored.
 func (s *Spools) Save(ctx context.Context, msg *message.Message, sync bool) error {
 	id := msg.ID()
 	data := msg.Data()
@@ -86,6 +88,9 @@ func (s *Spools) Save(ctx context.Context, msg *message.Message, sync bool) erro
 	}
 	s.begin(id)
 	defer s.end(id)
+	if d, m, ok := sharedPair(s.data, s.meta); ok && (sync || d.flush || m.flush) {
+		return putPair(ctx, d, m, id, data, meta)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.data.Put(ctx, id, data, sync) }()
 	merr := s.meta.Put(ctx, id, meta, sync)

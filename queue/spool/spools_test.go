@@ -492,3 +492,45 @@ func TestCrashSafety(t *testing.T) {
 		})
 	}
 }
+
+func TestSpoolsSaveCancelledLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	s := openSpools(t, KindLocalDisk, dir)
+	d, _, ok := sharedPair(s.Data(), s.Meta())
+	if !ok {
+		t.Skip("no shared group commit on this system")
+	}
+	for round := 1; round <= 2; round++ {
+		entered := make(chan struct{}, 4)
+		release := make(chan struct{})
+		d.syncer.fn = func(f *os.File) error {
+			entered <- struct{}{}
+			<-release
+			return syncfs(f)
+		}
+		m := testMessage(message.NewIDGenerator(), 1, 1000)
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- s.Save(ctx, m, true) }()
+		for i := 1; i < round; i++ { // let the earlier rounds pass
+			<-entered
+			release <- struct{}{}
+		}
+		<-entered
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Save = %v, want context.Canceled", err)
+		}
+		close(release)
+		if _, err := s.Load(context.Background(), m.ID()); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("cancelled in round %d: a part is still stored (%v)", round, err)
+		}
+		d.syncer.fn = syncfs
+	}
+	s.Close()
+	for _, sub := range []string{"data/new", "meta/new"} {
+		if ents, _ := os.ReadDir(filepath.Join(dir, sub)); len(ents) != 0 {
+			t.Fatalf("%s holds %d files after cancelled saves", sub, len(ents))
+		}
+	}
+}
