@@ -41,9 +41,13 @@ end
 local SINK_QUEUE = sink_queue(sink)
 
 kumo.on('init', function()
-  -- Durable spool: a message is on disk before the client gets its 250.
-  kumo.define_spool { name = 'data', path = dir .. '/data' }
-  kumo.define_spool { name = 'meta', path = dir .. '/meta' }
+  -- Durable spool: a message is on disk (fsynced) before the client gets its
+  -- 250. RocksDB (served by an embedded LSM store with a write-ahead log)
+  -- groups the fsyncs of concurrent sessions; 'LocalDisk' (a file per
+  -- message) is simpler to inspect but creates a file and a directory per
+  -- message, which costs far more at high volume.
+  kumo.define_spool { name = 'data', path = dir .. '/data', kind = 'RocksDB' }
+  kumo.define_spool { name = 'meta', path = dir .. '/meta', kind = 'RocksDB' }
 
   if os.getenv 'KUMOGO_RELAY_NOLOG' ~= '1' then
     kumo.configure_local_logs {
