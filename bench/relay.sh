@@ -5,8 +5,8 @@
 # first send until the sink has counted all N messages. Relays, each started
 # fresh (empty spool / queue) for every run, runs interleaved:
 #
-#   kumogo   kumogo --policy route-to-sink.lua: durable spool (fsync before
-#            the 250), log records on
+#   kumogo   kumogo --policy route-to-sink.lua: the bundled policy's durable
+#            spool (synced before the 250), log records on
 #   postfix  a private postfix instance (postfix -c DIR) built in a temp
 #            dir: smtpd on a free 127.0.0.1 port, relayhost = the sink,
 #            concurrency limits raised, no local delivery, maillog_file on;
@@ -62,7 +62,7 @@ while [ $# -gt 0 ]; do
 	--run-timeout) run_timeout="$2"; shift 2 ;;
 	--postfix-conc) pf_conc="$2"; shift 2 ;;
 	--keep-failed) keep="$2"; shift 2 ;;
-	-h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+	-h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done

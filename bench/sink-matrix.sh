@@ -68,7 +68,7 @@ while [ $# -gt 0 ]; do
 	--reps) reps="$2"; shift 2 ;;
 	--run-timeout) run_timeout="$2"; shift 2 ;;
 	--out) out="$2"; shift 2 ;;
-	-h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+	-h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done
