@@ -146,7 +146,7 @@ run_once() {
 	fi
 	got=$(sed -n 's/.* messages=\([0-9]*\) recipients.*/\1/p' "$l")
 	[ "$got" = "$msgs" ] || die "$g: the sink counted ${got:-?} messages, expected $msgs"
-	read -r gu gs gm <"$tmp/gen.time"
+	read -r gu gs gm < <(tail -n 1 "$tmp/gen.time")
 	secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
 	rate=$(awk -v m="$msgs" -v d="$secs" 'BEGIN { printf "%.1f", m / d }')
 	gcpu=$(awk -v u="$gu" -v s="$gs" -v m="$msgs" 'BEGIN { printf "%.3f", (u + s) * 1000 / m }')

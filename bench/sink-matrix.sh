@@ -243,7 +243,7 @@ run_cell() {
 			return 0
 		fi
 	fi
-	read -r gu gs _ <"$tmp/gen.time" || true
+	read -r gu gs _ < <(tail -n 1 "$tmp/gen.time") || true
 	secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
 	rate=$(awk -v m="$n" -v d="$secs" 'BEGIN { printf "%.1f", m / d }')
 	cpu1k=$(awk -v a="$cpu0" -v b="$cpu1" -v m="$n" 'BEGIN { printf "%.3f", (b - a) * 1000 / m }')
