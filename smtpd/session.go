@@ -156,24 +156,49 @@ func (ss *session) listenerDomain(domain string) (*config.ListenerDomain, error)
 	return ld, nil
 }
 
-// bufPool recycles body buffers; each keeps message.Headroom spare bytes in
-// front for trace headers.
-var bufPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, 128*1024+message.Headroom)
-	return &b
-}}
+// Body buffers come from two pools: every message starts in a small buffer
+// and moves to a large one only when it outgrows it, so that thousands of
+// sessions sending small messages do not each pin a large buffer. Each
+// buffer keeps message.Headroom spare bytes in front for trace headers.
+const (
+	smallBuf = 16*1024 + message.Headroom
+	largeBuf = 128*1024 + message.Headroom
+)
+
+var (
+	smallPool = sync.Pool{New: func() any { b := make([]byte, 0, smallBuf); return &b }}
+	largePool = sync.Pool{New: func() any { b := make([]byte, 0, largeBuf); return &b }}
+)
 
 func getBuf() *[]byte {
-	bp := bufPool.Get().(*[]byte)
+	bp := smallPool.Get().(*[]byte)
 	*bp = (*bp)[:message.Headroom]
 	return bp
 }
 
-func putBuf(bp *[]byte) {
-	if cap(*bp) > 4<<20 {
-		return // do not pin huge buffers
+// growBuf moves the contents of *bp into a large pooled buffer (or grows
+// it by appending once it is large already).
+func growBuf(bp *[]byte) {
+	if cap(*bp) < largeBuf {
+		lp := largePool.Get().(*[]byte)
+		small := *bp
+		*bp = append((*lp)[:0], small...)
+		*lp = small[:0] // lp's box now carries the small buffer back
+		smallPool.Put(lp)
+		return
 	}
-	bufPool.Put(bp)
+	*bp = append(*bp, 0)[:len(*bp)]
+}
+
+func putBuf(bp *[]byte) {
+	switch c := cap(*bp); {
+	case c > 4<<20:
+		// do not pin huge buffers
+	case c >= largeBuf:
+		largePool.Put(bp)
+	case c >= smallBuf:
+		smallPool.Put(bp)
+	}
 }
 
 func (ss *session) Data(r io.Reader) error {
@@ -184,7 +209,9 @@ func (ss *session) Data(r io.Reader) error {
 	tooBig := false
 	for {
 		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+			*bp = buf
+			growBuf(bp)
+			buf = *bp
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
