@@ -306,6 +306,8 @@ kumo.on('init', function()
   kumo.define_spool { name = 'meta', path = '`+dir+`/meta' }
   kumo.configure_local_logs { log_dir = '`+dir+`/logs', max_segment_duration = '1s' }
   kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'mx-relay.test' }
+  local mx = kumo.dns.lookup_mx('dest.example')
+  kumo.log_info('lookup_mx', mx.site_name, mx.hosts[1], mx.hosts[2], kumo.dns.lookup_addr('mx.dest.example')[1])
 end)
 kumo.on('get_queue_config', function(domain)
   return kumo.make_queue_config { retry_interval = '1h' }
@@ -315,6 +317,9 @@ kumo.on('get_egress_path_config', function(domain, source, site)
 end)
 `), 0o644)
 	relay := startDaemon(t, nil, "--policy", policy)
+	if !strings.Contains(relay.log(), "lookup_mx (broken|mx).dest.example broken.dest.example. mx.dest.example. 127.0.0.1") {
+		t.Fatalf("kumo.dns.lookup_mx/lookup_addr through the fake DNS:\n%s", relay.log())
+	}
 	c := testutil.Dial(t, relay.addr)
 	c.Expect(t, "220 mx-relay.test")
 	c.Cmd(t, "EHLO t.example", "250-")
