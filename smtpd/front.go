@@ -81,6 +81,8 @@ type frontConn struct {
 	rcptTotal int
 	sender    string
 	lastRcpt  string
+	mailReply string // "OK <sender>", built with sender
+	rcptReply string // "OK <recipient>", built with lastRcpt
 	closeMode smtpreply.DisconnectMode
 	closeSet  bool
 }
@@ -320,7 +322,7 @@ func (f *frontConn) goReply(code int, text string) {
 		switch {
 		case code == 250:
 			f.hasMail = true
-			text = "OK " + f.sender
+			text = f.mailReply
 		case strings.HasPrefix(text, "5.5.2 Was expecting"):
 			code, text = 501, "5.1.7 Invalid sender address syntax: "+argOf(f.cmdLine)
 		case strings.HasPrefix(text, "5.3.4 "):
@@ -331,7 +333,7 @@ func (f *frontConn) goReply(code int, text string) {
 		case code == 250:
 			f.nrcpt++
 			f.rcptTotal++
-			text = "OK " + f.lastRcpt
+			text = f.rcptReply
 		case strings.HasPrefix(text, "5.5.2 Was expecting"):
 			code, text = 501, "5.1.3 Invalid recipient address syntax"
 		}

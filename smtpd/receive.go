@@ -102,7 +102,9 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		q := m.QueueName()
 		if q == "null" {
 			s.logReception(fc, m, q)
-			appendID(&ids, m.ID())
+			if len(msgs) > 1 {
+				appendID(&ids, m.ID())
+			}
 			accepted++
 			continue
 		}
@@ -128,7 +130,9 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 			s.log.Error().Err(err).Str("queue", q).Str("id", m.ID()).Msg("queue insert failed")
 			continue
 		}
-		appendID(&ids, m.ID())
+		if len(msgs) > 1 {
+			appendID(&ids, m.ID())
+		}
 		accepted++
 		if i < len(bufs) {
 			// the queue owns this buffer now
@@ -141,6 +145,8 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		}
 	}
 	switch {
+	case failed == 0 && len(msgs) == 1:
+		return reply(250, "OK ids="+msgs[0].ID())
 	case failed == 0:
 		return reply(250, "OK ids="+ids.String())
 	case accepted > 0:

@@ -67,7 +67,8 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		}
 	}
 	ss.from = addr
-	ss.fc.sender = addr.String()
+	ss.fc.mailReply = "OK " + addr.String()
+	ss.fc.sender = ss.fc.mailReply[3:]
 	return nil
 }
 
@@ -102,7 +103,8 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		}
 	}
 	ss.rcpts = append(ss.rcpts, addr)
-	fc.lastRcpt = addr.String()
+	fc.rcptReply = "OK " + addr.String()
+	fc.lastRcpt = fc.rcptReply[3:]
 	return nil
 }
 

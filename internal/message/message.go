@@ -139,13 +139,17 @@ func (m *Message) PrependRaw(b []byte) {
 // PrependHeader adds "Name: value\r\n" in front of the data. value is used
 // verbatim; it may contain folded continuation lines.
 func (m *Message) PrependHeader(name, value string) {
-	var sb strings.Builder
-	sb.Grow(len(name) + len(value) + 4)
-	sb.WriteString(name)
-	sb.WriteString(": ")
-	sb.WriteString(value)
-	sb.WriteString("\r\n")
-	m.PrependRaw([]byte(sb.String()))
+	n := len(name) + len(value) + 4
+	if n > m.off {
+		b := make([]byte, 0, n)
+		b = append(append(append(append(b, name...), ": "...), value...), "\r\n"...)
+		m.PrependRaw(b)
+		return
+	}
+	// write straight into the headroom
+	m.off -= n
+	b := m.buf[m.off:m.off]
+	_ = append(append(append(append(b, name...), ": "...), value...), "\r\n"...)
 }
 
 // FirstRecipientDomain returns the lower-cased domain of the first recipient.
