@@ -32,12 +32,9 @@
 # (the generator alone) and the relay's CPU seconds are printed alongside.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
-	export PATH="/usr/local/go/bin:$PATH"
-fi
-export PATH="$PATH:/usr/sbin:/sbin"
+prog=relay.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 only="kumogo,postfix"
 msgs=20000
@@ -47,9 +44,6 @@ conc=50
 run_timeout=600
 pf_conc=50
 keep=
-
-die() { echo "relay.sh: $*" >&2; exit 1; }
-note() { echo "relay.sh: $*" >&2; }
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -62,41 +56,30 @@ while [ $# -gt 0 ]; do
 	--run-timeout) run_timeout="$2"; shift 2 ;;
 	--postfix-conc) pf_conc="$2"; shift 2 ;;
 	--keep-failed) keep="$2"; shift 2 ;;
-	-h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
+	-h|--help) usage; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done
-for n in "$msgs" "$reps" "$size" "$conc" "$run_timeout" "$pf_conc"; do
-	[[ "$n" =~ ^[1-9][0-9]*$ ]] || die "not a positive integer: $n"
-done
-[ "$reps" -le 20 ] || die "--reps at most 20"
-[ "$msgs" -le 1000000 ] || die "--msgs at most 1000000"
-[ "$conc" -le 5000 ] || die "--conc at most 5000"
-IFS=',' read -r -a relays <<<"$only"
-for s in "${relays[@]}"; do
-	case "$s" in kumogo|postfix) ;; *) die "unknown relay $s" ;; esac
-done
+need_posint "$msgs" "$reps" "$size" "$conc" "$run_timeout" "$pf_conc"
+at_most "$reps" 20 --reps
+at_most "$msgs" 1000000 --msgs
+at_most "$conc" 5000 --conc
+split_list relays "$only"
+need_known relay "kumogo postfix" "${relays[@]}"
 
 "$root/scripts/install-test-deps.sh"
 command -v postfix >/dev/null 2>&1 || die "postfix not installed"
 getent passwd postfix >/dev/null || die "no postfix user (the postfix package creates it)"
 [ "$(id -u)" -eq 0 ] || die "postfix as a relay needs root (it drops to the postfix user)"
 
-tmp="$(mktemp -d /tmp/kumogo-relay.XXXXXX)"
-chmod 755 "$tmp" # postfix's processes run as the postfix user
-pids=()
 pf_confs=()
+# cleanup: the EXIT trap; also stops the private postfix instances.
 cleanup() {
 	local p c
 	for c in "${pf_confs[@]}"; do
 		postfix -c "$c" stop </dev/null >/dev/null 2>&1 || true
 	done
-	for p in "${pids[@]}"; do
-		kill -TERM "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
+	kill_pids
 	# a postfix master that ignored "stop": by the PID it wrote
 	for c in "${pf_confs[@]}"; do
 		p=$(tr -dc 0-9 2>/dev/null <"$(dirname "$c")/queue/pid/master.pid" || true)
@@ -104,54 +87,14 @@ cleanup() {
 	done
 	rm -rf "$tmp"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_tmp kumogo-relay
+chmod 755 "$tmp" # postfix's processes run as the postfix user
+ready_died='process %s exited before it was ready'
+ready_late='nothing ready on port %s after 30 s'
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-# wait_ready PORT PID LOG PATTERN: until LOG shows PATTERN (if given) and the
-# port accepts connections; at most 30 s.
-wait_ready() {
-	local port=$1 pid=$2 logf=$3 pattern=$4 i
-	for ((i = 0; i < 300; i++)); do
-		kill -0 "$pid" 2>/dev/null || { cat "$logf" >&2; die "process $pid exited before it was ready"; }
-		if [ -z "$pattern" ] || grep -q "$pattern" "$logf" 2>/dev/null; then
-			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-				return 0
-			fi
-		fi
-		sleep 0.1
-	done
-	cat "$logf" >&2
-	die "nothing ready on port $port after 30 s"
-}
-
-# stop PID: TERM, wait (at most 20 s), then KILL.
-stop() {
-	local p=$1 i
-	kill -TERM "$p" 2>/dev/null || return 0
-	for ((i = 0; i < 200; i++)); do
-		kill -0 "$p" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$p" 2>/dev/null || true
-	wait "$p" 2>/dev/null || true
-}
-
-bin="$tmp/bin"
-mkdir -p "$bin"
-go build -o "$bin/traffic-gen" ./cmd/traffic-gen
-go build -o "$bin/baresink" ./bench/baresink
-go build -o "$bin/procstat" ./bench/procstat
-for s in "${relays[@]}"; do
-	if [ "$s" = kumogo ]; then
-		go build -o "$bin/kumogo" ./cmd/kumogo || die "cmd/kumogo does not build (try a clean git worktree)"
-	fi
-done
-mkdir -p "$tmp/policies"
-cp "$root"/policies/*.lua "$tmp/policies/" 2>/dev/null || true
+build cmd/traffic-gen bench/baresink bench/procstat
+build_kumogo_if "${relays[@]}"
+copy_policies "$tmp/policies"
 
 # postfix_config DIR SMTPD_PORT SINK_PORT: a private instance under DIR.
 postfix_config() {
@@ -230,12 +173,10 @@ start_relay() {
 	l="$run/$s.log"
 	case "$s" in
 	kumogo)
-		(cd "$tmp/policies" && KUMOGO_RELAY_LISTEN="127.0.0.1:$relay_port" \
-			KUMOGO_SINK_HOST="127.0.0.1:$sinkport" KUMOGO_RELAY_DIR="$run/kumogo" \
-			exec "$bin/kumogo" --policy route-to-sink.lua) 2>"$l" &
-		relay_pid=$!
-		pids+=("$relay_pid")
-		wait_ready "$relay_port" "$relay_pid" "$l" "initialization complete"
+		start_kumogo "$relay_port" "$l" "$tmp/policies" "initialization complete" route-to-sink.lua \
+			KUMOGO_RELAY_LISTEN="127.0.0.1:$relay_port" KUMOGO_SINK_HOST="127.0.0.1:$sinkport" \
+			KUMOGO_RELAY_DIR="$run/kumogo"
+		relay_pid=$last_pid
 		tree=()
 		;;
 	postfix)
@@ -274,8 +215,6 @@ stop_relay() {
 	esac
 }
 
-cpu_of() { "$bin/procstat" --pid "$1" "${@:2}" | sed -n 's/^cpu_s=\([0-9.]*\).*/\1/p'; }
-
 # run_once RELAY REP: one measured run; prints its line and records values.
 declare -A rates=() cpus=() rsss=()
 run_once() {
@@ -286,10 +225,8 @@ run_once() {
 	chmod 755 "$run"
 	sinkport=$(free_port)
 	sink_log="$run/sink.log"
-	"$bin/baresink" --listen "127.0.0.1:$sinkport" --expect "$msgs" 2>"$sink_log" &
-	sink_pid=$!
-	pids+=("$sink_pid")
-	wait_ready "$sinkport" "$sink_pid" "$sink_log" "listening on"
+	start_baresink "$sinkport" "$sink_log" --expect "$msgs"
+	sink_pid=$last_pid
 	start_relay "$s" "$sinkport" "$run"
 
 	watch_out="$run/watch.out"
@@ -299,10 +236,8 @@ run_once() {
 	cpu0=$(cpu_of "$relay_pid" "${tree[@]}")
 
 	start=$(date +%s%N)
-	timeout "$run_timeout" "$bin/traffic-gen" --target "127.0.0.1:$relay_port" \
-		--message-count "$msgs" --concurrency "$conc" --body-size "$size" --bdat \
-		--duration "$run_timeout" --domain bench.test --domain-suffix '' --json \
-		>"$run/gen.json" 2>"$run/gen.log" || gen_rc=$?
+	traffic_gen_args "$relay_port" "$size" "$msgs" "$conc"
+	timeout "$run_timeout" "$bin/traffic-gen" "${tg_args[@]}" --bdat >"$run/gen.json" 2>"$run/gen.log" || gen_rc=$?
 	gen_end=$(date +%s%N)
 	# The sink's count: wait until it has all N (bounded by --run-timeout
 	# from the start).
@@ -352,11 +287,11 @@ run_once() {
 	rss_mb=$(sed -n 's/.*hwm_sum_kb=\([0-9]*\).*/\1/p' "$watch_out" | awk '{ printf "%.0f", $1 / 1024 }')
 	peak_sum=$(sed -n 's/^peak_rss_kb=\([0-9]*\).*/\1/p' "$watch_out" | awk '{ printf "%.0f", $1 / 1024 }')
 	procs=$(sed -n 's/.*procs_seen=\([0-9]*\).*/\1/p' "$watch_out")
-	secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
-	gen_secs=$(awk -v a="$start" -v b="$gen_end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
-	rate=$(awk -v m="$msgs" -v d="$secs" 'BEGIN { printf "%.1f", m / d }')
-	mmh=$(awk -v r="$rate" 'BEGIN { printf "%.2f", r * 3600 / 1e6 }')
-	cpu1k=$(awk -v a="$cpu0" -v b="$cpu1" -v m="$msgs" 'BEGIN { printf "%.3f", (b - a) * 1000 / m }')
+	secs=$(elapsed "$start" "$end")
+	gen_secs=$(elapsed "$start" "$gen_end")
+	rate=$(rate_of "$msgs" "$secs")
+	mmh=$(mmh_2f "$rate")
+	cpu1k=$(per_1k "$cpu0" "$cpu1" "$msgs")
 	printf 'scenario=relay server=%s gen=traffic-gen size=%d conc=%d msgs=%d secs=%s rate=%.0f msgs/s mmh=%s cpu_s_per_1k=%s rss_mb=%s gen_secs=%s relay_cpu_s=%.2f procs=%s peak_rss_sum_mb=%s\n' \
 		"$s" "$size" "$conc" "$msgs" "$secs" "$rate" "$mmh" "$cpu1k" "$rss_mb" "$gen_secs" \
 		"$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { print b - a }')" "${procs:-?}" "${peak_sum:-?}"
@@ -364,12 +299,6 @@ run_once() {
 	cpus[$s]="${cpus[$s]:-} $cpu1k"
 	rsss[$s]="${rsss[$s]:-} $rss_mb"
 	rm -rf "$run"
-}
-
-# stats "v1 v2 ...": "median min max"
-stats() {
-	tr ' ' '\n' <<<"$1" | grep . | sort -g |
-		awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m, v[1], v[NR] }'
 }
 
 failed=0
@@ -392,7 +321,7 @@ for s in "${relays[@]}"; do
 	read -r x xlo xhi <<<"$(stats "${rsss[$s]}")"
 	med[$s]=$m
 	printf 'scenario=relay server=%s gen=traffic-gen size=%d conc=%d msgs=%d runs=%d median rate=%.0f msgs/s (min %.0f max %.0f) mmh=%.2f cpu_s_per_1k=%s (%s-%s) rss_mb=%s (%s-%s)\n' \
-		"$s" "$size" "$conc" "$msgs" "$nrun" "$m" "$lo" "$hi" "$(awk -v r="$m" 'BEGIN { print r * 3600 / 1e6 }')" \
+		"$s" "$size" "$conc" "$msgs" "$nrun" "$m" "$lo" "$hi" "$(mmh "$m")" \
 		"$c" "$clo" "$chi" "$x" "$xlo" "$xhi"
 done
 if [ -n "${med[kumogo]:-}" ] && [ -n "${med[postfix]:-}" ]; then

@@ -38,12 +38,9 @@
 # bench/results/sink-matrix.tsv) for bench/plot.py.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
-	export PATH="/usr/local/go/bin:$PATH"
-fi
-export PATH="$PATH:/usr/sbin:/sbin"
+prog=sink-matrix.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 servers_list="kumogo,smtp-sink,baresink"
 gens_list="tg-data,tg-bdat,smtp-source"
@@ -53,9 +50,6 @@ msgs=5000
 reps=3
 run_timeout=300
 out="$root/bench/results/sink-matrix.tsv"
-
-die() { echo "sink-matrix.sh: $*" >&2; exit 1; }
-note() { echo "sink-matrix.sh: $*" >&2; }
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -68,25 +62,19 @@ while [ $# -gt 0 ]; do
 	--reps) reps="$2"; shift 2 ;;
 	--run-timeout) run_timeout="$2"; shift 2 ;;
 	--out) out="$2"; shift 2 ;;
-	-h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
+	-h|--help) usage; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done
-IFS=',' read -r -a servers <<<"$servers_list"
-IFS=',' read -r -a gens <<<"$gens_list"
-IFS=',' read -r -a sizes <<<"$sizes_list"
-IFS=',' read -r -a concs <<<"$concs_list"
-for n in "$msgs" "$reps" "$run_timeout" "${sizes[@]}" "${concs[@]}"; do
-	[[ "$n" =~ ^[1-9][0-9]*$ ]] || die "not a positive integer: $n"
-done
-[ "$reps" -le 10 ] || die "--reps at most 10"
-[ "$msgs" -le 200000 ] || die "--msgs at most 200000"
-for s in "${servers[@]}"; do
-	case "$s" in kumogo|smtp-sink|baresink) ;; *) die "unknown server $s" ;; esac
-done
-for g in "${gens[@]}"; do
-	case "$g" in tg-data|tg-bdat|smtp-source) ;; *) die "unknown generator $g" ;; esac
-done
+split_list servers "$servers_list"
+split_list gens "$gens_list"
+split_list sizes "$sizes_list"
+split_list concs "$concs_list"
+need_posint "$msgs" "$reps" "$run_timeout" "${sizes[@]}" "${concs[@]}"
+at_most "$reps" 10 --reps
+at_most "$msgs" 200000 --msgs
+need_known server "kumogo smtp-sink baresink" "${servers[@]}"
+need_known generator "tg-data tg-bdat smtp-source" "${gens[@]}"
 
 # One process holds at most the hard file limit (20,000 here; it cannot be
 # raised without CAP_SYS_RESOURCE): leave 100 for everything else.
@@ -102,103 +90,28 @@ for i in "${!concs[@]}"; do
 done
 
 "$root/scripts/install-test-deps.sh"
-if [ ! -x /usr/bin/time ]; then
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time </dev/null >/dev/null ||
-		die "GNU time (package time) is missing"
-fi
+need_gnu_time
 
-tmp="$(mktemp -d /tmp/kumogo-matrix.XXXXXX)"
-pids=()
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do
-		kill -TERM "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-# wait_ready PORT PID LOG PATTERN: until LOG shows PATTERN (if given) and the
-# port accepts connections; at most 30 s.
-wait_ready() {
-	local port=$1 pid=$2 logf=$3 pattern=$4 i
-	for ((i = 0; i < 300; i++)); do
-		kill -0 "$pid" 2>/dev/null || { cat "$logf" >&2; die "server (pid $pid) exited before it was ready"; }
-		if [ -z "$pattern" ] || grep -q "$pattern" "$logf" 2>/dev/null; then
-			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-				return 0
-			fi
-		fi
-		sleep 0.1
-	done
-	cat "$logf" >&2
-	die "server on port $port not ready after 30 s"
-}
-
-# stop PID: TERM, wait (at most 20 s), then KILL.
-stop() {
-	local p=$1 i
-	kill -TERM "$p" 2>/dev/null || return 0
-	for ((i = 0; i < 200; i++)); do
-		kill -0 "$p" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$p" 2>/dev/null || true
-	wait "$p" 2>/dev/null || true
-}
-
-bin="$tmp/bin"
-mkdir -p "$bin" "$tmp/policies"
-go build -o "$bin/traffic-gen" ./cmd/traffic-gen
-go build -o "$bin/baresink" ./bench/baresink
-go build -o "$bin/procstat" ./bench/procstat
-for s in "${servers[@]}"; do
-	if [ "$s" = kumogo ]; then
-		go build -o "$bin/kumogo" ./cmd/kumogo || die "cmd/kumogo does not build (try a clean git worktree)"
-	fi
-done
-cp "$root"/policies/*.lua "$tmp/policies/" 2>/dev/null || true
+bench_tmp kumogo-matrix
+build cmd/traffic-gen bench/baresink bench/procstat
+build_kumogo_if "${servers[@]}"
+copy_policies "$tmp/policies"
 
 # start_server NAME: sets srv_pid and srv_port.
 start_server() {
 	local s=$1 l="$tmp/$1.log"
 	srv_port=$(free_port)
 	case "$s" in
-	baresink)
-		"$bin/baresink" --listen "127.0.0.1:$srv_port" 2>"$l" &
-		srv_pid=$!
-		pids+=("$srv_pid")
-		wait_ready "$srv_port" "$srv_pid" "$l" "listening on"
-		;;
-	smtp-sink)
-		userflag=()
-		[ "$(id -u)" -eq 0 ] && userflag=(-u nobody)
-		# -m: connections served at once (default 256)
-		smtp-sink "${userflag[@]}" -m "$max_conc" "127.0.0.1:$srv_port" 4096 >"$l" 2>&1 &
-		srv_pid=$!
-		pids+=("$srv_pid")
-		wait_ready "$srv_port" "$srv_pid" "$l" ""
-		;;
+	baresink) start_baresink "$srv_port" "$l" ;;
+	# -m: connections served at once (default 256)
+	smtp-sink) start_smtp_sink "$srv_port" "$l" 4096 -m "$max_conc" ;;
 	kumogo)
-		(cd "$tmp/policies" && KUMOGO_SINK_LISTEN="127.0.0.1:$srv_port" KUMOGO_SINK_DIR="$tmp/kumogo-sink" \
-			exec "$bin/kumogo" --policy sink.lua) 2>"$l" &
-		srv_pid=$!
-		pids+=("$srv_pid")
-		wait_ready "$srv_port" "$srv_pid" "$l" "initialization complete"
+		start_kumogo "$srv_port" "$l" "$tmp/policies" "initialization complete" sink.lua \
+			KUMOGO_SINK_LISTEN="127.0.0.1:$srv_port" KUMOGO_SINK_DIR="$tmp/kumogo-sink"
 		;;
 	esac
+	srv_pid=$last_pid
 }
-
-cpu_of() { "$bin/procstat" --pid "$1" | sed -n 's/^cpu_s=\([0-9.]*\).*/\1/p'; }
-hwm_of() { "$bin/procstat" --pid "$1" | sed -n 's/.*hwm_kb=\([0-9]*\).*/\1/p'; }
 
 declare -A rates=() cpus=() rsss=() gcpus=()
 # run_cell GEN SERVER SIZE CONC N
@@ -208,18 +121,11 @@ run_cell() {
 	cpu0=$(cpu_of "$srv_pid")
 	start=$(date +%s%N)
 	case "$g" in
-	smtp-source)
-		/usr/bin/time -f '%U %S %M' -o "$tmp/gen.time" \
-			timeout "$run_timeout" smtp-source -l "$size" -m "$n" -s "$conc" -f sender@bench.localhost \
-			-t rcpt@sink.localhost -M bench.localhost "127.0.0.1:$srv_port" >"$tmp/gen.log" 2>&1 || rc=$?
-		;;
+	smtp-source) timed_smtp_source "$srv_port" "$size" "$n" "$conc" || rc=$? ;;
 	tg-data | tg-bdat)
 		local bdat=()
 		[ "$g" = tg-bdat ] && bdat=(--bdat)
-		/usr/bin/time -f '%U %S %M' -o "$tmp/gen.time" \
-			timeout $((run_timeout + 10)) "$bin/traffic-gen" --target "127.0.0.1:$srv_port" "${bdat[@]}" \
-			--message-count "$n" --concurrency "$conc" --body-size "$size" --duration "$run_timeout" \
-			--domain bench.test --domain-suffix '' --json >"$tmp/gen.json" 2>"$tmp/gen.log" || rc=$?
+		timed_traffic_gen "$srv_port" "$size" "$n" "$conc" "${bdat[@]}" || rc=$?
 		if [ "$rc" -eq 0 ] && ! grep -q "\"sent\":$n," "$tmp/gen.json"; then rc=99; fi
 		;;
 	esac
@@ -244,25 +150,19 @@ run_cell() {
 		fi
 	fi
 	read -r gu gs _ < <(tail -n 1 "$tmp/gen.time") || true
-	secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
-	rate=$(awk -v m="$n" -v d="$secs" 'BEGIN { printf "%.1f", m / d }')
-	cpu1k=$(awk -v a="$cpu0" -v b="$cpu1" -v m="$n" 'BEGIN { printf "%.3f", (b - a) * 1000 / m }')
-	gcpu1k=$(awk -v u="${gu:-0}" -v s="${gs:-0}" -v m="$n" 'BEGIN { printf "%.3f", (u + s) * 1000 / m }')
-	rss=$(awk -v k="$hwm" 'BEGIN { printf "%.0f", k / 1024 }')
+	secs=$(elapsed "$start" "$end")
+	rate=$(rate_of "$n" "$secs")
+	cpu1k=$(per_1k "$cpu0" "$cpu1" "$n")
+	gcpu1k=$(time_per_1k "${gu:-0}" "${gs:-0}" "$n")
+	rss=$(kb_to_mb "$hwm")
 	printf 'scenario=sink server=%s gen=%s size=%d conc=%d msgs=%d secs=%s rate=%.0f msgs/s mmh=%.2f cpu_s_per_1k=%s rss_mb=%s gen_cpu_s_per_1k=%s%s\n' \
-		"$s" "$g" "$size" "$conc" "$n" "$secs" "$rate" "$(awk -v r="$rate" 'BEGIN { print r * 3600 / 1e6 }')" \
+		"$s" "$g" "$size" "$conc" "$n" "$secs" "$rate" "$(mmh "$rate")" \
 		"$cpu1k" "$rss" "$gcpu1k" "$flag"
 	k="$g/$size/$conc/$s"
 	rates[$k]="${rates[$k]:-} $rate"
 	cpus[$k]="${cpus[$k]:-} $cpu1k"
 	rsss[$k]="${rsss[$k]:-} $rss"
 	gcpus[$k]="${gcpus[$k]:-} $gcpu1k"
-}
-
-# stats "v1 v2 ...": "median min max"
-stats() {
-	tr ' ' '\n' <<<"$1" | grep . | sort -g |
-		awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m, v[1], v[NR] }'
 }
 
 skip() { [ "$1" = tg-bdat ] && [ "$2" = smtp-sink ]; }
@@ -300,7 +200,7 @@ for g in "${gens[@]}"; do
 				read -r c _ _ <<<"$(stats "${cpus[$k]}")"
 				read -r x _ _ <<<"$(stats "${rsss[$k]}")"
 				read -r gc _ _ <<<"$(stats "${gcpus[$k]}")"
-				mmh=$(awk -v r="$m" 'BEGIN { printf "%.2f", r * 3600 / 1e6 }')
+				mmh=$(mmh_2f "$m")
 				printf 'scenario=sink server=%s gen=%s size=%d conc=%d msgs=%d runs=%d median rate=%.0f msgs/s (min %.0f max %.0f) mmh=%s cpu_s_per_1k=%s rss_mb=%s\n' \
 					"$s" "$g" "$size" "$conc" "$n" "$reps" "$m" "$lo" "$hi" "$mmh" "$c" "$x"
 				printf '%s\t%d\t%d\t%s\t%d\t%d\t%.0f\t%.0f\t%.0f\t%s\t%s\t%s\t%s\n' \

@@ -25,12 +25,9 @@
 #   scenario=sink server=<name> gen=smtp-source size=102400 conc=50 msgs=N secs=S rate=R msgs/s
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
-	export PATH="/usr/local/go/bin:$PATH"
-fi
-export PATH="$PATH:/usr/sbin:/sbin"
+prog=sink.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 only="baresink,smtp-sink,kumogo"
 only_given=0
@@ -41,9 +38,6 @@ reps=3
 run_timeout=300
 reuse=0
 gen_list="smtp-source,smtpgen-bdat"
-
-die() { echo "sink.sh: $*" >&2; exit 1; }
-note() { echo "sink.sh: $*" >&2; }
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -57,65 +51,24 @@ while [ $# -gt 0 ]; do
 	--reuse) reuse=1; shift ;;
 	--gen) gen_list="$2"; shift 2 ;;
 	--gen=*) gen_list="${1#*=}"; shift ;;
-	-h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+	-h|--help) usage raw; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done
-for n in "$msgs" "$size" "$conc" "$reps" "$run_timeout"; do
-	[[ "$n" =~ ^[1-9][0-9]*$ ]] || die "not a positive integer: $n"
-done
-[ "$reps" -le 20 ] || die "--reps at most 20"
-[ "$msgs" -le 1000000 ] || die "--msgs at most 1000000"
+need_posint "$msgs" "$size" "$conc" "$reps" "$run_timeout"
+at_most "$reps" 20 --reps
+at_most "$msgs" 1000000 --msgs
 
-IFS=',' read -r -a servers <<<"$only"
-for s in "${servers[@]}"; do
-	case "$s" in baresink|smtp-sink|kumogo) ;; *) die "unknown server $s" ;; esac
-done
+split_list servers "$only"
+need_known server "baresink smtp-sink kumogo" "${servers[@]}"
 
-IFS=',' read -r -a gens <<<"$gen_list"
-for g in "${gens[@]}"; do
-	case "$g" in smtp-source|smtpgen-bdat|smtpgen-data) ;; *) die "unknown generator $g" ;; esac
-done
+split_list gens "$gen_list"
+need_known generator "smtp-source smtpgen-bdat smtpgen-data" "${gens[@]}"
 
 "$root/scripts/install-test-deps.sh"
 
-tmp="$(mktemp -d /tmp/kumogo-sink.XXXXXX)"
-pids=()
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do
-		kill -TERM "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-# wait_ready PORT PID LOG PATTERN: until LOG shows PATTERN (if given) and the
-# port accepts connections; at most 30 s.
-wait_ready() {
-	local port=$1 pid=$2 logf=$3 pattern=$4 i
-	for ((i = 0; i < 300; i++)); do
-		kill -0 "$pid" 2>/dev/null || { cat "$logf" >&2; die "server (pid $pid) exited before it was ready"; }
-		if [ -z "$pattern" ] || grep -q "$pattern" "$logf" 2>/dev/null; then
-			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-				return 0
-			fi
-		fi
-		sleep 0.1
-	done
-	cat "$logf" >&2
-	die "server on port $port not ready after 30 s"
-}
-
-go build -o "$tmp/smtpgen" ./bench/smtpgen
+bench_tmp kumogo-sink
+build bench/smtpgen
 
 # Build and start every selected server.
 declare -A port=()
@@ -127,22 +80,14 @@ for s in "${servers[@]}"; do
 	l="$tmp/$s.log"
 	case "$s" in
 	baresink)
-		go build -o "$tmp/baresink" ./bench/baresink
-		"$tmp/baresink" --listen "127.0.0.1:$p" 2>"$l" &
-		pid[$s]=$!
-		pids+=("${pid[$s]}")
-		wait_ready "$p" "${pid[$s]}" "$l" "listening on"
+		build bench/baresink
+		start_baresink "$p" "$l"
 		;;
 	smtp-sink)
-		userflag=()
-		[ "$(id -u)" -eq 0 ] && userflag=(-u nobody)
-		smtp-sink "${userflag[@]}" "127.0.0.1:$p" 20000 >"$l" 2>&1 &
-		pid[$s]=$!
-		pids+=("${pid[$s]}")
-		wait_ready "$p" "${pid[$s]}" "$l" ""
+		start_smtp_sink "$p" "$l" 20000
 		;;
 	kumogo)
-		if ! go build -o "$tmp/kumogo" ./cmd/kumogo 2>"$tmp/kumogo-build.log"; then
+		if ! go build -o "$bin/kumogo" ./cmd/kumogo 2>"$tmp/kumogo-build.log"; then
 			cat "$tmp/kumogo-build.log" >&2
 			if [ "$only_given" -eq 1 ]; then
 				die "cmd/kumogo does not build"
@@ -152,14 +97,11 @@ for s in "${servers[@]}"; do
 		fi
 		# "--policy sink.lua" names the bundled policy; a copy of the repo's
 		# policies sits in the working directory in case it is read as a path.
-		mkdir -p "$tmp/kumogo-run"
-		cp "$root"/policies/*.lua "$tmp/kumogo-run/" 2>/dev/null || true
-		(cd "$tmp/kumogo-run" && KUMOGO_SINK_LISTEN="127.0.0.1:$p" exec "$tmp/kumogo" --policy sink.lua) 2>"$l" &
-		pid[$s]=$!
-		pids+=("${pid[$s]}")
-		wait_ready "$p" "${pid[$s]}" "$l" "smtp listener on"
+		copy_policies "$tmp/kumogo-run"
+		start_kumogo "$p" "$l" "$tmp/kumogo-run" "smtp listener on" sink.lua KUMOGO_SINK_LISTEN="127.0.0.1:$p"
 		;;
 	esac
+	pid[$s]=$last_pid
 	port[$s]=$p
 	logf[$s]=$l
 	active+=("$s")
@@ -167,30 +109,31 @@ for s in "${servers[@]}"; do
 done
 [ "${#active[@]}" -gt 0 ] || die "no server to measure"
 
-srcflags=(-l "$size" -m "$msgs" -s "$conc" -f sender@bench.localhost -t rcpt@sink.localhost -M bench.localhost)
+smtp_source_args "$size" "$msgs" "$conc"
+srcflags=("${src_args[@]}")
 [ "$reuse" -eq 1 ] && srcflags+=(-d)
 genflags=(--msgs "$msgs" --size "$size" --conc "$conc" --timeout "${run_timeout}s")
 
 # run_once GEN SERVER: one timed run; sets run_rate (msgs/s) and run_secs.
 run_once() {
 	local gen=$1 s=$2 start end rc=0
-	start=$(date +%s.%N)
+	start=$(date +%s%N)
 	case "$gen" in
 	smtp-source)
 		timeout "$run_timeout" smtp-source "${srcflags[@]}" "127.0.0.1:${port[$s]}" >"$tmp/gen.log" 2>&1 || rc=$?
 		;;
 	smtpgen-bdat | smtpgen-data)
-		timeout $((run_timeout + 10)) "$tmp/smtpgen" --mode "${gen#smtpgen-}" "${genflags[@]}" \
+		timeout $((run_timeout + 10)) "$bin/smtpgen" --mode "${gen#smtpgen-}" "${genflags[@]}" \
 			--target "127.0.0.1:${port[$s]}" >"$tmp/gen.log" 2>&1 || rc=$?
 		;;
 	esac
-	end=$(date +%s.%N)
+	end=$(date +%s%N)
 	if [ "$rc" -ne 0 ]; then
 		cat "$tmp/gen.log" >&2
 		die "$gen against $s failed or timed out (exit $rc)"
 	fi
-	run_secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')
-	run_rate=$(awk -v m="$msgs" -v d="$run_secs" 'BEGIN { printf "%.1f", m / d }')
+	run_secs=$(elapsed "$start" "$end")
+	run_rate=$(rate_of "$msgs" "$run_secs")
 }
 
 declare -A rates=()
@@ -213,8 +156,8 @@ declare -A median=()
 for gen in "${gens[@]}"; do
 	for s in "${active[@]}"; do
 		[ -n "${rates[$gen/$s]:-}" ] || continue
-		median[$gen/$s]=$(tr ' ' '\n' <<<"${rates[$gen/$s]}" | grep . | sort -g |
-			awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+		read -r m _ _ <<<"$(stats "${rates[$gen/$s]}")"
+		median[$gen/$s]=$m
 		printf 'scenario=sink server=%s gen=%s size=%d conc=%d msgs=%d runs=%d median rate=%.0f msgs/s\n' \
 			"$s" "$gen" "$size" "$conc" "$msgs" "$reps" "${median[$gen/$s]}"
 	done
