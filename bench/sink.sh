@@ -98,7 +98,7 @@ for s in "${servers[@]}"; do
 		# "--policy sink.lua" names the bundled policy; a copy of the repo's
 		# policies sits in the working directory in case it is read as a path.
 		copy_policies "$tmp/kumogo-run"
-		start_kumogo "$p" "$l" "$tmp/kumogo-run" "smtp listener on" sink.lua KUMOGO_SINK_LISTEN="127.0.0.1:$p"
+		start_kumogo "$p" "$l" "$tmp/kumogo-run" "smtp listener on" sink.lua KUMOGO_SINK_LISTEN="127.0.0.1:$p" KUMOGO_SINK_DIR="$tmp/kumogo-spool"
 		;;
 	esac
 	pid[$s]=$last_pid
