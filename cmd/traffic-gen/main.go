@@ -101,6 +101,12 @@ type generator struct {
 
 	mu    sync.Mutex
 	conns map[*smtpConn]struct{}
+
+	// finish ends the clients' context once the --message-count budget is
+	// spent and every claimed message is answered, so that clients still
+	// connecting or waiting for a greeting give up at once
+	finish     context.CancelFunc
+	finishOnce sync.Once
 }
 
 func newGenerator(cfg *config, p *payload, stderr io.Writer) *generator {
@@ -124,9 +130,17 @@ type result struct {
 // to finish before its connection is cut.
 const drainGrace = 2 * time.Second
 
+// finishGrace bounds the goodbyes once every message is answered: after
+// it, connections still open are cut (each QUIT already waits at most
+// quitWait).
+const finishGrace = time.Second
+
 func (g *generator) run(parent context.Context) result {
-	ctx, cancel := context.WithTimeout(parent, g.cfg.duration)
+	dctx, cancel := context.WithTimeout(parent, g.cfg.duration)
 	defer cancel()
+	ctx, finish := context.WithCancel(dctx)
+	defer finish()
+	g.finish = finish
 	start := time.Now()
 
 	var wg sync.WaitGroup
@@ -146,7 +160,8 @@ func (g *generator) run(parent context.Context) result {
 	defer tick.Stop()
 	prog := &progress{w: g.errOut}
 	last, lastAt := uint64(0), start
-	cut := (<-chan time.Time)(nil)
+	over, cut := ctx.Done(), (<-chan time.Time)(nil)
+	grace := drainGrace
 wait:
 	for {
 		select {
@@ -157,13 +172,15 @@ wait:
 			rate := float64(s-min(s, last)) / now.Sub(lastAt).Seconds()
 			last, lastAt = s, now
 			prog.show(fmt.Sprintf("current rate: %s (sent=%s, clients=%d)", rateText(rate), groupThousands(s), g.clients.Load()))
-		case <-ctx.Done():
-			if cut == nil {
-				cut = time.After(drainGrace)
+		case <-over:
+			over = nil // once: a done channel stays ready
+			if dctx.Err() == nil {
+				grace = finishGrace // all answered: nothing to drain
 			}
+			cut = time.After(grace)
 		case <-cut:
 			g.cutAll()
-			cut = nil
+			cut = time.After(grace) // again, for any connection opened since
 		}
 	}
 	elapsed := time.Since(start)
@@ -194,7 +211,7 @@ func (g *generator) claim() (ok, finished bool) {
 	for {
 		cur := g.sent.Load()
 		if n > 0 && cur >= n {
-			return false, g.inflight.Load() == 0
+			return false, g.checkFinished()
 		}
 		g.inflight.Add(1)
 		if g.sent.CompareAndSwap(cur, cur+1) {
@@ -202,6 +219,22 @@ func (g *generator) claim() (ok, finished bool) {
 		}
 		g.inflight.Add(-1)
 	}
+}
+
+// checkFinished reports whether the budget is spent and nothing is in
+// flight; the first time it is, it ends the clients' context. Both the
+// client that completes the last message and any client that then finds
+// the budget spent check it, so a claim that raced the last completion
+// cannot hide the end.
+func (g *generator) checkFinished() bool {
+	n := g.cfg.messageCount
+	if n == 0 || g.sent.Load() < n || g.inflight.Load() != 0 {
+		return false
+	}
+	if g.finish != nil {
+		g.finishOnce.Do(g.finish)
+	}
+	return true
 }
 
 // client is one connection's loop. It returns nil at the deadline or when
@@ -250,8 +283,9 @@ func (g *generator) client(ctx context.Context, id uint64) error {
 		start := time.Now()
 		err := c.send(b, start, g.cfg.bdat)
 		if err == nil {
-			g.inflight.Add(-1)
 			g.lat.record(time.Since(start))
+			g.inflight.Add(-1)
+			g.checkFinished()
 			continue
 		}
 		// give the claim back before leaving the in-flight set, so that a

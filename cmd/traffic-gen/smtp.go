@@ -59,13 +59,18 @@ type smtpConn struct {
 }
 
 // dialSMTP connects to target, reads the greeting and says EHLO (then
-// STARTTLS and EHLO again when asked for and offered).
+// STARTTLS and EHLO again when asked for and offered). Ending ctx aborts
+// it at any step: a server slow to accept may leave a connection waiting
+// for its greeting long after the run is over.
 func dialSMTP(ctx context.Context, target, ehlo string, timeout time.Duration, starttls bool) (*smtpConn, error) {
 	d := net.Dialer{Timeout: timeout}
 	nc, err := d.DialContext(ctx, "tcp", target)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", target, err)
 	}
+	nc.SetDeadline(time.Now().Add(timeout))
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	c := &smtpConn{nc: nc, timeout: timeout, dot: [3]byte{'.', '\r', '\n'}}
 	c.tcp, _ = nc.(*net.TCPConn)
 	if c.tcp == nil {
@@ -76,11 +81,16 @@ func dialSMTP(ctx context.Context, target, ehlo string, timeout time.Duration, s
 		nc.Close()
 		return nil, err
 	}
+	if !stop() {
+		// ctx ended as the handshake finished: the deadline is (being) cut
+		nc.Close()
+		return nil, fmt.Errorf("connect %s: %w", target, context.Cause(ctx))
+	}
 	return c, nil
 }
 
+// handshake runs under the deadline dialSMTP set.
 func (c *smtpConn) handshake(target, ehlo string, starttls bool) error {
-	c.nc.SetDeadline(time.Now().Add(c.timeout))
 	if code, err := c.readReply(); err != nil {
 		return fmt.Errorf("greeting: %w", err)
 	} else if code != 220 {
@@ -386,9 +396,15 @@ func indexCRLF(b []byte) int {
 	return len(b) - 2
 }
 
-// quit says QUIT (waiting briefly for the reply) and closes.
+// quitWait bounds QUIT: its write and the wait for the reply. At the end
+// of a run every connection says QUIT at once, and a server busy with
+// thousands of them must not hold up the summary.
+const quitWait = 200 * time.Millisecond
+
+// quitAndClose says QUIT (waiting at most quitWait for the reply) and
+// closes.
 func (c *smtpConn) quitAndClose() {
-	c.nc.SetDeadline(time.Now().Add(time.Second))
+	c.nc.SetDeadline(time.Now().Add(quitWait))
 	if c.write([]byte("QUIT\r\n")) == nil {
 		c.readReply()
 	}
