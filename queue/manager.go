@@ -208,7 +208,18 @@ func (m *Manager) Insert(ctx context.Context, msg *message.Message) error {
 	if closed {
 		return errors.New("queue: shutting down")
 	}
-	m.promote(&entry{msg: msg, queue: msg.QueueName(), index: -1})
+	e := &entry{msg: msg, queue: msg.QueueName(), index: -1}
+	due := time.Now()
+	if sch := msg.Scheduling(); sch != nil && sch.FirstAttempt.After(due) {
+		due = sch.FirstAttempt
+	}
+	if d := msg.Scheduling().AdjustDue(due); d.After(time.Now()) {
+		// set_scheduling: a later first attempt or a delivery window
+		m.undefer(ctx, msg)
+		m.schedule(e, d)
+		return nil
+	}
+	m.promote(e)
 	return nil
 }
 
@@ -605,7 +616,17 @@ func (m *Manager) transientWithInfo(e *entry, sq *schedQueue, rq *readyQueue, in
 	m.mu.Unlock()
 	e.msg.IncrementAttempts()
 	age := time.Since(e.msg.Created())
-	if age+delay > cfg.MaxAge {
+	sch := e.msg.Scheduling()
+	due := sch.AdjustDue(time.Now().Add(delay))
+	if sch != nil && !sch.Expires.IsZero() {
+		// set_scheduling's expires replaces max_age
+		if sch.CheckExpiry(due) != nil {
+			m.expire(e, sq, Response{Code: 551, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
+				Content: fmt.Sprintf("Next delivery time would be at %s which exceeds the expiry time %s configured via set_scheduling",
+					due.UTC().Format(time.RFC3339), sch.Expires.UTC().Format(time.RFC3339))})
+			return
+		}
+	} else if age+delay > cfg.MaxAge {
 		m.expire(e, sq, Response{Code: 551, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
 			Content: ExpiryText(age+delay, cfg.MaxAge)})
 		return
@@ -614,7 +635,7 @@ func (m *Manager) transientWithInfo(e *entry, sq *schedQueue, rq *readyQueue, in
 	if closed {
 		return // stays in the spool for the next start
 	}
-	m.schedule(e, time.Now().Add(delay))
+	m.schedule(e, due)
 }
 
 func (m *Manager) expire(e *entry, sq *schedQueue, resp Response) {

@@ -512,3 +512,37 @@ func TestThrottleInsertReadyQueueDelays(t *testing.T) {
 		t.Fatalf("a throttle delay is not an attempt: %+v", r)
 	}
 }
+
+func TestSetSchedulingFirstAttemptAndExpires(t *testing.T) {
+	cfg := config.DefaultQueueConfig()
+	cfg.RetryInterval = 300 * time.Millisecond
+	h := newHarness(t, cfg, func(u string, n int) Response {
+		if u == "temp" {
+			return Response{Code: 451, Content: "later"}
+		}
+		return Response{Code: 250, Content: "ok"}
+	})
+	ctx := context.Background()
+	mk := func(u string) *message.Message {
+		return message.New(h.gen, message.Address{User: "s", Domain: "x.com"}, []message.Address{{User: u, Domain: "example.com"}}, []byte("x\r\n"))
+	}
+	later := mk("later")
+	later.SetScheduling(&message.Scheduling{FirstAttempt: time.Now().Add(400 * time.Millisecond)})
+	start := time.Now()
+	h.m.Spool(ctx, later, false)
+	h.m.Insert(ctx, later)
+	waitFor(t, "the deferred first attempt", 5*time.Second, func() bool { return h.log.count(logrecord.Delivery) == 1 })
+	if el := time.Since(start); el < 350*time.Millisecond {
+		t.Fatalf("first_attempt not honoured: delivered after %v", el)
+	}
+	temp := mk("temp")
+	temp.SetScheduling(&message.Scheduling{Expires: time.Now().Add(100 * time.Millisecond)})
+	h.m.Spool(ctx, temp, false)
+	h.m.Insert(ctx, temp)
+	waitFor(t, "expiry by set_scheduling", 5*time.Second, func() bool { return h.log.count(logrecord.Expiration) == 1 })
+	for _, r := range h.log.all() {
+		if r.Type == logrecord.Expiration && !strings.Contains(r.Response.Content, "configured via set_scheduling") {
+			t.Fatalf("expiration text %q", r.Response.Content)
+		}
+	}
+}

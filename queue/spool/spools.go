@@ -282,8 +282,7 @@ type metaRecord struct {
 
 // EncodeMeta renders the meta spool record of msg:
 // {"sender": ..., "recipient": string or array, "meta": {...},
-// "schedule": null}. kumogo's Message has no scheduling constraints yet, so
-// schedule is always null.
+// "schedule": null or the set_scheduling constraints}.
 func EncodeMeta(msg *message.Message) ([]byte, error) {
 	rcpts := msg.Recipients()
 	var rj []byte
@@ -304,11 +303,15 @@ func EncodeMeta(msg *message.Message) ([]byte, error) {
 	if meta == nil {
 		meta = map[string]any{}
 	}
+	sched, err := encodeSchedule(msg.Scheduling())
+	if err != nil {
+		return nil, err
+	}
 	b, err := json.Marshal(metaRecord{
 		Sender:    FormatAddress(msg.Sender()),
 		Recipient: rj,
 		Meta:      meta,
-		Schedule:  json.RawMessage("null"),
+		Schedule:  sched,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encode meta: %w", err)
@@ -358,7 +361,16 @@ func (rec *metaRecord) message(id string, data []byte) (*message.Message, error)
 	for i, r := range list {
 		rcpts[i] = ParseStoredAddress(r)
 	}
-	return message.Restore(id, ParseStoredAddress(rec.Sender), rcpts, rec.Meta, data)
+	sched, err := decodeSchedule(rec.Schedule)
+	if err != nil {
+		return nil, err
+	}
+	msg, err := message.Restore(id, ParseStoredAddress(rec.Sender), rcpts, rec.Meta, data)
+	if err != nil {
+		return nil, err
+	}
+	msg.SetScheduling(sched)
+	return msg, nil
 }
 
 // FormatAddress renders an envelope address for the meta record:
