@@ -239,7 +239,12 @@ func (m *Manager) Restore(ctx context.Context, msg *message.Message) error {
 		return fmt.Errorf("resolving queue %s: %w", q, err)
 	}
 	age := time.Since(msg.Created())
-	if age > sq.cfg.MaxAge {
+	sch := msg.Scheduling()
+	expired := age > sq.cfg.MaxAge
+	if sch != nil && !sch.Expires.IsZero() {
+		expired = sch.CheckExpiry(time.Now()) != nil
+	}
+	if expired {
 		m.expire(&entry{msg: msg, queue: q}, sq, Response{Code: 551, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
 			Content: ExpiryText(age, sq.cfg.MaxAge)})
 		return nil
@@ -250,11 +255,16 @@ func (m *Manager) Restore(ctx context.Context, msg *message.Message) error {
 	if attempts == 0 {
 		dueIn = 0
 	}
-	if dueIn <= 0 {
+	due := time.Now().Add(dueIn)
+	if sch != nil && sch.FirstAttempt.After(due) {
+		due = sch.FirstAttempt
+	}
+	due = sch.AdjustDue(due)
+	if !due.After(time.Now()) {
 		m.promote(e)
 		return nil
 	}
-	m.schedule(e, time.Now().Add(dueIn))
+	m.schedule(e, due)
 	return nil
 }
 
