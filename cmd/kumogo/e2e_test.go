@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -580,6 +581,19 @@ func TestKumoMTAStyleSinkPolicyLoads(t *testing.T) {
 		if strings.Count(d.log(), want) != 1 {
 			t.Fatalf("expected one note about %s:\n%s", want, d.log())
 		}
+	}
+	m := regexp.MustCompile(`http listener on (\S+)`).FindStringSubmatch(d.log())
+	if m == nil {
+		t.Fatalf("no http listener line:\n%s", d.log())
+	}
+	resp, err := http.Get("http://" + m[1] + "/api/check-liveness/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "OK" {
+		t.Fatalf("liveness: %d %q", resp.StatusCode, body)
 	}
 	c := testutil.Dial(t, d.addr)
 	c.Expect(t, "220 ")

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/rs/zerolog/log"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/httpapi"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/policies"
@@ -199,7 +201,10 @@ type daemon struct {
 	spool    *spool.Spools
 	queue    *queue.Manager
 
+	shutting atomic.Bool
+
 	mu        sync.Mutex
+	https     []*httpapi.Server
 	listeners []*smtpd.Server
 	spools    map[string]*config.Spool
 	loggers   multiLogger
@@ -246,8 +251,30 @@ func (d *daemon) StartESMTPListener(ctx context.Context, l *config.ESMTPListener
 }
 
 func (d *daemon) StartHTTPListener(ctx context.Context, l *config.HTTPListener) error {
-	d.noteOnce("http", fmt.Sprintf("start_http_listener (%s) is accepted but the HTTP API is not served yet", l.Listen))
+	d.noteOnce("http", "start_http_listener: only /api/check-liveness/v1 is served yet; the other endpoints answer 501")
+	srv := httpapi.New(*l, d.log)
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.https = append(d.https, srv)
+	d.mu.Unlock()
+	d.log.Info().Msg("http listener on " + srv.Addr().String())
 	return nil
+}
+
+// liveness is the HTTP liveness check: shutting down, or a spool below its
+// free-space floor, makes the node not live.
+func (d *daemon) liveness() (bool, string) {
+	if d.shutting.Load() {
+		return false, "shutting down"
+	}
+	if d.spool != nil {
+		if ok, _ := d.spool.Health(); !ok {
+			return false, "storage is too full"
+		}
+	}
+	return true, ""
 }
 
 func (d *daemon) DefineSpool(ctx context.Context, s *config.Spool) error {
@@ -310,6 +337,14 @@ func (d *daemon) serve(ctx context.Context) int {
 	for _, l := range d.listeners {
 		go func(l *smtpd.Server) { errs <- l.Serve() }(l)
 	}
+	for _, h := range d.https {
+		h.SetHealth(d.liveness)
+		go func(h *httpapi.Server) {
+			if err := h.Serve(); err != nil {
+				d.log.Error().Err(err).Msg("http listener failed")
+			}
+		}(h)
+	}
 	d.log.Info().Msg("initialization complete")
 	code := 0
 	select {
@@ -321,6 +356,7 @@ func (d *daemon) serve(ctx context.Context) int {
 			code = 1
 		}
 	}
+	d.shutting.Store(true)
 	sctx, cancel := context.WithTimeout(ctx, 25*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -346,6 +382,9 @@ func (d *daemon) serve(ctx context.Context) int {
 	}
 	if _, err := d.rt.Call(sctx, "shutdown_logging"); err != nil && d.rt.HasHandler("shutdown_logging") {
 		d.log.Warn().Err(err).Msg("shutdown_logging failed")
+	}
+	for _, h := range d.https {
+		h.Shutdown(sctx)
 	}
 	if err := d.loggers.Close(sctx); err != nil {
 		d.log.Error().Err(err).Msg("closing logs")

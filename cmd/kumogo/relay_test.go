@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -203,12 +205,26 @@ kumo.on('init', function()
   kumo.define_spool { name = 'data', path = '`+dir+`/data', min_free_space = '100%' }
   kumo.define_spool { name = 'meta', path = '`+dir+`/meta' }
   kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'full.test' }
+  kumo.start_http_listener { listen = '127.0.0.1:0' }
 end)
 kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'example.com') end)
 `), 0o644)
 	d := startDaemon(t, nil, "--policy", policy)
 	c := testutil.Dial(t, d.addr)
 	c.Expect(t, "421 4.3.2 full.test disk is too full. Try later")
+	m := regexp.MustCompile(`http listener on (\S+)`).FindStringSubmatch(d.log())
+	if m == nil {
+		t.Fatalf("no http listener line:\n%s", d.log())
+	}
+	resp, err := http.Get("http://" + m[1] + "/api/check-liveness/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || string(body) != "storage is too full" {
+		t.Fatalf("liveness below the floor: %d %q", resp.StatusCode, body)
+	}
 	d.stop(t, syscall.SIGINT)
 }
 
