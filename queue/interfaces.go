@@ -33,6 +33,9 @@ type EventPolicy interface {
 type Spool interface {
 	Save(ctx context.Context, msg *message.Message, sync bool) error
 	Remove(ctx context.Context, id string) error
+	// LoadData reads a stored body back: messages waiting for a later
+	// attempt do not keep their bodies in memory.
+	LoadData(ctx context.Context, id string) ([]byte, error)
 }
 
 // Logger receives log records (implemented by the daemon's fan-out over

@@ -75,7 +75,9 @@ type entry struct {
 	msg   *message.Message
 	queue string
 	due   time.Time
-	index int // heap index, -1 when not in the heap
+	// shrunk is set while the body lives only in the spool
+	shrunk bool
+	index  int // heap index, -1 when not in the heap
 }
 
 // schedQueue is a scheduled queue: its config and destination, resolved
@@ -344,9 +346,19 @@ func (h *entryHeap) Pop() any {
 	return e
 }
 
-// schedule puts e into the timer heap, due at t.
+// shrinkAfter is how far in the future a message must be due before its
+// body is dropped from memory (it is read back from the spool when due).
+const shrinkAfter = 2 * time.Second
+
+// schedule puts e into the timer heap, due at t. Messages due later than
+// shrinkAfter give up their in-memory body, so a long outage costs memory
+// per message, not per byte.
 func (m *Manager) schedule(e *entry, t time.Time) {
 	e.due = t
+	if !e.shrunk && time.Until(t) > shrinkAfter && !m.isDeferred(e.msg.ID()) {
+		e.msg.SetData(nil)
+		e.shrunk = true
+	}
 	m.mu.Lock()
 	heap.Push(&m.timers, e)
 	first := m.timers[0] == e
@@ -397,9 +409,31 @@ func (m *Manager) timerLoop() {
 
 // ---- scheduled → ready ----
 
+// isDeferred reports whether a message is held only in memory
+// (deferred_spool), so its body must not be dropped.
+func (m *Manager) isDeferred(id string) bool {
+	m.defMu.Lock()
+	defer m.defMu.Unlock()
+	_, ok := m.deferred[id]
+	return ok
+}
+
 // promote moves a due message to the ready queue of its egress path.
 func (m *Manager) promote(e *entry) {
 	ctx := m.ctx
+	if e.shrunk {
+		data, err := m.o.Spool.LoadData(ctx, e.msg.ID())
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.log.Error().Err(err).Str("id", e.msg.ID()).Msg("reading a queued message back from the spool; retrying in a minute")
+			m.schedule(e, time.Now().Add(time.Minute))
+			return
+		}
+		e.msg.SetData(data)
+		e.shrunk = false
+	}
 	sq, err := m.schedQueue(ctx, e.queue)
 	if err != nil {
 		m.transient(e, nil, nil, Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},

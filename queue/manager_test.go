@@ -40,7 +40,20 @@ func (p *fakePolicy) GetEgressPool(ctx context.Context, name string) (config.Egr
 type memSpool struct {
 	mu    sync.Mutex
 	ids   map[string]bool
+	data  map[string][]byte
 	saves atomic.Int64
+	loads atomic.Int64
+}
+
+func (s *memSpool) LoadData(ctx context.Context, id string) ([]byte, error) {
+	s.loads.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.data[id]
+	if !ok {
+		return nil, errors.New("not found")
+	}
+	return d, nil
 }
 
 func (s *memSpool) Save(ctx context.Context, m *message.Message, sync bool) error {
@@ -48,6 +61,10 @@ func (s *memSpool) Save(ctx context.Context, m *message.Message, sync bool) erro
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ids[m.ID()] = true
+	if s.data == nil {
+		s.data = map[string][]byte{}
+	}
+	s.data[m.ID()] = append([]byte(nil), m.Data()...)
 	return nil
 }
 func (s *memSpool) Remove(ctx context.Context, id string) error {
@@ -103,6 +120,7 @@ func (r *fakeRouter) Route(ctx context.Context, rd string, p *config.QueueProtoc
 
 // fakeConnector answers each message per script(recipient user, attempt).
 type fakeConnector struct {
+	onSend  func(m *message.Message)
 	conns   atomic.Int64
 	sends   atomic.Int64
 	mu      sync.Mutex
@@ -126,6 +144,9 @@ type fakeConn struct {
 
 func (f *fakeConn) Send(ctx context.Context, m *message.Message) ([]RcptResponse, error) {
 	f.c.sends.Add(1)
+	if f.c.onSend != nil {
+		f.c.onSend(m)
+	}
 	var out []RcptResponse
 	for _, r := range m.Recipients() {
 		f.c.mu.Lock()
@@ -544,5 +565,46 @@ func TestSetSchedulingFirstAttemptAndExpires(t *testing.T) {
 		if r.Type == logrecord.Expiration && !strings.Contains(r.Response.Content, "configured via set_scheduling") {
 			t.Fatalf("expiration text %q", r.Response.Content)
 		}
+	}
+}
+
+func TestDelayedMessagesDropTheirBodies(t *testing.T) {
+	cfg := config.DefaultQueueConfig()
+	cfg.RetryInterval = 2500 * time.Millisecond
+	var mu sync.Mutex
+	var seen []string
+	h := newHarness(t, cfg, func(u string, n int) Response {
+		if n == 0 {
+			return Response{Code: 451, Content: "later"}
+		}
+		return Response{Code: 250, Content: "ok"}
+	})
+	h.conn.script = func(u string, n int) Response {
+		if n == 0 {
+			return Response{Code: 451, Content: "later"}
+		}
+		return Response{Code: 250, Content: "ok"}
+	}
+	var held *message.Message
+	h.conn.onSend = func(m *message.Message) {
+		mu.Lock()
+		seen = append(seen, string(m.Data()))
+		mu.Unlock()
+	}
+	held = h.inject(t, "r")
+	waitFor(t, "the transient failure", 2*time.Second, func() bool { return h.log.count(logrecord.TransientFailure) == 1 })
+	waitFor(t, "the body to be dropped", 2*time.Second, func() bool { return h.m.ScheduledCount() == 1 })
+	h.m.mu.Lock()
+	e := h.m.timers[0]
+	shrunk, size := e.shrunk, e.msg.Size()
+	h.m.mu.Unlock()
+	if e.msg != held || !shrunk || size != 0 {
+		t.Fatalf("a message waiting %v keeps %d bytes in memory", cfg.RetryInterval, size)
+	}
+	waitFor(t, "the retry", 6*time.Second, func() bool { return h.log.count(logrecord.Delivery) == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if h.spool.loads.Load() != 1 || len(seen) != 2 || seen[1] != "Subject: t\r\n\r\nbody\r\n" {
+		t.Fatalf("the retry must send the body read back from the spool: loads=%d sends=%q", h.spool.loads.Load(), seen)
 	}
 }

@@ -193,9 +193,21 @@ func (rq *readyQueue) dispatch() {
 	m := rq.m
 	defer m.wg.Done()
 	defer func() {
+		// A message pushed while this dispatcher was giving up (its idle
+		// timer fired as the push looked at the dispatcher count) would
+		// otherwise wait for the next push: hand it to a new dispatcher.
 		rq.mu.Lock()
 		rq.conns--
+		n := len(rq.items) - rq.head
+		respawn := n > 0 && m.ctx.Err() == nil && rq.conns < Dispatchers(rq.path.ConnectionLimit, n)
+		if respawn {
+			rq.conns++
+			m.wg.Add(1)
+		}
 		rq.mu.Unlock()
+		if respawn {
+			go rq.dispatch()
+		}
 	}()
 	ctx := m.ctx
 	var conn Conn

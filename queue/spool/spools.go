@@ -142,6 +142,12 @@ func (s *Spools) Load(ctx context.Context, id string) (*message.Message, error) 
 	return msg, nil
 }
 
+// LoadData reads a stored message's body (the data spool only), for a
+// queued message whose body was dropped from memory while it waited.
+func (s *Spools) LoadData(ctx context.Context, id string) ([]byte, error) {
+	return s.data.Get(ctx, id)
+}
+
 // Remove deletes both parts of a message; parts that are not stored are
 // ignored.
 func (s *Spools) Remove(ctx context.Context, id string) error {
