@@ -15,6 +15,7 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/testutil"
 )
 
 type fakePolicy struct {
@@ -79,31 +80,7 @@ func (s *memSpool) len() int {
 	return len(s.ids)
 }
 
-type recLog struct {
-	mu   sync.Mutex
-	recs []logrecord.Record
-}
-
-func (l *recLog) Enabled() bool { return true }
-func (l *recLog) Log(r *logrecord.Record, _ *message.Message) {
-	l.mu.Lock()
-	l.recs = append(l.recs, *r)
-	l.mu.Unlock()
-}
-func (l *recLog) all() []logrecord.Record {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]logrecord.Record(nil), l.recs...)
-}
-func (l *recLog) count(t logrecord.Type) int {
-	n := 0
-	for _, r := range l.all() {
-		if r.Type == t {
-			n++
-		}
-	}
-	return n
-}
+type recLog = testutil.RecordLog
 
 type siteRoute string
 
@@ -227,14 +204,14 @@ func TestDeliveryRemovesFromSpoolAndReusesConnections(t *testing.T) {
 	for i := 0; i < 200; i++ {
 		h.inject(t, fmt.Sprintf("u%d", i))
 	}
-	waitFor(t, "200 deliveries", 5*time.Second, func() bool { return h.log.count(logrecord.Delivery) == 200 })
+	waitFor(t, "200 deliveries", 5*time.Second, func() bool { return h.log.Count(logrecord.Delivery) == 200 })
 	if h.spool.len() != 0 {
 		t.Fatalf("%d messages left in spool", h.spool.len())
 	}
 	if c := h.conn.conns.Load(); c > 32 || c < 1 {
 		t.Fatalf("%d connections for 200 messages (limit 32)", c)
 	}
-	r := h.log.all()[0]
+	r := h.log.All()[0]
 	if r.Site != "unspecified->mx.example.com@smtp_client" || r.EgressSource != "unspecified" || r.EgressPool != "unspecified" ||
 		r.PeerAddress == nil || r.PeerAddress.Name != "mx.test" || r.Queue != "example.com" || r.DeliveryProtocol != "ESMTP" || r.SessionID != "s1" {
 		t.Fatalf("delivery record %+v", r)
@@ -252,8 +229,8 @@ func TestTransientRetryThenDelivery(t *testing.T) {
 	})
 	start := time.Now()
 	h.inject(t, "r")
-	waitFor(t, "delivery", 10*time.Second, func() bool { return h.log.count(logrecord.Delivery) == 1 })
-	recs := h.log.all()
+	waitFor(t, "delivery", 10*time.Second, func() bool { return h.log.Count(logrecord.Delivery) == 1 })
+	recs := h.log.All()
 	if len(recs) != 3 || recs[0].Type != logrecord.TransientFailure || recs[1].Type != logrecord.TransientFailure {
 		t.Fatalf("records %+v", recs)
 	}
@@ -286,7 +263,7 @@ func TestBounceAndPartial(t *testing.T) {
 	h.inject(t, "perm", "temp", "good")
 	waitFor(t, "final", 5*time.Second, func() bool { return h.spool.len() == 0 })
 	got := map[logrecord.Type][]string{}
-	for _, r := range h.log.all() {
+	for _, r := range h.log.All() {
 		got[r.Type] = append(got[r.Type], r.Recipient...)
 	}
 	if fmt.Sprint(got[logrecord.Bounce]) != "[perm@example.com]" || fmt.Sprint(got[logrecord.TransientFailure]) != "[temp@example.com]" ||
@@ -301,9 +278,9 @@ func TestExpiration(t *testing.T) {
 	cfg.MaxAge = time.Second
 	h := newHarness(t, cfg, func(string, int) Response { return Response{Code: 421, Content: "busy"} })
 	h.inject(t, "r")
-	waitFor(t, "expiration", 5*time.Second, func() bool { return h.log.count(logrecord.Expiration) == 1 })
+	waitFor(t, "expiration", 5*time.Second, func() bool { return h.log.Count(logrecord.Expiration) == 1 })
 	var exp logrecord.Record
-	for _, r := range h.log.all() {
+	for _, r := range h.log.All() {
 		if r.Type == logrecord.Expiration {
 			exp = r
 		}
@@ -318,15 +295,15 @@ func TestRouteErrors(t *testing.T) {
 	h := newHarness(t, config.DefaultQueueConfig(), ok250)
 	h.m.o.Router = &fakeRouter{err: &ResponseError{Response: Response{Code: 556, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 1, Detail: 10}, Content: "Recipient address has a null MX"}}}
 	h.inject(t, "r")
-	waitFor(t, "bounce", 2*time.Second, func() bool { return h.log.count(logrecord.Bounce) == 1 })
+	waitFor(t, "bounce", 2*time.Second, func() bool { return h.log.Count(logrecord.Bounce) == 1 })
 	if h.spool.len() != 0 {
 		t.Fatal("bounced message left in spool")
 	}
 	h2 := newHarness(t, config.DefaultQueueConfig(), ok250)
 	h2.m.o.Router = &fakeRouter{err: errors.New("SERVFAIL")}
 	h2.inject(t, "r")
-	waitFor(t, "transient", 2*time.Second, func() bool { return h2.log.count(logrecord.TransientFailure) == 1 })
-	r := h2.log.all()[0]
+	waitFor(t, "transient", 2*time.Second, func() bool { return h2.log.Count(logrecord.TransientFailure) == 1 })
+	r := h2.log.All()[0]
 	if r.Response.Code != 451 || r.Response.Content != "failed to resolve queue example.com: SERVFAIL" || h2.spool.len() != 1 {
 		t.Fatalf("%+v", r)
 	}
@@ -336,8 +313,8 @@ func TestConnectFailureIsTransient(t *testing.T) {
 	h := newHarness(t, config.DefaultQueueConfig(), ok250)
 	h.conn.connErr = errors.New("connection refused")
 	h.inject(t, "r")
-	waitFor(t, "transient", 2*time.Second, func() bool { return h.log.count(logrecord.TransientFailure) == 1 })
-	r := h.log.all()[0]
+	waitFor(t, "transient", 2*time.Second, func() bool { return h.log.Count(logrecord.TransientFailure) == 1 })
+	r := h.log.All()[0]
 	if r.Response.Code != 400 || r.Response.Content != "KumoMTA internal: failed to connect to any candidate hosts: connection refused" {
 		t.Fatalf("%+v", r)
 	}
@@ -352,7 +329,7 @@ func TestRestoreInfersAttempts(t *testing.T) {
 	if err := h.m.Restore(context.Background(), fresh); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "delivery of a fresh restored message", 2*time.Second, func() bool { return h.log.count(logrecord.Delivery) == 1 })
+	waitFor(t, "delivery of a fresh restored message", 2*time.Second, func() bool { return h.log.Count(logrecord.Delivery) == 1 })
 }
 
 func TestDispatchersFormula(t *testing.T) {
@@ -389,7 +366,7 @@ func TestDeferredSpool(t *testing.T) {
 	}
 	h.m.Insert(ctx, now)
 	h.m.Insert(ctx, later)
-	waitFor(t, "both delivered", 5*time.Second, func() bool { return h.log.count(logrecord.Delivery) == 2 })
+	waitFor(t, "both delivered", 5*time.Second, func() bool { return h.log.Count(logrecord.Delivery) == 2 })
 	h.spool.mu.Lock()
 	wrote := len(h.spool.ids)
 	h.spool.mu.Unlock()
@@ -450,7 +427,7 @@ func TestRecipientBatchesAndRates(t *testing.T) {
 	h.pol.path.MaxRecipientsPerBatch = 2
 	h.pol.path.MaxMessageRate = "20/s"
 	h.inject(t, "a", "b", "c", "d", "e")
-	waitFor(t, "delivery", 5*time.Second, func() bool { return h.log.count(logrecord.Delivery) >= 1 })
+	waitFor(t, "delivery", 5*time.Second, func() bool { return h.log.Count(logrecord.Delivery) >= 1 })
 	if s := h.conn.sends.Load(); s != 3 {
 		t.Fatalf("5 recipients in batches of 2 need 3 transactions, got %d", s)
 	}
@@ -488,8 +465,8 @@ func TestRewriteStatusAndRequeueMove(t *testing.T) {
 	}
 	h.m.o.Policy = ep
 	h.inject(t, "r")
-	waitFor(t, "two transient failures", 5*time.Second, func() bool { return h.log.count(logrecord.TransientFailure) == 2 })
-	recs := h.log.all()
+	waitFor(t, "two transient failures", 5*time.Second, func() bool { return h.log.Count(logrecord.TransientFailure) == 2 })
+	recs := h.log.All()
 	if recs[0].Response.Code != 451 || recs[0].Response.Content != "blocked for now (kumomta: status was rewritten from 550 -> 451)" {
 		t.Fatalf("rewritten record %+v", recs[0].Response)
 	}
@@ -525,11 +502,11 @@ func TestThrottleInsertReadyQueueDelays(t *testing.T) {
 	h.m.o.Policy = ep
 	start := time.Now()
 	h.inject(t, "r")
-	waitFor(t, "delivery", 5*time.Second, func() bool { return h.log.count(logrecord.Delivery) == 1 })
+	waitFor(t, "delivery", 5*time.Second, func() bool { return h.log.Count(logrecord.Delivery) == 1 })
 	if el := time.Since(start); el < 250*time.Millisecond || calls.Load() != 2 {
 		t.Fatalf("throttle delay not applied: %v, %d calls", el, calls.Load())
 	}
-	if r := h.log.all()[0]; r.NumAttempts != 0 || h.log.count(logrecord.TransientFailure) != 0 {
+	if r := h.log.All()[0]; r.NumAttempts != 0 || h.log.Count(logrecord.TransientFailure) != 0 {
 		t.Fatalf("a throttle delay is not an attempt: %+v", r)
 	}
 }
@@ -552,7 +529,7 @@ func TestSetSchedulingFirstAttemptAndExpires(t *testing.T) {
 	start := time.Now()
 	h.m.Spool(ctx, later, false)
 	h.m.Insert(ctx, later)
-	waitFor(t, "the deferred first attempt", 5*time.Second, func() bool { return h.log.count(logrecord.Delivery) == 1 })
+	waitFor(t, "the deferred first attempt", 5*time.Second, func() bool { return h.log.Count(logrecord.Delivery) == 1 })
 	if el := time.Since(start); el < 350*time.Millisecond {
 		t.Fatalf("first_attempt not honoured: delivered after %v", el)
 	}
@@ -560,8 +537,8 @@ func TestSetSchedulingFirstAttemptAndExpires(t *testing.T) {
 	temp.SetScheduling(&message.Scheduling{Expires: time.Now().Add(100 * time.Millisecond)})
 	h.m.Spool(ctx, temp, false)
 	h.m.Insert(ctx, temp)
-	waitFor(t, "expiry by set_scheduling", 5*time.Second, func() bool { return h.log.count(logrecord.Expiration) == 1 })
-	for _, r := range h.log.all() {
+	waitFor(t, "expiry by set_scheduling", 5*time.Second, func() bool { return h.log.Count(logrecord.Expiration) == 1 })
+	for _, r := range h.log.All() {
 		if r.Type == logrecord.Expiration && !strings.Contains(r.Response.Content, "configured via set_scheduling") {
 			t.Fatalf("expiration text %q", r.Response.Content)
 		}
@@ -592,7 +569,7 @@ func TestDelayedMessagesDropTheirBodies(t *testing.T) {
 		mu.Unlock()
 	}
 	held = h.inject(t, "r")
-	waitFor(t, "the transient failure", 2*time.Second, func() bool { return h.log.count(logrecord.TransientFailure) == 1 })
+	waitFor(t, "the transient failure", 2*time.Second, func() bool { return h.log.Count(logrecord.TransientFailure) == 1 })
 	waitFor(t, "the body to be dropped", 2*time.Second, func() bool { return h.m.ScheduledCount() == 1 })
 	h.m.mu.Lock()
 	e := h.m.timers[0]
@@ -601,7 +578,7 @@ func TestDelayedMessagesDropTheirBodies(t *testing.T) {
 	if e.msg != held || !shrunk || size != 0 {
 		t.Fatalf("a message waiting %v keeps %d bytes in memory", cfg.RetryInterval, size)
 	}
-	waitFor(t, "the retry", 6*time.Second, func() bool { return h.log.count(logrecord.Delivery) == 1 })
+	waitFor(t, "the retry", 6*time.Second, func() bool { return h.log.Count(logrecord.Delivery) == 1 })
 	mu.Lock()
 	defer mu.Unlock()
 	if h.spool.loads.Load() != 1 || len(seen) != 2 || seen[1] != "Subject: t\r\n\r\nbody\r\n" {

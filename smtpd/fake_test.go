@@ -13,6 +13,7 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/testutil"
 )
 
 // fakePolicy is a Go stand-in for a Lua policy; nil hooks have no handler.
@@ -91,30 +92,7 @@ func (p *fakePolicy) RewriteResponse(_ context.Context, code int, text, cmd stri
 }
 
 // recLogger records log records in memory.
-type recLogger struct {
-	mu   sync.Mutex
-	recs []logrecord.Record
-}
-
-func (l *recLogger) Enabled() bool { return true }
-
-func (l *recLogger) Log(rec *logrecord.Record, _ *message.Message) {
-	l.mu.Lock()
-	l.recs = append(l.recs, *rec)
-	l.mu.Unlock()
-}
-
-func (l *recLogger) byType(t logrecord.Type) []logrecord.Record {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []logrecord.Record
-	for _, r := range l.recs {
-		if r.Type == t {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+type recLogger = testutil.RecordLog
 
 // nullPolicy sends every message to queue "null", like sink.lua.
 func nullPolicy() *fakePolicy {
@@ -189,7 +167,7 @@ func (e *fakeEnqueuer) Spool(ctx context.Context, m *message.Message, deferred b
 func (e *fakeEnqueuer) Insert(ctx context.Context, m *message.Message) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.events = append(e.events, fmt.Sprintf("insert(receptions=%d)", len(e.recs.byType(logrecord.Reception))))
+	e.events = append(e.events, fmt.Sprintf("insert(receptions=%d)", len(e.recs.ByType(logrecord.Reception))))
 	e.msgs = append(e.msgs, m)
 	return e.insertErr
 }

@@ -97,7 +97,7 @@ func TestTransactionToNullQueue(t *testing.T) {
 	if v, _ := got.MetaString("ehlo_domain"); v != "client.example" {
 		t.Fatalf("ehlo_domain meta %q", v)
 	}
-	recs := ts.recs.byType(logrecord.Reception)
+	recs := ts.recs.ByType(logrecord.Reception)
 	if len(recs) != 1 || recs[0].Queue != "null" || recs[0].ID != got.ID() || recs[0].Sender != "sender@example.com" ||
 		len(recs[0].Recipient) != 1 || recs[0].Recipient[0] != "recip@example.com" || recs[0].Response.Code != 250 {
 		t.Fatalf("reception records: %+v", recs)
@@ -167,7 +167,7 @@ func TestPipelining(t *testing.T) {
 	c.Expect(t, "250 OK d@x.com")
 	c.Expect(t, "250 the goggles do nothing")
 	c.Expect(t, "221 So long")
-	if got := len(ts.recs.byType(logrecord.Reception)); got != 2 {
+	if got := len(ts.recs.ByType(logrecord.Reception)); got != 2 {
 		t.Fatalf("want 2 receptions, got %d", got)
 	}
 }
@@ -187,7 +187,7 @@ func TestSequenceErrors(t *testing.T) {
 	c.Cmd(t, "RCPT TO:<>", "501 5.1.3 Invalid recipient address syntax")
 	c.Cmd(t, "RSET", "250 Reset state")
 	c.Cmd(t, "MAIL FROM:<not an address>", "501 5.1.7 Invalid sender address syntax")
-	rej := ts.recs.byType(logrecord.Rejection)
+	rej := ts.recs.ByType(logrecord.Rejection)
 	if len(rej) < 6 {
 		t.Fatalf("want a Rejection record per 4xx/5xx reply, got %d", len(rej))
 	}
@@ -408,7 +408,7 @@ func TestDataEventsRejectWholeTransaction(t *testing.T) {
 	c.Cmd(t, "DATA", "354")
 	c.SendRaw("x\r\n.\r\n")
 	c.Expect(t, "550 5.7.1 bad recipient content")
-	if n := len(ts.recs.byType(logrecord.Reception)); n != 0 {
+	if n := len(ts.recs.ByType(logrecord.Reception)); n != 0 {
 		t.Fatalf("no message may be accepted, got %d receptions", n)
 	}
 }
@@ -557,7 +557,7 @@ func TestStartTLSAndAuthPlain(t *testing.T) {
 	if !authed || !sawTLSMeta {
 		t.Fatalf("authed=%v tlsMeta=%v", authed, sawTLSMeta)
 	}
-	recs := ts.recs.byType(logrecord.Reception)
+	recs := ts.recs.ByType(logrecord.Reception)
 	if len(recs) != 1 || !strings.HasPrefix(recs[0].TLSProtocolVersion, "TLS") || recs[0].TLSCipher == "" {
 		t.Fatalf("reception over TLS: %+v", recs)
 	}
@@ -727,7 +727,7 @@ func TestEnqueueOrderAndFailures(t *testing.T) {
 	if fmt.Sprint(enq.events) != "[spool insert(receptions=2) unspool]" {
 		t.Fatalf("order %v", enq.events)
 	}
-	b := recs.byType(logrecord.Bounce)
+	b := recs.ByType(logrecord.Bounce)
 	if len(b) != 1 || b[0].Response.Code != 500 || !strings.HasPrefix(b[0].Response.Content, "KumoMTA internal: QueueManager::insert failed during reception: queue closed") {
 		t.Fatalf("bounce records %+v", b)
 	}

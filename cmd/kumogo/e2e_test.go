@@ -117,6 +117,35 @@ func startDaemon(t *testing.T, env []string, args ...string) *daemonProc {
 	return d
 }
 
+// liveness asks the daemon's HTTP listener (from its "http listener on"
+// line) for /api/check-liveness/v1.
+func (d *daemonProc) liveness(t *testing.T) (int, string) {
+	t.Helper()
+	m := regexp.MustCompile(`http listener on (\S+)`).FindStringSubmatch(d.log())
+	if m == nil {
+		t.Fatalf("no http listener line:\n%s", d.log())
+	}
+	resp, err := http.Get("http://" + m[1] + "/api/check-liveness/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// freeLoopbackAddr returns a 127.0.0.1 address with a port nobody listens
+// on (for a peer that is started later).
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
 // stop sends sig and waits for a clean exit.
 func (d *daemonProc) stop(t *testing.T, sig os.Signal) time.Duration {
 	t.Helper()
@@ -582,18 +611,8 @@ func TestKumoMTAStyleSinkPolicyLoads(t *testing.T) {
 			t.Fatalf("expected one note about %s:\n%s", want, d.log())
 		}
 	}
-	m := regexp.MustCompile(`http listener on (\S+)`).FindStringSubmatch(d.log())
-	if m == nil {
-		t.Fatalf("no http listener line:\n%s", d.log())
-	}
-	resp, err := http.Get("http://" + m[1] + "/api/check-liveness/v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || string(body) != "OK" {
-		t.Fatalf("liveness: %d %q", resp.StatusCode, body)
+	if code, body := d.liveness(t); code != 200 || body != "OK" {
+		t.Fatalf("liveness: %d %q", code, body)
 	}
 	c := testutil.Dial(t, d.addr)
 	c.Expect(t, "220 ")

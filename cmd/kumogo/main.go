@@ -27,6 +27,7 @@ import (
 	"github.com/kumogo/kumogo/internal/httpapi"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/sysutil"
 	"github.com/kumogo/kumogo/policies"
 	"github.com/kumogo/kumogo/queue"
 	"github.com/kumogo/kumogo/queue/egress/mx"
@@ -78,7 +79,7 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	if !*validate {
-		if n, err := raiseFileLimit(); err != nil {
+		if n, err := sysutil.RaiseFileLimit(); err != nil {
 			logger.Warn().Err(err).Msg("could not raise the open file limit")
 		} else {
 			logger.Debug().Uint64("nofile", n).Msg("open file limit")

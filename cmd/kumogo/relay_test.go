@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,12 +101,7 @@ func TestRelayToSinkWithSmtpSource(t *testing.T) {
 func TestRelayCrashLosesNothing(t *testing.T) {
 	// The sink is down while the relay takes mail, so every acknowledged
 	// message exists only in the relay's spool when it is killed.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sinkAddr := l.Addr().String()
-	l.Close()
+	sinkAddr := freeLoopbackAddr(t)
 	relayDir := t.TempDir()
 	relay := startDaemon(t, relayEnv(t, sinkAddr, relayDir), "--policy", "route-to-sink.lua")
 
@@ -163,11 +156,7 @@ func TestRelayCrashLosesNothing(t *testing.T) {
 		t.Fatalf("only %d messages acknowledged before the kill", len(want))
 	}
 	senv, sinkLogs := sinkEnv(t)
-	for i, e := range senv {
-		if strings.HasPrefix(e, "KUMOGO_SINK_LISTEN=") {
-			senv[i] = "KUMOGO_SINK_LISTEN=" + sinkAddr
-		}
-	}
+	senv = append(senv, "KUMOGO_SINK_LISTEN="+sinkAddr) // the later entry wins
 	sink := startDaemon(t, senv, "--policy", "sink.lua")
 	// restart on the same spool
 	relay2 := startDaemon(t, relayEnv(t, sinkAddr, relayDir), "--policy", "route-to-sink.lua")
@@ -215,18 +204,8 @@ kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'exa
 	d := startDaemon(t, nil, "--policy", policy)
 	c := testutil.Dial(t, d.addr)
 	c.Expect(t, "421 4.3.2 full.test disk is too full. Try later")
-	m := regexp.MustCompile(`http listener on (\S+)`).FindStringSubmatch(d.log())
-	if m == nil {
-		t.Fatalf("no http listener line:\n%s", d.log())
-	}
-	resp, err := http.Get("http://" + m[1] + "/api/check-liveness/v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 503 || string(body) != "storage is too full" {
-		t.Fatalf("liveness below the floor: %d %q", resp.StatusCode, body)
+	if code, body := d.liveness(t); code != 503 || body != "storage is too full" {
+		t.Fatalf("liveness below the floor: %d %q", code, body)
 	}
 	d.stop(t, syscall.SIGINT)
 }
@@ -239,12 +218,7 @@ func TestRelayToPostfixSmtpSink(t *testing.T) {
 	if err != nil {
 		t.Fatalf("smtp-sink is required (scripts/install-test-deps.sh installs postfix): %v", err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sinkAddr := l.Addr().String()
-	l.Close()
+	sinkAddr := freeLoopbackAddr(t)
 	dump, err := os.MkdirTemp("", "kumogo-smtp-sink")
 	if err != nil {
 		t.Fatal(err)
@@ -389,13 +363,8 @@ end)
 // is up the retries read the bodies back from the spool and deliver them
 // intact.
 func TestRelayRetriesAfterSinkOutage(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sinkAddr := l.Addr().String()
+	sinkAddr := freeLoopbackAddr(t)
 	_, sinkPort, _ := net.SplitHostPort(sinkAddr)
-	l.Close()
 	dir := t.TempDir()
 	policy := filepath.Join(dir, "retry.lua")
 	os.WriteFile(policy, []byte(`local kumo = require 'kumo'
@@ -431,11 +400,7 @@ kumo.on('get_egress_path_config', function() return kumo.make_egress_path { proh
 		time.Sleep(100 * time.Millisecond)
 	}
 	senv, sinkLogs := sinkEnv(t)
-	for i, e := range senv {
-		if strings.HasPrefix(e, "KUMOGO_SINK_LISTEN=") {
-			senv[i] = "KUMOGO_SINK_LISTEN=" + sinkAddr
-		}
-	}
+	senv = append(senv, "KUMOGO_SINK_LISTEN="+sinkAddr) // the later entry wins
 	sink := startDaemon(t, senv, "--policy", "sink.lua")
 	deadline = time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {

@@ -10,24 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"syscall"
 )
-
-// raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard limit so that the
-// daemon can hold tens of thousands of connections.
-func raiseFileLimit() (uint64, error) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, err
-	}
-	if rl.Cur < rl.Max {
-		rl.Cur = rl.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-			return 0, err
-		}
-	}
-	return rl.Cur, nil
-}
 
 // nodeID returns this node's UUID, read from KUMO_NODE_ID_PATH when set (the
 // file is created with a fresh id if missing), otherwise a fresh id for

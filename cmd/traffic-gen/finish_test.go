@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kumogo/kumogo/internal/sysutil"
 )
 
 // slowAcceptServer serves only its first `serve` connections; every later
@@ -124,7 +126,7 @@ func (s *slowAcceptServer) handle(c net.Conn) {
 // the kernel's SYN retries) and then for a reply to every QUIT.
 func TestFinishDoesNotWaitForPendingConnections(t *testing.T) {
 	const conns, served, msgs = 2000, 100, 2000
-	if limit, err := raiseFileLimit(); err == nil && limit > 0 && limit < 2*conns+200 {
+	if limit, err := sysutil.RaiseFileLimit(); err == nil && limit > 0 && limit < 2*conns+200 {
 		t.Skipf("open file limit %d is too low for %d connections at both ends", limit, conns)
 	}
 	s := startSlowAcceptServer(t, served)

@@ -40,6 +40,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kumogo/kumogo/internal/sysutil"
 	"github.com/kumogo/kumogo/internal/throttle"
 )
 
@@ -60,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "traffic-gen:", err)
 		return 2
 	}
-	if limit, err := raiseFileLimit(); err != nil {
+	if limit, err := sysutil.RaiseFileLimit(); err != nil {
 		fmt.Fprintln(stderr, "traffic-gen: raising the open file limit:", err)
 	} else if limit > 0 && uint64(cfg.concurrency)+fdReserve > limit {
 		n := max(int(limit)-fdReserve, 1)

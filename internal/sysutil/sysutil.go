@@ -1,12 +1,14 @@
 //go:build unix
 
-package main
+// Package sysutil holds small operating-system helpers shared by kumogo's
+// commands.
+package sysutil
 
 import "syscall"
 
-// raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard limit, so that
+// RaiseFileLimit lifts the soft RLIMIT_NOFILE to the hard limit, so that
 // tens of thousands of connections fit, and returns the new soft limit.
-func raiseFileLimit() (uint64, error) {
+func RaiseFileLimit() (uint64, error) {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return 0, err
