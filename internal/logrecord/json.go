@@ -164,37 +164,9 @@ func appendAny(b []byte, v any) []byte {
 		}
 		return append(b, ']')
 	case map[string]any:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		b = append(b, '{')
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, k)
-			b = append(b, ':')
-			b = appendAny(b, x[k])
-		}
-		return append(b, '}')
+		return appendObject(b, x, appendAny)
 	case map[string]string:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		b = append(b, '{')
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, k)
-			b = append(b, ':')
-			b = appendString(b, x[k])
-		}
-		return append(b, '}')
+		return appendObject(b, x, appendString)
 	default:
 		js, err := json.Marshal(v)
 		if err != nil {
@@ -202,4 +174,24 @@ func appendAny(b []byte, v any) []byte {
 		}
 		return append(b, js...)
 	}
+}
+
+// appendObject encodes m as a JSON object with sorted keys, each value
+// encoded by enc.
+func appendObject[V any](b []byte, m map[string]V, enc func([]byte, V) []byte) []byte {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, k)
+		b = append(b, ':')
+		b = enc(b, m[k])
+	}
+	return append(b, '}')
 }
