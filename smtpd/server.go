@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -135,9 +136,27 @@ func ListenAddr(listen string) string {
 	return net.JoinHostPort(strings.Trim(host, "[]"), port)
 }
 
+// Network picks "tcp4" for an IPv4 listen address (so "0.0.0.0:25" means
+// all IPv4 addresses, as in KumoMTA, and is reported as such), "tcp6" for an
+// IPv6 literal and "tcp" for anything else.
+func Network(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "tcp"
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Is4() {
+			return "tcp4"
+		}
+		return "tcp6"
+	}
+	return "tcp"
+}
+
 // Listen binds the listening socket.
 func (s *Server) Listen() error {
-	ln, err := net.Listen("tcp", ListenAddr(s.cfg.Listen))
+	addr := ListenAddr(s.cfg.Listen)
+	ln, err := net.Listen(Network(addr), addr)
 	if err != nil {
 		return fmt.Errorf("smtpd: listen on %s: %w", s.cfg.Listen, err)
 	}

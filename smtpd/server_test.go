@@ -750,3 +750,16 @@ func TestDiskTooFullAtBanner(t *testing.T) {
 	c = testutil.Dial(t, ts.addr)
 	c.Expect(t, "220 mx.test KumoMTA")
 }
+
+func TestListenNetwork(t *testing.T) {
+	for addr, want := range map[string]string{
+		"0.0.0.0:25": "tcp4", "127.0.0.1:0": "tcp4", "[::]:25": "tcp6", "[::1]:2025": "tcp6", "localhost:25": "tcp",
+	} {
+		if got := Network(addr); got != want {
+			t.Errorf("Network(%q) = %s, want %s", addr, got, want)
+		}
+	}
+	if ListenAddr("0:2026") != "0.0.0.0:2026" {
+		t.Fatal(ListenAddr("0:2026"))
+	}
+}

@@ -48,7 +48,13 @@ func (s *Server) Listen() error {
 	if host, port, err := net.SplitHostPort(addr); err == nil && host == "0" {
 		addr = net.JoinHostPort("0.0.0.0", port)
 	}
-	ln, err := net.Listen("tcp", addr)
+	network := "tcp"
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		if ip := net.ParseIP(h); ip != nil && ip.To4() != nil {
+			network = "tcp4"
+		}
+	}
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		return fmt.Errorf("httpapi: listen on %s: %w", s.cfg.Listen, err)
 	}
