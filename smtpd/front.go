@@ -21,6 +21,10 @@ import (
 	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
+// maxCommandLine bounds a command line even when line_length_hard_limit is
+// configured higher (or zero).
+const maxCommandLine = 64 * 1024
+
 const (
 	modeCmd = iota
 	modeData
@@ -544,6 +548,9 @@ func (f *frontConn) nextCommand() error {
 // line_length_hard_limit are consumed and reported as tooLong.
 func (f *frontConn) readLine() (string, bool, error) {
 	limit := f.s.cfg.LineLengthHardLimit
+	if limit <= 0 || limit > maxCommandLine {
+		limit = maxCommandLine // a command line is never unbounded
+	}
 	var long []byte
 	over := false
 	for {
@@ -551,7 +558,7 @@ func (f *frontConn) readLine() (string, bool, error) {
 		if err == bufio.ErrBufferFull {
 			if !over {
 				long = append(long, chunk...)
-				if limit > 0 && len(long) > limit {
+				if len(long) > limit {
 					over = true
 					long = nil
 				}
@@ -568,7 +575,7 @@ func (f *frontConn) readLine() (string, bool, error) {
 			chunk = append(long, chunk...)
 		}
 		line := strings.TrimRight(string(chunk), "\r\n")
-		if limit > 0 && len(line) > limit {
+		if len(line) > limit {
 			return "", true, nil
 		}
 		return line, false, nil
