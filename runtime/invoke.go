@@ -91,40 +91,31 @@ func (st *state) invokeGetEgressPathConfig(L *lua.LState) int {
 
 // invokeGetEgressSource is kumo.invoke_get_egress_source(name).
 func (st *state) invokeGetEgressSource(L *lua.LState) int {
-	name := L.CheckString(1)
-	if name == "unspecified" {
-		s := unspecifiedSource()
-		L.Push(st.newConfigObject(&s))
-		return 1
-	}
-	v, defined := st.invokeChain(L, EvGetEgressSource, lua.LString(name))
-	if !defined {
-		L.RaiseError("egress source %q: no %s event handler is defined", name, EvGetEgressSource)
-	}
-	if v == lua.LNil {
-		L.RaiseError("%s did not return a value for source %q", EvGetEgressSource, name)
-	}
-	checkConfigResult[config.EgressSource](L, EvGetEgressSource, "make_egress_source", v)
-	L.Push(v)
-	return 1
+	return invokeNamed(st, L, EvGetEgressSource, "source", "make_egress_source", unspecifiedSource)
 }
 
 // invokeGetEgressPool is kumo.invoke_get_egress_pool(name).
 func (st *state) invokeGetEgressPool(L *lua.LState) int {
+	return invokeNamed(st, L, EvGetEgressPool, "pool", "make_egress_pool", unspecifiedPool)
+}
+
+// invokeNamed runs the handler of a by-name config event (egress source or
+// pool) and pushes its config object; "unspecified" needs no handler.
+func invokeNamed[T any](st *state, L *lua.LState, event, what, maker string, unspecified func() T) int {
 	name := L.CheckString(1)
 	if name == "unspecified" {
-		p := unspecifiedPool()
-		L.Push(st.newConfigObject(&p))
+		c := unspecified()
+		L.Push(st.newConfigObject(&c))
 		return 1
 	}
-	v, defined := st.invokeChain(L, EvGetEgressPool, lua.LString(name))
+	v, defined := st.invokeChain(L, event, lua.LString(name))
 	if !defined {
-		L.RaiseError("egress pool %q: no %s event handler is defined", name, EvGetEgressPool)
+		L.RaiseError("egress %s %q: no %s event handler is defined", what, name, event)
 	}
 	if v == lua.LNil {
-		L.RaiseError("%s did not return a value for pool %q", EvGetEgressPool, name)
+		L.RaiseError("%s did not return a value for %s %q", event, what, name)
 	}
-	checkConfigResult[config.EgressPool](L, EvGetEgressPool, "make_egress_pool", v)
+	checkConfigResult[T](L, event, maker, v)
 	L.Push(v)
 	return 1
 }

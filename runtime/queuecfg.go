@@ -158,32 +158,35 @@ func (o *obj) limit(key string, dst *int, local *bool) {
 
 // ipAddr reads an IP address string (IpAddr).
 func (o *obj) ipAddr(key string, dst *string) {
-	var s string
-	o.str(key, &s)
-	if o.err != nil || s == "" {
-		return
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		o.fail("invalid value: " + describe(s) + ", expected an IP address")
-		return
-	}
-	*dst = a.String()
+	o.parsedString(key, dst, "expected an IP address", func(s string) (string, error) {
+		a, err := netip.ParseAddr(s)
+		return a.String(), err
+	})
 }
 
 // sockAddr reads an "ip:port" string (SocketAddr).
 func (o *obj) sockAddr(key string, dst *string) {
+	o.parsedString(key, dst, "expected a socket address like \"10.0.0.1:5000\"", func(s string) (string, error) {
+		ap, err := netip.ParseAddrPort(s)
+		return ap.String(), err
+	})
+}
+
+// parsedString reads a string that parse must accept, storing parse's
+// canonical form; a rejected value is an "invalid value" error saying what
+// was expected.
+func (o *obj) parsedString(key string, dst *string, expected string, parse func(string) (string, error)) {
 	var s string
 	o.str(key, &s)
 	if o.err != nil || s == "" {
 		return
 	}
-	ap, err := netip.ParseAddrPort(s)
+	v, err := parse(s)
 	if err != nil {
-		o.fail("invalid value: " + describe(s) + ", expected a socket address like \"10.0.0.1:5000\"")
+		o.fail("invalid value: " + describe(s) + ", " + expected)
 		return
 	}
-	*dst = ap.String()
+	*dst = v
 }
 
 // protocol reads the queue `protocol` (an untagged enum in KumoMTA).
