@@ -191,40 +191,43 @@ func (f *frontConn) Write(p []byte) (int, error) {
 }
 
 // parseReply finds one complete (possibly multi-line) reply at the start of
-// b and returns its length, code and text (lines joined by "\n").
-func parseReply(b []byte) (end, code int, text string, ok bool) {
-	var sb strings.Builder
+// b and returns its length, code and text (lines joined by "\n"). The text
+// of a one-line reply aliases b.
+func parseReply(b []byte) (end, code int, text []byte, ok bool) {
+	var joined []byte
 	pos := 0
 	for {
 		nl := bytes.IndexByte(b[pos:], '\n')
 		if nl < 0 {
-			return 0, 0, "", false
+			return 0, 0, nil, false
 		}
 		line := b[pos : pos+nl]
+		first := pos == 0
 		pos += nl + 1
 		line = bytes.TrimRight(line, "\r")
-		if len(line) < 3 {
-			return pos, 0, "", true
+		if len(line) < 3 || !isDigit(line[0]) || !isDigit(line[1]) || !isDigit(line[2]) {
+			return pos, 0, nil, true
 		}
-		c, err := strconv.Atoi(string(line[:3]))
-		if err != nil {
-			return pos, 0, "", true
-		}
-		code = c
+		code = int(line[0]-'0')*100 + int(line[1]-'0')*10 + int(line[2]-'0')
 		rest := line[3:]
 		last := len(rest) == 0 || rest[0] == ' '
 		if len(rest) > 0 {
 			rest = rest[1:]
 		}
-		if sb.Len() > 0 {
-			sb.WriteByte('\n')
+		if last && first {
+			return pos, code, rest, true
 		}
-		sb.Write(rest)
+		if !first {
+			joined = append(joined, '\n')
+		}
+		joined = append(joined, rest...)
 		if last {
-			return pos, code, sb.String(), true
+			return pos, code, joined, true
 		}
 	}
 }
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // ---- replies ----
 
@@ -304,7 +307,7 @@ func (f *frontConn) applyDisconnect(rej *smtpreply.Rejection) {
 }
 
 // goReply translates a reply written by go-smtp for the current command.
-func (f *frontConn) goReply(code int, text string) {
+func (f *frontConn) goReply(code int, raw []byte) {
 	if f.swallow > 0 {
 		f.swallow--
 		return
@@ -315,7 +318,10 @@ func (f *frontConn) goReply(code int, text string) {
 		return
 	}
 	// replies produced by our session carry their final text already;
-	// closeSet tells that the policy chose to disconnect.
+	// closeSet tells that the policy chose to disconnect. text stays empty
+	// until a translation sets it; the raw text is used otherwise (so the
+	// common replies are translated without allocating).
+	var text string
 	switch f.cmd {
 	case "EHLO", "HELO":
 		if code == 250 {
@@ -327,9 +333,9 @@ func (f *frontConn) goReply(code int, text string) {
 		case code == 250:
 			f.hasMail = true
 			text = f.mailReply
-		case strings.HasPrefix(text, "5.5.2 Was expecting"):
+		case bytes.HasPrefix(raw, []byte("5.5.2 Was expecting")):
 			code, text = 501, "5.1.7 Invalid sender address syntax: "+argOf(f.cmdLine)
-		case strings.HasPrefix(text, "5.3.4 "):
+		case bytes.HasPrefix(raw, []byte("5.3.4 ")):
 			text = "5.3.4 message too big"
 		}
 	case "RCPT":
@@ -338,7 +344,7 @@ func (f *frontConn) goReply(code int, text string) {
 			f.nrcpt++
 			f.rcptTotal++
 			text = f.rcptReply
-		case strings.HasPrefix(text, "5.5.2 Was expecting"):
+		case bytes.HasPrefix(raw, []byte("5.5.2 Was expecting")):
 			code, text = 501, "5.1.3 Invalid recipient address syntax"
 		}
 	case "DATA":
@@ -351,10 +357,8 @@ func (f *frontConn) goReply(code int, text string) {
 		}
 		f.endTxn()
 	case "BDAT":
-		if code != 250 || strings.HasPrefix(text, "OK") || strings.HasPrefix(text, "PARTIAL") {
-			if !strings.HasPrefix(text, "2.0.0 Continue") {
-				f.endTxn()
-			}
+		if !bytes.HasPrefix(raw, []byte("2.0.0 Continue")) {
+			f.endTxn()
 		}
 	case "RSET":
 		if code == 250 {
@@ -365,8 +369,12 @@ func (f *frontConn) goReply(code int, text string) {
 		code, text = 221, "So long, and thanks for all the fish!"
 		f.closing = true
 	}
-	if strings.HasPrefix(text, "4.0.0 Internal server error") || (code == 421 && strings.HasPrefix(text, "4.4.2 Idle timeout")) {
-		code, text = 421, "4.3.0 "+f.host()+" technical difficulties"
+	if text == "" {
+		if bytes.HasPrefix(raw, []byte("4.0.0 Internal server error")) || (code == 421 && bytes.HasPrefix(raw, []byte("4.4.2 Idle timeout"))) {
+			code, text = 421, "4.3.0 "+f.host()+" technical difficulties"
+		} else {
+			text = string(raw)
+		}
 	}
 	f.reply(code, text)
 	if f.closeSet {
