@@ -258,24 +258,33 @@ func (o *obj) protocol(key string, dst *config.QueueProtocol) {
 	}
 }
 
+// seq reads key as a Lua sequence (an empty table counts as an empty one).
+// ok is false when the key is absent or not a sequence (the latter is
+// recorded as an "invalid type" error expecting what).
+func (o *obj) seq(key, what string) (items []any, ok bool) {
+	v, present := o.get(key)
+	if !present {
+		return nil, false
+	}
+	switch x := v.(type) {
+	case []any:
+		return x, true
+	case map[string]any:
+		if len(x) == 0 {
+			return nil, true
+		}
+		o.fail("invalid type: map, expected " + what)
+	default:
+		o.fail("invalid type: " + describe(v) + ", expected " + what)
+	}
+	return nil, false
+}
+
 // mxList reads protocol.smtp.mx_list entries: "host", "host:port",
 // "[ip]" / "[ip]:port" literals, or {name=..., addr="ip[:port]"}.
 func (o *obj) mxList(key string, dst *[]config.MXListEntry) {
-	v, ok := o.get(key)
+	items, ok := o.seq(key, "a sequence of MX hosts")
 	if !ok {
-		return
-	}
-	var items []any
-	switch x := v.(type) {
-	case []any:
-		items = x
-	case map[string]any:
-		if len(x) != 0 {
-			o.fail("invalid type: map, expected a sequence of MX hosts")
-			return
-		}
-	default:
-		o.fail("invalid type: " + describe(v) + ", expected a sequence of MX hosts")
 		return
 	}
 	out := make([]config.MXListEntry, 0, len(items))
@@ -373,21 +382,8 @@ func validPort(p string) bool {
 
 // shrinkPolicy reads a list of {interval=duration, policy=variant}.
 func (o *obj) shrinkPolicy(key string, dst *[]any) {
-	v, ok := o.get(key)
+	items, ok := o.seq(key, "a sequence")
 	if !ok {
-		return
-	}
-	var items []any
-	switch x := v.(type) {
-	case []any:
-		items = x
-	case map[string]any:
-		if len(x) != 0 {
-			o.fail("invalid type: map, expected a sequence")
-			return
-		}
-	default:
-		o.fail("invalid type: " + describe(v) + ", expected a sequence")
 		return
 	}
 	out := make([]any, 0, len(items))
