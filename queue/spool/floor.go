@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -168,4 +169,30 @@ func humanBytes(n uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
+}
+
+// gate is what beginPut needs from a store: its error annotation and its
+// open/closed guard.
+type gate interface {
+	errf(op string, err error) error
+	enter() error
+}
+
+// beginPut runs the checks every Put makes before writing: a valid id, a
+// live ctx, the free-space floors, and an open store (entered; the caller
+// must call exit).
+func beginPut(ctx context.Context, id string, g gate, h *health) error {
+	if err := checkID(id); err != nil {
+		return g.errf("put", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := h.get(); err != nil {
+		return g.errf("put "+id, err)
+	}
+	if err := g.enter(); err != nil {
+		return g.errf("put "+id, err)
+	}
+	return nil
 }

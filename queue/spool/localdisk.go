@@ -161,17 +161,8 @@ func (s *localDisk) enter() error {
 func (s *localDisk) exit() { s.mu.RUnlock() }
 
 func (s *localDisk) Put(ctx context.Context, id string, b []byte, sync bool) error {
-	if err := checkID(id); err != nil {
-		return s.errf("put", err)
-	}
-	if err := ctx.Err(); err != nil {
+	if err := beginPut(ctx, id, s, s.health); err != nil {
 		return err
-	}
-	if err := s.health.get(); err != nil {
-		return s.errf("put "+id, err)
-	}
-	if err := s.enter(); err != nil {
-		return s.errf("put "+id, err)
 	}
 	defer s.exit()
 	sync = sync || s.flush

@@ -106,17 +106,8 @@ func liveKey(id string) []byte    { return []byte(liveKeyPrefix + id) }
 func corruptKey(id string) []byte { return []byte(corruptKeyPrefix + id) }
 
 func (s *pebbleStore) Put(ctx context.Context, id string, b []byte, sync bool) error {
-	if err := checkID(id); err != nil {
-		return s.errf("put", err)
-	}
-	if err := ctx.Err(); err != nil {
+	if err := beginPut(ctx, id, s, s.health); err != nil {
 		return err
-	}
-	if err := s.health.get(); err != nil {
-		return s.errf("put "+id, err)
-	}
-	if err := s.enter(); err != nil {
-		return s.errf("put "+id, err)
 	}
 	defer s.exit()
 	sync = sync || s.flush
