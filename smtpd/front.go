@@ -176,17 +176,19 @@ func (f *frontConn) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	f.partial = append(f.partial, p...)
+	done := 0
 	for {
-		end, code, text, ok := parseReply(f.partial)
+		end, code, text, ok := parseReply(f.partial[done:])
 		if !ok {
 			break
 		}
-		f.partial = f.partial[end:]
+		done += end
 		f.goReply(code, text)
 	}
-	if len(f.partial) == 0 {
-		f.partial = f.partial[:0:cap(f.partial)]
-	}
+	// Keep the unparsed rest at the start of the same array: re-slicing
+	// past the parsed replies would shrink the capacity at every reply
+	// and make the next append allocate.
+	f.partial = f.partial[:copy(f.partial, f.partial[done:])]
 	return len(p), nil
 }
 
