@@ -6,11 +6,12 @@
 // record is on stable storage (fdatasync). In "per-message" mode every
 // record gets a write and an fdatasync of its own, one at a time; in
 // "group" mode one committer writes everything that is waiting as a single
-// write and covers it with one fdatasync. Both modes run buffered (through
-// the page cache, as pebble's WAL and LocalDisk write) and with O_DIRECT
-// into a preallocated file (the cheapest durable append Linux offers: no
-// page-cache copy, no metadata to journal). It prints msgs/s, MB/s and
-// fdatasyncs per record for each, and the group/per-message ratio.
+// write and covers it with one fdatasync. Each mode runs on three kinds of
+// file: buffered appends to a new file (block allocation and metadata in
+// every sync, as a file per message has), buffered writes over a file
+// written beforehand (a recycled log, as pebble's WAL is), and O_DIRECT
+// writes over such a file (no page-cache copy). It prints msgs/s, MB/s and
+// fdatasyncs per record for each, and the group/per-message ratios.
 //
 //	go run ./bench/diskceiling --dir /tmp --n 20000
 package main
