@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/kumogo/kumogo/internal/message"
@@ -60,8 +62,11 @@ type frontConn struct {
 	dataTruncated bool
 
 	cmd     string // verb of the command being answered
-	cmdLine string // the whole client line of that command
-	swallow int    // go-smtp replies to drop (answers to synthetic commands)
+	cmdLine []byte // the whole client line of that command (in cmdBuf)
+	cmdBuf  []byte
+	cmdStr  string // cmdLine as a string, made on first use (cmdString)
+	hasStr  bool
+	swallow int // go-smtp replies to drop (answers to synthetic commands)
 
 	greeted bool
 	closing bool
@@ -239,7 +244,7 @@ func (f *frontConn) reply(code int, text string) {
 	s := f.s
 	if s.hasRewrite {
 		ctx, cancel := f.ctx()
-		nc, nt, err := s.deps.Policy.RewriteResponse(ctx, code, text, f.cmdLine, f.meta)
+		nc, nt, err := s.deps.Policy.RewriteResponse(ctx, code, text, f.cmdString(), f.meta)
 		cancel()
 		if err != nil {
 			s.log.Error().Err(err).Msg("smtp_server_rewrite_response failed; response left unchanged")
@@ -336,7 +341,7 @@ func (f *frontConn) goReply(code int, raw []byte) {
 			f.hasMail = true
 			text = f.mailReply
 		case bytes.HasPrefix(raw, []byte("5.5.2 Was expecting")):
-			code, text = 501, "5.1.7 Invalid sender address syntax: "+argOf(f.cmdLine)
+			code, text = 501, "5.1.7 Invalid sender address syntax: "+argOf(f.cmdString())
 		case bytes.HasPrefix(raw, []byte("5.3.4 ")):
 			text = "5.3.4 message too big"
 		}
@@ -475,7 +480,7 @@ func (f *frontConn) nextCommand() error {
 		return io.EOF
 	}
 	f.raw.SetReadDeadline(time.Now().Add(s.cfg.ClientTimeout))
-	line, tooLong, err := f.readLine()
+	line, tooLong, err := f.readLine(f.cmdBuf)
 	f.idle.Store(false)
 	if err != nil {
 		var ne net.Error
@@ -490,26 +495,43 @@ func (f *frontConn) nextCommand() error {
 		f.closing = true
 		return io.EOF
 	}
-	f.cmdLine = line
+	if line != nil {
+		f.cmdBuf = line[:0] // keep the grown buffer for the next command
+	}
+	f.cmdLine, f.cmdStr, f.hasStr = line, "", false
 	if tooLong {
 		f.cmd = ""
 		f.reply(500, "5.2.3 line too long")
 		return nil
 	}
-	if !utf8.ValidString(line) {
+	if !utf8.Valid(line) {
 		f.cmd = ""
 		f.reply(501, "5.5.2 Invalid UTF-8 in command")
 		return nil
 	}
-	verb, arg := line, ""
-	if i := strings.IndexByte(line, ' '); i >= 0 {
-		verb, arg = line[:i], strings.TrimSpace(line[i+1:])
+	verb, arg := line, []byte(nil)
+	if i := bytes.IndexByte(line, ' '); i >= 0 {
+		verb, arg = line[:i], bytes.TrimSpace(line[i+1:])
 	}
-	verb = strings.ToUpper(verb)
-	f.cmd = verb
-	switch verb {
+	// An ASCII verb is upper-cased into a small array and looked up
+	// there, so that the usual commands cost no allocation.
+	var ub [8]byte
+	if len(verb) <= len(ub) && isASCII(verb) {
+		for i, c := range verb {
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			ub[i] = c
+		}
+		if f.cmd = knownVerb(string(ub[:len(verb)])); f.cmd == "" {
+			f.cmd = string(ub[:len(verb)])
+		}
+	} else {
+		f.cmd = strings.ToUpper(string(verb))
+	}
+	switch f.cmd {
 	case "EHLO", "HELO":
-		return f.cmdHello(verb, arg)
+		return f.cmdHello(f.cmd, string(arg))
 	case "MAIL":
 		switch {
 		case !f.ehloOK:
@@ -529,7 +551,7 @@ func (f *frontConn) nextCommand() error {
 		switch {
 		case !f.hasMail || f.nrcpt == 0:
 			f.reply(503, "5.5.0 RCPT TO must be issued first")
-		case arg != "":
+		case len(arg) > 0:
 			f.reply(501, "Syntax error in command or arguments: DATA takes no arguments")
 		default:
 			f.forward(line)
@@ -545,7 +567,7 @@ func (f *frontConn) nextCommand() error {
 	case "STARTTLS":
 		return f.cmdStartTLS()
 	case "AUTH":
-		f.cmdAuth(arg)
+		f.cmdAuth(string(arg))
 	case "":
 		f.reply(501, "Syntax error in command or arguments: empty command")
 	default:
@@ -554,9 +576,10 @@ func (f *frontConn) nextCommand() error {
 	return nil
 }
 
-// readLine reads a command line without its line ending. Lines longer than
-// line_length_hard_limit are consumed and reported as tooLong.
-func (f *frontConn) readLine() (string, bool, error) {
+// readLine reads a command line without its line ending, appending it to
+// dst[:0]. Lines longer than line_length_hard_limit are consumed and
+// reported as tooLong.
+func (f *frontConn) readLine(dst []byte) ([]byte, bool, error) {
 	limit := f.s.cfg.LineLengthHardLimit
 	if limit <= 0 || limit > maxCommandLine {
 		limit = maxCommandLine // a command line is never unbounded
@@ -576,23 +599,50 @@ func (f *frontConn) readLine() (string, bool, error) {
 			continue
 		}
 		if err != nil {
-			return "", false, err
+			return nil, false, err
 		}
 		if over {
-			return "", true, nil
+			return nil, true, nil
 		}
-		if long != nil {
-			chunk = append(long, chunk...)
-		}
-		line := strings.TrimRight(string(chunk), "\r\n")
+		line := append(append(dst[:0], long...), chunk...)
+		line = bytes.TrimRight(line, "\r\n")
 		if len(line) > limit {
-			return "", true, nil
+			return nil, true, nil
 		}
 		return line, false, nil
 	}
 }
 
-func (f *frontConn) forward(line string) {
+// knownVerb returns the constant name of a command the front end handles,
+// or "". v does not escape, so callers may pass a temporary conversion.
+func knownVerb(v string) string {
+	for _, k := range [...]string{"EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "QUIT", "NOOP", "STARTTLS", "AUTH"} {
+		if v == k {
+			return k
+		}
+	}
+	return ""
+}
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// cmdString returns the current command line as a string (converted once
+// per command, only when a reply needs it).
+func (f *frontConn) cmdString() string {
+	if !f.hasStr {
+		f.cmdStr, f.hasStr = string(f.cmdLine), true
+	}
+	return f.cmdStr
+}
+
+func (f *frontConn) forward(line []byte) {
 	f.fwdBuf = append(f.fwdBuf[:0], line...)
 	f.fwdBuf = append(f.fwdBuf, '\r', '\n')
 	f.fwd = f.fwdBuf
@@ -625,18 +675,20 @@ func (f *frontConn) cmdHello(verb, arg string) error {
 	}
 	f.helo = domain
 	f.pendExts = exts
-	f.forward(verb + " " + domain)
+	f.forward([]byte(verb + " " + domain))
 	return nil
 }
 
-func (f *frontConn) cmdBDAT(line, arg string) {
-	fields := strings.Fields(arg)
-	if len(fields) < 1 || len(fields) > 2 || (len(fields) == 2 && !strings.EqualFold(fields[1], "LAST")) {
+func (f *frontConn) cmdBDAT(line, arg []byte) {
+	sizeArg, rest := nextField(arg)
+	last, rest := nextField(rest)
+	extra, _ := nextField(rest)
+	if len(sizeArg) == 0 || len(extra) > 0 || (len(last) > 0 && !bytes.EqualFold(last, []byte("LAST"))) {
 		f.reply(501, "Syntax error in command or arguments: BDAT <size> [LAST]")
 		return
 	}
-	size, err := strconv.ParseUint(fields[0], 10, 32)
-	if err != nil {
+	size, ok := parseChunkSize(sizeArg)
+	if !ok {
 		f.reply(501, "Syntax error in command or arguments: invalid BDAT size")
 		return
 	}
@@ -648,6 +700,45 @@ func (f *frontConn) cmdBDAT(line, arg string) {
 	f.forward(line)
 	f.mode = modeBDAT
 	f.bdatLeft = int64(size)
+}
+
+// nextField returns the first whitespace-separated field of b (as
+// strings.Fields splits) and what follows it.
+func nextField(b []byte) (field, rest []byte) {
+	start := -1
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if unicode.IsSpace(r) {
+			if start >= 0 {
+				return b[start:i], b[i:]
+			}
+		} else if start < 0 {
+			start = i
+		}
+		i += n
+	}
+	if start < 0 {
+		return nil, nil
+	}
+	return b[start:], nil
+}
+
+// parseChunkSize parses a BDAT chunk size: decimal digits only, at most
+// 2^32-1 (strconv.ParseUint(s, 10, 32) without the string).
+func parseChunkSize(b []byte) (uint64, bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if n = n*10 + uint64(c-'0'); n > math.MaxUint32 {
+			return 0, false
+		}
+	}
+	return n, true
 }
 
 // skipBytes discards n bytes of input (the chunk of a refused BDAT).
@@ -802,7 +893,7 @@ func (f *frontConn) cmdStartTLS() error {
 	f.endTxn()
 	f.cmd = "RSET"
 	f.swallow++
-	f.forward("RSET")
+	f.forward([]byte("RSET"))
 	return nil
 }
 
@@ -833,12 +924,12 @@ func (f *frontConn) cmdAuth(arg string) {
 		f.reply(334, "")
 		f.flush()
 		f.raw.SetReadDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
-		line, tooLong, err := f.readLine()
+		line, tooLong, err := f.readLine(nil)
 		if err != nil || tooLong {
 			f.closing = true
 			return
 		}
-		resp = strings.TrimSpace(line)
+		resp = strings.TrimSpace(string(line))
 	}
 	if resp == "*" {
 		f.reply(501, "5.5.0 AUTH cancelled by client")

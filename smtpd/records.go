@@ -53,8 +53,8 @@ func (f *frontConn) logRejection(code int, text string) {
 		resp.Enhanced = &logrecord.EnhancedCode{Class: cl, Subject: sub, Detail: det}
 		resp.Content = rest
 	}
-	if f.cmdLine != "" {
-		resp.Command = f.cmdLine + "\r\n"
+	if len(f.cmdLine) > 0 {
+		resp.Command = f.cmdString() + "\r\n"
 	}
 	rec := &logrecord.Record{
 		Type:              logrecord.Rejection,
