@@ -88,10 +88,11 @@ type frontConn struct {
 	hasMail   bool
 	nrcpt     int
 	rcptTotal int
-	sender    string
-	lastRcpt  string
-	mailReply string // "OK <sender>", built with sender
-	rcptReply string // "OK <recipient>", built with lastRcpt
+	// "OK <sender>" and "OK <last accepted recipient>" of the current
+	// transaction (empty outside one); the reply texts and the addresses
+	// named in Rejection records.
+	mailReply []byte
+	rcptReply []byte
 	closeMode smtpreply.DisconnectMode
 	closeSet  bool
 }
@@ -256,13 +257,34 @@ func (f *frontConn) reply(code int, text string) {
 		f.logRejection(code, text)
 	}
 	if strings.IndexByte(text, '\n') < 0 {
-		f.out = strconv.AppendInt(f.out, int64(code), 10)
-		f.out = append(f.out, ' ')
-		f.out = append(f.out, text...)
-		f.out = append(f.out, '\r', '\n')
+		f.out = appendReplyLine(f.out, code, text)
 	} else {
 		f.out = append(f.out, smtpreply.Format(code, text)...)
 	}
+	f.replied(code)
+}
+
+// replyBytes is reply for a one-line success text held in a session
+// buffer: it is copied straight into the output unless the rewrite event
+// (which gets a string) has to see it.
+func (f *frontConn) replyBytes(code int, text []byte) {
+	if f.s.hasRewrite || code >= 400 || bytes.IndexByte(text, '\n') >= 0 {
+		f.reply(code, string(text))
+		return
+	}
+	f.out = appendReplyLine(f.out, code, text)
+	f.replied(code)
+}
+
+// appendReplyLine appends the one-line reply "code text\r\n".
+func appendReplyLine[T string | []byte](out []byte, code int, text T) []byte {
+	out = strconv.AppendInt(out, int64(code), 10)
+	out = append(out, ' ')
+	out = append(out, text...)
+	return append(out, '\r', '\n')
+}
+
+func (f *frontConn) replied(code int) {
 	if code == 421 {
 		f.closing = true
 	}
@@ -329,6 +351,7 @@ func (f *frontConn) goReply(code int, raw []byte) {
 	// until a translation sets it; the raw text is used otherwise (so the
 	// common replies are translated without allocating).
 	var text string
+	var textB []byte // a translation held in a session buffer
 	switch f.cmd {
 	case "EHLO", "HELO":
 		if code == 250 {
@@ -339,7 +362,7 @@ func (f *frontConn) goReply(code int, raw []byte) {
 		switch {
 		case code == 250:
 			f.hasMail = true
-			text = f.mailReply
+			textB = f.mailReply
 		case bytes.HasPrefix(raw, []byte("5.5.2 Was expecting")):
 			code, text = 501, "5.1.7 Invalid sender address syntax: "+argOf(f.cmdString())
 		case bytes.HasPrefix(raw, []byte("5.3.4 ")):
@@ -350,7 +373,7 @@ func (f *frontConn) goReply(code int, raw []byte) {
 		case code == 250:
 			f.nrcpt++
 			f.rcptTotal++
-			text = f.rcptReply
+			textB = f.rcptReply
 		case bytes.HasPrefix(raw, []byte("5.5.2 Was expecting")):
 			code, text = 501, "5.1.3 Invalid recipient address syntax"
 		}
@@ -376,14 +399,18 @@ func (f *frontConn) goReply(code int, raw []byte) {
 		code, text = 221, "So long, and thanks for all the fish!"
 		f.closing = true
 	}
-	if text == "" {
-		if bytes.HasPrefix(raw, []byte("4.0.0 Internal server error")) || (code == 421 && bytes.HasPrefix(raw, []byte("4.4.2 Idle timeout"))) {
-			code, text = 421, "4.3.0 "+f.host()+" technical difficulties"
-		} else {
-			text = string(raw)
+	if len(textB) > 0 {
+		f.replyBytes(code, textB)
+	} else {
+		if text == "" {
+			if bytes.HasPrefix(raw, []byte("4.0.0 Internal server error")) || (code == 421 && bytes.HasPrefix(raw, []byte("4.4.2 Idle timeout"))) {
+				code, text = 421, "4.3.0 "+f.host()+" technical difficulties"
+			} else {
+				text = string(raw)
+			}
 		}
+		f.reply(code, text)
 	}
-	f.reply(code, text)
 	if f.closeSet {
 		f.closeSet = false
 		f.applyDisconnect(&smtpreply.Rejection{Code: code, Mode: f.closeMode})
@@ -400,8 +427,8 @@ func argOf(line string) string {
 func (f *frontConn) endTxn() {
 	f.hasMail = false
 	f.nrcpt = 0
-	f.sender = ""
-	f.lastRcpt = ""
+	f.mailReply = f.mailReply[:0]
+	f.rcptReply = f.rcptReply[:0]
 }
 
 func (f *frontConn) banner() {

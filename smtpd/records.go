@@ -59,7 +59,7 @@ func (f *frontConn) logRejection(code int, text string) {
 	rec := &logrecord.Record{
 		Type:              logrecord.Rejection,
 		ID:                s.deps.IDs.NewString(),
-		Sender:            f.sender,
+		Sender:            replyAddr(f.mailReply),
 		Response:          resp,
 		PeerAddress:       &logrecord.PeerAddress{Name: f.helo, Addr: f.peerIP},
 		Timestamp:         time.Now(),
@@ -68,10 +68,19 @@ func (f *frontConn) logRejection(code int, text string) {
 		SessionID:         f.sessionID,
 	}
 	rec.Created = rec.Timestamp
-	if f.lastRcpt != "" {
-		rec.Recipient = []string{f.lastRcpt}
+	if rcpt := replyAddr(f.rcptReply); rcpt != "" {
+		rec.Recipient = []string{rcpt}
 	}
 	s.deps.Logger.Log(rec, nil)
+}
+
+// replyAddr returns the address of an "OK <address>" reply text ("" for an
+// empty buffer or the null sender).
+func replyAddr(okReply []byte) string {
+	if len(okReply) <= len("OK ") {
+		return ""
+	}
+	return string(okReply[len("OK "):])
 }
 
 // logInternalBounce records the internal Bounce of a message that was

@@ -67,8 +67,7 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		}
 	}
 	ss.from = addr
-	ss.fc.mailReply = "OK " + addr.String()
-	ss.fc.sender = ss.fc.mailReply[3:]
+	ss.fc.mailReply = addr.AppendTo(append(ss.fc.mailReply[:0], "OK "...))
 	return nil
 }
 
@@ -103,8 +102,7 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		}
 	}
 	ss.rcpts = append(ss.rcpts, addr)
-	fc.rcptReply = "OK " + addr.String()
-	fc.lastRcpt = fc.rcptReply[3:]
+	fc.rcptReply = addr.AppendTo(append(fc.rcptReply[:0], "OK "...))
 	return nil
 }
 

@@ -29,6 +29,15 @@ func (a Address) String() string {
 	return a.User + "@" + a.Domain
 }
 
+// AppendTo appends a.String() to b.
+func (a Address) AppendTo(b []byte) []byte {
+	b = append(b, a.User...)
+	if a.Domain != "" {
+		b = append(append(b, '@'), a.Domain...)
+	}
+	return b
+}
+
 // ErrBadAddress reports an address that is not a valid RFC 5321 mailbox.
 var ErrBadAddress = errors.New("invalid address syntax")
 
@@ -104,7 +113,12 @@ func validDomain(d string) bool {
 	if len(d) > 255 {
 		return false
 	}
-	for _, label := range strings.Split(d, ".") {
+	for rest := d; ; {
+		label := rest
+		dot := strings.IndexByte(rest, '.')
+		if dot >= 0 {
+			label, rest = rest[:dot], rest[dot+1:]
+		}
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
 			return false
 		}
@@ -113,6 +127,8 @@ func validDomain(d string) bool {
 				return false
 			}
 		}
+		if dot < 0 {
+			return true
+		}
 	}
-	return true
 }

@@ -277,3 +277,11 @@ func TestPrependRawHeadroom(t *testing.T) {
 		t.Fatal("SetData")
 	}
 }
+
+func TestAddressAppendTo(t *testing.T) {
+	for _, a := range []Address{{}, {User: "u"}, {User: "u", Domain: "d.example"}, {User: "info@", Domain: "[10.0.0.1]"}} {
+		if got := string(a.AppendTo([]byte("OK "))); got != "OK "+a.String() {
+			t.Errorf("%+v: %q", a, got)
+		}
+	}
+}
