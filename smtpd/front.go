@@ -95,6 +95,11 @@ type frontConn struct {
 	rcptReply []byte
 	closeMode smtpreply.DisconnectMode
 	closeSet  bool
+
+	// policy call context (callctx.go)
+	call    *callCtx
+	endCall context.CancelFunc
+	inCall  bool
 }
 
 func newFrontConn(s *Server, c net.Conn) *frontConn {
@@ -121,10 +126,6 @@ func newFrontConn(s *Server, c net.Conn) *frontConn {
 	m.Set("hostname", s.cfg.Hostname)
 	s.track(fc, true)
 	return fc
-}
-
-func (f *frontConn) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), f.s.cfg.DataProcessingTimeout)
 }
 
 // ---- net.Conn ----

@@ -1,7 +1,6 @@
 package smtpd
 
 import (
-	"context"
 	"errors"
 	"io"
 	"strings"
@@ -251,7 +250,7 @@ func (ss *session) Data(r io.Reader) error {
 			return reply(552, "5.6.0 message data must use CRLF for line endings")
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.DataProcessingTimeout)
+	ctx, cancel := fc.ctx()
 	defer cancel()
 	err := ss.s.receive(ctx, fc, ss.from, ss.rcpts, bp)
 	return err
