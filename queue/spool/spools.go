@@ -363,6 +363,9 @@ func (rec *metaRecord) message(id string, data []byte) (*message.Message, error)
 	} else if err := json.Unmarshal(rec.Recipient, &list); err != nil {
 		return nil, fmt.Errorf("decode meta recipient: %w", err)
 	}
+	if len(list) == 0 {
+		return nil, errors.New("decode meta: no recipient")
+	}
 	rcpts := make([]message.Address, len(list))
 	for i, r := range list {
 		rcpts[i] = ParseStoredAddress(r)
@@ -405,12 +408,32 @@ func FormatAddress(a message.Address) string {
 	return user + "@" + a.Domain
 }
 
-// ParseStoredAddress parses an address written by FormatAddress. It never
-// fails: an address the strict parser refuses was accepted once, so it is
-// split at its last '@' instead.
+// ParseStoredAddress reads an address written by FormatAddress; it is its
+// exact inverse and never fails: an address was accepted once, so it is
+// read back as written, not judged again. A quoted local part is unquoted
+// up to its closing quote; otherwise the address is split at its last '@'.
 func ParseStoredAddress(s string) message.Address {
-	if a, err := message.ParseAddress(s); err == nil {
-		return a
+	if len(s) > 1 && s[0] == '"' {
+		var b strings.Builder
+		for i := 1; i < len(s); i++ {
+			c := s[i]
+			if c == '\\' && i+1 < len(s) {
+				i++
+				b.WriteByte(s[i])
+				continue
+			}
+			if c != '"' {
+				b.WriteByte(c)
+				continue
+			}
+			switch rest := s[i+1:]; {
+			case rest == "":
+				return message.Address{User: b.String()}
+			case rest[0] == '@':
+				return message.Address{User: b.String(), Domain: rest[1:]}
+			}
+			break
+		}
 	}
 	if at := strings.LastIndexByte(s, '@'); at >= 0 {
 		return message.Address{User: s[:at], Domain: s[at+1:]}
@@ -418,7 +441,6 @@ func ParseStoredAddress(s string) message.Address {
 	return message.Address{User: s}
 }
 
-// isDotAtom reports whether s is an RFC 5321 dot-string (no quoting needed).
 func isDotAtom(s string) bool {
 	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
 		return false

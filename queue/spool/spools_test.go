@@ -115,6 +115,10 @@ func TestAddressRoundTrip(t *testing.T) {
 		{User: `we"ird\ one`, Domain: "example.com"},
 		{User: "user", Domain: "[10.0.0.1]"},
 		{User: "postmaster"},
+		{User: "0 00"},
+		{User: `"quoted"`},
+		{User: "a@b"},
+		{User: `"`, Domain: "x"},
 	} {
 		s := FormatAddress(a)
 		if got := ParseStoredAddress(s); got != a {
