@@ -96,6 +96,16 @@ type frontConn struct {
 	closeMode smtpreply.DisconnectMode
 	closeSet  bool
 
+	// per-transaction scratch of receive (receive.go), kept for the next
+	// transaction
+	msgs      []*message.Message
+	bufs      []*[]byte
+	batches   [][]message.Address
+	hdrBuf    []byte
+	idsBuf    []byte
+	dataReply []byte // the text of a successful DATA/BDAT reply
+	dataOK    bool   // dataReply replaces go-smtp's "OK: queued"
+
 	// policy call context (callctx.go)
 	call    *callCtx
 	endCall context.CancelFunc
@@ -387,9 +397,11 @@ func (f *frontConn) goReply(code int, raw []byte) {
 			break
 		}
 		f.endTxn()
+		textB = f.takeDataReply(code)
 	case "BDAT":
 		if !bytes.HasPrefix(raw, []byte("2.0.0 Continue")) {
 			f.endTxn()
+			textB = f.takeDataReply(code)
 		}
 	case "RSET":
 		if code == 250 {
@@ -416,6 +428,26 @@ func (f *frontConn) goReply(code int, raw []byte) {
 		f.closeSet = false
 		f.applyDisconnect(&smtpreply.Rejection{Code: code, Mode: f.closeMode})
 	}
+}
+
+// setDataReply sets the text that replaces go-smtp's reply when receive
+// returns nil.
+func (f *frontConn) setDataReply(prefix string, ids []byte) {
+	f.dataReply = append(append(f.dataReply[:0], prefix...), ids...)
+	f.dataOK = true
+}
+
+// takeDataReply returns the text receive left for the reply to a DATA or
+// last BDAT (nil when there is none).
+func (f *frontConn) takeDataReply(code int) []byte {
+	if !f.dataOK {
+		return nil
+	}
+	f.dataOK = false
+	if code != 250 {
+		return nil
+	}
+	return f.dataReply
 }
 
 func argOf(line string) string {

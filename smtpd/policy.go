@@ -13,6 +13,10 @@ import (
 // kumo.disconnect; any other error is a policy failure that ends the
 // session with "421 4.3.0 <host> technical difficulties". Methods for an
 // event without a handler return their zero values quickly.
+//
+// A method must not keep msg (or use it from another goroutine) after it
+// returns: messages whose queue is "null" go back to a pool once their
+// Reception record is written, and are reused for later transactions.
 type Policy interface {
 	// HasHandler reports whether event has at least one registered handler.
 	HasHandler(event string) bool

@@ -11,26 +11,42 @@ import (
 
 // receive runs the DATA-time events for one transaction and disposes of the
 // resulting messages. It returns the reply for the DATA (or last BDAT)
-// command. bp holds the body with message.Headroom spare bytes in front;
-// receive owns it from here on.
+// command: nil for success, whose text (in fc.dataReply) the front end puts
+// in place of go-smtp's. bp holds the body with message.Headroom spare bytes
+// in front; receive owns it from here on.
+//
+// Messages come from the message pool. One whose queue is "null" (or that
+// is refused for want of a queue) is released back to it once its
+// Reception record is written: nothing refers to it then (the logger reads
+// it during Log, Lua handles end with their event). Messages handed to the
+// queue are never released here.
 func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Address, rcpts []message.Address, bp *[]byte) error {
-	release := func(bps []*[]byte) {
-		for _, b := range bps {
+	p := s.deps.Policy
+	msg := message.Acquire(s.deps.IDs, from, rcpts, *bp, message.Headroom)
+	msg.CopyConnMeta(fc.meta)
+	bufs := append(fc.bufs[:0], bp)
+	msgs := fc.msgs[:0]
+	defer func() {
+		clear(msgs)
+		fc.msgs = msgs[:0]
+		clear(bufs)
+		fc.bufs = bufs[:0]
+	}()
+	fail := func(err error) error {
+		for _, b := range bufs {
 			putBuf(b)
 		}
-	}
-	p := s.deps.Policy
-	all := append([]message.Address(nil), rcpts...)
-	msg := message.NewWithHeadroom(s.deps.IDs, from, all, *bp, message.Headroom)
-	msg.CopyConnMeta(fc.meta)
-	bufs := []*[]byte{bp}
-	ss := &session{fc: fc, s: s}
-	fail := func(err error) error {
-		release(bufs)
+		if len(msgs) == 0 {
+			msg.Release()
+		}
+		for _, m := range msgs {
+			m.Release()
+		}
 		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 			s.log.Warn().Err(err).Str("peer", fc.peer.String()).Msg("data_processing_timeout exceeded")
 			return reply(451, "4.4.5 data_processing_timeout exceeded (rx)")
 		}
+		ss := &session{fc: fc, s: s}
 		return ss.policyErr(err)
 	}
 
@@ -47,10 +63,13 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		}
 	}
 	if batches == nil {
-		batches = defaultBatches(msg.Recipients(), s.cfg.BatchHandling)
+		batches = defaultBatches(fc.batches[:0], msg.Recipients(), s.cfg.BatchHandling)
+		defer func() {
+			clear(batches)
+			fc.batches = batches[:0]
+		}()
 	}
 
-	msgs := make([]*message.Message, 0, len(batches))
 	now := time.Now().UTC()
 	// The body as received; trace headers go into headroom in front of it,
 	// so this slice keeps showing the untouched data for later batches.
@@ -63,16 +82,12 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 			nb := getBuf()
 			*nb = append(*nb, orig...)
 			bufs = append(bufs, nb)
-			m = message.NewWithHeadroom(s.deps.IDs, msg.Sender(), b, *nb, message.Headroom)
+			m = message.Acquire(s.deps.IDs, msg.Sender(), b, *nb, message.Headroom)
 			for k, v := range msg.MetaMap() {
 				m.SetMeta(k, v)
 			}
 		}
 		if s.cfg.TraceHeaders.ReceivedHeader {
-			first := ""
-			if len(b) > 0 {
-				first = b[0].String()
-			}
 			proto := "ESMTP"
 			if fc.tls != nil {
 				proto = "ESMTPS"
@@ -80,8 +95,8 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 					proto = "ESMTPSA"
 				}
 			}
-			m.PrependHeader("Received", message.ReceivedValue(fc.helo, fc.peerIP, s.cfg.Hostname,
-				fc.localIP, proto, fc.tlsInfo(), m.ID(), first, now))
+			fc.hdrBuf = m.AppendReceived(fc.hdrBuf[:0], fc.helo, fc.peerIP, s.cfg.Hostname, fc.localIP, proto, fc.tlsInfo(), now)
+			m.PrependRaw(fc.hdrBuf)
 		}
 		msgs = append(msgs, m)
 	}
@@ -94,25 +109,34 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		}
 	}
 
-	var ids strings.Builder
+	ids := fc.idsBuf[:0] // of the accepted messages, space separated
 	accepted, failed := 0, 0
 	var spoolErr error
 	var keep []*[]byte
+	addID := func(m *message.Message) {
+		if accepted > 0 {
+			ids = append(ids, ' ')
+		}
+		ids = m.AppendID(ids)
+		accepted++
+	}
 	for i, m := range msgs {
 		q := m.QueueName()
 		if q == "null" {
 			s.logReception(fc, m, q)
-			if len(msgs) > 1 {
-				appendID(&ids, m.ID())
-			}
-			accepted++
+			addID(m)
+			m.Release()
 			continue
 		}
 		if s.deps.Enqueuer == nil {
 			failed++
 			s.log.Warn().Str("queue", q).Str("id", m.ID()).Msg("no queue is configured for non-null queues; message refused")
+			m.Release()
 			continue
 		}
+		// The queue may read the id from several goroutines: make the
+		// string now, while the message is still ours alone.
+		m.ID()
 		if s.cfg.TraceHeaders.SupplementalHeader {
 			m.PrependHeader(s.cfg.TraceHeaders.HeaderName, supplemental(m, s.cfg.TraceHeaders.IncludeMetaNames))
 		}
@@ -130,10 +154,7 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 			s.log.Error().Err(err).Str("queue", q).Str("id", m.ID()).Msg("queue insert failed")
 			continue
 		}
-		if len(msgs) > 1 {
-			appendID(&ids, m.ID())
-		}
-		accepted++
+		addID(m)
 		if i < len(bufs) {
 			// the queue owns this buffer now
 			keep = append(keep, bufs[i])
@@ -144,13 +165,14 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 			putBuf(b)
 		}
 	}
+	fc.idsBuf = ids
 	switch {
-	case failed == 0 && len(msgs) == 1:
-		return reply(250, "OK ids="+msgs[0].ID())
 	case failed == 0:
-		return reply(250, "OK ids="+ids.String())
+		fc.setDataReply("OK ids=", ids)
+		return nil
 	case accepted > 0:
-		return reply(250, "PARTIAL ids="+ids.String())
+		fc.setDataReply("PARTIAL ids=", ids)
+		return nil
 	case s.deps.Enqueuer == nil:
 		return reply(451, "4.3.0 "+s.cfg.Hostname+" only queue \"null\" is available: no delivery engine is configured")
 	case ctx.Err() != nil:
@@ -162,13 +184,6 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 	}
 }
 
-func appendID(sb *strings.Builder, id string) {
-	if sb.Len() > 0 {
-		sb.WriteByte(' ')
-	}
-	sb.WriteString(id)
-}
-
 func contains(list []*[]byte, b *[]byte) bool {
 	for _, x := range list {
 		if x == b {
@@ -178,17 +193,17 @@ func contains(list []*[]byte, b *[]byte) bool {
 	return false
 }
 
-// defaultBatches splits recipients per batch_handling: one message per
-// recipient (BifurcateAlways) or per lower-cased domain (BatchByDomain).
-func defaultBatches(rcpts []message.Address, mode string) [][]message.Address {
+// defaultBatches splits recipients per batch_handling, appending to
+// out[:0]: one message per recipient (BifurcateAlways) or per lower-cased
+// domain (BatchByDomain).
+func defaultBatches(out [][]message.Address, rcpts []message.Address, mode string) [][]message.Address {
+	out = out[:0]
 	if mode != "BatchByDomain" {
-		out := make([][]message.Address, len(rcpts))
 		for i := range rcpts {
-			out[i] = rcpts[i : i+1 : i+1]
+			out = append(out, rcpts[i:i+1:i+1])
 		}
 		return out
 	}
-	var out [][]message.Address
 	idx := map[string]int{}
 	for _, r := range rcpts {
 		d := strings.ToLower(r.Domain)

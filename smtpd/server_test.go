@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/smtp"
 	"regexp"
@@ -68,12 +69,16 @@ func TestBannerAndEhlo(t *testing.T) {
 }
 
 func TestTransactionToNullQueue(t *testing.T) {
-	var got *message.Message
-	var gotData string
+	// a message to queue "null" is recycled after reception: keep copies
+	var gotID, gotData, gotFrom, gotEhlo string
+	var gotMeta map[string]any
 	p := &fakePolicy{received: func(m *message.Message) error {
 		m.SetMeta("queue", "null")
-		got = m
+		gotID = m.ID()
 		gotData = string(m.Data())
+		gotFrom, _ = m.MetaString("received_from")
+		gotEhlo, _ = m.MetaString("ehlo_domain")
+		gotMeta = maps.Clone(m.MetaMap())
 		return nil
 	}}
 	ts := startServer(t, testConfig(), p)
@@ -82,23 +87,23 @@ func TestTransactionToNullQueue(t *testing.T) {
 	if !idsRe.MatchString(resp) {
 		t.Fatalf("DATA reply %q", resp)
 	}
-	if got == nil {
+	if gotID == "" {
 		t.Fatal("message_received not called")
 	}
-	if !strings.HasPrefix(gotData, "Received: from client.example (127.0.0.1)\r\n  by mx.test (KumoMTA 127.0.0.1)\r\n  with ESMTP id "+got.ID()+" for recip@example.com;") {
+	if !strings.HasPrefix(gotData, "Received: from client.example (127.0.0.1)\r\n  by mx.test (KumoMTA 127.0.0.1)\r\n  with ESMTP id "+gotID+" for recip@example.com;") {
 		t.Fatalf("Received header: %q", gotData)
 	}
 	if !strings.HasSuffix(gotData, "Subject: hi\r\n\r\nhello\r\n.dot\r\n") {
 		t.Fatalf("body not dot-unstuffed: %q", gotData)
 	}
-	if v, _ := got.MetaString("received_from"); !strings.HasPrefix(v, "127.0.0.1:") {
-		t.Fatalf("conn meta not copied: %v", got.MetaMap())
+	if !strings.HasPrefix(gotFrom, "127.0.0.1:") {
+		t.Fatalf("conn meta not copied: %v", gotMeta)
 	}
-	if v, _ := got.MetaString("ehlo_domain"); v != "client.example" {
-		t.Fatalf("ehlo_domain meta %q", v)
+	if gotEhlo != "client.example" {
+		t.Fatalf("ehlo_domain meta %q", gotEhlo)
 	}
 	recs := ts.recs.ByType(logrecord.Reception)
-	if len(recs) != 1 || recs[0].Queue != "null" || recs[0].ID != got.ID() || recs[0].Sender != "sender@example.com" ||
+	if len(recs) != 1 || recs[0].Queue != "null" || recs[0].ID != gotID || recs[0].Sender != "sender@example.com" ||
 		len(recs[0].Recipient) != 1 || recs[0].Recipient[0] != "recip@example.com" || recs[0].Response.Code != 250 {
 		t.Fatalf("reception records: %+v", recs)
 	}

@@ -36,6 +36,12 @@ func NewIDGenerator() *IDGenerator {
 
 // New returns a fresh id and the creation time encoded in it.
 func (g *IDGenerator) New() (string, time.Time) {
+	id, created := g.next()
+	return string(id[:]), created
+}
+
+// next returns a fresh id as hex digits and its creation time.
+func (g *IDGenerator) next() ([32]byte, time.Time) {
 	now := time.Now()
 	ts := uint64(now.UnixNano()/100) + gregorianOffset
 	g.mu.Lock()
@@ -52,7 +58,7 @@ func (g *IDGenerator) New() (string, time.Time) {
 	copy(u[10:], g.node[:])
 	var out [32]byte
 	hex.Encode(out[:], u[:])
-	return string(out[:]), timeFromTS(ts)
+	return out, timeFromTS(ts)
 }
 
 func timeFromTS(ts uint64) time.Time {

@@ -2,6 +2,7 @@ package message
 
 import (
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -12,7 +13,8 @@ const Headroom = 2048
 // Message is one message: envelope, metadata and RFC 5322 data. A Message is
 // owned by one goroutine at a time.
 type Message struct {
-	id      string
+	id      string // idHex as a string; made on first ID() for pooled messages
+	idHex   [32]byte
 	created time.Time
 
 	sender     Address
@@ -24,13 +26,62 @@ type Message struct {
 	off int
 
 	sched Sched // delivery scheduling state (sched.go)
+
+	rcptStore []Address // recipients of a pooled message (Acquire)
 }
 
 // New builds a message with a fresh id from gen. data is used in place (not
 // copied); use NewWithHeadroom to prepend headers without copying.
 func New(gen *IDGenerator, sender Address, recipients []Address, data []byte) *Message {
-	id, created := gen.New()
-	return &Message{id: id, created: created, sender: sender, recipients: recipients, buf: data}
+	m := &Message{sender: sender, recipients: recipients, buf: data}
+	m.idHex, m.created = gen.next()
+	m.id = string(m.idHex[:])
+	return m
+}
+
+// pool holds released messages with their meta maps and recipient
+// storage (Acquire, Release).
+var pool = sync.Pool{New: func() any { return new(Message) }}
+
+// Pooled messages keep their meta map and recipient storage up to these
+// sizes; larger ones are left to the garbage collector.
+const (
+	maxPooledMeta  = 64
+	maxPooledRcpts = 64
+)
+
+// Acquire is NewWithHeadroom for a message taken from a pool: it has a
+// fresh id from gen, empty metadata (the map of an earlier use, cleared),
+// and its own copy of recipients. The id string is only made when ID is
+// called; AppendID writes it without. Hand it back with Release when
+// nothing refers to it any more, or just drop it.
+func Acquire(gen *IDGenerator, sender Address, recipients []Address, buf []byte, off int) *Message {
+	m := pool.Get().(*Message)
+	m.idHex, m.created = gen.next()
+	m.sender = sender
+	m.rcptStore = append(m.rcptStore[:0], recipients...)
+	m.recipients = m.rcptStore
+	m.buf, m.off = buf, off
+	return m
+}
+
+// Release resets m and puts it back into the pool for Acquire. The caller
+// promises that nothing refers to m any longer (queues, log writers, Lua
+// handles; Logger.Log does not keep it): m must not be used afterwards.
+// Its buffer is not recycled here; that is the caller's business. Strings
+// obtained from m earlier (ID, meta values) stay valid.
+func (m *Message) Release() {
+	meta, store := m.meta, m.rcptStore
+	if len(meta) > maxPooledMeta {
+		meta = nil
+	}
+	clear(meta)
+	if cap(store) > maxPooledRcpts {
+		store = nil
+	}
+	clear(store)
+	*m = Message{meta: meta, rcptStore: store[:0]}
+	pool.Put(m)
 }
 
 // NewWithHeadroom is New for a buffer whose first off bytes are spare
@@ -51,7 +102,20 @@ func Restore(id string, sender Address, recipients []Address, meta map[string]an
 }
 
 // ID returns the spool id: a v1 UUID as 32 lowercase hex digits.
-func (m *Message) ID() string { return m.id }
+func (m *Message) ID() string {
+	if m.id == "" && m.idHex[0] != 0 {
+		m.id = string(m.idHex[:])
+	}
+	return m.id
+}
+
+// AppendID appends the spool id to b (without making the ID string).
+func (m *Message) AppendID(b []byte) []byte {
+	if m.id != "" {
+		return append(b, m.id...)
+	}
+	return append(b, m.idHex[:]...)
+}
 
 // Created returns the creation time derived from the id.
 func (m *Message) Created() time.Time { return m.created }

@@ -285,3 +285,56 @@ func TestAddressAppendTo(t *testing.T) {
 		}
 	}
 }
+
+// A released message comes back from Acquire with nothing of its earlier
+// use: no meta, no scheduling state, its own recipients and a new id.
+func TestAcquireReleaseNoLeak(t *testing.T) {
+	gen := NewIDGenerator()
+	rcpts := []Address{{User: "a", Domain: "x.example"}}
+	seen := map[string]bool{}
+	var heldIDs []string
+	for i := 0; i < 200; i++ {
+		m := Acquire(gen, Address{User: "s", Domain: "y.example"}, rcpts, []byte("0123Subject: x\r\n\r\n"), 4)
+		if len(m.MetaMap()) != 0 || m.Attempts() != 0 || !m.Due().IsZero() || m.Scheduling() != nil {
+			t.Fatalf("use %d: state left over: meta %v attempts %d", i, m.MetaMap(), m.Attempts())
+		}
+		if string(m.Data()) != "Subject: x\r\n\r\n" || m.Sender().User != "s" || len(m.Recipients()) != 1 || m.Recipients()[0] != rcpts[0] {
+			t.Fatalf("use %d: envelope %+v %+v data %q", i, m.Sender(), m.Recipients(), m.Data())
+		}
+		var idb []byte
+		idb = m.AppendID(idb)
+		if len(idb) != 32 || seen[string(idb)] {
+			t.Fatalf("use %d: id %q", i, idb)
+		}
+		seen[string(idb)] = true
+		if i%2 == 0 {
+			id := m.ID()
+			if id != string(idb) {
+				t.Fatalf("ID %q, AppendID %q", id, idb)
+			}
+			heldIDs = append(heldIDs, id)
+		}
+		if created, err := IDTime(string(idb)); err != nil || !created.Equal(m.Created()) {
+			t.Fatalf("created %v %v", created, err)
+		}
+		m.SetMeta("use", i)
+		m.SetMeta("queue", "null")
+		m.SetAttempts(3)
+		m.SetRecipients(append(m.Recipients(), Address{User: "extra", Domain: "z.example"}))
+		m.Recipients()[0].User = "changed" // the caller's slice is not touched
+		m.Release()
+	}
+	if rcpts[0].User != "a" {
+		t.Fatal("Acquire kept the caller's recipient slice")
+	}
+	for i, id := range heldIDs {
+		if len(id) != 32 || !seen[id] {
+			t.Fatalf("id %d changed after Release: %q", i, id)
+		}
+	}
+	// a zero Message has no id
+	var z Message
+	if z.ID() != "" {
+		t.Fatal("zero message has an id")
+	}
+}

@@ -25,31 +25,40 @@ const receivedDateLayout = "Mon, 02 Jan 2006 15:04:05 -0700"
 // as "TLSv1.3:TLS_AES_128_GCM_SHA256". when is rendered in its own location
 // (pass a UTC time for KumoMTA's "+0000").
 func ReceivedValue(ehlo, peerIP, hostname, localIP, proto, tlsInfo, id, firstRecipient string, when time.Time) string {
-	var b strings.Builder
-	b.Grow(160 + len(ehlo) + len(hostname) + len(firstRecipient))
-	b.WriteString("from ")
-	b.WriteString(ehlo)
-	b.WriteString(" (")
-	b.WriteString(peerIP)
-	b.WriteString(")\r\n  by ")
-	b.WriteString(hostname)
-	b.WriteString(" (KumoMTA ")
-	b.WriteString(localIP)
-	b.WriteString(")\r\n  with ")
-	b.WriteString(proto)
-	if tlsInfo != "" {
-		b.WriteString(" (")
-		b.WriteString(tlsInfo)
-		b.WriteByte(')')
+	b := make([]byte, 0, 160+len(ehlo)+len(hostname)+len(firstRecipient))
+	b = appendReceivedHead(b, ehlo, peerIP, hostname, localIP, proto, tlsInfo)
+	b = append(append(append(b, id...), " for "...), firstRecipient...)
+	return string(appendReceivedTail(b, when))
+}
+
+// AppendReceived appends the whole Received header line that
+// ReceivedValue describes for m (its id and first recipient), from
+// "Received: " to the final CRLF, ready for PrependRaw.
+func (m *Message) AppendReceived(b []byte, ehlo, peerIP, hostname, localIP, proto, tlsInfo string, when time.Time) []byte {
+	b = appendReceivedHead(append(b, "Received: "...), ehlo, peerIP, hostname, localIP, proto, tlsInfo)
+	b = append(m.AppendID(b), " for "...)
+	if len(m.recipients) > 0 {
+		b = m.recipients[0].AppendTo(b)
 	}
-	b.WriteString(" id ")
-	b.WriteString(id)
-	b.WriteString(" for ")
-	b.WriteString(firstRecipient)
-	b.WriteString(";\r\n  ")
-	var date [40]byte
-	b.Write(when.AppendFormat(date[:0], receivedDateLayout))
-	return b.String()
+	return append(appendReceivedTail(b, when), "\r\n"...)
+}
+
+// appendReceivedHead appends the Received value up to the id.
+func appendReceivedHead(b []byte, ehlo, peerIP, hostname, localIP, proto, tlsInfo string) []byte {
+	b = append(append(append(b, "from "...), ehlo...), " ("...)
+	b = append(append(b, peerIP...), ")\r\n  by "...)
+	b = append(append(b, hostname...), " (KumoMTA "...)
+	b = append(append(b, localIP...), ")\r\n  with "...)
+	b = append(b, proto...)
+	if tlsInfo != "" {
+		b = append(append(append(b, " ("...), tlsInfo...), ')')
+	}
+	return append(b, " id "...)
+}
+
+// appendReceivedTail appends the Received value after the recipient.
+func appendReceivedTail(b []byte, when time.Time) []byte {
+	return when.AppendFormat(append(b, ";\r\n  "...), receivedDateLayout)
 }
 
 // supplementalFoldWidth is the number of base64 characters per line of the

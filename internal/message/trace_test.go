@@ -74,3 +74,20 @@ func TestSupplementalValue(t *testing.T) {
 		t.Fatalf("golden mismatch: %q", got)
 	}
 }
+
+func TestAppendReceivedMatchesReceivedValue(t *testing.T) {
+	when := time.Date(2024, 3, 5, 7, 8, 9, 0, time.UTC)
+	gen := NewIDGenerator()
+	for _, rcpts := range [][]Address{nil, {{User: "rcpt", Domain: "example.org"}, {User: "b", Domain: "c.example"}}} {
+		for _, m := range []*Message{New(gen, Address{}, rcpts, nil), Acquire(gen, Address{}, rcpts, nil, 0)} {
+			first := ""
+			if len(rcpts) > 0 {
+				first = rcpts[0].String()
+			}
+			want := "Received: " + ReceivedValue("c.example", "10.0.0.1", "mx.example", "10.0.0.2", "ESMTPS", "TLSv1.3:X", m.ID(), first, when) + "\r\n"
+			if got := string(m.AppendReceived([]byte("junk"), "c.example", "10.0.0.1", "mx.example", "10.0.0.2", "ESMTPS", "TLSv1.3:X", when)); got != "junk"+want {
+				t.Fatalf("got  %q\nwant %q", got, "junk"+want)
+			}
+		}
+	}
+}
