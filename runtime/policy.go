@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	lua "github.com/yuin/gopher-lua"
 
@@ -41,7 +42,37 @@ func (r *Runtime) single(ctx context.Context, event string) (*state, error) {
 	}
 	st.begin(ctx, event)
 	st.L.Push(fns[0])
+	st.params = visibleParams(fns[0])
 	return st, nil
+}
+
+// visibleParams is the number of arguments fn can reach: the named
+// parameters of a Lua function without "...". The VM drops (and clears)
+// the others on entry and there is no debug library, so an argument past
+// them is never seen and need not be built: it is passed as nil.
+func visibleParams(fn *lua.LFunction) int {
+	if fn.IsG || fn.Proto == nil || fn.Proto.IsVarArg != 0 {
+		return math.MaxInt
+	}
+	return int(fn.Proto.NumParameters)
+}
+
+// pushConnMeta pushes cm as argument n (1-based) of the running handler.
+func (st *state) pushConnMeta(n int, cm *message.ConnMeta) {
+	if n > st.params {
+		st.L.Push(lua.LNil)
+		return
+	}
+	st.L.Push(st.newConnMeta(cm))
+}
+
+// pushMessage pushes msg as argument n (1-based) of the running handler.
+func (st *state) pushMessage(n int, msg *message.Message) {
+	if n > st.params {
+		st.L.Push(lua.LNil)
+		return
+	}
+	st.L.Push(st.newMessage(msg))
 }
 
 // finish ends the event and returns the state to the pool.
@@ -64,7 +95,7 @@ func (r *Runtime) connOnly(ctx context.Context, event string, cm *message.ConnMe
 	if err != nil {
 		return err
 	}
-	st.L.Push(st.newConnMeta(cm))
+	st.pushConnMeta(1, cm)
 	return r.finish(st, event, st.pcall(1, 0))
 }
 
@@ -81,7 +112,7 @@ func (r *Runtime) Ehlo(ctx context.Context, domain string, cm *message.ConnMeta,
 	}
 	L := st.L
 	L.Push(lua.LString(domain))
-	L.Push(st.newConnMeta(cm))
+	st.pushConnMeta(2, cm)
 	nargs := 2
 	if exts != nil {
 		L.Push(st.fromGo(exts))
@@ -127,7 +158,7 @@ func (r *Runtime) AuthPlain(ctx context.Context, authz, authc, password string, 
 	L.Push(lua.LString(authz))
 	L.Push(lua.LString(authc))
 	L.Push(lua.LString(password))
-	L.Push(st.newConnMeta(cm))
+	st.pushConnMeta(4, cm)
 	ok := false
 	err = st.pcall(4, 1)
 	if err == nil {
@@ -162,8 +193,12 @@ func (r *Runtime) addrEvent(ctx context.Context, event string, a message.Address
 	if err != nil {
 		return err
 	}
-	st.L.Push(st.newAddress(a))
-	st.L.Push(st.newConnMeta(cm))
+	if st.params < 1 {
+		st.L.Push(lua.LNil)
+	} else {
+		st.L.Push(st.newAddress(a))
+	}
+	st.pushConnMeta(2, cm)
 	return r.finish(st, event, st.pcall(2, 0))
 }
 
@@ -181,7 +216,7 @@ func (r *Runtime) ListenerDomain(ctx context.Context, domain, listener string, c
 	L := st.L
 	L.Push(lua.LString(domain))
 	L.Push(lua.LString(listener))
-	L.Push(st.newConnMeta(cm))
+	st.pushConnMeta(3, cm)
 	var out *config.ListenerDomain
 	err = st.pcall(3, 1)
 	if err == nil {
@@ -226,8 +261,8 @@ func (r *Runtime) msgEvent(ctx context.Context, event string, msg *message.Messa
 	if err != nil {
 		return err
 	}
-	st.L.Push(st.newMessage(msg))
-	st.L.Push(st.newConnMeta(cm))
+	st.pushMessage(1, msg)
+	st.pushConnMeta(2, cm)
 	return r.finish(st, event, st.pcall(2, 0))
 }
 
@@ -243,8 +278,8 @@ func (r *Runtime) SplitTransaction(ctx context.Context, msg *message.Message, cm
 		return nil, err
 	}
 	L := st.L
-	L.Push(st.newMessage(msg))
-	L.Push(st.newConnMeta(cm))
+	st.pushMessage(1, msg)
+	st.pushConnMeta(2, cm)
 	var out [][]message.Address
 	err = st.pcall(2, 1)
 	if err == nil {
@@ -312,7 +347,7 @@ func (r *Runtime) RewriteResponse(ctx context.Context, code int, text, command s
 	} else {
 		L.Push(lua.LString(command))
 	}
-	L.Push(st.newConnMeta(cm))
+	st.pushConnMeta(4, cm)
 	newCode, newText := code, text
 	err = st.pcall(4, 2)
 	if err == nil {

@@ -44,11 +44,14 @@ type state struct {
 	event      string // event being executed, "" at top level
 	eventValue string // last value written to _KUMO_CURRENT_EVENT
 	withCtx    bool
+	params     int              // arguments the running handler can see (visibleParams)
 	live       []*lua.LUserData // handles to invalidate when the event ends
 
 	msgMT, addrMT, connMT, rejMT, cfgMT, tdMT *lua.LTable
 
 	next lua.LValue // the original next, for __pairs iterators
+
+	boxed map[string]any // boxString's cache
 }
 
 // newState creates a sandboxed state and runs the compiled policy in it.

@@ -260,7 +260,7 @@ func (st *state) messageMethods() map[string]lua.LGFunction {
 			// fast paths for the common scalar cases
 			switch x := v.(type) {
 			case lua.LString:
-				m.SetMeta(key, string(x))
+				m.SetMeta(key, st.boxString(string(x)))
 				return 0
 			case lua.LBool:
 				m.SetMeta(key, bool(x))
@@ -298,6 +298,31 @@ func (st *state) messageMethods() map[string]lua.LGFunction {
 		m[k] = v
 	}
 	return m
+}
+
+// Boxed strings are cached per state up to these sizes (boxString).
+const (
+	maxBoxedStrings = 256
+	maxBoxedLen     = 64
+)
+
+// boxString returns s as an interface value for meta maps. Storing a
+// string in an interface allocates its header; the short values a policy
+// sets again and again (queue names, tenants, campaigns) are boxed once per
+// state instead. Strings are immutable, so one boxed value can be shared
+// by every message.
+func (st *state) boxString(s string) any {
+	if v, ok := st.boxed[s]; ok {
+		return v
+	}
+	var v any = s
+	if len(s) <= maxBoxedLen && len(st.boxed) < maxBoxedStrings {
+		if st.boxed == nil {
+			st.boxed = make(map[string]any, 16)
+		}
+		st.boxed[s] = v
+	}
+	return v
 }
 
 func (st *state) connGetMeta(L *lua.LState) int {
