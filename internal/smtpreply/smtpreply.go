@@ -55,7 +55,8 @@ func Format(code int, text string) string {
 	return sb.String()
 }
 
-// SplitEnhanced splits a leading "x.y.z " enhanced status code from text.
+// SplitEnhanced splits a leading "x.y.z " enhanced status code (RFC 3463:
+// a one-digit class of 2 to 5, then up to three digits twice) from text.
 // ok is false when text does not start with one.
 func SplitEnhanced(text string) (class, subject, detail int, rest string, ok bool) {
 	sp := strings.IndexByte(text, ' ')
@@ -69,11 +70,16 @@ func SplitEnhanced(text string) (class, subject, detail int, rest string, ok boo
 	}
 	var n [3]int
 	for i, p := range parts {
-		v, err := strconv.Atoi(p)
-		if err != nil || p == "" || len(p) > 3 {
+		if p == "" || len(p) > 3 || i == 0 && len(p) != 1 {
 			return 0, 0, 0, text, false
 		}
-		n[i] = v
+		for j := 0; j < len(p); j++ {
+			// digits only: strconv would take a sign ("2.0.-1")
+			if p[j] < '0' || p[j] > '9' {
+				return 0, 0, 0, text, false
+			}
+			n[i] = n[i]*10 + int(p[j]-'0')
+		}
 	}
 	if n[0] < 2 || n[0] > 5 {
 		return 0, 0, 0, text, false

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/queue/egress/mx"
 )
 
@@ -141,33 +142,11 @@ func failureResponse(f *mx.Failure) Response {
 // splitEnhanced splits a leading "x.y.z " enhanced status code from
 // text; the class must agree with code's first digit.
 func splitEnhanced(text string, code int) (*logrecord.EnhancedCode, string, bool) {
-	head, rest, _ := strings.Cut(text, " ")
-	a, b, ok1 := strings.Cut(head, ".")
-	bb, c, ok2 := strings.Cut(b, ".")
-	if !ok1 || !ok2 {
-		return nil, text, false
-	}
-	class, err1 := atoi3(a)
-	subject, err2 := atoi3(bb)
-	detail, err3 := atoi3(c)
-	if err1 != nil || err2 != nil || err3 != nil || len(a) != 1 || class != code/100 {
+	class, subject, detail, rest, ok := smtpreply.SplitEnhanced(text)
+	if !ok || class != code/100 {
 		return nil, text, false
 	}
 	return &logrecord.EnhancedCode{Class: class, Subject: subject, Detail: detail}, rest, true
-}
-
-func atoi3(s string) (int, error) {
-	if s == "" || len(s) > 3 {
-		return 0, strconv.ErrSyntax
-	}
-	n := 0
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0, strconv.ErrSyntax
-		}
-		n = n*10 + int(s[i]-'0')
-	}
-	return n, nil
 }
 
 // Internal response texts (reference §5.5).
