@@ -569,6 +569,13 @@ func (f *frontConn) nextCommand() error {
 		f.reply(501, "5.5.2 Invalid UTF-8 in command")
 		return nil
 	}
+	if hasControl(line) {
+		// A bare CR (or NUL, ESC, ...) is never part of a valid command,
+		// and echoing it (EHLO's "Aloha <domain>") would break the reply.
+		f.cmd = ""
+		f.reply(501, "Syntax error in command or arguments: control character in command")
+		return nil
+	}
 	verb, arg := line, []byte(nil)
 	if i := bytes.IndexByte(line, ' '); i >= 0 {
 		verb, arg = line[:i], bytes.TrimSpace(line[i+1:])
@@ -1037,3 +1044,14 @@ func (f *frontConn) tlsInfo() string {
 }
 
 var _ = os.Stderr
+
+// hasControl reports whether line holds an ASCII control character other
+// than TAB.
+func hasControl(line []byte) bool {
+	for _, c := range line {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}
