@@ -42,7 +42,7 @@ func (r *Runtime) single(ctx context.Context, event string) (*state, error) {
 	}
 	st.begin(ctx, event)
 	st.L.Push(fns[0])
-	st.params = visibleParams(fns[0])
+	st.handler, st.params = fns[0], visibleParams(fns[0])
 	return st, nil
 }
 
@@ -57,22 +57,34 @@ func visibleParams(fn *lua.LFunction) int {
 	return int(fn.Proto.NumParameters)
 }
 
-// pushConnMeta pushes cm as argument n (1-based) of the running handler.
+// pushConnMeta pushes cm as argument n (1-based) of the running handler:
+// the state's reused userdata when the handler cannot keep it.
 func (st *state) pushConnMeta(n int, cm *message.ConnMeta) {
-	if n > st.params {
+	switch {
+	case n > st.params:
 		st.L.Push(lua.LNil)
-		return
+	case st.connUD.Value == nil && st.reusable(n-1, connArg):
+		st.connUD.Value = cm
+		st.live = append(st.live, st.connUD)
+		st.L.Push(st.connUD)
+	default:
+		st.L.Push(st.newConnMeta(cm))
 	}
-	st.L.Push(st.newConnMeta(cm))
 }
 
-// pushMessage pushes msg as argument n (1-based) of the running handler.
+// pushMessage pushes msg as argument n (1-based) of the running handler:
+// the state's reused userdata when the handler cannot keep it.
 func (st *state) pushMessage(n int, msg *message.Message) {
-	if n > st.params {
+	switch {
+	case n > st.params:
 		st.L.Push(lua.LNil)
-		return
+	case st.msgUD.Value == nil && st.reusable(n-1, msgArg):
+		st.msgUD.Value = msg
+		st.live = append(st.live, st.msgUD)
+		st.L.Push(st.msgUD)
+	default:
+		st.L.Push(st.newMessage(msg))
 	}
-	st.L.Push(st.newMessage(msg))
 }
 
 // finish ends the event and returns the state to the pool.

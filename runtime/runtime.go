@@ -5,6 +5,12 @@
 // address and connection-metadata userdata, and dispatches events with
 // KumoMTA's single/multiple handler rules.
 //
+// Message and conn_meta handles are valid during their event only; a handle
+// a policy keeps reports "no longer valid" afterwards and never shows
+// another message. Handlers that only call methods on them (which is
+// decided from their bytecode) share one handle per state instead of a new
+// one per event (escape.go).
+//
 // A *Runtime implements the listener's smtpd.Policy interface (the daemon
 // asserts it; runtime does not import smtpd). Side effects that belong to
 // the daemon (binding listeners, defining spools, configuring logs) are

@@ -52,6 +52,11 @@ type state struct {
 	next lua.LValue // the original next, for __pairs iterators
 
 	boxed map[string]any // boxString's cache
+
+	// reused event arguments (escape.go)
+	handler       *lua.LFunction // the running handler (single)
+	msgUD, connUD *lua.LUserData
+	reuse         map[argKey]bool
 }
 
 // newState creates a sandboxed state and runs the compiled policy in it.
@@ -296,6 +301,7 @@ func (st *state) end() {
 	st.live = st.live[:0]
 	st.event = ""
 	st.ctx = nil
+	st.handler = nil
 	st.L.SetTop(0)
 }
 

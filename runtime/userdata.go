@@ -21,6 +21,10 @@ func (st *state) registerTypes() {
 	L.SetFuncs(msgMethods, st.messageMethods())
 	st.msgMT.RawSetString("__index", msgMethods)
 	st.msgMT.RawSetString("__name", lua.LString("Message"))
+	// Protected, as mlua protects KumoMTA's userdata metatables:
+	// getmetatable(msg) is false, so the methods cannot be replaced (the
+	// userdata reuse in escape.go relies on it).
+	st.msgMT.RawSetString("__metatable", lua.LFalse)
 	st.msgMT.RawSetString("__tostring", L.NewFunction(func(L *lua.LState) int {
 		ud := L.CheckUserData(1)
 		if m, ok := ud.Value.(*message.Message); ok {
@@ -33,13 +37,14 @@ func (st *state) registerTypes() {
 
 	st.connMT = L.NewTable()
 	connMethods := L.NewTable()
-	L.SetFuncs(connMethods, map[string]lua.LGFunction{
-		"get_meta":  st.connGetMeta,
-		"set_meta":  st.connSetMeta,
-		"auth_info": st.connAuthInfo,
-	})
+	L.SetFuncs(connMethods, st.connMethods())
 	st.connMT.RawSetString("__index", connMethods)
 	st.connMT.RawSetString("__name", lua.LString("ConnectionMeta"))
+	st.connMT.RawSetString("__metatable", lua.LFalse)
+
+	// the userdata handed to handlers that never keep them (escape.go)
+	st.msgUD = &lua.LUserData{Metatable: st.msgMT}
+	st.connUD = &lua.LUserData{Metatable: st.connMT}
 
 	st.addrMT = L.NewTable()
 	st.addrMT.RawSetString("__index", L.NewFunction(st.addrIndex))
@@ -323,6 +328,15 @@ func (st *state) boxString(s string) any {
 		st.boxed[s] = v
 	}
 	return v
+}
+
+// connMethods are the conn_meta:* methods.
+func (st *state) connMethods() map[string]lua.LGFunction {
+	return map[string]lua.LGFunction{
+		"get_meta":  st.connGetMeta,
+		"set_meta":  st.connSetMeta,
+		"auth_info": st.connAuthInfo,
+	}
 }
 
 func (st *state) connGetMeta(L *lua.LState) int {
