@@ -45,6 +45,7 @@ type frontConn struct {
 
 	out     []byte // replies not yet written to the socket
 	partial []byte // incomplete reply text written by go-smtp
+	joined  []byte // scratch for multi-line replies (parseReply)
 
 	mode     int
 	fwd      []byte // bytes handed to go-smtp but not yet read by it
@@ -195,7 +196,7 @@ func (f *frontConn) Write(p []byte) (int, error) {
 	f.partial = append(f.partial, p...)
 	done := 0
 	for {
-		end, code, text, ok := parseReply(f.partial[done:])
+		end, code, text, ok := parseReply(f.partial[done:], &f.joined)
 		if !ok {
 			break
 		}
@@ -211,9 +212,11 @@ func (f *frontConn) Write(p []byte) (int, error) {
 
 // parseReply finds one complete (possibly multi-line) reply at the start of
 // b and returns its length, code and text (lines joined by "\n"). The text
-// of a one-line reply aliases b.
-func parseReply(b []byte) (end, code int, text []byte, ok bool) {
-	var joined []byte
+// of a one-line reply aliases b; that of a multi-line one is built in
+// *scratch.
+func parseReply(b []byte, scratch *[]byte) (end, code int, text []byte, ok bool) {
+	joined := (*scratch)[:0]
+	defer func() { *scratch = joined[:0] }()
 	pos := 0
 	for {
 		nl := bytes.IndexByte(b[pos:], '\n')
