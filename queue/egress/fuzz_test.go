@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
@@ -91,4 +92,71 @@ func FuzzPeerReplies(f *testing.F) {
 		}
 		<-served
 	})
+}
+
+// FuzzDataWire checks the DATA encoding against two receivers: a lenient
+// one (any LF ends a line, as postfix and go-smtp read) must read back the
+// body exactly, with its last line ending made CRLF (or a CRLF added when
+// it has none); a strict one (only CRLF ends a line) must find the end of
+// the data exactly at the end of the wire, never inside the body.
+func FuzzDataWire(f *testing.F) {
+	for _, s := range []string{"", "a", "a\r\n", "a\n", "\n", "\r\n", ".", ".\r\n", "a\r\n.\r\nb", "a\n.\nb\n", "..\r\n..", "\r", "a\r", "x\r\n.\r\n", "\n.0", "a\n.\r\nMAIL FROM:<x@y>\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var wire bytes.Buffer
+		for _, b := range dataWire(body) {
+			wire.Write(b)
+		}
+		w := wire.Bytes()
+		got, rest, ok := readDot(w, false)
+		if !ok || len(rest) > 0 {
+			t.Fatalf("%q: wire %q: lenient receiver ends=%v leaving %q", body, w, ok, rest)
+		}
+		want := body
+		switch n := len(want); {
+		case n == 0:
+		case want[n-1] != '\n':
+			want = append(bytes.Clone(want), '\r', '\n')
+		case n == 1 || want[n-2] != '\r':
+			want = append(bytes.Clone(want[:n-1]), '\r', '\n')
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%q: wire %q reads back as %q, want %q", body, w, got, want)
+		}
+		if _, rest, ok := readDot(w, true); !ok || len(rest) > 0 {
+			t.Fatalf("%q: wire %q: strict receiver ends=%v leaving %q", body, w, ok, rest)
+		}
+	})
+}
+
+// readDot reads dot-stuffed data up to its terminating "." line, removing
+// the stuffed dots. With strict, only CRLF ends a line; otherwise LF does
+// too. It returns the data, what follows the terminator, and whether one
+// was found.
+func readDot(w []byte, strict bool) (data, rest []byte, ok bool) {
+	for len(w) > 0 {
+		var line []byte
+		if strict {
+			i := bytes.Index(w, []byte("\r\n"))
+			if i < 0 {
+				return data, nil, false
+			}
+			line, w = w[:i+2], w[i+2:]
+		} else {
+			i := bytes.IndexByte(w, '\n')
+			if i < 0 {
+				return data, nil, false
+			}
+			line, w = w[:i+1], w[i+1:]
+		}
+		if string(line) == ".\r\n" || !strict && string(line) == ".\n" {
+			return data, w, true
+		}
+		if line[0] == '.' {
+			line = line[1:]
+		}
+		data = append(data, line...)
+	}
+	return data, nil, false
 }

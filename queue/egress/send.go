@@ -289,19 +289,34 @@ func (s *Session) dataBody(ctx context.Context, data []byte) (Response, error) {
 	if err := s.deadline(ctx, true, timeout); err != nil {
 		return Response{}, s.fail(ctx, dot, true, timeout, err)
 	}
-	bufs := stuff(data)
-	if len(data) > 0 && data[len(data)-1] != '\n' {
-		bufs = append(bufs, crlfDot)
-	} else {
-		bufs = append(bufs, []byte(dot))
-	}
+	bufs := dataWire(data)
 	if _, err := bufs.WriteTo(s.conn); err != nil {
 		return Response{}, s.fail(ctx, dot, true, timeout, err)
 	}
 	return s.read(ctx, dot, s.path.DataDotTimeout)
 }
 
-var crlfDot = []byte("\r\n.\r\n")
+var (
+	crlfDot = []byte("\r\n.\r\n")
+	dotCRLF = []byte(".\r\n")
+)
+
+// dataWire returns what follows a 354: data dot-stuffed, then the
+// terminating dot on a line of its own. The terminator always follows a
+// CRLF: data that does not end with one gets it, and a final bare LF is
+// sent as CRLF, since a strict peer would not see "\n.\r\n" as the end.
+func dataWire(data []byte) net.Buffers {
+	n := len(data)
+	switch {
+	case n == 0:
+		return net.Buffers{dotCRLF}
+	case data[n-1] != '\n':
+		return append(stuff(data), crlfDot)
+	case n == 1 || data[n-2] != '\r':
+		return append(stuff(data[:n-1]), crlfDot)
+	}
+	return append(stuff(data), dotCRLF)
+}
 
 // bdat sends data as one last chunk and reads the response.
 func (s *Session) bdat(ctx context.Context, data []byte) (Response, error) {
