@@ -85,6 +85,7 @@ type frontConn struct {
 	ehloOK    bool
 	pendExts  []string
 	tls       *tls.ConnectionState
+	tlsText   string // tlsInfo, once made
 	authed    bool
 	hasMail   bool
 	nrcpt     int
@@ -1038,12 +1039,16 @@ func (f *frontConn) cmdAuth(arg string) {
 	f.reply(235, "2.7.0 AUTH OK")
 }
 
-// tlsInfo renders "<version>:<cipher>" for the Received header.
+// tlsInfo renders "<version>:<cipher>" for the Received header (made
+// once per session).
 func (f *frontConn) tlsInfo() string {
 	if f.tls == nil {
 		return ""
 	}
-	return tls.VersionName(f.tls.Version) + ":" + tls.CipherSuiteName(f.tls.CipherSuite)
+	if f.tlsText == "" {
+		f.tlsText = tls.VersionName(f.tls.Version) + ":" + tls.CipherSuiteName(f.tls.CipherSuite)
+	}
+	return f.tlsText
 }
 
 var _ = os.Stderr
