@@ -68,6 +68,15 @@
 // fails at once with an error wrapping ErrDiskFull whose text says the disk
 // is too full. A pebble write stall also makes the RocksDB kind unhealthy.
 //
+// A floor is a margin, not a guarantee: the disk can still fill up. A
+// LocalDisk write then fails with ENOSPC and removes its partial file. A
+// RocksDB write whose WAL append fails breaks pebble's commit pipeline,
+// which pebble reports with Fatalf (a panic); the store recovers that in
+// the writing goroutine, answers the write with an error wrapping ENOSPC,
+// stops taking writes (Health reports it) and reopens the DB, replaying
+// its WAL, once the file system is back above its floors. Reads keep
+// working meanwhile.
+//
 // # Messages
 //
 // Spools combines a data and a meta Store: Save writes both parts

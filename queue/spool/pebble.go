@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -33,7 +34,10 @@ type pebbleStore struct {
 	flush, group bool
 	log          zerolog.Logger
 	health       *health
-	db           *pebble.DB
+	opts         *pebble.Options
+	// db is nil only after a failed store was closed and could not be
+	// opened again (see fail); it changes under mu's write lock.
+	db *pebble.DB
 
 	stalled atomic.Bool
 	syncMu  sync.Mutex // serializes synced writes when group commit is off
@@ -42,17 +46,30 @@ type pebbleStore struct {
 	closed bool
 	bg     sync.WaitGroup // work that may outlive its call: cancelled writes, iterators
 
+	failed      atomic.Pointer[error] // why the store takes no writes; nil when healthy
+	reopenEvery time.Duration
+	quit        chan struct{}  // closed by Close: stops the reopen loop
+	loops       sync.WaitGroup // the reopen loop
+
 	puts, syncedPuts, syncs atomic.Uint64
 }
 
 func openPebble(cfg config.Spool, fl floors, log zerolog.Logger, group bool) (*pebbleStore, error) {
+	return openPebbleFS(cfg, fl, log, group, vfs.Default, reopenInterval)
+}
+
+// openPebbleFS is openPebble on the file system base (tests inject faults
+// there), retrying a failed store every reopenEvery.
+func openPebbleFS(cfg config.Spool, fl floors, log zerolog.Logger, group bool, base vfs.FS, reopenEvery time.Duration) (*pebbleStore, error) {
 	s := &pebbleStore{
-		name:   cfg.Name,
-		path:   cfg.Path,
-		flush:  cfg.Flush,
-		group:  group,
-		log:    log,
-		health: newHealth(cfg.Path, fl),
+		reopenEvery: reopenEvery,
+		name:        cfg.Name,
+		path:        cfg.Path,
+		flush:       cfg.Flush,
+		group:       group,
+		log:         log,
+		health:      newHealth(cfg.Path, fl),
+		quit:        make(chan struct{}),
 	}
 	if len(cfg.RocksParams) > 0 {
 		keys := make([]string, 0, len(cfg.RocksParams))
@@ -61,8 +78,8 @@ func openPebble(cfg config.Spool, fl floors, log zerolog.Logger, group bool) (*p
 		}
 		log.Info().Strs("keys", keys).Msg("rocks_params are RocksDB tuning knobs; ignored by the pebble store")
 	}
-	opts := &pebble.Options{
-		FS:           countingFS{FS: vfs.Default, n: &s.syncs},
+	s.opts = &pebble.Options{
+		FS:           countingFS{FS: base, n: &s.syncs},
 		Logger:       pebbleLogger{log},
 		MemTableSize: pebbleMemTable,
 		EventListener: &pebble.EventListener{
@@ -76,7 +93,7 @@ func openPebble(cfg config.Spool, fl floors, log zerolog.Logger, group bool) (*p
 			},
 		},
 	}
-	db, err := pebble.Open(cfg.Path, opts)
+	db, err := s.openDB()
 	if err != nil {
 		if strings.Contains(err.Error(), "lock") {
 			return nil, fmt.Errorf("spool %s: %s is locked by another process or store (is another kumogo already using this spool?): %w", cfg.Name, cfg.Path, err)
@@ -85,6 +102,124 @@ func openPebble(cfg config.Spool, fl floors, log zerolog.Logger, group bool) (*p
 	}
 	s.db = db
 	return s, nil
+}
+
+// openDB opens the pebble DB; a Fatalf during the open (a MANIFEST that
+// cannot be written on a full disk) is returned as an error.
+func (s *pebbleStore) openDB() (db *pebble.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			fe, ok := r.(*fatalError)
+			if !ok {
+				panic(r)
+			}
+			db, err = nil, fe
+		}
+	}()
+	return pebble.Open(s.path, s.opts)
+}
+
+// reopenInterval is how often a failed store checks whether it can be
+// opened again.
+const reopenInterval = 2 * time.Second
+
+// guard runs fn, a call into pebble made by this goroutine. pebble answers
+// an error it cannot recover from in its commit pipeline (such as ENOSPC
+// while appending to its WAL) with Fatalf, which panics; guard turns that
+// into an error instead of letting it kill the daemon, and takes the store
+// out of service (see fail). A failed store fails at once.
+func (s *pebbleStore) guard(fn func(db *pebble.DB) error) (err error) {
+	if f := s.failed.Load(); f != nil {
+		return *f
+	}
+	db := s.db
+	if db == nil {
+		return errors.New("store is not open")
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			fe, ok := r.(*fatalError)
+			if !ok {
+				panic(r)
+			}
+			err = s.fail(fe)
+		}
+	}()
+	return fn(db)
+}
+
+// fail takes the store out of service after pebble's commit pipeline broke:
+// writes fail at once (so sessions get a 4xx and the listener's health
+// check refuses new ones) and a loop reopens the DB once the file system is
+// above its floors again. Every write acknowledged before the failure is
+// in the WAL, which the reopen replays.
+func (s *pebbleStore) fail(fe *fatalError) error {
+	err := fmt.Errorf("not accepting writes until the store is reopened: %w", fe)
+	if s.failed.CompareAndSwap(nil, &err) {
+		s.log.Error().Err(fe).Msg("spool store failed; no writes until it is reopened, tried every " + s.reopenEvery.String() + " once the disk is above its floors")
+		s.loops.Add(1)
+		go s.reopenLoop()
+	}
+	return *s.failed.Load()
+}
+
+func (s *pebbleStore) reopenLoop() {
+	defer s.loops.Done()
+	t := time.NewTicker(s.reopenEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+		}
+		if s.health.get() != nil {
+			continue // below a floor: reopening would fail the same way
+		}
+		if s.reopen() {
+			return
+		}
+	}
+}
+
+// reopen closes the failed DB and opens it again; it reports whether the
+// loop is done (reopened, or the store was closed).
+func (s *pebbleStore) reopen() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return true
+	}
+	s.bg.Wait()
+	if s.db != nil {
+		if err := closeDB(s.db); err != nil {
+			s.log.Debug().Err(err).Msg("closing the failed spool store")
+		}
+		s.db = nil
+	}
+	db, err := s.openDB()
+	if err != nil {
+		s.log.Warn().Err(err).Msg("spool store could not be reopened yet")
+		return false
+	}
+	s.db = db
+	s.failed.Store(nil)
+	s.log.Info().Msg("spool store reopened; accepting writes again")
+	return true
+}
+
+// closeDB closes db, turning a Fatalf into an error.
+func closeDB(db *pebble.DB) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			fe, ok := r.(*fatalError)
+			if !ok {
+				panic(r)
+			}
+			err = fe
+		}
+	}()
+	return db.Close()
 }
 
 func (s *pebbleStore) errf(op string, err error) error {
@@ -110,6 +245,9 @@ func (s *pebbleStore) Put(ctx context.Context, id string, b []byte, sync bool) e
 		return err
 	}
 	defer s.exit()
+	if f := s.failed.Load(); f != nil {
+		return s.errf("put "+id, *f)
+	}
 	sync = sync || s.flush
 	key := liveKey(id)
 	if !sync || ctx.Done() == nil {
@@ -130,7 +268,7 @@ func (s *pebbleStore) Put(ctx context.Context, id string, b []byte, sync bool) e
 		go func() {
 			defer s.bg.Done()
 			if <-done == nil {
-				_ = s.db.Delete(key, pebble.NoSync)
+				_ = s.guard(func(db *pebble.DB) error { return db.Delete(key, pebble.NoSync) })
 			}
 		}()
 		return ctx.Err()
@@ -139,13 +277,13 @@ func (s *pebbleStore) Put(ctx context.Context, id string, b []byte, sync bool) e
 
 func (s *pebbleStore) set(key, b []byte, sync bool) error {
 	if !sync {
-		return s.db.Set(key, b, pebble.NoSync)
+		return s.guard(func(db *pebble.DB) error { return db.Set(key, b, pebble.NoSync) })
 	}
 	if !s.group {
 		s.syncMu.Lock()
 		defer s.syncMu.Unlock()
 	}
-	return s.db.Set(key, b, pebble.Sync)
+	return s.guard(func(db *pebble.DB) error { return db.Set(key, b, pebble.Sync) })
 }
 
 func (s *pebbleStore) finishPut(id string, err error, sync bool) error {
@@ -167,6 +305,9 @@ func (s *pebbleStore) Get(ctx context.Context, id string) ([]byte, error) {
 		return nil, s.errf("get "+id, err)
 	}
 	defer s.exit()
+	if s.db == nil {
+		return nil, s.errf("get "+id, *s.failed.Load())
+	}
 	v, closer, err := s.db.Get(liveKey(id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, s.errf("get "+id, ErrNotFound)
@@ -184,7 +325,7 @@ func (s *pebbleStore) Remove(ctx context.Context, id string) error {
 		return s.errf("remove "+id, err)
 	}
 	defer s.exit()
-	if err := s.db.Delete(liveKey(id), pebble.NoSync); err != nil {
+	if err := s.guard(func(db *pebble.DB) error { return db.Delete(liveKey(id), pebble.NoSync) }); err != nil {
 		return s.errf("remove "+id, err)
 	}
 	return nil
@@ -195,23 +336,26 @@ func (s *pebbleStore) SetAside(ctx context.Context, id string) error {
 		return s.errf("set aside "+id, err)
 	}
 	defer s.exit()
-	v, closer, err := s.db.Get(liveKey(id))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return s.errf("set aside "+id, ErrNotFound)
-	}
-	if err != nil {
-		return s.errf("set aside "+id, err)
-	}
-	batch := s.db.NewBatch()
-	defer batch.Close()
-	err = batch.Set(corruptKey(id), v, nil)
-	_ = closer.Close()
-	if err == nil {
-		err = batch.Delete(liveKey(id), nil)
-	}
-	if err == nil {
-		err = batch.Commit(pebble.Sync)
-	}
+	err := s.guard(func(db *pebble.DB) error {
+		v, closer, err := db.Get(liveKey(id))
+		if errors.Is(err, pebble.ErrNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		batch := db.NewBatch()
+		defer batch.Close()
+		err = batch.Set(corruptKey(id), v, nil)
+		_ = closer.Close()
+		if err == nil {
+			err = batch.Delete(liveKey(id), nil)
+		}
+		if err == nil {
+			err = batch.Commit(pebble.Sync)
+		}
+		return err
+	})
 	if err != nil {
 		return s.errf("set aside "+id, err)
 	}
@@ -233,10 +377,15 @@ func (s *pebbleStore) iterate(ctx context.Context, values bool, fn func(id strin
 	if err := s.enter(); err != nil {
 		return s.errf("enumerate", err)
 	}
+	db := s.db
+	if db == nil {
+		s.exit()
+		return s.errf("enumerate", *s.failed.Load())
+	}
 	s.bg.Add(1)
 	s.exit()
 	defer s.bg.Done()
-	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{
+	it, err := db.NewIterWithContext(ctx, &pebble.IterOptions{
 		LowerBound: []byte(liveKeyPrefix),
 		UpperBound: []byte("m0"), // the key after every "m/...": '0' follows '/'
 	})
@@ -269,6 +418,9 @@ func (s *pebbleStore) iterate(ctx context.Context, values bool, fn func(id strin
 }
 
 func (s *pebbleStore) Health() (bool, string) {
+	if f := s.failed.Load(); f != nil {
+		return false, s.errf("health", *f).Error()
+	}
 	if err := s.health.get(); err != nil {
 		return false, err.Error()
 	}
@@ -289,9 +441,14 @@ func (s *pebbleStore) Close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.quit)
 	s.mu.Unlock()
+	s.loops.Wait()
 	s.bg.Wait()
-	if err := s.db.Close(); err != nil {
+	if s.db == nil {
+		return nil
+	}
+	if err := closeDB(s.db); err != nil {
 		return s.errf("close", err)
 	}
 	return nil
@@ -309,13 +466,34 @@ func (l pebbleLogger) Errorf(format string, args ...any) {
 	l.log.Error().Msgf("pebble: "+format, args...)
 }
 
-// Fatalf is called by pebble on a broken invariant; pebble expects it not
-// to return.
+// Fatalf is called by pebble on a broken invariant, and when its commit
+// pipeline fails (a WAL append on a full disk); pebble expects it not to
+// return. It panics with a *fatalError, which guard recovers when the call
+// came from a write of ours.
 func (l pebbleLogger) Fatalf(format string, args ...any) {
-	msg := fmt.Sprintf("pebble: "+format, args...)
-	l.log.Error().Msg(msg)
-	panic(msg)
+	if !strings.HasPrefix(format, "pebble: ") {
+		format = "pebble: " + format
+	}
+	fe := &fatalError{msg: fmt.Sprintf(format, args...)}
+	for _, a := range args {
+		if err, ok := a.(error); ok {
+			fe.err = err
+			break
+		}
+	}
+	l.log.Error().Msg(fe.msg)
+	panic(fe)
 }
+
+// fatalError is what Fatalf panics with; it wraps the first error among
+// Fatalf's arguments, so errors.Is(err, syscall.ENOSPC) works.
+type fatalError struct {
+	msg string
+	err error
+}
+
+func (e *fatalError) Error() string { return e.msg }
+func (e *fatalError) Unwrap() error { return e.err }
 
 // countingFS counts the syncs pebble makes (WAL, tables, manifest,
 // directories) for Stats.
