@@ -367,6 +367,10 @@ func (f *frontConn) goReply(code int, raw []byte) {
 	// common replies are translated without allocating).
 	var text string
 	var textB []byte // a translation held in a session buffer
+	// end: the reply ends the transaction. Its state is cleared after the
+	// reply, so that a Rejection record still names the transaction's
+	// sender and last recipient.
+	end := false
 	switch f.cmd {
 	case "EHLO", "HELO":
 		if code == 250 {
@@ -400,18 +404,18 @@ func (f *frontConn) goReply(code int, raw []byte) {
 			text = "Send body; end with CRLF.CRLF"
 			break
 		}
-		f.endTxn()
+		end = true
 		textB = f.takeDataReply(code)
 	case "BDAT":
 		if !bytes.HasPrefix(raw, []byte("2.0.0 Continue")) {
-			f.endTxn()
+			end = true
 			textB = f.takeDataReply(code)
 		}
 	case "RSET":
 		if code == 250 {
 			text = "Reset state"
 		}
-		f.endTxn()
+		end = true
 	case "QUIT":
 		code, text = 221, "So long, and thanks for all the fish!"
 		f.closing = true
@@ -427,6 +431,9 @@ func (f *frontConn) goReply(code int, raw []byte) {
 			}
 		}
 		f.reply(code, text)
+	}
+	if end {
+		f.endTxn()
 	}
 	if f.closeSet {
 		f.closeSet = false
