@@ -68,6 +68,12 @@ type frontConn struct {
 	cmdStr  string // cmdLine as a string, made on first use (cmdString)
 	hasStr  bool
 	swallow int // go-smtp replies to drop (answers to synthetic commands)
+	// bdatOpen: go-smtp holds a BDAT transaction open (chunks forwarded,
+	// no LAST yet). bdatAbort tells Data that the synthetic LAST chunk
+	// that closes it is an abort (see closeOpenBDAT). pre is forwarded
+	// ahead of the next command.
+	bdatOpen, bdatAbort bool
+	pre                 []byte
 
 	greeted bool
 	closing bool
@@ -408,6 +414,7 @@ func (f *frontConn) goReply(code int, raw []byte) {
 		textB = f.takeDataReply(code)
 	case "BDAT":
 		if !bytes.HasPrefix(raw, []byte("2.0.0 Continue")) {
+			f.bdatOpen = false // go-smtp has reset the transaction
 			end = true
 			textB = f.takeDataReply(code)
 		}
@@ -637,6 +644,7 @@ func (f *frontConn) nextCommand() error {
 	case "BDAT":
 		f.cmdBDAT(line, arg)
 	case "RSET":
+		f.closeOpenBDAT()
 		f.forward(line)
 	case "QUIT":
 		f.forward(line)
@@ -721,7 +729,8 @@ func (f *frontConn) cmdString() string {
 }
 
 func (f *frontConn) forward(line []byte) {
-	f.fwdBuf = append(f.fwdBuf[:0], line...)
+	f.fwdBuf = append(append(f.fwdBuf[:0], f.pre...), line...)
+	f.pre = nil
 	f.fwdBuf = append(f.fwdBuf, '\r', '\n')
 	f.fwd = f.fwdBuf
 }
@@ -753,6 +762,7 @@ func (f *frontConn) cmdHello(verb, arg string) error {
 	}
 	f.helo = domain
 	f.pendExts = exts
+	f.closeOpenBDAT()
 	f.forward([]byte(verb + " " + domain))
 	return nil
 }
@@ -778,7 +788,27 @@ func (f *frontConn) cmdBDAT(line, arg []byte) {
 	f.forward(line)
 	f.mode = modeBDAT
 	f.bdatLeft = int64(size)
+	f.bdatOpen = len(last) == 0
 }
+
+// closeOpenBDAT prepares the end of a BDAT transaction that go-smtp holds
+// open, ahead of a command that resets the transaction (RSET, EHLO, HELO,
+// STARTTLS's synthetic RSET). go-smtp would abort it by closing the body's
+// pipe without waiting for the goroutine reading it, and that goroutine's
+// late result can then answer the next transaction's last chunk. So the
+// transaction is closed the orderly way first: a synthetic "BDAT 0 LAST"
+// (its reply dropped), whose Data returns at once because of bdatAbort.
+func (f *frontConn) closeOpenBDAT() {
+	if !f.bdatOpen {
+		return
+	}
+	f.bdatOpen = false
+	f.bdatAbort = true
+	f.swallow++
+	f.pre = bdatAbortLine
+}
+
+var bdatAbortLine = []byte("BDAT 0 LAST\r\n")
 
 // nextField returns the first whitespace-separated field of b (as
 // strings.Fields splits) and what follows it.
@@ -970,6 +1000,7 @@ func (f *frontConn) cmdStartTLS() error {
 	f.ehloOK = false
 	f.endTxn()
 	f.cmd = "RSET"
+	f.closeOpenBDAT()
 	f.swallow++
 	f.forward([]byte("RSET"))
 	return nil

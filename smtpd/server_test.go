@@ -452,6 +452,51 @@ func TestBDAT(t *testing.T) {
 	}
 }
 
+// TestRSETDuringBDAT: RSET (or EHLO) between chunks aborts the transaction and
+// nothing else: the session goes on, the next transaction is received
+// whole, and nothing of the aborted chunks leaks into it. (go-smtp lets
+// the aborted body's reader return while the session carries on, so this
+// also runs the abort concurrently with the next commands under -race.)
+func TestRSETDuringBDAT(t *testing.T) {
+	var data []string
+	var mu sync.Mutex
+	p := &fakePolicy{received: func(m *message.Message) error {
+		m.SetMeta("queue", "null")
+		mu.Lock()
+		data = append(data, string(m.Data()))
+		mu.Unlock()
+		return nil
+	}}
+	ts := startServer(t, testConfig(), p)
+	c := greet(t, ts.addr)
+	for i := 0; i < 20; i++ {
+		c.Cmd(t, "MAIL FROM:<a@x.com>", "250")
+		c.Cmd(t, "RCPT TO:<b@y.com>", "250")
+		c.SendRaw("BDAT 7\r\naborted")
+		c.Expect(t, "250 2.0.0 Continue")
+		if i%2 == 0 {
+			c.Cmd(t, "RSET", "250 Reset state")
+		} else {
+			c.Cmd(t, "EHLO again.example", "250-mx.test Aloha again.example") // EHLO resets too
+		}
+		c.Cmd(t, "MAIL FROM:<a@x.com>", "250")
+		c.Cmd(t, "RCPT TO:<b@y.com>", "250")
+		c.SendRaw("BDAT 17 LAST\r\nSubject: kept\r\n\r\n")
+		c.Expect(t, "250 OK ids=")
+	}
+	c.Cmd(t, "QUIT", "221 So long")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(data) != 20 {
+		t.Fatalf("%d messages received, want 20", len(data))
+	}
+	for _, d := range data {
+		if strings.Contains(d, "aborted") || !strings.HasSuffix(d, "Subject: kept\r\n\r\n") {
+			t.Fatalf("message after an aborted BDAT: %q", d)
+		}
+	}
+}
+
 func TestEhloHookAndRewrite(t *testing.T) {
 	p := nullPolicy()
 	p.ehlo = func(d string, exts []string) ([]string, error) {

@@ -200,6 +200,10 @@ func putBuf(bp *[]byte) {
 	}
 }
 
+// errBDATAborted ends the Data of a BDAT transaction the front end closes
+// before a reset; its reply is dropped.
+var errBDATAborted = errors.New("smtpd: BDAT transaction aborted by the client")
+
 func (ss *session) Data(r io.Reader) error {
 	fc, cfg := ss.fc, &ss.s.cfg
 	bp := getBuf()
@@ -222,6 +226,15 @@ func (ss *session) Data(r io.Reader) error {
 		if err == io.EOF {
 			break
 		}
+		if errors.Is(err, smtp.ErrDataReset) {
+			// RSET or a closed connection aborted a BDAT body. go-smtp
+			// runs this reader in a goroutine of its own and does not
+			// wait for it, so the session's state is not touched here:
+			// the session carries on (or ends) without us.
+			*bp = buf
+			putBuf(bp)
+			return err
+		}
 		if err != nil {
 			*bp = buf
 			putBuf(bp)
@@ -230,6 +243,13 @@ func (ss *session) Data(r io.Reader) error {
 		}
 	}
 	*bp = buf
+	if fc.bdatAbort {
+		// the front end's synthetic last chunk closing an aborted BDAT
+		// transaction (closeOpenBDAT): nothing was received
+		fc.bdatAbort = false
+		putBuf(bp)
+		return errBDATAborted
+	}
 	if tooBig {
 		putBuf(bp)
 		return reply(552, "5.3.4 message too big")
