@@ -274,7 +274,7 @@ func (l *Logger) run() {
 			if !it.close {
 				var first error
 				for _, s := range l.sinks {
-					if err := s.flush(); err != nil && first == nil {
+					if err := s.flush(time.Now()); err != nil && first == nil {
 						first = err
 					}
 				}

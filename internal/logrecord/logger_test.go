@@ -544,3 +544,68 @@ func TestReadDirPartialFrame(t *testing.T) {
 		t.Error("truncated sealed segment accepted")
 	}
 }
+
+// TestFullDiskBacksOff drives a segment writer whose files fail every
+// write with ENOSPC (they are /dev/full) for ten simulated seconds: it
+// must try a new segment once per backoff period, not once per record,
+// leave no empty files behind, and once writes work again resume on its
+// own and say how many records it dropped.
+func TestFullDiskBacksOff(t *testing.T) {
+	dir := t.TempDir()
+	full := true
+	creates := 0
+	w := &segmentWriter{dir: dir, level: encoderLevel(0)}
+	w.create = func(path string) (*os.File, error) {
+		creates++
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, openMode)
+		if err != nil || !full {
+			return f, err
+		}
+		f.Close()
+		return os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	}
+	line := append(rec(1).AppendJSON(nil), '\n')
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	failures := 0
+	for ms := 0; ms < 10_000; ms += 5 {
+		now := t0.Add(time.Duration(ms) * time.Millisecond)
+		if err := w.write(line, now); err != nil {
+			failures++
+		}
+		if ms%1000 == 0 {
+			if err := w.tick(now); err != nil {
+				failures++
+			}
+		}
+	}
+	// backoff 1, 2, 4, 8 s: attempts at about 0, 1, 3, 7 s
+	if creates < 2 || creates > 5 {
+		t.Fatalf("%d segments tried in 10 s of a full disk (2,000 records), want one per backoff period", creates)
+	}
+	if failures != creates {
+		t.Fatalf("%d errors reported for %d attempts", failures, creates)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("%d files left in the log dir by failed attempts, want none", len(ents))
+	}
+
+	full = false
+	now := t0.Add(60 * time.Second)
+	if err := w.write(line, now); err != nil {
+		t.Fatalf("write after the disk has room: %v", err)
+	}
+	err := w.tick(now.Add(time.Second))
+	if err == nil || !strings.Contains(err.Error(), "records were dropped") {
+		t.Fatalf("recovery notice: %v", err)
+	}
+	if err := w.write(line, now.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.seal(); err != nil {
+		t.Fatalf("seal after recovery: %v", err)
+	}
+	recs, err := ReadDir(dir)
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("records after recovery: %d, %v", len(recs), err)
+	}
+}

@@ -61,7 +61,23 @@ type segmentWriter struct {
 	written int64     // uncompressed bytes in the current segment
 	opened  time.Time // when the current segment was opened
 	dirty   bool      // bytes written since the last frame was closed
+
+	// After a write error (a full disk) no segment is opened before
+	// retryAt; records are dropped and counted until then, so that a
+	// failing disk gets one new file per backoff period, not one per
+	// record.
+	retryAt time.Time
+	backoff time.Duration
+	dropped int64
+
+	// create opens a new segment file; nil means os.OpenFile (tests
+	// replace it to make writes fail).
+	create func(path string) (*os.File, error)
 }
+
+// maxRetryBackoff bounds the wait between attempts to write segments
+// again after a write error.
+const maxRetryBackoff = 30 * time.Second
 
 // open starts a new segment named after now.
 func (w *segmentWriter) open(now time.Time) error {
@@ -73,11 +89,16 @@ func (w *segmentWriter) open(now time.Time) error {
 	for attempt := 0; ; attempt++ {
 		path = filepath.Join(w.dir, SegmentName(now)+w.suffix)
 		var err error
-		f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, openMode)
+		if w.create != nil {
+			f, err = w.create(path)
+		} else {
+			f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, openMode)
+		}
 		if err == nil {
 			break
 		}
 		if !errors.Is(err, fs.ErrExist) || attempt >= 100 {
+			w.failed(now)
 			return fmt.Errorf("logrecord: create segment: %w", err)
 		}
 		now = now.Add(10 * time.Nanosecond)
@@ -87,6 +108,7 @@ func (w *segmentWriter) open(now time.Time) error {
 		if err != nil {
 			f.Close()
 			os.Remove(path)
+			w.failed(now)
 			return fmt.Errorf("logrecord: zstd encoder: %w", err)
 		}
 		w.enc = enc
@@ -96,7 +118,7 @@ func (w *segmentWriter) open(now time.Time) error {
 	w.f, w.path, w.written, w.opened, w.dirty = f, path, 0, now, false
 	if w.header != "" {
 		if _, err := w.enc.Write([]byte(w.header)); err != nil {
-			w.abort()
+			w.abort(now)
 			return fmt.Errorf("logrecord: write segment header %s: %w", path, err)
 		}
 		w.written += int64(len(w.header))
@@ -113,12 +135,16 @@ func (w *segmentWriter) write(line []byte, now time.Time) error {
 		}
 	}
 	if w.f == nil {
+		if now.Before(w.retryAt) {
+			w.dropped++
+			return nil // the failure was reported; the count is at recovery
+		}
 		if err := w.open(now); err != nil {
 			return err
 		}
 	}
 	if _, err := w.enc.Write(line); err != nil {
-		w.abort()
+		w.abort(now)
 		return fmt.Errorf("logrecord: write segment %s: %w", w.path, err)
 	}
 	w.written += int64(len(line))
@@ -132,17 +158,39 @@ func (w *segmentWriter) write(line []byte, now time.Time) error {
 // flush ends the current zstd frame so that everything written so far can
 // be decoded by readers of the (still writable) file. A new frame starts
 // with the next write.
-func (w *segmentWriter) flush() error {
+func (w *segmentWriter) flush(now time.Time) error {
 	if w.f == nil || !w.dirty {
 		return nil
 	}
 	w.dirty = false
 	if err := w.enc.Close(); err != nil {
-		w.abort()
+		w.abort(now)
 		return fmt.Errorf("logrecord: flush segment %s: %w", w.path, err)
 	}
 	w.enc.Reset(w.f)
-	return nil
+	return w.recovered()
+}
+
+// recovered ends a failure once data has reached the file again. The
+// error it returns (to be logged) says how many records were lost.
+func (w *segmentWriter) recovered() error {
+	if w.backoff == 0 {
+		return nil
+	}
+	w.backoff = 0
+	n := w.dropped
+	w.dropped = 0
+	if n == 0 {
+		return nil
+	}
+	return fmt.Errorf("logrecord: writing to %s again; %d records were dropped while writes failed", w.dir, n)
+}
+
+// failed schedules the next attempt after a write error, backing off from
+// one second up to maxRetryBackoff.
+func (w *segmentWriter) failed(now time.Time) {
+	w.backoff = min(max(2*w.backoff, time.Second), maxRetryBackoff)
+	w.retryAt = now.Add(w.backoff)
 }
 
 // tick seals the segment when it is older than maxAge, otherwise flushes.
@@ -153,7 +201,7 @@ func (w *segmentWriter) tick(now time.Time) error {
 	if w.maxAge > 0 && now.Sub(w.opened) >= w.maxAge {
 		return w.seal()
 	}
-	return w.flush()
+	return w.flush(now)
 }
 
 // seal finishes the zstd stream, closes the file and removes its write
@@ -178,19 +226,33 @@ func (w *segmentWriter) seal() error {
 	if cerr := os.Chmod(path, sealedMode); cerr != nil && err == nil {
 		err = fmt.Errorf("logrecord: seal segment %s: %w", path, cerr)
 	}
-	return err
+	if err != nil {
+		w.failed(time.Now())
+		return err
+	}
+	return w.recovered()
 }
 
-// abort closes and seals the current segment after a write error; the
+// abort closes and seals the current segment after a write error (or
+// removes it when nothing reached it) and schedules the next attempt; the
 // encoder is discarded because its state is unknown.
-func (w *segmentWriter) abort() {
+func (w *segmentWriter) abort(now time.Time) {
 	if w.f != nil {
+		empty := false
+		if st, err := w.f.Stat(); err == nil && st.Size() == 0 {
+			empty = true
+		}
 		w.f.Close()
-		os.Chmod(w.path, sealedMode)
+		if empty {
+			os.Remove(w.path)
+		} else {
+			os.Chmod(w.path, sealedMode)
+		}
 		w.f = nil
 	}
 	w.enc = nil
 	w.dirty = false
+	w.failed(now)
 }
 
 // sealLeftovers removes the write permission of every regular file in dir:
