@@ -11,7 +11,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -1089,7 +1088,6 @@ func (f *frontConn) tlsInfo() string {
 	return f.tlsText
 }
 
-var _ = os.Stderr
 
 // hasControl reports whether line holds an ASCII control character other
 // than TAB.
