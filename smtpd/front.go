@@ -1088,7 +1088,6 @@ func (f *frontConn) tlsInfo() string {
 	return f.tlsText
 }
 
-
 // hasControl reports whether line holds an ASCII control character other
 // than TAB.
 func hasControl(line []byte) bool {
