@@ -18,6 +18,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 )
@@ -73,6 +74,10 @@ type frontConn struct {
 	// ahead of the next command.
 	bdatOpen, bdatAbort bool
 	pre                 []byte
+
+	// the Reception record, reused for every message (logReception)
+	rec     logrecord.Record
+	recPeer logrecord.PeerAddress
 
 	greeted bool
 	closing bool

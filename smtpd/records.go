@@ -9,25 +9,21 @@ import (
 	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
-// logReception writes the Reception record of an accepted message.
+// logReception writes the Reception record of an accepted message. The
+// record and its peer address are the session's own, reused for every
+// message; its id, sender and recipients are left for the encoder to take
+// from m, so that logging a message allocates nothing here.
 func (s *Server) logReception(fc *frontConn, m *message.Message, queue string) {
 	if s.deps.Logger == nil || !s.deps.Logger.Enabled() {
 		return
 	}
-	rc := m.Recipients()
-	rcpts := make([]string, len(rc))
-	for i, r := range rc {
-		rcpts[i] = r.String()
-	}
-	rec := &logrecord.Record{
+	fc.recPeer = logrecord.PeerAddress{Name: fc.helo, Addr: fc.peerIP}
+	fc.rec = logrecord.Record{
 		Type:              logrecord.Reception,
-		ID:                m.ID(),
-		Sender:            m.Sender().String(),
-		Recipient:         rcpts,
 		Queue:             queue,
 		Size:              int64(m.Size()),
 		Response:          logrecord.Response{Code: 250},
-		PeerAddress:       &logrecord.PeerAddress{Name: fc.helo, Addr: fc.peerIP},
+		PeerAddress:       &fc.recPeer,
 		Timestamp:         time.Now(),
 		Created:           m.Created(),
 		ReceptionProtocol: "ESMTP",
@@ -35,10 +31,10 @@ func (s *Server) logReception(fc *frontConn, m *message.Message, queue string) {
 		SessionID:         fc.sessionID,
 	}
 	if fc.tls != nil {
-		rec.TLSCipher = fc.meta.GetString("tls_cipher")
-		rec.TLSProtocolVersion = fc.meta.GetString("tls_protocol_version")
+		fc.rec.TLSCipher = fc.meta.GetString("tls_cipher")
+		fc.rec.TLSProtocolVersion = fc.meta.GetString("tls_protocol_version")
 	}
-	s.deps.Logger.Log(rec, m)
+	s.deps.Logger.Log(&fc.rec, m)
 }
 
 // logRejection writes the Rejection record for a 4xx/5xx reply.

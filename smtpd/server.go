@@ -38,6 +38,10 @@ type RecordLogger interface {
 	// Enabled reports whether any log is configured, so that records
 	// nobody will write are not built.
 	Enabled() bool
+	// Log writes rec. It must not keep rec, or anything rec points to,
+	// once it returns: the listener reuses them. A record whose ID is
+	// empty takes its id, sender and (when Recipient is nil) recipients
+	// from msg, which may also be reused once Log returns.
 	Log(rec *logrecord.Record, msg *message.Message)
 }
 

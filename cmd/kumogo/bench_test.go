@@ -22,8 +22,9 @@ import (
 )
 
 // startInProcessSink runs the bundled sink.lua in this process (runtime and
-// listener, no logs) and returns its address.
-func startInProcessSink(tb testing.TB) string {
+// listener; with logs, Reception records in zstd segments in a temporary
+// directory) and returns its address.
+func startInProcessSink(tb testing.TB, logs bool) string {
 	tb.Helper()
 	src, ok := policies.Lookup("sink.lua")
 	if !ok {
@@ -31,7 +32,11 @@ func startInProcessSink(tb testing.TB) string {
 	}
 	tb.Setenv("KUMOGO_SINK_LISTEN", "127.0.0.1:0")
 	tb.Setenv("KUMOGO_SINK_DIR", tb.TempDir())
-	tb.Setenv("KUMOGO_SINK_LOG_DIR", "")
+	logDir := ""
+	if logs {
+		logDir = tb.TempDir()
+	}
+	tb.Setenv("KUMOGO_SINK_LOG_DIR", logDir)
 	tb.Setenv("KUMOGO_SINK_HOSTNAME", "bench.test")
 	d := &daemon{log: zerolog.Nop(), ids: message.NewIDGenerator()}
 	rt, err := runtime.New(runtime.Options{PolicyPath: "policies/sink.lua", Source: src, Host: d, Log: zerolog.Nop()})
@@ -49,6 +54,9 @@ func startInProcessSink(tb testing.TB) string {
 		defer cancel()
 		srv.Shutdown(ctx)
 		rt.Close()
+		for _, l := range d.loggers.list {
+			_ = l.Close(ctx)
+		}
 	})
 	return srv.Addr().String()
 }
@@ -195,7 +203,10 @@ func BenchmarkSink100KB(b *testing.B) {
 			runLoad(b, addr, 50, mode == "BDAT")
 		})
 		b.Run("kumogo-sink.lua/"+mode, func(b *testing.B) {
-			runLoad(b, startInProcessSink(b), 50, mode == "BDAT")
+			runLoad(b, startInProcessSink(b, false), 50, mode == "BDAT")
+		})
+		b.Run("kumogo-sink.lua+logs/"+mode, func(b *testing.B) {
+			runLoad(b, startInProcessSink(b, true), 50, mode == "BDAT")
 		})
 	}
 }

@@ -166,7 +166,9 @@ func (e *recordEncoder) append(b []byte, r *Record) []byte {
 	b = appendString(b, r.Type.String())
 	b = append(b, `,"id":`...)
 	if fromMsg {
-		b = appendString(b, msg.ID())
+		b = append(b, '"')
+		b = msg.AppendID(b) // hex digits: nothing to escape
+		b = append(b, '"')
 		b = append(b, `,"sender":`...)
 		b = appendAddress(b, msg.Sender())
 	} else {

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/kumogo/kumogo/internal/logrecord"
@@ -17,10 +18,31 @@ type RecordLog struct {
 // Enabled is always true.
 func (l *RecordLog) Enabled() bool { return true }
 
-// Log stores a copy of rec.
-func (l *RecordLog) Log(rec *logrecord.Record, _ *message.Message) {
+// Log stores a deep copy of rec (callers reuse records), with the id,
+// sender and recipients taken from msg when rec's ID is empty, as the
+// log encoder does.
+func (l *RecordLog) Log(rec *logrecord.Record, msg *message.Message) {
+	c := *rec
+	c.Recipient = slices.Clone(rec.Recipient)
+	if rec.PeerAddress != nil {
+		pa := *rec.PeerAddress
+		c.PeerAddress = &pa
+	}
+	if rec.SourceAddress != nil {
+		sa := *rec.SourceAddress
+		c.SourceAddress = &sa
+	}
+	if msg != nil && c.ID == "" {
+		c.ID = msg.ID()
+		c.Sender = msg.Sender().String()
+		if c.Recipient == nil {
+			for _, r := range msg.Recipients() {
+				c.Recipient = append(c.Recipient, r.String())
+			}
+		}
+	}
 	l.mu.Lock()
-	l.recs = append(l.recs, *rec)
+	l.recs = append(l.recs, c)
 	l.mu.Unlock()
 }
 
