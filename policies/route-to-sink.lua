@@ -18,6 +18,7 @@ Environment variables (all optional):
   KUMOGO_RELAY_DIR      spool and log directory            (default $TMPDIR/kumogo-relay)
   KUMOGO_RELAY_HOSTNAME host name in the banner and EHLO   (default: the machine's host name)
   KUMOGO_RELAY_NOLOG    set to 1 to write no log records
+  KUMOGO_RELAY_SPOOL    spool kind: RocksDB or LocalDisk   (default RocksDB)
 ]]
 local kumo = require 'kumo'
 
@@ -25,6 +26,7 @@ local listen = os.getenv 'KUMOGO_RELAY_LISTEN' or '127.0.0.1:2025'
 local sink = os.getenv 'KUMOGO_SINK_HOST' or '127.0.0.1:2026'
 local tmp = os.getenv 'TMPDIR' or '/tmp'
 local dir = os.getenv 'KUMOGO_RELAY_DIR' or (tmp .. '/kumogo-relay')
+local spool_kind = os.getenv 'KUMOGO_RELAY_SPOOL' or 'RocksDB'
 
 -- "1.2.3.4" or "1.2.3.4:2026" → "[1.2.3.4]:2026": an address literal needs
 -- no DNS. Anything else is a host name, optionally with a port.
@@ -46,8 +48,8 @@ kumo.on('init', function()
   -- groups the fsyncs of concurrent sessions; 'LocalDisk' (a file per
   -- message) is simpler to inspect but creates a file and a directory per
   -- message, which costs far more at high volume.
-  kumo.define_spool { name = 'data', path = dir .. '/data', kind = 'RocksDB' }
-  kumo.define_spool { name = 'meta', path = dir .. '/meta', kind = 'RocksDB' }
+  kumo.define_spool { name = 'data', path = dir .. '/data', kind = spool_kind }
+  kumo.define_spool { name = 'meta', path = dir .. '/meta', kind = spool_kind }
 
   if os.getenv 'KUMOGO_RELAY_NOLOG' ~= '1' then
     kumo.configure_local_logs {

@@ -98,12 +98,22 @@ func TestRelayToSinkWithSmtpSource(t *testing.T) {
 // TestRelayCrashLosesNothing kills the relay with SIGKILL while clients are
 // sending, restarts it on the same spool, and checks that every message that
 // got a 250 reaches the sink.
+// TestRelayCrashLosesNothing kills the relay with SIGKILL under load, for
+// both spool kinds, and proves every acknowledged message is delivered
+// after a restart.
 func TestRelayCrashLosesNothing(t *testing.T) {
+	for _, kind := range []string{"RocksDB", "LocalDisk"} {
+		t.Run(kind, func(t *testing.T) { testRelayCrash(t, kind) })
+	}
+}
+
+func testRelayCrash(t *testing.T, kind string) {
 	// The sink is down while the relay takes mail, so every acknowledged
 	// message exists only in the relay's spool when it is killed.
 	sinkAddr := freeLoopbackAddr(t)
 	relayDir := t.TempDir()
-	relay := startDaemon(t, relayEnv(t, sinkAddr, relayDir), "--policy", "route-to-sink.lua")
+	env := append(relayEnv(t, sinkAddr, relayDir), "KUMOGO_RELAY_SPOOL="+kind)
+	relay := startDaemon(t, env, "--policy", "route-to-sink.lua")
 
 	var mu sync.Mutex
 	var acked []string
@@ -159,7 +169,7 @@ func TestRelayCrashLosesNothing(t *testing.T) {
 	senv = append(senv, "KUMOGO_SINK_LISTEN="+sinkAddr) // the later entry wins
 	sink := startDaemon(t, senv, "--policy", "sink.lua")
 	// restart on the same spool
-	relay2 := startDaemon(t, relayEnv(t, sinkAddr, relayDir), "--policy", "route-to-sink.lua")
+	relay2 := startDaemon(t, env, "--policy", "route-to-sink.lua")
 	if m := regexp.MustCompile(`spool enumerated .*messages=(\d+)`).FindStringSubmatch(relay2.log()); m == nil {
 		t.Fatalf("the restarted relay did not report its spool enumeration:\n%s", relay2.log())
 	} else if n, _ := strconv.Atoi(m[1]); n < len(want) {
