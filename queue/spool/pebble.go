@@ -48,6 +48,7 @@ type pebbleStore struct {
 
 	failed      atomic.Pointer[error] // why the store takes no writes; nil when healthy
 	reopenEvery time.Duration
+	kick        chan struct{}  // fail wakes the reopen loop
 	quit        chan struct{}  // closed by Close: stops the reopen loop
 	loops       sync.WaitGroup // the reopen loop
 
@@ -69,6 +70,7 @@ func openPebbleFS(cfg config.Spool, fl floors, log zerolog.Logger, group bool, b
 		group:       group,
 		log:         log,
 		health:      newHealth(cfg.Path, fl),
+		kick:        make(chan struct{}, 1),
 		quit:        make(chan struct{}),
 	}
 	if len(cfg.RocksParams) > 0 {
@@ -101,6 +103,8 @@ func openPebbleFS(cfg config.Spool, fl floors, log zerolog.Logger, group bool, b
 		return nil, s.errf("open", err)
 	}
 	s.db = db
+	s.loops.Add(1)
+	go s.reopenLoop()
 	return s, nil
 }
 
@@ -157,27 +161,46 @@ func (s *pebbleStore) fail(fe *fatalError) error {
 	err := fmt.Errorf("not accepting writes until the store is reopened: %w", fe)
 	if s.failed.CompareAndSwap(nil, &err) {
 		s.log.Error().Err(fe).Msg("spool store failed; no writes until it is reopened, tried every " + s.reopenEvery.String() + " once the disk is above its floors")
-		s.loops.Add(1)
-		go s.reopenLoop()
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
 	}
 	return *s.failed.Load()
 }
 
+// reopenLoop runs for the store's lifetime: woken by fail, it tries to
+// reopen the DB every reopenEvery until that works, then sleeps again.
 func (s *pebbleStore) reopenLoop() {
 	defer s.loops.Done()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-s.kick:
+		}
+		if !s.retryReopen() {
+			return
+		}
+	}
+}
+
+// retryReopen tries to reopen the failed DB every reopenEvery; it reports
+// false when the store was closed meanwhile.
+func (s *pebbleStore) retryReopen() bool {
 	t := time.NewTicker(s.reopenEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.quit:
-			return
+			return false
 		case <-t.C:
 		}
 		if s.health.get() != nil {
 			continue // below a floor: reopening would fail the same way
 		}
 		if s.reopen() {
-			return
+			return true
 		}
 	}
 }
