@@ -122,22 +122,7 @@ kumo.on('get_egress_path_config', function() return kumo.make_egress_path { proh
 	senv, sinkLogs := sinkEnv(t)
 	senv = append(senv, "KUMOGO_SINK_LISTEN="+sinkAddr)
 	sink := startDaemon(t, senv, "--policy", "sink.lua")
-	deadline = time.Now().Add(30 * time.Second)
-	var missing []string
-	for {
-		got := sinkRecipients(t, sinkLogs)
-		missing = missing[:0]
-		for _, r := range acked {
-			if got[r] == 0 {
-				missing = append(missing, r)
-			}
-		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	if len(missing) > 0 {
+	if missing := awaitRecipients(t, sinkLogs, acked, 30*time.Second); len(missing) > 0 {
 		t.Fatalf("%d of %d accepted messages never reached the sink, e.g. %v\n%s", len(missing), len(acked), missing[:min(5, len(missing))], tail(relay.log(), 30))
 	}
 	relay.stop(t, syscall.SIGINT)

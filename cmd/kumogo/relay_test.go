@@ -29,6 +29,27 @@ func relayEnv(t *testing.T, sinkAddr, dir string) []string {
 	}
 }
 
+// awaitRecipients waits up to timeout for every recipient in want to
+// have arrived at the sink whose logs are in logDir, and returns those
+// that did not.
+func awaitRecipients(t *testing.T, logDir string, want []string, timeout time.Duration) []string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := sinkRecipients(t, logDir)
+		var missing []string
+		for _, r := range want {
+			if got[r] == 0 {
+				missing = append(missing, r)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			return missing
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
 // sinkRecipients returns how often each recipient arrived at the sink.
 func sinkRecipients(t *testing.T, logDir string) map[string]int {
 	got := map[string]int{}
@@ -175,22 +196,7 @@ func testRelayCrash(t *testing.T, kind string) {
 	} else if n, _ := strconv.Atoi(m[1]); n < len(want) {
 		t.Fatalf("enumerated %d messages, but %d were acknowledged", n, len(want))
 	}
-	deadline = time.Now().Add(60 * time.Second)
-	var missing []string
-	for {
-		got := sinkRecipients(t, sinkLogs)
-		missing = missing[:0]
-		for _, r := range want {
-			if got[r] == 0 {
-				missing = append(missing, r)
-			}
-		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	if len(missing) > 0 {
+	if missing := awaitRecipients(t, sinkLogs, want, 60*time.Second); len(missing) > 0 {
 		t.Fatalf("%d of %d acknowledged messages never reached the sink, e.g. %v\n%s", len(missing), len(want), missing[:min(5, len(missing))], tail(relay2.log(), 20))
 	}
 	t.Logf("%d acknowledged messages before SIGKILL; all reached the sink after the restart", len(want))
