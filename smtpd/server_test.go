@@ -632,6 +632,19 @@ func TestDisconnectMidDataAndNoLeak(t *testing.T) {
 		c.SendRaw("partial body without end")
 		c.Close()
 	}
+	// hang up between BDAT chunks and in the middle of one: go-smtp's body
+	// goroutine must end too
+	for i := 0; i < 50; i++ {
+		c := greet(t, ts.addr)
+		c.Cmd(t, "MAIL FROM:<a@x.com>", "250")
+		c.Cmd(t, "RCPT TO:<b@y.com>", "250")
+		c.SendRaw("BDAT 4\r\nabcd")
+		c.Expect(t, "250 2.0.0 Continue")
+		if i%2 == 1 {
+			c.SendRaw("BDAT 100\r\nonly part of it")
+		}
+		c.Close()
+	}
 	// garbage pipelined at speed, then hang up
 	for i := 0; i < 50; i++ {
 		conn, err := net.Dial("tcp", ts.addr)
