@@ -454,7 +454,7 @@ var egressPathHonoured = map[string]bool{
 	"smtp_auth_plain_username": true, "smtp_auth_plain_password": true,
 	"allow_smtp_auth_plain_without_tls": true, "ignore_8bit_checks": true,
 	"opportunistic_tls_reconnect_on_failed_handshake": true,
-	"tls_certificate": true, "tls_private_key": true,
+	"tls_certificate": true, "tls_private_key": true, "ip_lookup_strategy": true,
 }
 
 // decodeEgressPath decodes a make_egress_path table strictly on top of

@@ -19,6 +19,17 @@ import (
 // failure>" (a TransientFailure); the individual failures are joined in
 // its Err.
 func (d *Dialer) Connect(ctx context.Context, plan *mx.ConnectionPlan, p *config.EgressPath, src *config.EgressSource, ehloName string) (*Session, error) {
+	// ip_lookup_strategy first: the plan holds both address families, and
+	// an address the strategy drops is never looked at, as with KumoMTA,
+	// where the lookup itself follows the strategy.
+	if cands := mx.ApplyStrategy(plan.Candidates, p.IPLookupStrategy); len(cands) != len(plan.Candidates) {
+		if len(cands) == 0 {
+			return nil, &mx.Failure{Code: 451, Text: mx.TextNoHosts}
+		}
+		byStrategy := *plan
+		byStrategy.Candidates = cands
+		plan = &byStrategy
+	}
 	filtered, err := mx.FilterHosts(plan, p.ProhibitedHosts, p.SkipHosts)
 	if err != nil {
 		return nil, err

@@ -765,6 +765,27 @@ func TestConnectNextHost(t *testing.T) {
 	if r := ResponseFor(err); r.String() != "451 4.4.4 KumoMTA internal: MX consisted solely of hosts on the skip_hosts list" {
 		t.Errorf("skip: %q", r.String())
 	}
+	// ip_lookup_strategy: an IPv6 address of the host (where nothing
+	// listens) before its IPv4 one (the peer)
+	v6 := mx.Candidate{Name: "fake.example.", Addr: netip.MustParseAddr("::1"), Port: int(deadAP.Port())}
+	both := &mx.ConnectionPlan{Site: "s", Candidates: []mx.Candidate{v6, p.candidate()}}
+	path = testPath()
+	path.IPLookupStrategy = mx.Ipv6Only
+	_, err = Connect(t.Context(), both, path, nil, "c")
+	if r := ResponseFor(err); r.Code != 400 || !strings.Contains(r.Content, "[::1]") {
+		t.Errorf("Ipv6Only tried something else than [::1]: %+v", r)
+	}
+	path.IPLookupStrategy = mx.Ipv4Only
+	if s, err := Connect(t.Context(), both, path, nil, "c"); err != nil {
+		t.Errorf("Ipv4Only: %v", err)
+	} else {
+		s.Close()
+	}
+	path.IPLookupStrategy = mx.Ipv6Only
+	_, err = Connect(t.Context(), &mx.ConnectionPlan{Candidates: []mx.Candidate{p.candidate()}}, path, nil, "c")
+	if r := ResponseFor(err); r.String() != "451 4.4.4 MX didn't resolve to any hosts" {
+		t.Errorf("Ipv6Only with only IPv4 addresses: %q", r.String())
+	}
 	if r := ResponseFor(&mx.Failure{Code: 556, Text: mx.TextNullMX}); r.String() != "556 5.1.10 Recipient address has a null MX" || r.Outcome() != Bounce {
 		t.Errorf("null MX: %+v", r)
 	}

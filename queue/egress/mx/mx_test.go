@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -586,5 +587,41 @@ func TestFromResolvConf(t *testing.T) {
 	}
 	if _, err := mx.NewResolver([]string{"dns.example"}, mx.Options{}); err == nil {
 		t.Errorf("name as server accepted")
+	}
+}
+
+// TestApplyStrategy: filtering a both-families plan gives what a lookup
+// with the strategy would have given, and literals are left alone.
+func TestApplyStrategy(t *testing.T) {
+	c := func(name, addr string) mx.Candidate {
+		return mx.Candidate{Name: name, Addr: netip.MustParseAddr(addr), Port: 25, Pref: 10}
+	}
+	cands := []mx.Candidate{
+		c("a.example.", "192.0.2.1"), c("a.example.", "2001:db8::1"),
+		c("b.example.", "2001:db8::2"), // no IPv4 address
+		c("c.example.", "192.0.2.3"),   // no IPv6 address
+		c("[2001:db8::9]", "2001:db8::9"),
+	}
+	names := func(cs []mx.Candidate) string {
+		var out []string
+		for _, x := range cs {
+			out = append(out, x.Addr.String())
+		}
+		return strings.Join(out, " ")
+	}
+	for strategy, want := range map[string]string{
+		"":              "192.0.2.1 2001:db8::1 2001:db8::2 192.0.2.3 2001:db8::9",
+		mx.Ipv4AndIpv6:  "192.0.2.1 2001:db8::1 2001:db8::2 192.0.2.3 2001:db8::9",
+		mx.Ipv4Only:     "192.0.2.1 192.0.2.3 2001:db8::9",
+		mx.Ipv6Only:     "2001:db8::1 2001:db8::2 2001:db8::9",
+		mx.Ipv4ThenIpv6: "192.0.2.1 2001:db8::2 192.0.2.3 2001:db8::9",
+		mx.Ipv6ThenIpv4: "2001:db8::1 2001:db8::2 192.0.2.3 2001:db8::9",
+	} {
+		if got := names(mx.ApplyStrategy(cands, strategy)); got != want {
+			t.Errorf("%q: %s, want %s", strategy, got, want)
+		}
+	}
+	if len(cands) != 5 || cands[1].Addr.String() != "2001:db8::1" {
+		t.Fatal("ApplyStrategy modified its input")
 	}
 }

@@ -279,5 +279,46 @@ func FilterHosts(plan *ConnectionPlan, prohibited, skip config.CIDRList) (*Conne
 	return &out, nil
 }
 
+// ApplyStrategy returns, in order, the candidates of a plan resolved with
+// the default strategy (both address families) that ip_lookup_strategy
+// keeps: Ipv4Only and Ipv6Only keep one family; Ipv4thenIpv6 keeps a
+// host's IPv6 addresses only when it has no IPv4 one, and Ipv6thenIpv4
+// the reverse. Address literals are kept whatever the strategy, as
+// LookupAddr does. cands is not modified.
+func ApplyStrategy(cands []Candidate, strategy string) []Candidate {
+	switch strategy {
+	case "", Ipv4AndIpv6:
+		return cands
+	}
+	has4, has6 := map[string]bool{}, map[string]bool{}
+	for _, c := range cands {
+		if c.Addr.Is4() {
+			has4[c.Name] = true
+		} else {
+			has6[c.Name] = true
+		}
+	}
+	out := make([]Candidate, 0, len(cands))
+	for _, c := range cands {
+		v4, keep := c.Addr.Is4(), true
+		if _, err := netip.ParseAddr(strings.Trim(c.Name, "[]")); err != nil {
+			switch strategy {
+			case Ipv4Only:
+				keep = v4
+			case Ipv6Only:
+				keep = !v4
+			case Ipv4ThenIpv6:
+				keep = v4 || !has4[c.Name]
+			case Ipv6ThenIpv4:
+				keep = !v4 || !has6[c.Name]
+			}
+		}
+		if keep {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // IsNXDOMAIN reports whether err says a name does not exist.
 func IsNXDOMAIN(err error) bool { return errors.Is(err, ErrNXDOMAIN) }
