@@ -488,6 +488,10 @@ func (f *frontConn) endTxn() {
 
 func (f *frontConn) banner() {
 	s := f.s
+	if s.cfg.RequireProxyProtocol && !f.readProxy() {
+		f.closing = true
+		return
+	}
 	if s.shutting.Load() {
 		f.reply(421, "4.3.2 "+f.host()+" shutting down")
 		return
@@ -510,6 +514,31 @@ func (f *frontConn) banner() {
 		}
 	}
 	f.reply(220, f.host()+" "+s.cfg.Banner)
+}
+
+// readProxy reads the PROXY protocol header that require_proxy_protocol
+// demands before anything else on the connection. The addresses it names
+// become the session's peer and local addresses (received_from and
+// received_via; the connection's own ones are kept as orig_received_from
+// and orig_received_via). It reports false, having logged why, when the
+// connection does not start with a valid header and must be closed.
+func (f *frontConn) readProxy() bool {
+	f.raw.SetReadDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+	h, err := readProxyHeader(f.rd)
+	if err != nil {
+		f.s.log.Warn().Err(err).Str("peer", f.peer.String()).Msg("closing connection: require_proxy_protocol is set and it did not start with a valid PROXY header")
+		return false
+	}
+	if !h.ok {
+		return true // UNKNOWN or LOCAL: the connection's own addresses stand
+	}
+	f.meta.Set("orig_received_from", f.peer.String())
+	f.meta.Set("orig_received_via", f.local.String())
+	f.peer, f.local = h.src, h.dst
+	f.peerIP, f.localIP = f.peer.Addr().String(), f.local.Addr().String()
+	f.meta.Set("received_from", f.peer.String())
+	f.meta.Set("received_via", f.local.String())
+	return true
 }
 
 func (f *frontConn) defaultExtensions() []string {
