@@ -651,3 +651,40 @@ func TestUserDropsPrivileges(t *testing.T) {
 	c.Expect(t, "220 sink.test")
 	d.stop(t, syscall.SIGTERM)
 }
+
+// TestProxyProtocolFromPolicy: require_proxy_protocol set in a policy makes
+// the daemon read a PROXY header; the proxied peer address reaches the
+// policy's conn_meta and decides relaying.
+func TestProxyProtocolFromPolicy(t *testing.T) {
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "proxy.lua")
+	os.WriteFile(policy, []byte(`local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '`+dir+`/data' }
+  kumo.define_spool { name = 'meta', path = '`+dir+`/meta' }
+  kumo.start_esmtp_listener {
+    listen = '127.0.0.1:0', hostname = 'proxied.test',
+    require_proxy_protocol = true, relay_hosts = { '203.0.113.0/24' },
+  }
+end)
+kumo.on('smtp_server_connection_accepted', function(conn_meta)
+  kumo.log_info('peer ' .. conn_meta:get_meta('received_from') .. ' via ' .. conn_meta:get_meta('orig_received_from'))
+end)
+kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'null') end)
+`), 0o644)
+	d := startDaemon(t, nil, "--policy", policy)
+	if strings.Contains(d.log(), "require_proxy_protocol") {
+		t.Fatalf("require_proxy_protocol logged as not implemented:\n%s", d.log())
+	}
+	c := testutil.Dial(t, d.addr)
+	c.SendRaw("PROXY TCP4 203.0.113.7 198.51.100.1 40000 25\r\n")
+	c.Expect(t, "220 proxied.test")
+	c.Cmd(t, "EHLO x.example", "250-")
+	c.Cmd(t, "MAIL FROM:<a@x.com>", "250")
+	c.Cmd(t, "RCPT TO:<b@y.com>", "250") // relayed: 203.0.113.7 is in relay_hosts, 127.0.0.1 is not
+	c.Cmd(t, "QUIT", "221")
+	if !regexp.MustCompile(`peer 203\.0\.113\.7:40000 via 127\.0\.0\.1:\d+`).MatchString(d.log()) {
+		t.Fatalf("conn_meta did not show the proxied peer:\n%s", d.log())
+	}
+	d.stop(t, syscall.SIGINT)
+}
