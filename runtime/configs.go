@@ -23,7 +23,7 @@ var esmtpFields = []string{
 // in ESMTPListener.Unimplemented.
 var esmtpUnimplemented = []string{
 	"tls_required_client_ca", "deferred_queue",
-	"allow_xclient", "peer", "via",
+	"peer", "via",
 }
 
 // decodeESMTPListener decodes a start_esmtp_listener table strictly on

@@ -549,6 +549,9 @@ func (f *frontConn) defaultExtensions() []string {
 	if f.tls != nil {
 		exts = append(exts, "AUTH PLAIN")
 	}
+	if f.s.cfg.AllowXClient {
+		exts = append(exts, xclientExtension)
+	}
 	return exts
 }
 
@@ -687,6 +690,8 @@ func (f *frontConn) nextCommand() error {
 		return f.cmdStartTLS()
 	case "AUTH":
 		f.cmdAuth(string(arg))
+	case "XCLIENT":
+		f.cmdXClient(string(arg))
 	case "":
 		f.reply(501, "Syntax error in command or arguments: empty command")
 	default:
@@ -735,7 +740,7 @@ func (f *frontConn) readLine(dst []byte) ([]byte, bool, error) {
 // knownVerb returns the constant name of a command the front end handles,
 // or "". v does not escape, so callers may pass a temporary conversion.
 func knownVerb(v string) string {
-	for _, k := range [...]string{"EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "QUIT", "NOOP", "STARTTLS", "AUTH"} {
+	for _, k := range [...]string{"EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "QUIT", "NOOP", "STARTTLS", "AUTH", "XCLIENT"} {
 		if v == k {
 			return k
 		}
