@@ -529,16 +529,25 @@ func (f *frontConn) readProxy() bool {
 		f.s.log.Warn().Err(err).Str("peer", f.peer.String()).Msg("closing connection: require_proxy_protocol is set and it did not start with a valid PROXY header")
 		return false
 	}
-	if !h.ok {
-		return true // UNKNOWN or LOCAL: the connection's own addresses stand
+	if h.ok { // not UNKNOWN or LOCAL, where the connection's own addresses stand
+		f.rebind(h.src, h.dst)
 	}
-	f.meta.Set("orig_received_from", f.peer.String())
-	f.meta.Set("orig_received_via", f.local.String())
-	f.peer, f.local = h.src, h.dst
-	f.peerIP, f.localIP = f.peer.Addr().String(), f.local.Addr().String()
-	f.meta.Set("received_from", f.peer.String())
-	f.meta.Set("received_via", f.local.String())
 	return true
+}
+
+// rebind makes peer and local the session's addresses (PROXY header,
+// XCLIENT): received_from and received_via, the relay check, trace headers
+// and records follow them; the connection's own are kept, once, as
+// orig_received_from and orig_received_via.
+func (f *frontConn) rebind(peer, local netip.AddrPort) {
+	if _, ok := f.meta.Get("orig_received_from"); !ok {
+		f.meta.Set("orig_received_from", f.peer.String())
+		f.meta.Set("orig_received_via", f.local.String())
+	}
+	f.peer, f.local = peer, local
+	f.peerIP, f.localIP = peer.Addr().String(), local.Addr().String()
+	f.meta.Set("received_from", peer.String())
+	f.meta.Set("received_via", local.String())
 }
 
 func (f *frontConn) defaultExtensions() []string {

@@ -82,14 +82,7 @@ func (f *frontConn) cmdXClient(arg string) {
 			return
 		}
 	}
-	if _, ok := f.meta.Get("orig_received_from"); !ok {
-		f.meta.Set("orig_received_from", f.peer.String())
-		f.meta.Set("orig_received_via", f.local.String())
-	}
-	f.peer, f.local = peer, local
-	f.peerIP, f.localIP = peer.Addr().String(), local.Addr().String()
-	f.meta.Set("received_from", peer.String())
-	f.meta.Set("received_via", local.String())
+	f.rebind(peer, local)
 	// Start over: forget the greeting (and any transaction) here and in
 	// go-smtp, with a synthetic RSET whose answer is dropped.
 	f.ehloOK = false
