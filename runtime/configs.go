@@ -22,7 +22,7 @@ var esmtpFields = []string{
 // listener yet; when given (and not false/empty) their names are recorded
 // in ESMTPListener.Unimplemented.
 var esmtpUnimplemented = []string{
-	"tls_required_client_ca", "deferred_queue",
+	"deferred_queue",
 	"peer", "via",
 }
 

@@ -90,7 +90,7 @@ func TestESMTPListenerAllOptions(t *testing.T) {
 		AllowXClient:             true,
 		Peer:                     map[string]any{"10.0.0.0/8": map[string]any{"banner": "peer"}},
 		Via:                      map[string]any{},
-		Unimplemented:            []string{"tls_required_client_ca", "deferred_queue", "peer"},
+		Unimplemented:            []string{"deferred_queue", "peer"},
 	}
 	// hostname appears twice in the table literal; the later nil wins in Lua
 	if !reflect.DeepEqual(*l, want) {

@@ -1042,6 +1042,9 @@ func (f *frontConn) cmdStartTLS() error {
 	f.rd.Reset(tc)
 	f.meta.Set("tls_cipher", tls.CipherSuiteName(st.CipherSuite))
 	f.meta.Set("tls_protocol_version", tls.VersionName(st.Version))
+	if len(st.PeerCertificates) > 0 {
+		f.meta.Set("tls_peer_subject_name", st.PeerCertificates[0].Subject.String())
+	}
 	// RFC 3207: forget the EHLO and any transaction. go-smtp is reset with a
 	// synthetic RSET whose answer is dropped.
 	f.ehloOK = false

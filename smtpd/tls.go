@@ -41,7 +41,23 @@ func loadTLS(cfg config.ESMTPListener) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if !cfg.TLSRequiredClientCA.IsZero() {
+		// tls_required_client_ca: a client that starts TLS must present a
+		// certificate signed by one of these CAs; its subject becomes
+		// tls_peer_subject_name.
+		caPEM, err := readKeySource(cfg.TLSRequiredClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("tls_required_client_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return nil, errors.New("tls_required_client_ca: no PEM certificate found")
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
 }
 
 func readKeySource(k config.KeySource) ([]byte, error) {
