@@ -1,6 +1,9 @@
 package runtime
 
 import (
+	"fmt"
+	"net/netip"
+	"sort"
 	"strconv"
 
 	"github.com/kumogo/kumogo/internal/config"
@@ -21,18 +24,42 @@ var esmtpFields = []string{
 // esmtpUnimplemented are options that are parsed but not honoured by the
 // listener yet; when given (and not false/empty) their names are recorded
 // in ESMTPListener.Unimplemented.
-var esmtpUnimplemented = []string{
-	"deferred_queue",
-	"peer", "via",
-}
+var esmtpUnimplemented = []string{"deferred_queue"}
 
 // decodeESMTPListener decodes a start_esmtp_listener table strictly on
-// top of KumoMTA's defaults.
+// top of KumoMTA's defaults, with its peer and via overrides.
 func decodeESMTPListener(v any, hostname string) (*config.ESMTPListener, error) {
 	l := config.DefaultESMTPListener(hostname)
 	o := newObj(v, v, "struct EsmtpListenerParams", esmtpFields...)
 	o.listen("listen", &l.Listen)
 	o.integer("max_connections", &l.MaxConnections)
+	decodeListenerParams(o, &l)
+	o.mapValue("peer", &l.Peer)
+	o.mapValue("via", &l.Via)
+	if o.err != nil {
+		return nil, o.err
+	}
+	for _, name := range esmtpUnimplemented {
+		val, ok := o.get(name)
+		if !ok || val == false {
+			continue
+		}
+		if m, isMap := val.(map[string]any); isMap && len(m) == 0 {
+			continue
+		}
+		l.Unimplemented = append(l.Unimplemented, name)
+	}
+	variants, err := decodeListenerVariants(&l)
+	if err != nil {
+		return nil, err
+	}
+	l.Variants = variants
+	return &l, nil
+}
+
+// decodeListenerParams decodes the options a peer or via block may
+// override too: all but listen, max_connections, peer and via.
+func decodeListenerParams(o *obj, l *config.ESMTPListener) {
 	o.str("hostname", &l.Hostname)
 	o.str("banner", &l.Banner)
 	o.cidrList("relay_hosts", &l.RelayHosts)
@@ -54,22 +81,86 @@ func decodeESMTPListener(v any, hostname string) (*config.ESMTPListener, error) 
 	o.boolean("allow_xclient", &l.AllowXClient)
 	o.boolean("require_proxy_protocol", &l.RequireProxyProtocol)
 	o.mapValue("meta", &l.Meta)
-	o.mapValue("peer", &l.Peer)
-	o.mapValue("via", &l.Via)
-	if o.err != nil {
-		return nil, o.err
-	}
-	for _, name := range esmtpUnimplemented {
-		val, ok := o.get(name)
-		if !ok || val == false {
-			continue
+}
+
+// overrideFields are the keys a peer or via block accepts.
+var overrideFields = func() []string {
+	var out []string
+	for _, f := range esmtpFields {
+		switch f {
+		case "listen", "max_connections", "peer", "via":
+		default:
+			out = append(out, f)
 		}
-		if m, isMap := val.(map[string]any); isMap && len(m) == 0 {
-			continue
-		}
-		l.Unimplemented = append(l.Unimplemented, name)
 	}
-	return &l, nil
+	return out
+}()
+
+// decodeListenerVariants resolves the peer and via tables of l (CIDR or
+// address → table of listener options) into every combination, so that a
+// bad block fails when the listener starts, not when a client connects.
+func decodeListenerVariants(l *config.ESMTPListener) (*config.ListenerVariants, error) {
+	if len(l.Peer) == 0 && len(l.Via) == 0 {
+		return nil, nil
+	}
+	peers, peerTables, err := overrideBlocks("peer", l.Peer)
+	if err != nil {
+		return nil, err
+	}
+	vias, viaTables, err := overrideBlocks("via", l.Via)
+	if err != nil {
+		return nil, err
+	}
+	apply := func(base config.ESMTPListener, what string, table any) (*config.ESMTPListener, error) {
+		o := newObj(table, table, "struct EsmtpListenerParams", overrideFields...)
+		decodeListenerParams(o, &base)
+		if o.err != nil {
+			return nil, fmt.Errorf("%s: %w", what, o.err)
+		}
+		base.Variants = nil
+		return &base, nil
+	}
+	v := &config.ListenerVariants{Peers: peers, Vias: vias, Configs: make([][]*config.ESMTPListener, len(peers)+1)}
+	for i := range len(peers) + 1 {
+		base := l
+		if i < len(peers) {
+			if base, err = apply(*l, "peer "+peers[i].String(), peerTables[i]); err != nil {
+				return nil, err
+			}
+		}
+		v.Configs[i] = make([]*config.ESMTPListener, len(vias)+1)
+		for j := range len(vias) + 1 {
+			c := base
+			if j < len(vias) {
+				if c, err = apply(*base, "via "+vias[j].String(), viaTables[j]); err != nil {
+					return nil, err
+				}
+			}
+			v.Configs[i][j] = c
+		}
+	}
+	return v, nil
+}
+
+// overrideBlocks parses the keys of a peer or via table, in a stable
+// order, with their tables.
+func overrideBlocks(what string, m map[string]any) ([]netip.Prefix, []any, error) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var prefixes []netip.Prefix
+	var tables []any
+	for _, k := range keys {
+		p, err := config.ParseCIDRList([]string{k})
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", what, err)
+		}
+		prefixes = append(prefixes, p[0])
+		tables = append(tables, m[k])
+	}
+	return prefixes, tables, nil
 }
 
 // traceHeaders decodes the trace_headers table over the defaults.

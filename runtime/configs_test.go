@@ -90,11 +90,69 @@ func TestESMTPListenerAllOptions(t *testing.T) {
 		AllowXClient:             true,
 		Peer:                     map[string]any{"10.0.0.0/8": map[string]any{"banner": "peer"}},
 		Via:                      map[string]any{},
-		Unimplemented:            []string{"deferred_queue", "peer"},
+		Unimplemented:            []string{"deferred_queue"},
 	}
+	// the peer block resolves to a variant with its own banner
+	v := l.Variants
+	if v == nil || len(v.Peers) != 1 || v.Peers[0] != netip.MustParsePrefix("10.0.0.0/8") || len(v.Vias) != 0 {
+		t.Fatalf("variants %+v", v)
+	}
+	if c := v.For(netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("127.0.0.1")); c.Banner != "peer" || c.Hostname != "mx.test" || c.MaxMessageSize != 1048576 {
+		t.Fatalf("10.1.2.3: %+v", c)
+	}
+	if c := v.For(netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("127.0.0.1")); c != l {
+		t.Fatalf("a peer outside every block must get the listener itself, got %+v", c)
+	}
+	got := *l
+	got.Variants = nil
 	// hostname appears twice in the table literal; the later nil wins in Lua
-	if !reflect.DeepEqual(*l, want) {
-		t.Fatalf("got  %+v\nwant %+v", *l, want)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got  %+v\nwant %+v", got, want)
+	}
+}
+
+// TestESMTPListenerPeerVia: via applies after peer, the most specific
+// block wins, and a bad block fails the listener at start.
+func TestESMTPListenerPeerVia(t *testing.T) {
+	h, err := initWith(t, `kumo.start_esmtp_listener {
+  listen = '127.0.0.1:0', banner = 'base', max_message_size = 1000,
+  peer = {
+    ['10.0.0.0/8'] = { banner = 'ten', max_message_size = 2000 },
+    ['10.1.0.0/16'] = { banner = 'ten-one', allow_xclient = true },
+  },
+  via = { ['127.0.0.1'] = { banner = 'via-lo', hostname = 'lo.example' } },
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := h.esmtp[0].Variants
+	ip := netip.MustParseAddr
+	for _, tc := range []struct {
+		peer, local, banner, host string
+		size                      int64
+		xclient                   bool
+	}{
+		{"10.9.9.9", "192.0.2.1", "ten", "mx.test", 2000, false},
+		{"10.1.2.3", "192.0.2.1", "ten-one", "mx.test", 1000, true},
+		{"10.1.2.3", "127.0.0.1", "via-lo", "lo.example", 1000, true},
+		{"192.0.2.9", "127.0.0.1", "via-lo", "lo.example", 1000, false},
+		{"192.0.2.9", "192.0.2.1", "base", "mx.test", 1000, false},
+	} {
+		c := v.For(ip(tc.peer), ip(tc.local))
+		if c.Banner != tc.banner || c.Hostname != tc.host || c.MaxMessageSize != tc.size || c.AllowXClient != tc.xclient {
+			t.Errorf("%s via %s: banner %q host %q size %d xclient %v", tc.peer, tc.local, c.Banner, c.Hostname, c.MaxMessageSize, c.AllowXClient)
+		}
+	}
+	for _, bad := range []string{
+		`peer = { ['10.0.0.0/8'] = { listen = '0:25' } }`,
+		`peer = { ['10.0.0.0/8'] = { max_connections = 5 } }`,
+		`via = { ['not-an-ip'] = { banner = 'x' } }`,
+		`peer = { ['10.0.0.0/8'] = { bannner = 'typo' } }`,
+		`peer = { ['10.0.0.0/8'] = { max_message_size = 'big' } }`,
+	} {
+		if _, err := initWith(t, "kumo.start_esmtp_listener { listen = '127.0.0.1:0', "+bad+" }"); err == nil {
+			t.Errorf("%s: accepted", bad)
+		}
 	}
 }
 

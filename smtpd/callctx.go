@@ -98,9 +98,9 @@ func (f *frontConn) ctx() (context.Context, context.CancelFunc) {
 		}
 	}
 	if f.inCall {
-		return context.WithTimeout(context.Background(), f.s.cfg.DataProcessingTimeout)
+		return context.WithTimeout(context.Background(), f.cfg.DataProcessingTimeout)
 	}
 	f.inCall = true
-	f.call.arm(f.s.cfg.DataProcessingTimeout)
+	f.call.arm(f.cfg.DataProcessingTimeout)
 	return f.call, f.endCall
 }

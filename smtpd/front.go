@@ -18,6 +18,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/smtpreply"
@@ -74,6 +75,11 @@ type frontConn struct {
 	// ahead of the next command.
 	bdatOpen, bdatAbort bool
 	pre                 []byte
+
+	// cfg is the listener configuration of this session: the listener's,
+	// or a peer/via variant of it; tlsConf is its TLS configuration.
+	cfg     *config.ESMTPListener
+	tlsConf *tls.Config
 
 	// the Reception record, reused for every message (logReception)
 	rec     logrecord.Record
@@ -138,16 +144,24 @@ func newFrontConn(s *Server, c net.Conn) *frontConn {
 	fc.local = netip.AddrPortFrom(fc.local.Addr().Unmap(), fc.local.Port())
 	fc.peerIP, fc.localIP = fc.peer.Addr().String(), fc.local.Addr().String()
 	fc.sessionID = s.deps.IDs.NewString()
+	fc.applyConfig()
 	m := fc.meta
-	for k, v := range s.cfg.Meta {
-		m.Set(k, v)
-	}
 	m.Set("reception_protocol", "ESMTP")
 	m.Set("received_via", fc.local.String())
 	m.Set("received_from", fc.peer.String())
-	m.Set("hostname", s.cfg.Hostname)
 	s.track(fc, true)
 	return fc
+}
+
+// applyConfig picks the listener configuration for the session's
+// addresses (the peer and via blocks) and puts its hostname and meta into
+// the connection meta.
+func (f *frontConn) applyConfig() {
+	f.cfg, f.tlsConf = f.s.configFor(f.peer.Addr(), f.local.Addr())
+	for k, v := range f.cfg.Meta {
+		f.meta.Set(k, v)
+	}
+	f.meta.Set("hostname", f.cfg.Hostname)
 }
 
 // ---- net.Conn ----
@@ -322,14 +336,14 @@ func (f *frontConn) flush() {
 	if len(f.out) == 0 || f.closed && f.raw == nil {
 		return
 	}
-	f.raw.SetWriteDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+	f.raw.SetWriteDeadline(time.Now().Add(f.cfg.ClientTimeout))
 	if _, err := f.cur.Write(f.out); err != nil {
 		f.closing = true
 	}
 	f.out = f.out[:0]
 }
 
-func (f *frontConn) host() string { return f.s.cfg.Hostname }
+func (f *frontConn) host() string { return f.cfg.Hostname }
 
 func (f *frontConn) technicalDifficulties(err error) {
 	f.s.log.Error().Err(err).Str("peer", f.peer.String()).Str("command", f.cmd).Msg("policy error; ending session")
@@ -488,7 +502,7 @@ func (f *frontConn) endTxn() {
 
 func (f *frontConn) banner() {
 	s := f.s
-	if s.cfg.RequireProxyProtocol && !f.readProxy() {
+	if f.cfg.RequireProxyProtocol && !f.readProxy() {
 		f.closing = true
 		return
 	}
@@ -513,7 +527,7 @@ func (f *frontConn) banner() {
 			return
 		}
 	}
-	f.reply(220, f.host()+" "+s.cfg.Banner)
+	f.reply(220, f.host()+" "+f.cfg.Banner)
 }
 
 // readProxy reads the PROXY protocol header that require_proxy_protocol
@@ -523,7 +537,7 @@ func (f *frontConn) banner() {
 // and orig_received_via). It reports false, having logged why, when the
 // connection does not start with a valid header and must be closed.
 func (f *frontConn) readProxy() bool {
-	f.raw.SetReadDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+	f.raw.SetReadDeadline(time.Now().Add(f.cfg.ClientTimeout))
 	h, err := readProxyHeader(f.rd)
 	if err != nil {
 		f.s.log.Warn().Err(err).Str("peer", f.peer.String()).Msg("closing connection: require_proxy_protocol is set and it did not start with a valid PROXY header")
@@ -548,17 +562,18 @@ func (f *frontConn) rebind(peer, local netip.AddrPort) {
 	f.peerIP, f.localIP = peer.Addr().String(), local.Addr().String()
 	f.meta.Set("received_from", peer.String())
 	f.meta.Set("received_via", local.String())
+	f.applyConfig() // peer and via blocks follow the new addresses
 }
 
 func (f *frontConn) defaultExtensions() []string {
 	exts := []string{"PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", "CHUNKING"}
-	if f.tls == nil && f.s.tlsConfig != nil {
+	if f.tls == nil && f.tlsConf != nil {
 		exts = append(exts, "STARTTLS")
 	}
 	if f.tls != nil {
 		exts = append(exts, "AUTH PLAIN")
 	}
-	if f.s.cfg.AllowXClient {
+	if f.cfg.AllowXClient {
 		exts = append(exts, xclientExtension)
 	}
 	return exts
@@ -602,7 +617,7 @@ func (f *frontConn) nextCommand() error {
 		f.flush()
 		return io.EOF
 	}
-	f.raw.SetReadDeadline(time.Now().Add(s.cfg.ClientTimeout))
+	f.raw.SetReadDeadline(time.Now().Add(f.cfg.ClientTimeout))
 	line, tooLong, err := f.readLine(f.cmdBuf)
 	f.idle.Store(false)
 	if err != nil {
@@ -713,7 +728,7 @@ func (f *frontConn) nextCommand() error {
 // dst[:0]. Lines longer than line_length_hard_limit are consumed and
 // reported as tooLong.
 func (f *frontConn) readLine(dst []byte) ([]byte, bool, error) {
-	limit := f.s.cfg.LineLengthHardLimit
+	limit := f.cfg.LineLengthHardLimit
 	if limit <= 0 || limit > maxCommandLine {
 		limit = maxCommandLine // a command line is never unbounded
 	}
@@ -899,7 +914,7 @@ func parseChunkSize(b []byte) (uint64, bool) {
 // skipBytes discards n bytes of input (the chunk of a refused BDAT).
 func (f *frontConn) skipBytes(n int64) {
 	f.flush()
-	f.raw.SetReadDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+	f.raw.SetReadDeadline(time.Now().Add(f.cfg.ClientTimeout))
 	if _, err := f.rd.Discard(int(n)); err != nil {
 		f.closing = true
 	}
@@ -912,7 +927,7 @@ func (f *frontConn) readBDAT(p []byte) (int, error) {
 	if int64(len(p)) > f.bdatLeft {
 		p = p[:f.bdatLeft]
 	}
-	f.raw.SetReadDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+	f.raw.SetReadDeadline(time.Now().Add(f.cfg.ClientTimeout))
 	n, err := f.rd.Read(p)
 	f.bdatLeft -= int64(n)
 	if f.bdatLeft == 0 {
@@ -930,7 +945,7 @@ func (f *frontConn) readBDAT(p []byte) (int, error) {
 func (f *frontConn) readData(p []byte) (int, error) {
 	if f.rd.Buffered() == 0 {
 		f.flush()
-		f.raw.SetReadDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+		f.raw.SetReadDeadline(time.Now().Add(f.cfg.ClientTimeout))
 		if _, err := f.rd.Peek(1); err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -959,7 +974,7 @@ func (f *frontConn) readData(p []byte) (int, error) {
 // bytes belong to the body (including the terminator) and whether the
 // terminator was reached.
 func (f *frontConn) scanData(chunk []byte) (int, bool) {
-	limit := f.s.cfg.LineLengthHardLimit
+	limit := f.cfg.LineLengthHardLimit
 	i := 0
 	for i < len(chunk) {
 		j := bytes.IndexByte(chunk[i:], '\n')
@@ -1015,7 +1030,7 @@ func (f *frontConn) cmdStartTLS() error {
 		f.reply(501, "Cannot STARTTLS as TLS is already active")
 		return nil
 	}
-	if f.s.tlsConfig == nil {
+	if f.tlsConf == nil {
 		f.reply(502, "5.5.1 Command unimplemented")
 		return nil
 	}
@@ -1028,8 +1043,8 @@ func (f *frontConn) cmdStartTLS() error {
 	if n := f.rd.Buffered(); n > 0 {
 		f.rd.Discard(n)
 	}
-	tc := tls.Server(f.raw, f.s.tlsConfig)
-	f.raw.SetDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+	tc := tls.Server(f.raw, f.tlsConf)
+	f.raw.SetDeadline(time.Now().Add(f.cfg.ClientTimeout))
 	if err := tc.Handshake(); err != nil {
 		f.s.log.Debug().Err(err).Str("peer", f.peer.String()).Msg("TLS handshake failed")
 		f.closing = true
@@ -1082,7 +1097,7 @@ func (f *frontConn) cmdAuth(arg string) {
 	if resp == "" {
 		f.reply(334, "")
 		f.flush()
-		f.raw.SetReadDeadline(time.Now().Add(f.s.cfg.ClientTimeout))
+		f.raw.SetReadDeadline(time.Now().Add(f.cfg.ClientTimeout))
 		line, tooLong, err := f.readLine(nil)
 		if err != nil || tooLong {
 			f.closing = true

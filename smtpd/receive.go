@@ -63,7 +63,7 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		}
 	}
 	if batches == nil {
-		batches = defaultBatches(fc.batches[:0], msg.Recipients(), s.cfg.BatchHandling)
+		batches = defaultBatches(fc.batches[:0], msg.Recipients(), fc.cfg.BatchHandling)
 		defer func() {
 			clear(batches)
 			fc.batches = batches[:0]
@@ -87,7 +87,7 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 				m.SetMeta(k, v)
 			}
 		}
-		if s.cfg.TraceHeaders.ReceivedHeader {
+		if fc.cfg.TraceHeaders.ReceivedHeader {
 			proto := "ESMTP"
 			if fc.tls != nil {
 				proto = "ESMTPS"
@@ -95,7 +95,7 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 					proto = "ESMTPSA"
 				}
 			}
-			fc.hdrBuf = m.AppendReceived(fc.hdrBuf[:0], fc.helo, fc.peerIP, s.cfg.Hostname, fc.localIP, proto, fc.tlsInfo(), now)
+			fc.hdrBuf = m.AppendReceived(fc.hdrBuf[:0], fc.helo, fc.peerIP, fc.cfg.Hostname, fc.localIP, proto, fc.tlsInfo(), now)
 			m.PrependRaw(fc.hdrBuf)
 		}
 		msgs = append(msgs, m)
@@ -137,10 +137,10 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		// The queue may read the id from several goroutines: make the
 		// string now, while the message is still ours alone.
 		m.ID()
-		if s.cfg.TraceHeaders.SupplementalHeader {
-			m.PrependHeader(s.cfg.TraceHeaders.HeaderName, supplemental(m, s.cfg.TraceHeaders.IncludeMetaNames))
+		if fc.cfg.TraceHeaders.SupplementalHeader {
+			m.PrependHeader(fc.cfg.TraceHeaders.HeaderName, supplemental(m, fc.cfg.TraceHeaders.IncludeMetaNames))
 		}
-		if err := s.deps.Enqueuer.Spool(ctx, m, s.cfg.DeferredSpool); err != nil {
+		if err := s.deps.Enqueuer.Spool(ctx, m, fc.cfg.DeferredSpool); err != nil {
 			failed++
 			spoolErr = err
 			s.log.Error().Err(err).Str("queue", q).Str("id", m.ID()).Msg("spool write failed")
@@ -174,13 +174,13 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		fc.setDataReply("PARTIAL ids=", ids)
 		return nil
 	case s.deps.Enqueuer == nil:
-		return reply(451, "4.3.0 "+s.cfg.Hostname+" only queue \"null\" is available: no delivery engine is configured")
+		return reply(451, "4.3.0 "+fc.cfg.Hostname+" only queue \"null\" is available: no delivery engine is configured")
 	case ctx.Err() != nil:
 		return reply(451, "4.4.5 data_processing_timeout exceeded (spool)")
 	case spoolErr != nil:
-		return reply(421, "4.3.2 "+s.cfg.Hostname+" the spool is not accepting writes. Try later")
+		return reply(421, "4.3.2 "+fc.cfg.Hostname+" the spool is not accepting writes. Try later")
 	default:
-		return reply(421, "4.3.0 "+s.cfg.Hostname+" technical difficulties")
+		return reply(421, "4.3.0 "+fc.cfg.Hostname+" technical difficulties")
 	}
 }
 

@@ -63,10 +63,13 @@ type Server struct {
 	log  zerolog.Logger
 
 	tlsConfig *tls.Config
-	gs        *smtp.Server
-	ln        net.Listener
-	addr      net.Addr
-	localIP   string
+	// variantTLS holds the TLS configuration of every peer/via variant
+	// of cfg (nil without variants).
+	variantTLS map[*config.ESMTPListener]*tls.Config
+	gs         *smtp.Server
+	ln         net.Listener
+	addr       net.Addr
+	localIP    string
 
 	// handler presence, computed once
 	hasEhlo, hasConnAccepted, hasMail, hasRcpt, hasData, hasSplit, hasReceived, hasRewrite, hasListenerDomain, hasAuth bool
@@ -103,6 +106,21 @@ func New(cfg config.ESMTPListener, deps Deps) (*Server, error) {
 		conns:     make(map[*frontConn]struct{}),
 		served:    make(chan struct{}),
 	}
+	if v := cfg.Variants; v != nil {
+		// every peer/via variant with its own TLS configuration, made now
+		// so that a bad certificate in a block fails the start
+		s.variantTLS = map[*config.ESMTPListener]*tls.Config{}
+		for _, row := range v.Configs {
+			for _, c := range row {
+				if _, done := s.variantTLS[c]; done {
+					continue
+				}
+				if s.variantTLS[c], err = loadTLS(*c); err != nil {
+					return nil, fmt.Errorf("smtpd: listener %s: peer/via block: %w", cfg.Listen, err)
+				}
+			}
+		}
+	}
 	p := deps.Policy
 	s.hasEhlo = p.HasHandler("smtp_server_ehlo")
 	s.hasConnAccepted = p.HasHandler("smtp_server_connection_accepted")
@@ -125,6 +143,16 @@ func New(cfg config.ESMTPListener, deps Deps) (*Server, error) {
 	gs.ErrorLog = zlogAdapter{deps.Log}
 	s.gs = gs
 	return s, nil
+}
+
+// configFor returns the listener configuration for a session from peer
+// to local, and its TLS configuration.
+func (s *Server) configFor(peer, local netip.Addr) (*config.ESMTPListener, *tls.Config) {
+	if s.cfg.Variants == nil {
+		return &s.cfg, s.tlsConfig
+	}
+	c := s.cfg.Variants.For(peer, local)
+	return c, s.variantTLS[c]
 }
 
 // ListenAddr normalises KumoMTA listen strings: "0:25" means all IPv4

@@ -71,7 +71,7 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	fc, cfg := ss.fc, &ss.s.cfg
+	fc, cfg := ss.fc, ss.fc.cfg
 	addr, err := message.ParseAddress(to)
 	if err != nil || addr.IsNull() {
 		return reply(501, "5.1.3 Invalid recipient address syntax")
@@ -110,7 +110,7 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 // recipient domain's listener domain has relay_to (or OOB/ARF logging).
 func (ss *session) relayAllowed(rcpt message.Address) (bool, error) {
 	peer := ss.fc.peer.Addr()
-	if ss.s.cfg.RelayHosts.Contains(peer) {
+	if ss.fc.cfg.RelayHosts.Contains(peer) {
 		return true, nil
 	}
 	if !ss.s.hasListenerDomain {
@@ -205,7 +205,7 @@ func putBuf(bp *[]byte) {
 var errBDATAborted = errors.New("smtpd: BDAT transaction aborted by the client")
 
 func (ss *session) Data(r io.Reader) error {
-	fc, cfg := ss.fc, &ss.s.cfg
+	fc, cfg := ss.fc, ss.fc.cfg
 	bp := getBuf()
 	buf := *bp
 	max := cfg.MaxMessageSize

@@ -20,8 +20,8 @@ import (
 const xclientExtension = "XCLIENT ADDR PORT DESTADDR DESTPORT"
 
 func (f *frontConn) cmdXClient(arg string) {
-	if !f.s.cfg.AllowXClient {
-		f.reply(502, "5.5.1 Command unimplemented")
+	if !f.cfg.AllowXClient {
+		f.reply(550, "insufficient authorization")
 		return
 	}
 	if f.hasMail {
@@ -92,7 +92,7 @@ func (f *frontConn) cmdXClient(arg string) {
 	f.cmd = "RSET"
 	f.swallow++
 	f.forward([]byte("RSET"))
-	f.reply(220, f.host()+" "+f.s.cfg.Banner)
+	f.reply(220, f.host()+" "+f.cfg.Banner)
 }
 
 // parseXClientAddr parses an XCLIENT address: IPv4, or IPv6 with the

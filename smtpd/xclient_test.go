@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +14,7 @@ import (
 func TestXClientDisabled(t *testing.T) {
 	ts := startServer(t, testConfig(), nullPolicy())
 	c := greet(t, ts.addr)
-	c.Cmd(t, "XCLIENT ADDR=203.0.113.9", "502 5.5.1 Command unimplemented")
+	c.Cmd(t, "XCLIENT ADDR=203.0.113.9", "550 insufficient authorization")
 	lines := c.Cmd(t, "EHLO client.example", "250-")
 	if strings.Contains(strings.Join(lines, "\n"), "XCLIENT") {
 		t.Fatalf("XCLIENT advertised without allow_xclient: %q", lines)
@@ -73,5 +74,38 @@ func TestXClient(t *testing.T) {
 	if m["received_from"] != "203.0.113.9:4000" || !strings.HasPrefix(m["received_via"], "[2001:db8::1]:") ||
 		!strings.HasPrefix(m["orig_received_from"], "127.0.0.1:") || m["orig_received_via"] != ts.addr {
 		t.Fatalf("meta %v", m)
+	}
+}
+
+// TestPeerBlocks: a peer block (here: XCLIENT and a banner of its own for
+// loopback) applies by the client's address, and XCLIENT re-applies the
+// blocks for the address it names: the new greeting is the listener's,
+// and a second XCLIENT is refused.
+func TestPeerBlocks(t *testing.T) {
+	cfg := testConfig()
+	loop := cfg
+	loop.Banner = "loopback gate"
+	loop.AllowXClient = true
+	via := cfg
+	via.Hostname = "via.test"
+	cfg.RelayHosts = config.MustCIDRList("203.0.113.0/24")
+	loop.RelayHosts, via.RelayHosts = cfg.RelayHosts, cfg.RelayHosts
+	viaLoop := loop
+	viaLoop.Hostname = "via.test"
+	base := cfg
+	cfg.Variants = &config.ListenerVariants{
+		Peers:   []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Vias:    []netip.Prefix{netip.MustParsePrefix("192.0.2.25/32")},
+		Configs: [][]*config.ESMTPListener{{&viaLoop, &loop}, {&via, &base}}, // [peer][via], last = no match
+	}
+	ts := startServer(t, cfg, nullPolicy())
+	c := testutil.Dial(t, ts.addr)
+	c.Expect(t, "220 mx.test loopback gate")
+	c.Cmd(t, "EHLO proxy.example", "250-mx.test Aloha proxy.example")
+	c.Cmd(t, "XCLIENT ADDR=203.0.113.9 DESTADDR=192.0.2.25", "220 via.test KumoMTA")
+	c.Cmd(t, "EHLO client.example", "250-via.test Aloha client.example")
+	c.Cmd(t, "XCLIENT ADDR=127.0.0.2", "550 insufficient authorization")
+	if resp := sendMessage(t, c, "a@x.example", "b@y.example", "Subject: x\r\n\r\nhi\r\n"); !strings.HasPrefix(resp, "250 OK ids=") {
+		t.Fatalf("relay by the XCLIENT address: %s", resp)
 	}
 }

@@ -688,3 +688,36 @@ kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'nul
 	}
 	d.stop(t, syscall.SIGINT)
 }
+
+// TestPeerAndViaBlocks: peer and via blocks from a Lua policy apply by the
+// client's and the local address; XCLIENT allowed for loopback only.
+func TestPeerAndViaBlocks(t *testing.T) {
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "peer.lua")
+	os.WriteFile(policy, []byte(`local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '`+dir+`/data' }
+  kumo.define_spool { name = 'meta', path = '`+dir+`/meta' }
+  kumo.start_esmtp_listener {
+    listen = '127.0.0.1:0', hostname = 'base.test', relay_hosts = { '203.0.113.0/24' },
+    peer = { ['127.0.0.0/8'] = { banner = 'trusted proxy', allow_xclient = true } },
+    via = { ['192.0.2.25'] = { hostname = 'brand.test' } },
+  }
+end)
+kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'null') end)
+`), 0o644)
+	d := startDaemon(t, nil, "--policy", policy)
+	if strings.Contains(d.log(), "not implemented") {
+		t.Fatalf("peer/via logged as not implemented:\n%s", d.log())
+	}
+	c := testutil.Dial(t, d.addr)
+	c.Expect(t, "220 base.test trusted proxy")
+	c.Cmd(t, "EHLO proxy.example", "250-base.test Aloha proxy.example")
+	c.Cmd(t, "XCLIENT ADDR=203.0.113.9 DESTADDR=192.0.2.25", "220 brand.test KumoMTA")
+	c.Cmd(t, "EHLO client.example", "250-brand.test Aloha client.example")
+	c.Cmd(t, "XCLIENT ADDR=127.0.0.1", "550 insufficient authorization")
+	c.Cmd(t, "MAIL FROM:<a@x.com>", "250")
+	c.Cmd(t, "RCPT TO:<b@y.com>", "250")
+	c.Cmd(t, "QUIT", "221")
+	d.stop(t, syscall.SIGINT)
+}

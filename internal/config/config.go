@@ -62,12 +62,44 @@ type ESMTPListener struct {
 	TraceHeaders         TraceHeaders
 	AllowXClient         bool
 	RequireProxyProtocol bool
-	// Peer and Via hold the raw per-CIDR override tables (not applied yet).
-	Peer map[string]any
-	Via  map[string]any
+	// Peer and Via hold the raw per-CIDR override tables; Variants is
+	// what they resolve to (nil without any).
+	Peer     map[string]any
+	Via      map[string]any
+	Variants *ListenerVariants
 	// Unimplemented lists option names that were given but are not honoured
 	// yet; the daemon logs them once.
 	Unimplemented []string
+}
+
+// ListenerVariants are the listener configurations that `peer` and `via`
+// make: per-CIDR overrides chosen by the client's address (peer) and by
+// the local address it reached (via, applied after peer). Each entry of
+// Configs is a whole configuration, decoded when the listener starts.
+type ListenerVariants struct {
+	Peers, Vias []netip.Prefix
+	// Configs[i][j] applies Peers[i] (i == len(Peers): no peer entry) and
+	// then Vias[j] (j == len(Vias): no via entry) to the listener.
+	Configs [][]*ESMTPListener
+}
+
+// For returns the configuration for a session from peer to local: the
+// most specific matching peer entry, then the most specific via entry.
+func (v *ListenerVariants) For(peer, local netip.Addr) *ESMTPListener {
+	return v.Configs[bestPrefix(v.Peers, peer)][bestPrefix(v.Vias, local)]
+}
+
+// bestPrefix returns the index of the longest prefix containing ip, or
+// len(prefixes) when none does.
+func bestPrefix(prefixes []netip.Prefix, ip netip.Addr) int {
+	ip = ip.Unmap()
+	best, bits := len(prefixes), -1
+	for i, p := range prefixes {
+		if p.Contains(ip) && p.Bits() > bits {
+			best, bits = i, p.Bits()
+		}
+	}
+	return best
 }
 
 // DefaultESMTPListener returns a listener config with KumoMTA's defaults.
