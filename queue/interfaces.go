@@ -29,6 +29,13 @@ type EventPolicy interface {
 	ThrottleInsertReadyQueue(ctx context.Context, msg *message.Message) error
 }
 
+// DeferredInjectPolicy is the optional part of Policy that runs
+// smtp_server_message_deferred_inject for messages in
+// message.DeferredInjectQueue (runtime.Runtime implements it).
+type DeferredInjectPolicy interface {
+	DeferredInject(ctx context.Context, msg *message.Message) error
+}
+
 // Spool is the durable message store (implemented by queue/spool.Spools).
 type Spool interface {
 	Save(ctx context.Context, msg *message.Message, sync bool) error

@@ -15,6 +15,7 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/internal/throttle"
 )
 
@@ -273,6 +274,12 @@ func (m *Manager) Restore(ctx context.Context, msg *message.Message) error {
 // schedQueue returns the scheduled queue, creating or refreshing its
 // config as needed.
 func (m *Manager) schedQueue(ctx context.Context, name string) (*schedQueue, error) {
+	if name == message.DeferredInjectQueue {
+		// not a destination: only its retry interval (60 s) is used
+		cfg := config.DefaultQueueConfig()
+		cfg.RetryInterval = time.Minute
+		return &schedQueue{name: name, parts: message.ParseQueueName(name), cfg: cfg, loaded: time.Now()}, nil
+	}
 	m.mu.Lock()
 	sq := m.sched[name]
 	if sq != nil && time.Since(sq.loaded) < m.o.ConfigTTL {
@@ -434,6 +441,10 @@ func (m *Manager) promote(e *entry) {
 		e.msg.SetData(data)
 		e.shrunk = false
 	}
+	if e.queue == message.DeferredInjectQueue {
+		m.deferredInject(e)
+		return
+	}
 	sq, err := m.schedQueue(ctx, e.queue)
 	if err != nil {
 		m.transient(e, nil, nil, Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
@@ -487,6 +498,50 @@ func (m *Manager) promote(e *entry) {
 		return
 	}
 	rq.push(e)
+}
+
+// deferredInject moves a message out of message.DeferredInjectQueue (a
+// deferred_queue listener received it) by running
+// smtp_server_message_deferred_inject: on success the message is rebound
+// to the queue its meta now names (a DeferredInjectionRebind record) and
+// goes on there; a rejection of 500 or more bounces it; any other failure
+// is a transient failure, retried from the internal queue every minute.
+func (m *Manager) deferredInject(e *entry) {
+	msg := e.msg
+	// the handler sets the real queue, or the default naming applies
+	msg.DeleteMeta("queue")
+	var err error
+	if dp, ok := m.o.Policy.(DeferredInjectPolicy); ok && m.o.Policy.HasHandler("smtp_server_message_deferred_inject") {
+		ctx, cancel := context.WithTimeout(m.ctx, time.Minute)
+		err = dp.DeferredInject(ctx, msg)
+		cancel()
+	}
+	if err != nil {
+		msg.SetMeta("queue", message.DeferredInjectQueue)
+		resp := Response{Code: 400, Content: "smtp_server_message_deferred_inject: " + err.Error()}
+		var rej *smtpreply.Rejection
+		if errors.As(err, &rej) {
+			resp = Response{Code: rej.Code, Content: rej.Text}
+			if cl, sub, det, rest, ok := smtpreply.SplitEnhanced(rej.Text); ok {
+				resp.Enhanced = &logrecord.EnhancedCode{Class: cl, Subject: sub, Detail: det}
+				resp.Content = rest
+			}
+		}
+		if resp.Code >= 500 {
+			m.finish(e, nil, nil, nil, logrecord.Bounce, resp, msg.Recipients())
+			return
+		}
+		sq, _ := m.schedQueue(m.ctx, message.DeferredInjectQueue)
+		m.transient(e, sq, nil, resp, "")
+		return
+	}
+	e.queue = msg.QueueName()
+	if e.queue == message.DeferredInjectQueue {
+		msg.DeleteMeta("queue") // the handler put it back: use the default naming
+		e.queue = msg.QueueName()
+	}
+	m.record(logrecord.DeferredInjectionRebind, e, nil, nil, Response{}, msg.Recipients())
+	m.promote(e)
 }
 
 // pickSource chooses the next egress source of the queue's pool by

@@ -15,6 +15,7 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/internal/testutil"
 )
 
@@ -583,5 +584,97 @@ func TestDelayedMessagesDropTheirBodies(t *testing.T) {
 	defer mu.Unlock()
 	if h.spool.loads.Load() != 1 || len(seen) != 2 || seen[1] != "Subject: t\r\n\r\nbody\r\n" {
 		t.Fatalf("the retry must send the body read back from the spool: loads=%d sends=%q", h.spool.loads.Load(), seen)
+	}
+}
+
+// injectPolicy adds smtp_server_message_deferred_inject.
+type injectPolicy struct {
+	*fakePolicy
+	inject func(m *message.Message) error
+}
+
+func (p *injectPolicy) HasHandler(e string) bool {
+	return e == "smtp_server_message_deferred_inject"
+}
+func (p *injectPolicy) DeferredInject(ctx context.Context, m *message.Message) error {
+	return p.inject(m)
+}
+
+// TestDeferredInjectQueue: a message in the deferred_queue listener's
+// internal queue goes through smtp_server_message_deferred_inject: rebound
+// (DeferredInjectionRebind) and delivered from the queue the handler
+// chose; bounced on a 5xx rejection; retried a minute later otherwise.
+func TestDeferredInjectQueue(t *testing.T) {
+	h := newHarness(t, config.DefaultQueueConfig(), ok250)
+	calls := map[string]int{}
+	var mu sync.Mutex
+	ip := &injectPolicy{fakePolicy: h.pol, inject: func(m *message.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		u := m.Recipients()[0].User
+		calls[u]++
+		if q, ok := m.MetaString("queue"); ok {
+			t.Errorf("the handler saw the internal queue %q", q)
+		}
+		switch u {
+		case "bounce":
+			return &smtpreply.Rejection{Code: 550, Text: "5.7.1 not wanted"}
+		case "later":
+			return &smtpreply.Rejection{Code: 451, Text: "4.3.0 not now"}
+		case "broken":
+			return errors.New("lua: attempt to index a nil value")
+		}
+		m.SetMeta("queue", "rebound.example")
+		return nil
+	}}
+	h.m.o.Policy = ip
+	send := func(user string) *message.Message {
+		m := message.New(h.gen, message.Address{User: "s", Domain: "x.com"}, []message.Address{{User: user, Domain: "example.com"}}, []byte("Subject: t\r\n\r\nbody\r\n"))
+		m.SetMeta("queue", message.DeferredInjectQueue)
+		if err := h.m.Spool(context.Background(), m, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.m.Insert(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	send("ok")
+	send("bounce")
+	send("later")
+	send("broken")
+	waitFor(t, "outcomes", 5*time.Second, func() bool {
+		return h.log.Count(logrecord.Delivery) == 1 && h.log.Count(logrecord.Bounce) == 1 && h.log.Count(logrecord.TransientFailure) == 2
+	})
+	var rebind, delivery, bounce logrecord.Record
+	var transients []logrecord.Record
+	for _, r := range h.log.All() {
+		switch r.Type {
+		case logrecord.DeferredInjectionRebind:
+			rebind = r
+		case logrecord.Delivery:
+			delivery = r
+		case logrecord.Bounce:
+			bounce = r
+		case logrecord.TransientFailure:
+			transients = append(transients, r)
+		}
+	}
+	if rebind.Queue != "rebound.example" || delivery.Queue != "rebound.example" || delivery.Recipient[0] != "ok@example.com" {
+		t.Fatalf("rebind %+v\ndelivery %+v", rebind, delivery)
+	}
+	if bounce.Response.Code != 550 || bounce.Response.Content != "not wanted" || bounce.Recipient[0] != "bounce@example.com" {
+		t.Fatalf("bounce %+v", bounce)
+	}
+	for _, r := range transients {
+		if r.Queue != message.DeferredInjectQueue || (r.Response.Code != 451 && r.Response.Code != 400) {
+			t.Fatalf("transient %+v", r)
+		}
+	}
+	if n := h.m.ScheduledCount(); n != 2 {
+		t.Fatalf("%d messages waiting for another try, want 2", n)
+	}
+	if h.spool.len() != 2 {
+		t.Fatalf("spool holds %d messages, want the 2 to retry", h.spool.len())
 	}
 }

@@ -24,7 +24,7 @@ var esmtpFields = []string{
 // esmtpUnimplemented are options that are parsed but not honoured by the
 // listener yet; when given (and not false/empty) their names are recorded
 // in ESMTPListener.Unimplemented.
-var esmtpUnimplemented = []string{"deferred_queue"}
+var esmtpUnimplemented = []string{}
 
 // decodeESMTPListener decodes a start_esmtp_listener table strictly on
 // top of KumoMTA's defaults, with its peer and via overrides.

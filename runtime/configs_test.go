@@ -90,7 +90,6 @@ func TestESMTPListenerAllOptions(t *testing.T) {
 		AllowXClient:             true,
 		Peer:                     map[string]any{"10.0.0.0/8": map[string]any{"banner": "peer"}},
 		Via:                      map[string]any{},
-		Unimplemented:            []string{"deferred_queue"},
 	}
 	// the peer block resolves to a variant with its own banner
 	v := l.Variants

@@ -24,7 +24,25 @@ const (
 	EvRewriteDeliveryStatus    = "smtp_client_rewrite_delivery_status"
 	EvSpoolMessageEnumerated   = "spool_message_enumerated"
 	EvThrottleInsertReadyQueue = "throttle_insert_ready_queue"
+	EvDeferredInject           = "smtp_server_message_deferred_inject"
 )
+
+// DeferredInject runs smtp_server_message_deferred_inject(msg, conn_meta)
+// — a Single event — for a message a deferred_queue listener received.
+// conn_meta is rebuilt from the message's meta, which holds a copy of the
+// connection's. Without a handler it does nothing.
+func (r *Runtime) DeferredInject(ctx context.Context, msg *message.Message) error {
+	if !r.handlers[EvDeferredInject] {
+		return nil
+	}
+	cm := message.NewConnMeta()
+	for k, v := range msg.MetaMap() {
+		cm.Set(k, v)
+	}
+	return r.dispatch(ctx, EvDeferredInject, func(st *state) []lua.LValue {
+		return []lua.LValue{st.newMessage(msg), st.newConnMeta(cm)}
+	}, nil)
+}
 
 // errNoValue reports that no handler returned a value.
 var errNoValue = errors.New("no value")

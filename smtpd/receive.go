@@ -101,7 +101,15 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		msgs = append(msgs, m)
 	}
 
-	if s.hasReceived {
+	switch {
+	case fc.cfg.DeferredQueue:
+		// deferred_queue: smtp_server_message_received is not called; the
+		// messages wait in the internal queue for
+		// smtp_server_message_deferred_inject
+		for _, m := range msgs {
+			m.SetMeta("queue", message.DeferredInjectQueue)
+		}
+	case s.hasReceived:
 		for _, m := range msgs {
 			if err := p.MessageReceived(ctx, m, fc.meta); err != nil {
 				return fail(err)

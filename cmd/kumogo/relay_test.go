@@ -449,3 +449,63 @@ kumo.on('get_egress_path_config', function() return kumo.make_egress_path { proh
 		t.Fatalf("relay records %v", c)
 	}
 }
+
+// TestDeferredQueueListener: a listener with deferred_queue = true does not
+// call smtp_server_message_received; the message is spooled in the
+// internal queue, smtp_server_message_deferred_inject chooses its queue
+// (a DeferredInjectionRebind record), and it is delivered from there.
+func TestDeferredQueueListener(t *testing.T) {
+	sinkAddr := freeLoopbackAddr(t)
+	_, sinkPort, _ := net.SplitHostPort(sinkAddr)
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "deferred.lua")
+	os.WriteFile(policy, []byte(`local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '`+dir+`/data' }
+  kumo.define_spool { name = 'meta', path = '`+dir+`/meta' }
+  kumo.configure_local_logs { log_dir = '`+dir+`/logs', max_segment_duration = '1s' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'deferred.test', deferred_queue = true }
+end)
+kumo.on('smtp_server_message_received', function(msg)
+  kumo.reject(550, 'smtp_server_message_received must not run with deferred_queue')
+end)
+kumo.on('smtp_server_message_deferred_inject', function(msg, conn_meta)
+  msg:set_meta('queue', '[127.0.0.1]:`+sinkPort+`')
+  msg:append_header('X-Deferred-From', conn_meta:get_meta('received_from'))
+end)
+kumo.on('get_egress_path_config', function() return kumo.make_egress_path { prohibited_hosts = {}, enable_tls = 'Disabled' } end)
+`), 0o644)
+	senv, sinkLogs := sinkEnv(t)
+	senv = append(senv, "KUMOGO_SINK_LISTEN="+sinkAddr)
+	sink := startDaemon(t, senv, "--policy", "sink.lua")
+	relay := startDaemon(t, nil, "--policy", policy)
+	if strings.Contains(relay.log(), "not implemented") {
+		t.Fatalf("deferred_queue logged as not implemented:\n%s", relay.log())
+	}
+	c := testutil.Dial(t, relay.addr)
+	c.Expect(t, "220 deferred.test")
+	c.Cmd(t, "EHLO t.example", "250-")
+	c.Cmd(t, "MAIL FROM:<a@x.com>", "250")
+	c.Cmd(t, "RCPT TO:<deferred@example.com>", "250")
+	c.Cmd(t, "DATA", "354")
+	c.SendRaw("Subject: later\r\n\r\nbody\r\n.\r\n")
+	c.Expect(t, "250 OK ids=")
+	if missing := awaitRecipients(t, sinkLogs, []string{"deferred@example.com"}, 20*time.Second); len(missing) > 0 {
+		t.Fatalf("not delivered\n%s", tail(relay.log(), 20))
+	}
+	relay.stop(t, syscall.SIGINT)
+	sink.stop(t, syscall.SIGINT)
+	recs, err := logrecord.ReadDir(filepath.Join(dir, "logs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := countTypes(recs)
+	if c2["Reception"] != 1 || c2["DeferredInjectionRebind"] != 1 || c2["Delivery"] != 1 {
+		t.Fatalf("relay records %v", c2)
+	}
+	for _, r := range recs {
+		if r.Type == logrecord.Reception && r.Queue != "deferred_smtp_inject.kumomta.internal" {
+			t.Fatalf("reception queue %q", r.Queue)
+		}
+	}
+}

@@ -153,6 +153,9 @@ func (m *Message) SetMeta(key string, v any) {
 	m.meta[key] = v
 }
 
+// DeleteMeta removes key from the metadata.
+func (m *Message) DeleteMeta(key string) { delete(m.meta, key) }
+
 // MetaMap returns the metadata map itself (nil when empty); callers must not
 // keep it beyond the message's lifetime.
 func (m *Message) MetaMap() map[string]any { return m.meta }
@@ -263,6 +266,11 @@ func FormatQueueName(campaign string, hasCampaign bool, tenant string, hasTenant
 	}
 	return sb.String()
 }
+
+// DeferredInjectQueue is the internal queue where a listener with
+// deferred_queue puts the messages it receives; they leave it through the
+// smtp_server_message_deferred_inject event.
+const DeferredInjectQueue = "deferred_smtp_inject.kumomta.internal"
 
 // QueueNameParts are the components of a parsed scheduled queue name.
 type QueueNameParts struct {
