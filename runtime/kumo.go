@@ -82,9 +82,12 @@ func (st *state) openKumo() *lua.LTable {
 
 	dns := st.openDNS()
 	k.RawSetString("dns", dns)
+	dkimT := st.openDKIM()
+	k.RawSetString("dkim", dkimT)
 
 	loaded := L.GetField(L.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
 	loaded.RawSetString("kumo.dns", dns)
+	loaded.RawSetString("kumo.dkim", dkimT)
 	loaded.RawSetString("kumo", k)
 	loaded.RawSetString("kumo.serde", serde)
 	return k

@@ -134,6 +134,8 @@ type Runtime struct {
 
 	modMu    sync.Mutex
 	modCache map[string]*lua.FunctionProto
+
+	dkim dkimKeys // parsed DKIM signing keys
 }
 
 // New compiles the policy and runs its top level in a first Lua state,

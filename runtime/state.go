@@ -48,6 +48,7 @@ type state struct {
 	live       []*lua.LUserData // handles to invalidate when the event ends
 
 	msgMT, addrMT, connMT, rejMT, cfgMT, tdMT *lua.LTable
+	dkimMeta                                  *lua.LTable // DKIM signers (dkimMT), made on first use
 
 	next lua.LValue // the original next, for __pairs iterators
 

@@ -287,6 +287,7 @@ func (st *state) messageMethods() map[string]lua.LGFunction {
 			m.SetData([]byte(L.CheckString(2)))
 			return 0
 		},
+		"dkim_sign": st.dkimSign,
 		"queue_name": func(L *lua.LState) int {
 			L.Push(lua.LString(st.checkMessage(L).QueueName()))
 			return 1

@@ -9,6 +9,7 @@
 #   swaks    scripted SMTP client for manual and test checks
 #   zstd     to read log segments by hand
 #   python3  helper scripts
+#   python3-dkim  dkimpy: an independent DKIM verifier for kumogo's signatures
 #   gcc, libc6-dev  cgo, needed by `go test -race`
 set -euo pipefail
 
@@ -29,7 +30,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=()
-for p in postfix swaks zstd gcc libc6-dev; do
+for p in postfix swaks zstd gcc libc6-dev python3-dkim; do
 	pkg_installed "$p" || missing+=("$p")
 done
 if ! command -v python3 >/dev/null 2>&1; then
