@@ -541,6 +541,13 @@ func (m *Manager) deferredInject(e *entry) {
 		e.queue = msg.QueueName()
 	}
 	m.record(logrecord.DeferredInjectionRebind, e, nil, nil, Response{}, msg.Recipients())
+	if e.queue == "null" {
+		// as at reception: queue null discards the message
+		if err := m.o.Spool.Remove(context.Background(), msg.ID()); err != nil {
+			m.log.Error().Err(err).Str("id", msg.ID()).Msg("removing a message rebound to queue null from the spool")
+		}
+		return
+	}
 	m.promote(e)
 }
 

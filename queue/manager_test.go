@@ -623,6 +623,9 @@ func TestDeferredInjectQueue(t *testing.T) {
 			return &smtpreply.Rejection{Code: 451, Text: "4.3.0 not now"}
 		case "broken":
 			return errors.New("lua: attempt to index a nil value")
+		case "drop":
+			m.SetMeta("queue", "null")
+			return nil
 		}
 		m.SetMeta("queue", "rebound.example")
 		return nil
@@ -643,14 +646,19 @@ func TestDeferredInjectQueue(t *testing.T) {
 	send("bounce")
 	send("later")
 	send("broken")
+	send("drop")
 	waitFor(t, "outcomes", 5*time.Second, func() bool {
-		return h.log.Count(logrecord.Delivery) == 1 && h.log.Count(logrecord.Bounce) == 1 && h.log.Count(logrecord.TransientFailure) == 2
+		return h.log.Count(logrecord.Delivery) == 1 && h.log.Count(logrecord.Bounce) == 1 && h.log.Count(logrecord.TransientFailure) == 2 &&
+			h.log.Count(logrecord.DeferredInjectionRebind) == 2
 	})
 	var rebind, delivery, bounce logrecord.Record
 	var transients []logrecord.Record
 	for _, r := range h.log.All() {
 		switch r.Type {
 		case logrecord.DeferredInjectionRebind:
+			if r.Queue == "null" {
+				continue // the dropped one
+			}
 			rebind = r
 		case logrecord.Delivery:
 			delivery = r
