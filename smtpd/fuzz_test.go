@@ -33,12 +33,15 @@ func FuzzSession(f *testing.F) {
 		"EHLO x\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n",
 		"EHLO x\rMAIL FROM:<a@x>\r",
 		"QUIT\r\nEHLO after quit\r\n",
+		"EHLO x\r\nXCLIENT ADDR=203.0.113.9 PORT=25 DESTADDR=IPV6:2001:db8::1 DESTPORT=[UNAVAILABLE]\r\nEHLO y\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nx\r\n.\r\n",
+		"XCLIENT ADDR=+41+42\r\nXCLIENT NAME=x\r\nXCLIENT ADDR\r\n",
 	} {
 		f.Add([]byte(seed))
 	}
 	cfg := testConfig()
 	cfg.MaxMessageSize = 64 << 10
 	cfg.ClientTimeout = 5 * time.Second
+	cfg.AllowXClient = true
 	ts := startServer(f, cfg, nullPolicy())
 	f.Fuzz(func(t *testing.T, input []byte) {
 		conn, err := net.Dial("tcp", ts.addr)
