@@ -652,26 +652,39 @@ func TestUserDropsPrivileges(t *testing.T) {
 	d.stop(t, syscall.SIGTERM)
 }
 
+// spooledPolicy writes a policy into dir: init defines the data and meta
+// spools in dir, then runs initBody; handlers follows init. It returns the
+// policy's path.
+func spooledPolicy(t *testing.T, dir, initBody, handlers string) string {
+	t.Helper()
+	p := filepath.Join(dir, "policy.lua")
+	src := `local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '` + dir + `/data' }
+  kumo.define_spool { name = 'meta', path = '` + dir + `/meta' }
+` + initBody + `
+end)
+` + handlers
+	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestProxyProtocolFromPolicy: require_proxy_protocol set in a policy makes
 // the daemon read a PROXY header; the proxied peer address reaches the
 // policy's conn_meta and decides relaying.
 func TestProxyProtocolFromPolicy(t *testing.T) {
-	dir := t.TempDir()
-	policy := filepath.Join(dir, "proxy.lua")
-	os.WriteFile(policy, []byte(`local kumo = require 'kumo'
-kumo.on('init', function()
-  kumo.define_spool { name = 'data', path = '`+dir+`/data' }
-  kumo.define_spool { name = 'meta', path = '`+dir+`/meta' }
+	policy := spooledPolicy(t, t.TempDir(), `
   kumo.start_esmtp_listener {
     listen = '127.0.0.1:0', hostname = 'proxied.test',
     require_proxy_protocol = true, relay_hosts = { '203.0.113.0/24' },
-  }
-end)
+  }`, `
 kumo.on('smtp_server_connection_accepted', function(conn_meta)
   kumo.log_info('peer ' .. conn_meta:get_meta('received_from') .. ' via ' .. conn_meta:get_meta('orig_received_from'))
 end)
 kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'null') end)
-`), 0o644)
+`)
 	d := startDaemon(t, nil, "--policy", policy)
 	if strings.Contains(d.log(), "require_proxy_protocol") {
 		t.Fatalf("require_proxy_protocol logged as not implemented:\n%s", d.log())
@@ -692,20 +705,14 @@ kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'nul
 // TestPeerAndViaBlocks: peer and via blocks from a Lua policy apply by the
 // client's and the local address; XCLIENT allowed for loopback only.
 func TestPeerAndViaBlocks(t *testing.T) {
-	dir := t.TempDir()
-	policy := filepath.Join(dir, "peer.lua")
-	os.WriteFile(policy, []byte(`local kumo = require 'kumo'
-kumo.on('init', function()
-  kumo.define_spool { name = 'data', path = '`+dir+`/data' }
-  kumo.define_spool { name = 'meta', path = '`+dir+`/meta' }
+	policy := spooledPolicy(t, t.TempDir(), `
   kumo.start_esmtp_listener {
     listen = '127.0.0.1:0', hostname = 'base.test', relay_hosts = { '203.0.113.0/24' },
     peer = { ['127.0.0.0/8'] = { banner = 'trusted proxy', allow_xclient = true } },
     via = { ['192.0.2.25'] = { hostname = 'brand.test' } },
-  }
-end)
+  }`, `
 kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'null') end)
-`), 0o644)
+`)
 	d := startDaemon(t, nil, "--policy", policy)
 	if strings.Contains(d.log(), "not implemented") {
 		t.Fatalf("peer/via logged as not implemented:\n%s", d.log())

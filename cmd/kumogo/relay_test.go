@@ -458,14 +458,9 @@ func TestDeferredQueueListener(t *testing.T) {
 	sinkAddr := freeLoopbackAddr(t)
 	_, sinkPort, _ := net.SplitHostPort(sinkAddr)
 	dir := t.TempDir()
-	policy := filepath.Join(dir, "deferred.lua")
-	os.WriteFile(policy, []byte(`local kumo = require 'kumo'
-kumo.on('init', function()
-  kumo.define_spool { name = 'data', path = '`+dir+`/data' }
-  kumo.define_spool { name = 'meta', path = '`+dir+`/meta' }
+	policy := spooledPolicy(t, dir, `
   kumo.configure_local_logs { log_dir = '`+dir+`/logs', max_segment_duration = '1s' }
-  kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'deferred.test', deferred_queue = true }
-end)
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'deferred.test', deferred_queue = true }`, `
 kumo.on('smtp_server_message_received', function(msg)
   kumo.reject(550, 'smtp_server_message_received must not run with deferred_queue')
 end)
@@ -474,7 +469,7 @@ kumo.on('smtp_server_message_deferred_inject', function(msg, conn_meta)
   msg:append_header('X-Deferred-From', conn_meta:get_meta('received_from'))
 end)
 kumo.on('get_egress_path_config', function() return kumo.make_egress_path { prohibited_hosts = {}, enable_tls = 'Disabled' } end)
-`), 0o644)
+`)
 	senv, sinkLogs := sinkEnv(t)
 	senv = append(senv, "KUMOGO_SINK_LISTEN="+sinkAddr)
 	sink := startDaemon(t, senv, "--policy", "sink.lua")
