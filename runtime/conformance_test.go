@@ -60,3 +60,33 @@ end)`)
 		t.Fatal(err)
 	}
 }
+
+func TestImportHeaders(t *testing.T) {
+	r := newRuntime(t, `
+local kumo = require 'kumo'
+kumo.on('smtp_server_message_received', function(msg)
+  msg:import_headers {
+    'X-Campaign-ID',
+    { name = 'X-Tag', match = 'all' },
+    { name = 'X-Tag', match = 'first', target = 'first_tag' },
+    { name = 'X-Tenant-Name', transform = 'camel_case', remove = true },
+    { name = 'X-Tenant-Name', transform = 'pascal_case' },
+    { name = 'X-Missing' },
+  }
+  assert(msg:get_meta('x_campaign_id') == 'c-42')
+  local tags = msg:get_meta('x_tag')
+  assert(#tags == 2 and tags[1] == 'one' and tags[2] == 'two')
+  assert(msg:get_meta('first_tag') == 'one')
+  assert(msg:get_meta('xTenantName') == 'acme')
+  assert(msg:get_meta('XTenantName') == nil) -- removed by the entry before
+  assert(msg:get_meta('x_missing') == nil)
+  assert(msg:get_first_named_header_value('X-Tenant-Name') == nil)
+  local ok, err = pcall(function() msg:import_headers { { name = 'X-Tag', match = 'middle' } } end)
+  assert(not ok and tostring(err):find('unknown match'), tostring(err))
+end)`)
+	m := message.New(message.NewIDGenerator(), message.Address{User: "a", Domain: "x"}, []message.Address{{User: "b", Domain: "y"}},
+		[]byte("X-Campaign-ID: c-1\r\nX-Campaign-ID: c-42\r\nX-Tag: one\r\nX-Tag: two\r\nX-Tenant-Name: acme\r\n\r\nbody\r\n"))
+	if err := r.MessageReceived(context.Background(), m, message.NewConnMeta()); err != nil {
+		t.Fatal(err)
+	}
+}

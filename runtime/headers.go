@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"fmt"
 	"net/mail"
 	"strings"
 	"time"
@@ -94,6 +95,42 @@ func (st *state) headerMethods() map[string]lua.LGFunction {
 		"remove_all_named_headers": func(L *lua.LState) int {
 			m := st.checkMessage(L)
 			m.RemoveAllNamedHeaders(L.CheckString(2))
+			return 0
+		},
+		// import_headers{ 'X-Name' | {name=, match=, transform=, target=, remove=}, ... }
+		"import_headers": func(L *lua.LState) int {
+			m := st.checkMessage(L)
+			t := L.CheckTable(2)
+			var specs []message.HeaderImport
+			var bad error
+			t.ForEach(func(_, v lua.LValue) {
+				switch x := v.(type) {
+				case lua.LString:
+					specs = append(specs, message.HeaderImport{Name: string(x)})
+				case *lua.LTable:
+					sp := message.HeaderImport{
+						Name:      lua.LVAsString(x.RawGetString("name")),
+						Match:     lua.LVAsString(x.RawGetString("match")),
+						Transform: lua.LVAsString(x.RawGetString("transform")),
+						Target:    lua.LVAsString(x.RawGetString("target")),
+						Remove:    lua.LVAsBool(x.RawGetString("remove")),
+					}
+					if sp.Name == "" && bad == nil {
+						bad = fmt.Errorf("import_headers: an entry has no name")
+					}
+					specs = append(specs, sp)
+				default:
+					if bad == nil {
+						bad = fmt.Errorf("import_headers: entries are header names or tables, not %s", v.Type())
+					}
+				}
+			})
+			if bad == nil {
+				bad = m.ImportHeaders(specs)
+			}
+			if bad != nil {
+				L.RaiseError("%s", bad.Error())
+			}
 			return 0
 		},
 		"import_x_headers": func(L *lua.LState) int {
