@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -205,18 +204,9 @@ func (st *state) decodeDKIMSigner(v any, ed bool) (*dkimSigner, error) {
 // dkimKey loads and parses the private key of k, from the cache while it
 // is younger than ttl.
 func (r *Runtime) dkimKey(k config.KeySource, ttl time.Duration) (crypto.Signer, error) {
-	var raw []byte
-	switch {
-	case k.Data != nil:
-		raw = k.Data
-	case k.Path != "":
-		b, err := os.ReadFile(k.Path)
-		if err != nil {
-			return nil, err
-		}
-		raw = b
-	default:
-		return nil, errors.New("vault key sources are not supported yet")
+	raw, err := k.Read()
+	if err != nil {
+		return nil, err
 	}
 	sum := sha256.Sum256(raw)
 	r.dkim.mu.Lock()

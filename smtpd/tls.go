@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"os"
 	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
@@ -30,10 +29,10 @@ func loadTLS(cfg config.ESMTPListener) (*tls.Config, error) {
 		return nil, errors.New("tls_certificate and tls_private_key must be given together")
 	default:
 		var certPEM, keyPEM []byte
-		if certPEM, err = readKeySource(cfg.TLSCertificate); err != nil {
+		if certPEM, err = cfg.TLSCertificate.Read(); err != nil {
 			return nil, fmt.Errorf("tls_certificate: %w", err)
 		}
-		if keyPEM, err = readKeySource(cfg.TLSPrivateKey); err != nil {
+		if keyPEM, err = cfg.TLSPrivateKey.Read(); err != nil {
 			return nil, fmt.Errorf("tls_private_key: %w", err)
 		}
 		cert, err = tls.X509KeyPair(certPEM, keyPEM)
@@ -46,7 +45,7 @@ func loadTLS(cfg config.ESMTPListener) (*tls.Config, error) {
 		// tls_required_client_ca: a client that starts TLS must present a
 		// certificate signed by one of these CAs; its subject becomes
 		// tls_peer_subject_name.
-		caPEM, err := readKeySource(cfg.TLSRequiredClientCA)
+		caPEM, err := cfg.TLSRequiredClientCA.Read()
 		if err != nil {
 			return nil, fmt.Errorf("tls_required_client_ca: %w", err)
 		}
@@ -58,21 +57,6 @@ func loadTLS(cfg config.ESMTPListener) (*tls.Config, error) {
 		tc.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return tc, nil
-}
-
-func readKeySource(k config.KeySource) ([]byte, error) {
-	switch {
-	case k.Data != nil:
-		return k.Data, nil
-	case k.Path != "":
-		b, err := os.ReadFile(k.Path)
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
-	default:
-		return nil, errors.New("vault key sources are not supported yet")
-	}
 }
 
 func selfSigned(host string) (tls.Certificate, error) {

@@ -5,8 +5,10 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 )
@@ -21,6 +23,20 @@ type KeySource struct {
 
 // IsZero reports whether no key source was given.
 func (k KeySource) IsZero() bool { return k.Path == "" && k.Data == nil && k.Vault == nil }
+
+// Read returns the material: the inline data, or the file's contents.
+// Vault sources are not served yet.
+func (k KeySource) Read() ([]byte, error) {
+	switch {
+	case k.Data != nil:
+		return k.Data, nil
+	case k.Path != "":
+		return os.ReadFile(k.Path)
+	case k.Vault != nil:
+		return nil, errors.New("vault key sources are not supported yet")
+	}
+	return nil, errors.New("key source is empty")
+}
 
 // TraceHeaders controls the Received and supplemental trace headers.
 type TraceHeaders struct {

@@ -309,27 +309,15 @@ type tlsHandshakeError struct{ error }
 func (e *tlsHandshakeError) Unwrap() error { return e.error }
 
 func loadKeyPair(certSrc, keySrc config.KeySource) (tls.Certificate, error) {
-	certPEM, err := readKeySource(certSrc)
+	certPEM, err := certSrc.Read()
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	keyPEM, err := readKeySource(keySrc)
+	keyPEM, err := keySrc.Read()
 	if err != nil {
 		return tls.Certificate{}, err
 	}
 	return tls.X509KeyPair(certPEM, keyPEM)
-}
-
-func readKeySource(k config.KeySource) ([]byte, error) {
-	switch {
-	case k.Data != nil:
-		return k.Data, nil
-	case k.Path != "":
-		return os.ReadFile(k.Path)
-	case k.Vault != nil:
-		return nil, errors.New("vault key sources are not supported")
-	}
-	return nil, errors.New("key source is empty")
 }
 
 func (s *Session) auth(ctx context.Context) error {
@@ -341,7 +329,7 @@ func (s *Session) auth(ctx context.Context) error {
 	}
 	var password []byte
 	if !p.SMTPAuthPlainPassword.IsZero() {
-		pw, err := readKeySource(p.SMTPAuthPlainPassword)
+		pw, err := p.SMTPAuthPlainPassword.Read()
 		if err != nil {
 			return fmt.Errorf("egress: smtp_auth_plain_password: %w", err)
 		}
