@@ -1060,15 +1060,21 @@ func (f *frontConn) cmdStartTLS() error {
 	if len(st.PeerCertificates) > 0 {
 		f.meta.Set("tls_peer_subject_name", st.PeerCertificates[0].Subject.String())
 	}
-	// RFC 3207: forget the EHLO and any transaction. go-smtp is reset with a
-	// synthetic RSET whose answer is dropped.
+	// RFC 3207: forget the EHLO and any transaction.
+	f.startOver()
+	return nil
+}
+
+// startOver forgets the greeting and any transaction (after STARTTLS or
+// XCLIENT): here, and in go-smtp with a synthetic RSET whose answer is
+// dropped. The client has to say EHLO again.
+func (f *frontConn) startOver() {
 	f.ehloOK = false
 	f.endTxn()
-	f.cmd = "RSET"
 	f.closeOpenBDAT()
+	f.cmd = "RSET"
 	f.swallow++
 	f.forward([]byte("RSET"))
-	return nil
 }
 
 func (f *frontConn) cmdAuth(arg string) {

@@ -83,15 +83,8 @@ func (f *frontConn) cmdXClient(arg string) {
 		}
 	}
 	f.rebind(peer, local)
-	// Start over: forget the greeting (and any transaction) here and in
-	// go-smtp, with a synthetic RSET whose answer is dropped.
-	f.ehloOK = false
+	f.startOver()
 	f.helo = ""
-	f.endTxn()
-	f.closeOpenBDAT()
-	f.cmd = "RSET"
-	f.swallow++
-	f.forward([]byte("RSET"))
 	f.reply(220, f.host()+" "+f.cfg.Banner)
 }
 
