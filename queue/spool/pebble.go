@@ -113,11 +113,7 @@ func openPebbleFS(cfg config.Spool, fl floors, log zerolog.Logger, group bool, b
 func (s *pebbleStore) openDB() (db *pebble.DB, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			fe, ok := r.(*fatalError)
-			if !ok {
-				panic(r)
-			}
-			db, err = nil, fe
+			db, err = nil, asFatal(r)
 		}
 	}()
 	return pebble.Open(s.path, s.opts)
@@ -142,11 +138,7 @@ func (s *pebbleStore) guard(fn func(db *pebble.DB) error) (err error) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			fe, ok := r.(*fatalError)
-			if !ok {
-				panic(r)
-			}
-			err = s.fail(fe)
+			err = s.fail(asFatal(r))
 		}
 	}()
 	return fn(db)
@@ -235,11 +227,7 @@ func (s *pebbleStore) reopen() bool {
 func closeDB(db *pebble.DB) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			fe, ok := r.(*fatalError)
-			if !ok {
-				panic(r)
-			}
-			err = fe
+			err = asFatal(r)
 		}
 	}()
 	return db.Close()
@@ -513,6 +501,16 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 type fatalError struct {
 	msg string
 	err error
+}
+
+// asFatal returns the *fatalError a recovered panic carries, and panics
+// again with anything else.
+func asFatal(r any) *fatalError {
+	fe, ok := r.(*fatalError)
+	if !ok {
+		panic(r)
+	}
+	return fe
 }
 
 func (e *fatalError) Error() string { return e.msg }
