@@ -29,8 +29,9 @@ import (
 const maxCommandLine = 64 * 1024
 
 const (
-	modeCmd = iota
-	modeData
+	modeCmd     = iota
+	modeData    // a DATA body: read by the session through dataBody
+	modeDataEnd // the body has been read: go-smtp gets endOfData
 	modeBDAT
 )
 
@@ -54,14 +55,11 @@ type frontConn struct {
 	bdatLeft int64
 	discard  int64 // chunk bytes of a refused BDAT still to skip
 
-	// DATA framing state
-	dLineLen      int
-	dLineStartOK  bool // the current line started after CRLF
-	dFirst        byte
-	dPrevCR       bool
-	tooLong       bool
-	badEnding     bool
-	dataTruncated bool
+	// body framing (body.go)
+	scan      bodyScan
+	dataNext  atomic.Bool // a 354 was sent: the next Data reads a DATA body
+	bodyStart time.Time
+	bodyBytes int64
 
 	cmd     string // verb of the command being answered
 	cmdLine []byte // the whole client line of that command (in cmdBuf)
@@ -88,7 +86,10 @@ type frontConn struct {
 	greeted bool
 	closing bool
 	closed  bool
-	idle    atomic.Bool
+	// ended: a 421 has been queued; nothing is said after it (go-smtp's
+	// answer to the read error that follows, in particular)
+	ended bool
+	idle  atomic.Bool
 
 	// session state shared with the go-smtp session
 	meta      *message.ConnMeta
@@ -198,7 +199,21 @@ func (f *frontConn) Read(p []byte) (int, error) {
 		}
 		switch f.mode {
 		case modeData:
-			return f.readData(p)
+			// go-smtp reads the body only if the session did not
+			// (never, as Data is written): skip it the same way
+			var scratch [512]byte
+			for f.mode == modeData {
+				if _, err := (dataBody{f}).Read(scratch[:]); err != nil && err != io.EOF {
+					return 0, err
+				}
+			}
+			continue
+		case modeDataEnd:
+			// the body was read by the front end's scanner; go-smtp's
+			// DATA reader needs only to see its end
+			f.mode = modeCmd
+			f.fwd = endOfData
+			continue
 		case modeBDAT:
 			if f.bdatLeft == 0 {
 				f.mode = modeCmd
@@ -281,6 +296,9 @@ func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 // reply queues one response for the client, running the rewrite event and
 // logging a Rejection record for 4xx/5xx.
 func (f *frontConn) reply(code int, text string) {
+	if f.ended {
+		return
+	}
 	s := f.s
 	if s.hasRewrite {
 		ctx, cancel := f.ctx()
@@ -307,6 +325,9 @@ func (f *frontConn) reply(code int, text string) {
 // buffer: it is copied straight into the output unless the rewrite event
 // (which gets a string) has to see it.
 func (f *frontConn) replyBytes(code int, text []byte) {
+	if f.ended {
+		return
+	}
 	if f.s.hasRewrite || code >= 400 || bytes.IndexByte(text, '\n') >= 0 {
 		f.reply(code, string(text))
 		return
@@ -326,6 +347,7 @@ func appendReplyLine[T string | []byte](out []byte, code int, text T) []byte {
 func (f *frontConn) replied(code int) {
 	if code == 421 {
 		f.closing = true
+		f.ended = true
 	}
 	if len(f.out) > 16384 {
 		f.flush()
@@ -423,8 +445,9 @@ func (f *frontConn) goReply(code int, raw []byte) {
 	case "DATA":
 		if code == 354 {
 			f.mode = modeData
-			f.dLineLen, f.dLineStartOK, f.dPrevCR = 0, true, false
-			f.tooLong, f.badEnding, f.dataTruncated = false, false, false
+			f.scan.reset(f.cfg.LineLengthHardLimit)
+			f.dataNext.Store(true)
+			f.startBody()
 			text = "Send body; end with CRLF.CRLF"
 			break
 		}
@@ -849,6 +872,7 @@ func (f *frontConn) cmdBDAT(line, arg []byte) {
 	}
 	f.forward(line)
 	f.mode = modeBDAT
+	f.startBody()
 	f.bdatLeft = int64(size)
 	f.bdatOpen = len(last) == 0
 }
@@ -918,109 +942,6 @@ func (f *frontConn) skipBytes(n int64) {
 	if _, err := f.rd.Discard(int(n)); err != nil {
 		f.closing = true
 	}
-}
-
-func (f *frontConn) readBDAT(p []byte) (int, error) {
-	if f.rd.Buffered() == 0 {
-		f.flush()
-	}
-	if int64(len(p)) > f.bdatLeft {
-		p = p[:f.bdatLeft]
-	}
-	f.raw.SetReadDeadline(time.Now().Add(f.cfg.ClientTimeout))
-	n, err := f.rd.Read(p)
-	f.bdatLeft -= int64(n)
-	if f.bdatLeft == 0 {
-		f.mode = modeCmd
-	}
-	if err != nil {
-		f.closing = true
-		return n, err
-	}
-	return n, nil
-}
-
-// readData hands go-smtp body bytes up to and including the terminating
-// "CRLF.CRLF", checking line lengths and line endings on the way.
-func (f *frontConn) readData(p []byte) (int, error) {
-	if f.rd.Buffered() == 0 {
-		f.flush()
-		f.raw.SetReadDeadline(time.Now().Add(f.cfg.ClientTimeout))
-		if _, err := f.rd.Peek(1); err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				f.reply(421, "4.3.2 "+f.host()+" idle too long")
-				f.flush()
-			}
-			f.closing = true
-			return 0, err
-		}
-	}
-	n := f.rd.Buffered()
-	if n > len(p) {
-		n = len(p)
-	}
-	chunk, _ := f.rd.Peek(n)
-	take, end := f.scanData(chunk)
-	copy(p, chunk[:take])
-	f.rd.Discard(take)
-	if end {
-		f.mode = modeCmd
-	}
-	return take, nil
-}
-
-// scanData advances the DATA framing state over chunk and returns how many
-// bytes belong to the body (including the terminator) and whether the
-// terminator was reached.
-func (f *frontConn) scanData(chunk []byte) (int, bool) {
-	limit := f.cfg.LineLengthHardLimit
-	i := 0
-	for i < len(chunk) {
-		j := bytes.IndexByte(chunk[i:], '\n')
-		if j < 0 {
-			seg := chunk[i:]
-			if f.dLineLen == 0 {
-				f.dFirst = seg[0]
-			}
-			if k := bytes.IndexByte(seg, '\r'); k >= 0 && k < len(seg)-1 {
-				f.badEnding = true
-			}
-			f.dPrevCR = seg[len(seg)-1] == '\r'
-			f.dLineLen += len(seg)
-			return len(chunk), false
-		}
-		seg := chunk[i : i+j+1]
-		if f.dLineLen == 0 && len(seg) > 0 {
-			f.dFirst = seg[0]
-		}
-		total := f.dLineLen + len(seg)
-		crlf := (len(seg) >= 2 && seg[len(seg)-2] == '\r') || (len(seg) == 1 && f.dPrevCR)
-		content := total - 1
-		body := seg[:len(seg)-1]
-		if crlf {
-			content--
-			if len(body) > 0 {
-				body = body[:len(body)-1]
-			}
-		} else {
-			f.badEnding = true
-		}
-		if bytes.IndexByte(body, '\r') >= 0 {
-			f.badEnding = true
-		}
-		if limit > 0 && content > limit {
-			f.tooLong = true
-		}
-		i += j + 1
-		if f.dLineStartOK && crlf && total == 3 && f.dFirst == '.' {
-			f.dLineLen, f.dPrevCR = 0, false
-			return i, true
-		}
-		f.dLineStartOK = crlf
-		f.dLineLen, f.dPrevCR = 0, false
-	}
-	return i, false
 }
 
 // ---- STARTTLS and AUTH ----

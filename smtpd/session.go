@@ -206,6 +206,14 @@ var errBDATAborted = errors.New("smtpd: BDAT transaction aborted by the client")
 
 func (ss *session) Data(r io.Reader) error {
 	fc, cfg := ss.fc, ss.fc.cfg
+	// A DATA body is read through the front end's scanner, never through
+	// go-smtp's reader (body.go); a BDAT chunk is forwarded as counted.
+	// (Data of a BDAT transaction runs on a goroutine of go-smtp's, hence
+	// the atomic flag set by the 354 rather than a look at fc.mode.)
+	isData := fc.dataNext.CompareAndSwap(true, false)
+	if isData {
+		r = dataBody{fc}
+	}
 	bp := getBuf()
 	buf := *bp
 	max := cfg.MaxMessageSize
@@ -220,7 +228,11 @@ func (ss *session) Data(r io.Reader) error {
 		buf = buf[:len(buf)+n]
 		if max > 0 && int64(len(buf)-message.Headroom) > max {
 			tooBig = true
-			io.Copy(io.Discard, r)
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				*bp = buf
+				putBuf(bp)
+				return errBodyRead
+			}
 			break
 		}
 		if err == io.EOF {
@@ -236,10 +248,11 @@ func (ss *session) Data(r io.Reader) error {
 			return err
 		}
 		if err != nil {
+			// the front end has answered the client (or the connection
+			// is gone); nothing more is said
 			*bp = buf
 			putBuf(bp)
-			fc.closing = true
-			return reply(421, "4.3.0 "+fc.host()+" read error")
+			return errBodyRead
 		}
 	}
 	*bp = buf
@@ -254,11 +267,11 @@ func (ss *session) Data(r io.Reader) error {
 		putBuf(bp)
 		return reply(552, "5.3.4 message too big")
 	}
-	if fc.tooLong {
+	if isData && fc.scan.tooLong {
 		putBuf(bp)
 		return reply(500, "5.2.3 line too long")
 	}
-	if fc.badEnding {
+	if isData && fc.scan.badEnding {
 		switch cfg.InvalidLineEndings {
 		case "Allow":
 		case "Fix":
