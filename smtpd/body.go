@@ -166,6 +166,7 @@ func (f *frontConn) bodyReadFailed(err error) {
 		f.flush()
 	}
 	f.closing = true
+	f.ended = true // go-smtp's answer to the failed read is never sent
 }
 
 // errBodyRead ends a Data whose body could not be read; the front end has

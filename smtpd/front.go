@@ -472,9 +472,15 @@ func (f *frontConn) goReply(code int, raw []byte) {
 		f.replyBytes(code, textB)
 	} else {
 		if text == "" {
-			if bytes.HasPrefix(raw, []byte("4.0.0 Internal server error")) || (code == 421 && bytes.HasPrefix(raw, []byte("4.4.2 Idle timeout"))) {
+			switch {
+			case bytes.HasPrefix(raw, []byte("4.0.0 Internal server error")) || (code == 421 && bytes.HasPrefix(raw, []byte("4.4.2 Idle timeout"))):
 				code, text = 421, "4.3.0 "+f.host()+" technical difficulties"
-			} else {
+			case bytes.HasPrefix(raw, []byte("5.0.0 Error: transaction failed: ")):
+				// go-smtp's text for an error that is not an SMTP reply:
+				// Go error text (addresses included) never goes on the wire
+				f.s.log.Error().Str("peer", f.peer.String()).Str("command", f.cmd).Str("error", string(raw)).Msg("transaction failed; ending session")
+				code, text = 421, "4.3.0 "+f.host()+" technical difficulties"
+			default:
 				text = string(raw)
 			}
 		}

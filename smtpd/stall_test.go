@@ -1,0 +1,131 @@
+package smtpd
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// readAll reads the server's lines until it closes the connection (or
+// limit passes) and returns them.
+func readAll(t *testing.T, conn net.Conn, r *bufio.Reader, limit time.Duration) []string {
+	t.Helper()
+	lines, err := readToEOF(conn, r, limit)
+	if err != nil {
+		t.Fatalf("no end of session within %v: %v (lines %q)", limit, err, lines)
+	}
+	return lines
+}
+
+func readToEOF(conn net.Conn, r *bufio.Reader, limit time.Duration) ([]string, error) {
+	conn.SetReadDeadline(time.Now().Add(limit))
+	var lines []string
+	for {
+		line, err := r.ReadString('\n')
+		if line != "" {
+			lines = append(lines, strings.TrimRight(line, "\r\n"))
+		}
+		if err == io.EOF {
+			return lines, nil
+		}
+		if err != nil {
+			return lines, err
+		}
+	}
+}
+
+// openTxn greets, opens a transaction and returns the connection with its
+// reader positioned after the RCPT reply.
+func openTxn(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	r := bufio.NewReader(conn)
+	conn.Write([]byte("HELO x\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\n"))
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i := 0; i < 4; i++ {
+		if _, err := r.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return conn, r
+}
+
+// TestStalledBody: a client that stops inside a DATA body or a BDAT chunk
+// gets KumoMTA's idle reply and nothing else: no 554, no Go error text.
+func TestStalledBody(t *testing.T) {
+	cfg := testConfig()
+	cfg.ClientTimeout = 300 * time.Millisecond
+	ts := startServer(t, cfg, nullPolicy())
+	for _, tc := range []struct{ name, send string }{
+		{"DATA", "DATA\r\npartial"},
+		{"BDAT", "BDAT 10\r\nabc"},
+		{"BDAT after a chunk", "BDAT 3\r\nabcBDAT 10 LAST\r\nab"},
+	} {
+		conn, r := openTxn(t, ts.addr)
+		conn.Write([]byte(tc.send))
+		lines := readAll(t, conn, r, 5*time.Second)
+		want := []string{"421 4.3.2 mx.test idle too long"}
+		switch tc.name {
+		case "DATA":
+			want = append([]string{"354 Send body; end with CRLF.CRLF"}, want...)
+		case "BDAT after a chunk":
+			want = append([]string{"250 2.0.0 Continue"}, want...)
+		}
+		if strings.Join(lines, "|") != strings.Join(want, "|") {
+			t.Fatalf("%s: got %q, want %q", tc.name, lines, want)
+		}
+	}
+}
+
+// TestSlowBodyIsCutOff: a client dripping a body, each byte well inside
+// client_timeout, is cut off once the body has taken client_timeout plus
+// one second per minBodyRate bytes, with a 421, in DATA and in BDAT.
+func TestSlowBodyIsCutOff(t *testing.T) {
+	cfg := testConfig()
+	cfg.ClientTimeout = 600 * time.Millisecond
+	ts := startServer(t, cfg, nullPolicy())
+	for _, start := range []string{"DATA\r\n", "BDAT 1000 LAST\r\n"} {
+		conn, r := openTxn(t, ts.addr)
+		conn.Write([]byte(start))
+		began := time.Now()
+		done := make(chan []string, 1)
+		go func() {
+			lines, err := readToEOF(conn, r, 10*time.Second)
+			if err != nil {
+				lines = append(lines, err.Error())
+			}
+			done <- lines
+		}()
+		// one byte every 150 ms for at most 6 s (40 bytes)
+		for i := 0; i < 40; i++ {
+			if _, err := conn.Write([]byte("x")); err != nil {
+				break
+			}
+			time.Sleep(150 * time.Millisecond)
+			select {
+			case lines := <-done:
+				took := time.Since(began)
+				last := lines[len(lines)-1]
+				if last != "421 4.3.2 mx.test idle too long" || took > 3*time.Second {
+					t.Fatalf("%q: %q after %v", start, lines, took)
+				}
+				goto next
+			default:
+			}
+		}
+		t.Fatalf("%q: a client dripping one byte per 150 ms was still connected after 6 s", start)
+	next:
+	}
+	// a body sent at a normal pace is not affected
+	c := greet(t, ts.addr)
+	if resp := sendMessage(t, c, "a@x.example", "b@y.example", strings.Repeat("line of text\r\n", 5000)); !idsRe.MatchString(resp) {
+		t.Fatal(resp)
+	}
+}
