@@ -73,12 +73,24 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	fc, cfg := ss.fc, ss.fc.cfg
 	addr, err := message.ParseAddress(to)
+	postmaster := err != nil && strings.EqualFold(to, "postmaster")
+	if postmaster {
+		// RFC 5321 section 4.5.1: <postmaster> without a domain must be
+		// accepted. As KumoMTA's EnvelopeAddress::Postmaster, its user is
+		// "postmaster" and its domain empty; it names this host, so it is
+		// not relaying, and smtp_server_rcpt_to decides like for any
+		// other recipient.
+		addr, err = message.Address{User: "postmaster"}, nil
+	}
 	if err != nil || addr.IsNull() {
 		return reply(501, "5.1.3 Invalid recipient address syntax")
 	}
-	ok, err := ss.relayAllowed(addr)
-	if err != nil {
-		return ss.policyErr(err)
+	ok := postmaster
+	if !ok {
+		ok, err = ss.relayAllowed(addr)
+		if err != nil {
+			return ss.policyErr(err)
+		}
 	}
 	if !ok {
 		return reply(550, "5.7.1 relaying not permitted for "+fc.peer.String())

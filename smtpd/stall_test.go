@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/message"
 )
 
 // readAll reads the server's lines until it closes the connection (or
@@ -127,5 +130,41 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 	c := greet(t, ts.addr)
 	if resp := sendMessage(t, c, "a@x.example", "b@y.example", strings.Repeat("line of text\r\n", 5000)); !idsRe.MatchString(resp) {
 		t.Fatal(resp)
+	}
+}
+
+// TestRcptPostmaster: RCPT TO:<postmaster> (any case, no domain) is
+// accepted even from a host that may not relay, goes through
+// smtp_server_rcpt_to as user "postmaster" with an empty domain, and the
+// message is received.
+func TestRcptPostmaster(t *testing.T) {
+	var seen []string
+	var got []string
+	p := nullPolicy()
+	p.rcpt = func(a message.Address) error {
+		seen = append(seen, a.User+"|"+a.Domain)
+		return nil
+	}
+	p.received = func(m *message.Message) error {
+		m.SetMeta("queue", "null")
+		for _, r := range m.Recipients() {
+			got = append(got, r.String())
+		}
+		return nil
+	}
+	cfg := testConfig()
+	cfg.RelayHosts = config.MustCIDRList("10.9.9.9") // this client may not relay
+	ts := startServer(t, cfg, p)
+	c := greet(t, ts.addr)
+	c.Cmd(t, "MAIL FROM:<a@x.example>", "250 OK a@x.example")
+	c.Cmd(t, "RCPT TO:<b@y.example>", "550 5.7.1 relaying not permitted")
+	c.Cmd(t, "RCPT TO:<postmaster>", "250 OK postmaster")
+	c.Cmd(t, "RCPT TO:<PostMaster>", "250 OK postmaster")
+	c.Cmd(t, "RCPT TO:<postmasterx>", "501 5.1.3 Invalid recipient address syntax")
+	c.Cmd(t, "DATA", "354")
+	c.SendRaw("Subject: x\r\n\r\nhi\r\n.\r\n")
+	c.Expect(t, "250 OK ids=")
+	if strings.Join(seen, ",") != "postmaster|,postmaster|" || strings.Join(got, ",") != "postmaster,postmaster" {
+		t.Fatalf("rcpt_to saw %q, messages for %q", seen, got)
 	}
 }
