@@ -302,7 +302,7 @@ func (f *frontConn) reply(code int, text string) {
 	s := f.s
 	if s.hasRewrite {
 		ctx, cancel := f.ctx()
-		nc, nt, err := s.deps.Policy.RewriteResponse(ctx, code, text, f.cmdString(), f.meta)
+		nc, nt, err := s.deps.Policy.RewriteResponse(ctx, code, text, f.canonicalCommand(), f.meta)
 		cancel()
 		if err != nil {
 			s.log.Error().Err(err).Msg("smtp_server_rewrite_response failed; response left unchanged")
@@ -639,6 +639,8 @@ func (f *frontConn) nextCommand() error {
 			return io.EOF
 		}
 	}
+	// until a line is read, a reply answers no command
+	f.cmd, f.cmdLine, f.cmdStr, f.hasStr = "", nil, "", false
 	f.idle.Store(true)
 	if s.shutting.Load() && f.rd.Buffered() == 0 {
 		f.idle.Store(false)
@@ -808,6 +810,29 @@ func isASCII(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// canonicalCommand is the command that smtp_server_rewrite_response is
+// given, as KumoMTA gives it: the verb in upper case ("DATA" for the
+// client's "data", also for the reply at the end of the body), followed
+// by the arguments as the client sent them, with MAIL's "FROM:" and RCPT's
+// "TO:" in upper case. It is "" (nil for the policy) for an unknown
+// command and for replies that answer no command (banner, idle timeout).
+func (f *frontConn) canonicalCommand() string {
+	if knownVerb(f.cmd) == "" {
+		return ""
+	}
+	_, arg, ok := strings.Cut(f.cmdString(), " ")
+	if !ok {
+		return f.cmd
+	}
+	arg = strings.TrimLeft(arg, " ")
+	for _, kw := range [...]string{"FROM:", "TO:"} {
+		if len(arg) >= len(kw) && strings.EqualFold(arg[:len(kw)], kw) {
+			arg = kw + arg[len(kw):]
+		}
+	}
+	return f.cmd + " " + arg
 }
 
 // cmdString returns the current command line as a string (converted once

@@ -2,14 +2,17 @@ package smtpd
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/testutil"
 )
 
 // readAll reads the server's lines until it closes the connection (or
@@ -166,5 +169,41 @@ func TestRcptPostmaster(t *testing.T) {
 	c.Expect(t, "250 OK ids=")
 	if strings.Join(seen, ",") != "postmaster|,postmaster|" || strings.Join(got, ",") != "postmaster,postmaster" {
 		t.Fatalf("rcpt_to saw %q, messages for %q", seen, got)
+	}
+}
+
+// TestRewriteResponseCommand: smtp_server_rewrite_response gets the
+// command in KumoMTA's canonical form ("DATA" for the client's "data"),
+// and nil ("") for unknown commands and replies to no command.
+func TestRewriteResponseCommand(t *testing.T) {
+	var mu sync.Mutex
+	var cmds []string
+	p := nullPolicy()
+	p.rewrite = func(code int, text, cmd string) (int, string, error) {
+		mu.Lock()
+		cmds = append(cmds, fmt.Sprintf("%d %s", code, cmd))
+		mu.Unlock()
+		return code, text, nil
+	}
+	cfg := testConfig()
+	cfg.ClientTimeout = 500 * time.Millisecond
+	ts := startServer(t, cfg, p)
+	c := testutil.Dial(t, ts.addr)
+	c.Expect(t, "220 ")
+	c.Cmd(t, "ehlo client.example", "250-")
+	c.Cmd(t, "mail from:<a@x.example>", "250 ")
+	c.Cmd(t, "rcpt To:<b@y.example>", "250 ")
+	c.Cmd(t, "data", "354 ")
+	c.SendRaw("x\r\n.\r\n")
+	c.Expect(t, "250 OK ids=")
+	c.Cmd(t, "xyzzy", "502 ")
+	c.Cmd(t, "noop", "250 ")
+	c.Expect(t, "421 4.3.2 mx.test idle too long")
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"220 ", "250 EHLO client.example", "250 MAIL FROM:<a@x.example>", "250 RCPT TO:<b@y.example>",
+		"354 DATA", "250 DATA", "502 ", "250 NOOP", "421 "}
+	if strings.Join(cmds, "|") != strings.Join(want, "|") {
+		t.Fatalf("commands given to smtp_server_rewrite_response:\n got %q\nwant %q", cmds, want)
 	}
 }
