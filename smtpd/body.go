@@ -234,3 +234,30 @@ func (f *frontConn) readBDAT(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// checkLines applies DATA's line checks to a body received with BDAT: it
+// reports a line longer than limit (0: none) and a bare CR or bare LF. A
+// last line without a line ending is not a bare one.
+func checkLines(b []byte, limit int) (tooLong, badEnding bool) {
+	for len(b) > 0 {
+		line := b
+		i := bytes.IndexByte(b, '\n')
+		if i >= 0 {
+			line, b = b[:i], b[i+1:]
+			if len(line) == 0 || line[len(line)-1] != '\r' {
+				badEnding = true
+			} else {
+				line = line[:len(line)-1]
+			}
+		} else {
+			b = nil
+		}
+		if bytes.IndexByte(line, '\r') >= 0 {
+			badEnding = true
+		}
+		if limit > 0 && len(line) > limit {
+			tooLong = true
+		}
+	}
+	return tooLong, badEnding
+}

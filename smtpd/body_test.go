@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"net"
 	"os/exec"
 	"strings"
@@ -276,6 +277,58 @@ print('sent')
 		msgs := got()
 		if len(msgs) != 1 || msgs[0] != "line one\r\n.starts with a dot\r\n..two dots\r\n.\r\nlast\r\n" {
 			t.Fatalf("%s: %q", mode, msgs)
+		}
+	}
+}
+
+// TestBDATLineEndings: a BDAT body is held to invalid_line_endings as a
+// DATA body is: bare CRs ("\r.\r", "\r.\r\n", a final "\r") and bare LFs
+// are refused by Deny, made CRLF by Fix and kept by Allow; an over-long
+// line is refused.
+func TestBDATLineEndings(t *testing.T) {
+	bodies := []string{"a\r.\rb\r\n", "a\r.\r\n", "a\r", "a\nb\r\n", "x\r\r\n.\r\n"}
+	for _, mode := range []string{"Deny", "Allow", "Fix"} {
+		ts, got := smugglingServer(t, mode)
+		c := greet(t, ts.addr)
+		for _, b := range bodies {
+			before := len(got())
+			c.Cmd(t, "MAIL FROM:<a@x.example>", "250")
+			c.Cmd(t, "RCPT TO:<b@y.example>", "250")
+			c.SendRaw(fmt.Sprintf("BDAT %d LAST\r\n%s", len(b)+len("H: 1\r\n\r\n"), "H: 1\r\n\r\n"+b))
+			if mode == "Deny" {
+				c.Expect(t, "552 5.6.0 message data must use CRLF for line endings")
+				continue
+			}
+			c.Expect(t, "250 OK ids=")
+			want := b
+			if mode == "Fix" {
+				want = string(fixLineEndings([]byte(b)))
+			}
+			if msgs := got()[before:]; len(msgs) != 1 || msgs[0] != want {
+				t.Fatalf("%s %q: received %q, want %q", mode, b, msgs, want)
+			}
+		}
+		c.Cmd(t, "MAIL FROM:<a@x.example>", "250")
+		c.Cmd(t, "RCPT TO:<b@y.example>", "250")
+		long := strings.Repeat("y", 999) + "\r\n"
+		c.SendRaw(fmt.Sprintf("BDAT %d LAST\r\n%s", len(long), long))
+		c.Expect(t, "500 5.2.3 line too long")
+		c.Cmd(t, "NOOP", "250 the goggles")
+	}
+}
+
+func TestCheckLines(t *testing.T) {
+	for _, tc := range []struct {
+		in        string
+		long, bad bool
+	}{
+		{"", false, false}, {"abc", false, false}, {"a\r\nb\r\n", false, false}, {"a\r\nb", false, false},
+		{"a\n", false, true}, {"\n", false, true}, {"a\r", false, true}, {"a\rb\r\n", false, true},
+		{"x\r\r\n", false, true}, {strings.Repeat("y", 11) + "\r\n", true, false}, {strings.Repeat("y", 10) + "\r\n", false, false},
+	} {
+		long, bad := checkLines([]byte(tc.in), 10)
+		if long != tc.long || bad != tc.bad {
+			t.Errorf("%q: long %v bad %v, want %v %v", tc.in, long, bad, tc.long, tc.bad)
 		}
 	}
 }

@@ -279,11 +279,17 @@ func (ss *session) Data(r io.Reader) error {
 		putBuf(bp)
 		return reply(552, "5.3.4 message too big")
 	}
-	if isData && fc.scan.tooLong {
+	tooLong, badEnding := fc.scan.tooLong, fc.scan.badEnding
+	if !isData {
+		// a BDAT body is held to the same rules as a DATA body, so that
+		// what is spooled does not depend on how it was sent
+		tooLong, badEnding = checkLines(buf[message.Headroom:], cfg.LineLengthHardLimit)
+	}
+	if tooLong {
 		putBuf(bp)
 		return reply(500, "5.2.3 line too long")
 	}
-	if isData && fc.scan.badEnding {
+	if badEnding {
 		switch cfg.InvalidLineEndings {
 		case "Allow":
 		case "Fix":

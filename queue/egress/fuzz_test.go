@@ -113,14 +113,7 @@ func FuzzDataWire(f *testing.F) {
 		if !ok || len(rest) > 0 {
 			t.Fatalf("%q: wire %q: lenient receiver ends=%v leaving %q", body, w, ok, rest)
 		}
-		want := body
-		switch n := len(want); {
-		case n == 0:
-		case want[n-1] != '\n':
-			want = append(bytes.Clone(want), '\r', '\n')
-		case n == 1 || want[n-2] != '\r':
-			want = append(bytes.Clone(want[:n-1]), '\r', '\n')
-		}
+		want := wantReadBack(body)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("%q: wire %q reads back as %q, want %q", body, w, got, want)
 		}
@@ -159,4 +152,123 @@ func readDot(w []byte, strict bool) (data, rest []byte, ok bool) {
 		data = append(data, line...)
 	}
 	return data, nil, false
+}
+
+// wantReadBack is the body a receiver reads back from dataWire(body): the
+// body with a CRLF made of a final bare LF, added after a final bare CR's
+// CR or after a last line with no ending, and an empty line added after a
+// final CR CR LF.
+func wantReadBack(body []byte) []byte {
+	want := bytes.Clone(body)
+	switch n := len(want); {
+	case n == 0:
+	case want[n-1] == '\r':
+		want = append(want, '\n')
+		if n >= 2 && want[n-2] == '\r' {
+			want = append(want, '\r', '\n')
+		}
+	case want[n-1] != '\n':
+		want = append(want, '\r', '\n')
+	case n == 1 || want[n-2] != '\r':
+		want = append(want[:n-1], '\r', '\n')
+	case n >= 3 && want[n-3] == '\r':
+		want = append(want, '\r', '\n')
+	}
+	return want
+}
+
+// FuzzDataWireBareCR feeds the DATA encoding bodies made of CR, LF, dots
+// and text (each fuzz byte picks one), the bare CRs a listener with
+// invalid_line_endings = "Allow" keeps. Three receivers must each find the
+// end of the data exactly at the end of the wire: a strict one (only CRLF
+// ends a line, as KumoMTA and kumogo's listener read), a lenient one (any
+// LF ends a line) and one that reads as net/textproto's dot reader does (CR
+// CR LF is no line end). The body must read back as wantReadBack says.
+func FuzzDataWireBareCR(f *testing.F) {
+	for _, s := range []string{"\r", "x\r", "x\r\r", "x\r\r\n", "\r.\r", "\r.\r\n", "x\r.\r", "\r\n.\r", "\n.\n", ".\r\r\n.\r\n", "x\r\r\n.\r\n"} {
+		f.Add([]byte(s), true)
+	}
+	f.Add([]byte{0, 1, 2, 3, 0, 0, 1, 2}, false)
+	f.Fuzz(func(t *testing.T, in []byte, literal bool) {
+		body := in
+		if !literal {
+			body = make([]byte, len(in))
+			for i, c := range in {
+				body[i] = "\r\n.x"[c%4]
+			}
+		}
+		var wire bytes.Buffer
+		for _, b := range dataWire(body) {
+			wire.Write(b)
+		}
+		w := wire.Bytes()
+		got, rest, ok := readDot(w, true)
+		if !ok || len(rest) > 0 {
+			t.Fatalf("%q: wire %q: strict receiver ends=%v leaving %q", body, w, ok, rest)
+		}
+		want := wantReadBack(body)
+		if !bytes.Contains(bytes.ReplaceAll(body, []byte("\r\n"), nil), []byte("\n")) && !bytes.Equal(got, want) {
+			// (with a bare LF the strict receiver sees no line start
+			// where the encoder stuffed a dot, as FuzzDataWire notes)
+			t.Fatalf("%q: wire %q reads back as %q, want %q", body, w, got, want)
+		}
+		got, rest, ok = readDot(w, false)
+		if !ok || len(rest) > 0 {
+			t.Fatalf("%q: wire %q: lenient receiver ends=%v leaving %q", body, w, ok, rest)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%q: wire %q reads back as %q by the lenient receiver, want %q", body, w, got, want)
+		}
+		if n, ok := textprotoEnd(w); !ok || n != len(w) {
+			t.Fatalf("%q: wire %q: a net/textproto reader ends=%v after %d of %d bytes", body, w, ok, n, len(w))
+		}
+	})
+}
+
+// textprotoEnd runs net/textproto's dot-reader state machine over w and
+// returns how many bytes it read up to and including the end line.
+func textprotoEnd(w []byte) (int, bool) {
+	const (
+		beginLine = iota
+		dot
+		dotCR
+		cr
+		data
+	)
+	state := beginLine
+	for i, c := range w {
+		switch state {
+		case beginLine:
+			switch c {
+			case '.':
+				state = dot
+			case '\r':
+				state = cr
+			default:
+				state = data
+			}
+		case dot:
+			if c == '\r' {
+				state = dotCR
+			} else {
+				state = data
+			}
+		case dotCR:
+			if c == '\n' {
+				return i + 1, true
+			}
+			state = data
+		case cr:
+			if c == '\n' {
+				state = beginLine
+			} else {
+				state = data
+			}
+		case data:
+			if c == '\r' {
+				state = cr
+			}
+		}
+	}
+	return len(w), false
 }

@@ -297,23 +297,37 @@ func (s *Session) dataBody(ctx context.Context, data []byte) (Response, error) {
 }
 
 var (
-	crlfDot = []byte("\r\n.\r\n")
-	dotCRLF = []byte(".\r\n")
+	crlfDot   = []byte("\r\n.\r\n")
+	dotCRLF   = []byte(".\r\n")
+	lfDot     = []byte("\n.\r\n")
+	lfCRLFDot = []byte("\n\r\n.\r\n")
 )
 
 // dataWire returns what follows a 354: data dot-stuffed, then the
 // terminating dot on a line of its own. The terminator always follows a
-// CRLF: data that does not end with one gets it, and a final bare LF is
-// sent as CRLF, since a strict peer would not see "\n.\r\n" as the end.
+// CRLF whose CR is not itself preceded by a CR: data that does not end with
+// a CRLF gets one (a final bare LF is sent as CRLF, a final bare CR gets its
+// LF), since a strict peer would not see "\n.\r\n" as the end; and data
+// ending in CR CR LF (a bare CR kept by invalid_line_endings = "Allow") gets
+// an empty line before the terminator, since a peer reading as
+// net/textproto's dot reader does takes CR CR LF for no line end and would
+// not see "\r\r\n.\r\n" as the end either.
 func dataWire(data []byte) net.Buffers {
 	n := len(data)
 	switch {
 	case n == 0:
 		return net.Buffers{dotCRLF}
+	case data[n-1] == '\r':
+		if n >= 2 && data[n-2] == '\r' {
+			return append(stuff(data), lfCRLFDot)
+		}
+		return append(stuff(data), lfDot)
 	case data[n-1] != '\n':
 		return append(stuff(data), crlfDot)
 	case n == 1 || data[n-2] != '\r':
 		return append(stuff(data[:n-1]), crlfDot)
+	case n >= 3 && data[n-3] == '\r':
+		return append(stuff(data), crlfDot)
 	}
 	return append(stuff(data), dotCRLF)
 }
