@@ -104,6 +104,7 @@ type frontConn struct {
 	tls       *tls.ConnectionState
 	tlsText   string // tlsInfo, once made
 	authed    bool
+	authFails int // failed AUTH attempts (max_auth_failures)
 	hasMail   bool
 	nrcpt     int
 	rcptTotal int
@@ -1074,6 +1075,7 @@ func (f *frontConn) cmdAuth(arg string) {
 	parts := strings.Split(string(raw), "\x00")
 	if err != nil || len(parts) != 3 {
 		f.reply(501, "5.5.2 Invalid base64 or malformed PLAIN response")
+		f.authFailed()
 		return
 	}
 	authz, authc, pass := parts[0], parts[1], parts[2]
@@ -1092,12 +1094,28 @@ func (f *frontConn) cmdAuth(arg string) {
 	}
 	if !ok {
 		f.reply(535, "5.7.8 AUTH invalid")
+		f.authFailed()
 		return
 	}
 	f.authed = true
 	f.meta.Set("authz_id", authz)
 	f.meta.Set("authn_id", authc)
 	f.reply(235, "2.7.0 AUTH OK")
+}
+
+// authFailed counts a failed AUTH attempt; at max_auth_failures the
+// session ends with a 421, so that passwords cannot be guessed at the
+// speed of the connection.
+func (f *frontConn) authFailed() {
+	f.authFails++
+	max := f.cfg.MaxAuthFailures
+	if max == 0 {
+		max = config.DefaultMaxAuthFailures
+	}
+	if max > 0 && f.authFails >= max {
+		f.s.log.Warn().Str("peer", f.peer.String()).Int("failures", f.authFails).Msg("too many failed AUTH attempts; closing the connection")
+		f.reply(421, "4.7.0 "+f.host()+" too many failed authentication attempts")
+	}
 }
 
 // tlsInfo renders "<version>:<cipher>" for the Received header (made

@@ -2,6 +2,8 @@ package smtpd
 
 import (
 	"bufio"
+	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -205,5 +207,70 @@ func TestRewriteResponseCommand(t *testing.T) {
 		"354 DATA", "250 DATA", "502 ", "250 NOOP", "421 "}
 	if strings.Join(cmds, "|") != strings.Join(want, "|") {
 		t.Fatalf("commands given to smtp_server_rewrite_response:\n got %q\nwant %q", cmds, want)
+	}
+}
+
+// TestAuthFailuresEndSession: the max_auth_failures-th failed AUTH (wrong
+// password or malformed) is followed by a 421 and the connection closes;
+// unset it is 3; negative, there is none.
+func TestAuthFailuresEndSession(t *testing.T) {
+	for _, max := range []int{0, 5, -1} {
+		p := nullPolicy()
+		p.auth = func(authz, authc, pass string) (bool, error) { return pass == "tiger", nil }
+		cfg := testConfig()
+		cfg.MaxAuthFailures = max
+		ts := startServer(t, cfg, p)
+		conn, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(conn)
+		expect := func(prefix string) {
+			t.Helper()
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					t.Fatalf("max %d: want %q: %v", max, prefix, err)
+				}
+				if len(line) > 3 && line[3] == '-' {
+					continue
+				}
+				if !strings.HasPrefix(line, prefix) {
+					t.Fatalf("max %d: got %q, want %q", max, line, prefix)
+				}
+				return
+			}
+		}
+		expect("220 ")
+		fmt.Fprintf(conn, "EHLO x\r\nSTARTTLS\r\n")
+		expect("250 ")
+		expect("220 ")
+		tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true})
+		r = bufio.NewReader(tc)
+		fmt.Fprintf(tc, "EHLO x\r\n")
+		expect("250 ")
+		attempts := 8
+		for i := 1; i <= attempts; i++ {
+			if i%2 == 0 {
+				fmt.Fprintf(tc, "AUTH PLAIN %s\r\n", "not base64!")
+				expect("501 5.5.2")
+			} else {
+				fmt.Fprintf(tc, "AUTH PLAIN %s\r\n", base64.StdEncoding.EncodeToString([]byte("\x00daniel\x00guess")))
+				expect("535 5.7.8 AUTH invalid")
+			}
+			if i == max || max == 0 && i == config.DefaultMaxAuthFailures {
+				expect("421 4.7.0 mx.test too many failed authentication attempts")
+				if _, err := r.ReadString('\n'); err == nil {
+					t.Fatalf("max %d: the connection stayed open", max)
+				}
+				break
+			}
+		}
+		if max < 0 || max > attempts {
+			fmt.Fprintf(tc, "AUTH PLAIN %s\r\n", base64.StdEncoding.EncodeToString([]byte("\x00daniel\x00tiger")))
+			expect("235 2.7.0 AUTH OK")
+		}
 	}
 }

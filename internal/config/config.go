@@ -78,6 +78,12 @@ type ESMTPListener struct {
 	TraceHeaders         TraceHeaders
 	AllowXClient         bool
 	RequireProxyProtocol bool
+	// MaxAuthFailures is a kumogo extension (listener option
+	// max_auth_failures; KumoMTA has no such option): after this many
+	// failed AUTH attempts in one session the client gets a 421 and the
+	// connection is closed. 0 (unset) means DefaultMaxAuthFailures, a
+	// negative value no limit.
+	MaxAuthFailures int
 	// Peer and Via hold the raw per-CIDR override tables; Variants is
 	// what they resolve to (nil without any).
 	Peer     map[string]any
@@ -117,6 +123,10 @@ func bestPrefix(prefixes []netip.Prefix, ip netip.Addr) int {
 	}
 	return best
 }
+
+// DefaultMaxAuthFailures is the number of failed AUTH attempts that ends
+// a session when max_auth_failures is not set.
+const DefaultMaxAuthFailures = 3
 
 // DefaultESMTPListener returns a listener config with KumoMTA's defaults.
 // hostname is the machine host name.
