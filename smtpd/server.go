@@ -81,6 +81,8 @@ type Server struct {
 	conns    map[*frontConn]struct{}
 	served   chan struct{}
 	sessSeq  atomic.Uint64
+
+	fdLimit fdReserve // accept at the fd limit (accept.go)
 }
 
 // New validates cfg and prepares a listener; call Listen to bind.
@@ -194,6 +196,7 @@ func (s *Server) Listen() error {
 	}
 	s.ln = ln
 	s.addr = ln.Addr()
+	s.fdLimit.init()
 	return nil
 }
 
@@ -207,6 +210,7 @@ func (s *Server) Config() *config.ESMTPListener { return &s.cfg }
 // shutdown.
 func (s *Server) Serve() error {
 	defer close(s.served)
+	defer s.fdLimit.release()
 	err := s.gs.Serve(&acceptor{Listener: s.ln, s: s})
 	if s.shutting.Load() {
 		return nil
@@ -278,39 +282,6 @@ func (s *Server) track(fc *frontConn, add bool) {
 		delete(s.conns, fc)
 	}
 	s.mu.Unlock()
-}
-
-// acceptor wraps the listening socket: it enforces max_connections before
-// go-smtp sees a connection and wraps every connection in the front end.
-type acceptor struct {
-	net.Listener
-	s *Server
-}
-
-func (a *acceptor) Accept() (net.Conn, error) {
-	for {
-		c, err := a.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		s := a.s
-		if s.shutting.Load() {
-			writeAndClose(c, 421, "4.3.2 "+s.cfg.Hostname+" shutting down")
-			continue
-		}
-		if n := s.active.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
-			s.active.Add(-1)
-			go writeAndClose(c, 421, "4.3.2 "+s.cfg.Hostname+" too many concurrent sessions. Try later")
-			continue
-		}
-		return newFrontConn(s, c), nil
-	}
-}
-
-func writeAndClose(c net.Conn, code int, text string) {
-	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(c, "%d %s\r\n", code, text)
-	c.Close()
 }
 
 type backend struct{ s *Server }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -119,9 +120,10 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 			time.Sleep(150 * time.Millisecond)
 			select {
 			case lines := <-done:
+				// (a reset may follow the 421: the client wrote after
+				// the server closed)
 				took := time.Since(began)
-				last := lines[len(lines)-1]
-				if last != "421 4.3.2 mx.test idle too long" || took > 3*time.Second {
+				if !slices.Contains(lines, "421 4.3.2 mx.test idle too long") || took > 3*time.Second {
 					t.Fatalf("%q: %q after %v", start, lines, took)
 				}
 				goto next
