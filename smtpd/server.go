@@ -82,7 +82,8 @@ type Server struct {
 	served   chan struct{}
 	sessSeq  atomic.Uint64
 
-	fdLimit fdReserve // accept at the fd limit (accept.go)
+	fdLimit fdReserve   // accept at the fd limit (accept.go)
+	budget  *bodyBudget // bodies in flight (budget.go)
 }
 
 // New validates cfg and prepares a listener; call Listen to bind.
@@ -107,6 +108,7 @@ func New(cfg config.ESMTPListener, deps Deps) (*Server, error) {
 		tlsConfig: tc,
 		conns:     make(map[*frontConn]struct{}),
 		served:    make(chan struct{}),
+		budget:    newBodyBudget(cfg.MaxBodyMemory, cfg.MaxMessageSize),
 	}
 	if v := cfg.Variants; v != nil {
 		// every peer/via variant with its own TLS configuration, made now

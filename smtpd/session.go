@@ -226,12 +226,30 @@ func (ss *session) Data(r io.Reader) error {
 	if isData {
 		r = dataBody{fc}
 	}
+	// the body's share of the listener's memory budget (budget.go)
+	res := bodyReservation{b: ss.s.budget}
+	defer res.done()
+	if !res.ensure(firstReserve, cfg.ClientTimeout) {
+		return ss.noMemory(r)
+	}
 	bp := getBuf()
 	buf := *bp
 	max := cfg.MaxMessageSize
 	tooBig := false
 	for {
 		if len(buf) == cap(buf) {
+			next := int64(largeBuf)
+			if cap(buf) >= largeBuf {
+				next = 2 * int64(cap(buf))
+			}
+			if max > 0 && next > max+largeBuf {
+				next = max + largeBuf
+			}
+			if !res.ensure(next, growWait) {
+				*bp = buf
+				putBuf(bp)
+				return ss.noMemory(r)
+			}
 			*bp = buf
 			growBuf(bp)
 			buf = *bp
@@ -305,6 +323,24 @@ func (ss *session) Data(r io.Reader) error {
 	defer cancel()
 	err := ss.s.receive(ctx, fc, ss.from, ss.rcpts, bp)
 	return err
+}
+
+// noMemory answers a body for which the listener's memory budget had no
+// room within client_timeout: the rest of it is read and dropped, and the
+// client is told to try again later.
+func (ss *session) noMemory(r io.Reader) error {
+	ss.s.log.Warn().Str("peer", ss.fc.peer.String()).Msg("the memory budget of bodies being received is spent; message refused with 451")
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		if errors.Is(err, smtp.ErrDataReset) {
+			return err
+		}
+		return errBodyRead
+	}
+	if ss.fc.bdatAbort {
+		ss.fc.bdatAbort = false // see Data
+		return errBDATAborted
+	}
+	return reply(451, "4.3.1 "+ss.fc.host()+" too many messages being received. Try later")
 }
 
 // fixLineEndings turns bare CR and bare LF into CRLF.

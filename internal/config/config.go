@@ -84,6 +84,11 @@ type ESMTPListener struct {
 	// connection is closed. 0 (unset) means DefaultMaxAuthFailures, a
 	// negative value no limit.
 	MaxAuthFailures int
+	// MaxBodyMemory is a kumogo extension (listener option
+	// max_body_memory, bytes): the most memory that message bodies being
+	// received may hold across the listener. 0 (unset) means smtpd's
+	// default (1 GiB); it is never less than twice max_message_size.
+	MaxBodyMemory int64
 	// Peer and Via hold the raw per-CIDR override tables; Variants is
 	// what they resolve to (nil without any).
 	Peer     map[string]any
