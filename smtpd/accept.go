@@ -26,14 +26,15 @@ func (a *acceptor) Accept() (net.Conn, error) {
 			if s.shutting.Load() {
 				return nil, err
 			}
-			if isFDExhausted(err) {
-				// the pending client would wait in the backlog until
-				// a descriptor is free: answer it now instead
-				s.fdLimit.shed(s, a.Listener, err)
+			if !isFDExhausted(err) {
+				s.fdLimit.logAcceptError(s, err)
+				return nil, err // go-smtp retries temporary errors
+			}
+			// the pending client would wait in the backlog until a
+			// descriptor is free: answer it now instead
+			if c = s.fdLimit.shed(s, a.Listener, err); c == nil {
 				continue
 			}
-			s.fdLimit.logAcceptError(s, err)
-			return nil, err // go-smtp retries temporary errors
 		}
 		if s.shutting.Load() {
 			writeAndClose(c, 421, "4.3.2 "+s.cfg.Hostname+" shutting down")
@@ -102,10 +103,13 @@ func (r *fdReserve) release() {
 	r.mu.Unlock()
 }
 
-// shed answers one waiting client with a 421 using the reserve
-// descriptor. Without one (it could not be reopened yet) it pauses
-// briefly so that the accept loop does not spin.
-func (r *fdReserve) shed(s *Server, ln net.Listener, err error) {
+// shed frees the reserve descriptor to accept the waiting client. If the
+// reserve can be taken again at once, descriptors are available after all
+// (other sessions ended meanwhile) and the client is returned to be
+// served; otherwise it is answered 421 and closed. Without a reserve (it
+// could not be taken again yet) shed pauses briefly so that the accept
+// loop does not spin.
+func (r *fdReserve) shed(s *Server, ln net.Listener, err error) net.Conn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.noteLocked(s, err)
@@ -114,15 +118,22 @@ func (r *fdReserve) shed(s *Server, ln net.Listener, err error) {
 		time.Sleep(10 * time.Millisecond)
 		r.mu.Lock()
 		r.open()
-		return
+		return nil
 	}
 	r.file.Close()
 	r.file = nil
-	if c, aerr := ln.Accept(); aerr == nil {
-		r.refused++
-		writeAndClose(c, 421, tooManySessions(s.cfg.Hostname))
-	}
+	c, aerr := ln.Accept()
 	r.open()
+	if aerr != nil {
+		return nil
+	}
+	if r.file != nil {
+		return c
+	}
+	r.refused++
+	writeAndClose(c, 421, tooManySessions(s.cfg.Hostname))
+	r.open()
+	return nil
 }
 
 func (r *fdReserve) logAcceptError(s *Server, err error) {

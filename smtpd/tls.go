@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"time"
 
@@ -86,4 +87,68 @@ func selfSigned(host string) (tls.Certificate, error) {
 	return tls.X509KeyPair(
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
+}
+
+func (f *frontConn) cmdStartTLS() error {
+	if f.tls != nil {
+		f.reply(501, "Cannot STARTTLS as TLS is already active")
+		return nil
+	}
+	if f.tlsConf == nil {
+		f.reply(502, "5.5.1 Command unimplemented")
+		return nil
+	}
+	f.reply(220, "Ready to Start TLS")
+	f.flush()
+	if f.closing {
+		return io.EOF
+	}
+	// Anything pipelined after STARTTLS was sent in clear text: drop it.
+	if n := f.rd.Buffered(); n > 0 {
+		f.rd.Discard(n)
+	}
+	tc := tls.Server(f.raw, f.tlsConf)
+	f.raw.SetDeadline(time.Now().Add(f.cfg.ClientTimeout))
+	if err := tc.Handshake(); err != nil {
+		f.s.log.Debug().Err(err).Str("peer", f.peer.String()).Msg("TLS handshake failed")
+		f.closing = true
+		return io.EOF
+	}
+	f.raw.SetWriteDeadline(time.Time{})
+	st := tc.ConnectionState()
+	f.tls = &st
+	f.cur = tc
+	f.rd.Reset(tc)
+	f.meta.Set("tls_cipher", tls.CipherSuiteName(st.CipherSuite))
+	f.meta.Set("tls_protocol_version", tls.VersionName(st.Version))
+	if len(st.PeerCertificates) > 0 {
+		f.meta.Set("tls_peer_subject_name", st.PeerCertificates[0].Subject.String())
+	}
+	// RFC 3207: forget the EHLO and any transaction.
+	f.startOver()
+	return nil
+}
+
+// startOver forgets the greeting and any transaction (after STARTTLS or
+// XCLIENT): here, and in go-smtp with a synthetic RSET whose answer is
+// dropped. The client has to say EHLO again.
+func (f *frontConn) startOver() {
+	f.ehloOK = false
+	f.endTxn()
+	f.closeOpenBDAT()
+	f.cmd = "RSET"
+	f.swallow++
+	f.forward([]byte("RSET"))
+}
+
+// tlsInfo renders "<version>:<cipher>" for the Received header (made
+// once per session).
+func (f *frontConn) tlsInfo() string {
+	if f.tls == nil {
+		return ""
+	}
+	if f.tlsText == "" {
+		f.tlsText = tls.VersionName(f.tls.Version) + ":" + tls.CipherSuiteName(f.tls.CipherSuite)
+	}
+	return f.tlsText
 }
