@@ -37,20 +37,16 @@ func (a *acceptor) Accept() (net.Conn, error) {
 			}
 		}
 		if s.shutting.Load() {
-			writeAndClose(c, 421, "4.3.2 "+s.cfg.Hostname+" shutting down")
+			writeAndClose(c, 421, textShuttingDown(s.cfg.Hostname))
 			continue
 		}
 		if n := s.active.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
 			s.active.Add(-1)
-			go writeAndClose(c, 421, tooManySessions(s.cfg.Hostname))
+			go writeAndClose(c, 421, textTooManySessions(s.cfg.Hostname))
 			continue
 		}
 		return newFrontConn(s, c), nil
 	}
-}
-
-func tooManySessions(host string) string {
-	return "4.3.2 " + host + " too many concurrent sessions. Try later"
 }
 
 func writeAndClose(c net.Conn, code int, text string) {
@@ -131,7 +127,7 @@ func (r *fdReserve) shed(s *Server, ln net.Listener, err error) net.Conn {
 		return c
 	}
 	r.refused++
-	writeAndClose(c, 421, tooManySessions(s.cfg.Hostname))
+	writeAndClose(c, 421, textTooManySessions(s.cfg.Hostname))
 	r.open()
 	return nil
 }

@@ -20,7 +20,7 @@ func (f *frontConn) cmdAuth(arg string) {
 		return
 	}
 	if !f.ehloOK {
-		f.reply(503, "5.5.1 EHLO or HELO must be issued first")
+		f.reply(503, textEhloFirst)
 		return
 	}
 	if f.hasMail {

@@ -162,7 +162,7 @@ func (f *frontConn) bodyReadFailed(err error) {
 		if time.Since(f.bodyStart) >= f.cfg.ClientTimeout {
 			f.s.log.Info().Str("peer", f.peer.String()).Int64("bytes", f.bodyBytes).Dur("elapsed", time.Since(f.bodyStart)).Msg("body transfer stalled or too slow; ending session")
 		}
-		f.reply(421, "4.3.2 "+f.host()+" idle too long")
+		f.reply(421, textIdleTooLong(f.host()))
 		f.flush()
 	}
 	f.closing = true

@@ -64,7 +64,7 @@ func (f *frontConn) nextCommand() error {
 	f.idle.Store(true)
 	if s.shutting.Load() && f.rd.Buffered() == 0 {
 		f.idle.Store(false)
-		f.reply(421, "4.3.2 "+f.host()+" shutting down")
+		f.reply(421, textShuttingDown(f.host()))
 		f.flush()
 		return io.EOF
 	}
@@ -75,9 +75,9 @@ func (f *frontConn) nextCommand() error {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			if s.shutting.Load() {
-				f.reply(421, "4.3.2 "+f.host()+" shutting down")
+				f.reply(421, textShuttingDown(f.host()))
 			} else {
-				f.reply(421, "4.3.2 "+f.host()+" idle too long")
+				f.reply(421, textIdleTooLong(f.host()))
 			}
 			f.flush()
 		}
@@ -131,7 +131,7 @@ func (f *frontConn) nextCommand() error {
 	case "MAIL":
 		switch {
 		case !f.ehloOK:
-			f.reply(503, "5.5.1 EHLO or HELO must be issued first")
+			f.reply(503, textEhloFirst)
 		case f.hasMail:
 			f.reply(503, "5.5.0 MAIL FROM already issued; you must RSET first")
 		default:
@@ -146,7 +146,7 @@ func (f *frontConn) nextCommand() error {
 	case "DATA":
 		switch {
 		case !f.hasMail || f.nrcpt == 0:
-			f.reply(503, "5.5.0 RCPT TO must be issued first")
+			f.reply(503, textRcptFirst)
 		case len(arg) > 0:
 			f.reply(501, "Syntax error in command or arguments: DATA takes no arguments")
 		default:
@@ -170,7 +170,7 @@ func (f *frontConn) nextCommand() error {
 	case "":
 		f.reply(501, "Syntax error in command or arguments: empty command")
 	default:
-		f.reply(502, "5.5.1 Command unimplemented")
+		f.reply(502, textUnimplemented)
 	}
 	return nil
 }
@@ -317,7 +317,7 @@ func (f *frontConn) cmdBDAT(line, arg []byte) {
 		return
 	}
 	if !f.hasMail || f.nrcpt == 0 {
-		f.reply(503, "5.5.0 RCPT TO must be issued first")
+		f.reply(503, textRcptFirst)
 		f.skipBytes(int64(size))
 		return
 	}

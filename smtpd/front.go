@@ -261,7 +261,7 @@ func (f *frontConn) banner() {
 		return
 	}
 	if s.shutting.Load() {
-		f.reply(421, "4.3.2 "+f.host()+" shutting down")
+		f.reply(421, textShuttingDown(f.host()))
 		return
 	}
 	if h := s.health.Load(); h != nil {

@@ -188,7 +188,7 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 	case spoolErr != nil:
 		return reply(421, "4.3.2 "+fc.cfg.Hostname+" the spool is not accepting writes. Try later")
 	default:
-		return reply(421, "4.3.0 "+fc.cfg.Hostname+" technical difficulties")
+		return reply(421, textTechnicalDifficulties(fc.cfg.Hostname))
 	}
 }
 

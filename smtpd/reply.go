@@ -129,7 +129,7 @@ func (f *frontConn) flush() {
 
 func (f *frontConn) technicalDifficulties(err error) {
 	f.s.log.Error().Err(err).Str("peer", f.peer.String()).Str("command", f.cmd).Msg("policy error; ending session")
-	f.reply(421, "4.3.0 "+f.host()+" technical difficulties")
+	f.reply(421, textTechnicalDifficulties(f.host()))
 }
 
 // policyFailure answers a policy event's error: a rejection is sent as
@@ -234,12 +234,12 @@ func (f *frontConn) goReply(code int, raw []byte) {
 		if text == "" {
 			switch {
 			case bytes.HasPrefix(raw, []byte("4.0.0 Internal server error")) || (code == 421 && bytes.HasPrefix(raw, []byte("4.4.2 Idle timeout"))):
-				code, text = 421, "4.3.0 "+f.host()+" technical difficulties"
+				code, text = 421, textTechnicalDifficulties(f.host())
 			case bytes.HasPrefix(raw, []byte("5.0.0 Error: transaction failed: ")):
 				// go-smtp's text for an error that is not an SMTP reply:
 				// Go error text (addresses included) never goes on the wire
 				f.s.log.Error().Str("peer", f.peer.String()).Str("command", f.cmd).Str("error", string(raw)).Msg("transaction failed; ending session")
-				code, text = 421, "4.3.0 "+f.host()+" technical difficulties"
+				code, text = 421, textTechnicalDifficulties(f.host())
 			default:
 				text = string(raw)
 			}

@@ -42,7 +42,7 @@ func (ss *session) policyErr(err error) error {
 		return reply(rej.Code, rej.Text)
 	}
 	ss.s.log.Error().Err(err).Str("peer", ss.fc.peer.String()).Str("command", ss.fc.cmd).Msg("policy error; ending session")
-	return reply(421, "4.3.0 "+ss.fc.host()+" technical difficulties")
+	return reply(421, textTechnicalDifficulties(ss.fc.host()))
 }
 
 func (ss *session) Reset() {

@@ -95,7 +95,7 @@ func (f *frontConn) cmdStartTLS() error {
 		return nil
 	}
 	if f.tlsConf == nil {
-		f.reply(502, "5.5.1 Command unimplemented")
+		f.reply(502, textUnimplemented)
 		return nil
 	}
 	f.reply(220, "Ready to Start TLS")
