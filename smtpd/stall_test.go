@@ -276,3 +276,71 @@ func TestAuthFailuresEndSession(t *testing.T) {
 		}
 	}
 }
+
+// TestStartTLSForgetsTransaction: STARTTLS inside a transaction (plain, or
+// with a BDAT chunk open) forgets it: after TLS the old recipient is gone,
+// and after a new EHLO a new transaction is received whole.
+func TestStartTLSForgetsTransaction(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	p := nullPolicy()
+	p.received = func(m *message.Message) error {
+		m.SetMeta("queue", "null")
+		mu.Lock()
+		got = append(got, string(m.Data()))
+		mu.Unlock()
+		return nil
+	}
+	ts := startServer(t, testConfig(), p)
+	for _, open := range []string{"", "BDAT 4\r\nopen"} {
+		conn, r := openTxn(t, ts.addr)
+		expect := func(prefix string) {
+			t.Helper()
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil || !strings.HasPrefix(line, prefix[:3]) {
+					t.Fatalf("%q: got %q (%v), want %q", open, line, err, prefix)
+				}
+				if line[3] == '-' {
+					continue
+				}
+				if !strings.HasPrefix(line, prefix) {
+					t.Fatalf("%q: got %q, want %q", open, line, prefix)
+				}
+				return
+			}
+		}
+		if open != "" {
+			fmt.Fprint(conn, open)
+			expect("250 2.0.0 Continue")
+		}
+		fmt.Fprint(conn, "STARTTLS\r\n")
+		expect("220 ")
+		tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true})
+		r = bufio.NewReader(tc)
+		fmt.Fprint(tc, "RCPT TO:<c@y.example>\r\n")
+		expect("503 5.5.0 MAIL FROM must be issued first")
+		fmt.Fprint(tc, "DATA\r\n")
+		expect("503 " + textRcptFirst)
+		fmt.Fprint(tc, "MAIL FROM:<a@x.example>\r\n")
+		expect("503 " + textEhloFirst)
+		fmt.Fprint(tc, "EHLO again.example\r\n")
+		expect("250 ")
+		fmt.Fprint(tc, "MAIL FROM:<n@x.example>\r\nRCPT TO:<m@y.example>\r\nBDAT 9 LAST\r\nH: 1\r\n\r\nx")
+		expect("250 OK n@x.example")
+		expect("250 OK m@y.example")
+		expect("250 OK ids=")
+		fmt.Fprint(tc, "QUIT\r\n")
+		expect("221 ")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 {
+		t.Fatalf("%d messages", len(got))
+	}
+	for _, d := range got {
+		if !strings.HasSuffix(d, "\r\nH: 1\r\n\r\nx") || strings.Contains(d, "open") || !strings.Contains(d, " for m@y.example;") {
+			t.Fatalf("message %q", d)
+		}
+	}
+}

@@ -130,15 +130,15 @@ func (f *frontConn) cmdStartTLS() error {
 }
 
 // startOver forgets the greeting and any transaction (after STARTTLS or
-// XCLIENT): here, and in go-smtp with a synthetic RSET whose answer is
-// dropped. The client has to say EHLO again.
+// XCLIENT). The client has to say EHLO again, and go-smtp forgets its
+// transaction when that EHLO reaches it; until then the front end refuses
+// every command that would find it (MAIL needs the EHLO, RCPT, DATA and
+// BDAT a MAIL), so go-smtp is not told anything now. An open BDAT
+// transaction is closed ahead of the next command forwarded.
 func (f *frontConn) startOver() {
 	f.ehloOK = false
 	f.endTxn()
 	f.closeOpenBDAT()
-	f.cmd = "RSET"
-	f.swallow++
-	f.forward([]byte("RSET"))
 }
 
 // tlsInfo renders "<version>:<cipher>" for the Received header (made
