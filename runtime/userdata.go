@@ -279,7 +279,9 @@ func (st *state) messageMethods() map[string]lua.LGFunction {
 			return 0
 		},
 		"get_data": func(L *lua.LState) int {
-			L.Push(lua.LString(st.checkMessage(L).Data()))
+			data := st.checkMessage(L).Data()
+			L.ChargeMemory(len(data)) // a copy per call (limits.go)
+			L.Push(lua.LString(data))
 			return 1
 		},
 		"set_data": func(L *lua.LState) int {

@@ -398,6 +398,9 @@ func (rg *registry) resize(requiredSize int) { // +inline-start
 } // +inline-end
 
 func (rg *registry) forceResize(newSize int) {
+	if ls, ok := rg.handler.(*LState); ok && ls.G != nil && newSize > len(rg.array) { // kumogo
+		ls.G.mem.charge(int64(newSize-len(rg.array)) * memValueSlot)
+	}
 	newSlice := make([]LValue, newSize)
 	copy(newSlice, rg.array[:rg.top]) // should we copy the area beyond top? there shouldn't be any valid values there so it shouldn't be necessary.
 	rg.array = newSlice
@@ -637,13 +640,16 @@ func (rg *registry) IsFull() bool {
 /* Global {{{ */
 
 func newGlobal() *Global {
-	return &Global{
+	g := &Global{
 		MainThread: nil,
 		Registry:   newLTable(0, 32),
 		Global:     newLTable(0, 64),
 		builtinMts: make(map[int]LValue),
 		tempFiles:  make([]*os.File, 0, 10),
 	}
+	g.mem = newMemBudget(g) // kumogo
+	g.Registry.mem, g.Global.mem = g.mem, g.mem
+	return g
 }
 
 /* }}} */
@@ -1112,6 +1118,7 @@ func (ls *LState) initCallFrame(cf *callFrame) { // +inline-start
 				ls.reg.SetTop(cf.LocalBase + nargs + np + 1)
 				if (proto.IsVarArg & VarArgNeedsArg) != 0 {
 					argtb := newLTable(nvarargs, 0)
+					argtb.mem = ls.G.mem // kumogo
 					for i := 0; i < nvarargs; i++ {
 						argtb.RawSetInt(i+1, ls.reg.Get(cf.LocalBase+np+i))
 					}
@@ -1224,6 +1231,7 @@ func (ls *LState) pushCallFrame(cf callFrame, fn LValue, meta bool) { // +inline
 					ls.reg.SetTop(cf.LocalBase + nargs + np + 1)
 					if (proto.IsVarArg & VarArgNeedsArg) != 0 {
 						argtb := newLTable(nvarargs, 0)
+						argtb.mem = ls.G.mem // kumogo
 						for i := 0; i < nvarargs; i++ {
 							argtb.RawSetInt(i+1, ls.reg.Get(cf.LocalBase+np+i))
 						}
@@ -1602,11 +1610,17 @@ func (ls *LState) Remove(index int) {
 /* object allocation {{{ */
 
 func (ls *LState) NewTable() *LTable {
-	return newLTable(defaultArrayCap, defaultHashCap)
+	tb := newLTable(defaultArrayCap, defaultHashCap)
+	tb.mem = ls.G.mem // kumogo
+	tb.mem.charge(memTableBase + defaultArrayCap*memValueSlot + defaultHashCap*memMapEntry)
+	return tb
 }
 
 func (ls *LState) CreateTable(acap, hcap int) *LTable {
-	return newLTable(acap, hcap)
+	ls.G.mem.charge(memTableBase + int64(max(acap, 0))*memValueSlot + int64(max(hcap, 0))*memMapEntry) // kumogo
+	tb := newLTable(acap, hcap)
+	tb.mem = ls.G.mem // kumogo
+	return tb
 }
 
 // NewThread returns a new LState that shares with the original state all global objects.
@@ -1615,6 +1629,7 @@ func (ls *LState) NewThread() (*LState, context.CancelFunc) {
 	thread := newLState(ls.Options)
 	thread.G = ls.G
 	thread.Env = ls.Env
+	ls.G.mem.charge(memThreadBase + int64(cap(thread.reg.array))*memValueSlot) // kumogo
 	var f context.CancelFunc = nil
 	if ls.ctx != nil {
 		thread.mainLoop = mainLoopWithContext

@@ -112,7 +112,8 @@ func strFind(L *LState) int {
 		return 2
 	}
 
-	mds, err := pm.Find(pattern, unsafeFastStringToReadOnlyBytes(str), init, 1)
+	defer func(held int64) { L.G.mem.held = held }(L.G.mem.held)                                     // kumogo
+	mds, err := pm.FindCheck(pattern, unsafeFastStringToReadOnlyBytes(str), init, 1, L.matchCheck()) // kumogo
 	if err != nil {
 		L.RaiseError(err.Error())
 	}
@@ -141,6 +142,7 @@ func strFormat(L *LState) int {
 		args[i-2] = L.Get(i)
 	}
 	npat := strings.Count(str, "%") - strings.Count(str, "%%")
+	L.G.mem.charge(formatBound(L, str, args[:intMin(npat, len(args))])) // kumogo
 	L.Push(LString(fmt.Sprintf(str, args[:intMin(npat, len(args))]...)))
 	return 1
 }
@@ -152,7 +154,8 @@ func strGsub(L *LState) int {
 	repl := L.CheckAny(3)
 	limit := L.OptInt(4, -1)
 
-	mds, err := pm.Find(pat, unsafeFastStringToReadOnlyBytes(str), 0, limit)
+	defer func(held int64) { L.G.mem.held = held }(L.G.mem.held)                                  // kumogo
+	mds, err := pm.FindCheck(pat, unsafeFastStringToReadOnlyBytes(str), 0, limit, L.matchCheck()) // kumogo
 	if err != nil {
 		L.RaiseError(err.Error())
 	}
@@ -222,6 +225,8 @@ func strGsubStr(L *LState, str string, repl string, matches []*pm.MatchData) str
 	infoList := make([]replaceInfo, 0, len(matches))
 	for _, match := range matches {
 		start, end := match.Capture(0), match.Capture(1)
+		bound := gsubExpansionBound(repl, start, end) // kumogo
+		L.G.mem.hold(bound)
 		sc := newFlagScanner('%', "", "", repl)
 		for c, eos := sc.Next(); !eos; c, eos = sc.Next() {
 			if !sc.ChangeFlag {
@@ -238,10 +243,12 @@ func strGsubStr(L *LState, str string, repl string, matches []*pm.MatchData) str
 				}
 			}
 		}
-		infoList = append(infoList, replaceInfo{[]int{start, end}, sc.String()})
+		expanded := sc.String()
+		L.G.mem.held -= bound - int64(len(expanded)) // kumogo
+		infoList = append(infoList, replaceInfo{[]int{start, end}, expanded})
 	}
 
-	return strGsubDoReplace(str, infoList)
+	return gsubReplace(L, str, infoList) // kumogo
 }
 
 func strGsubTable(L *LState, str string, repl *LTable, matches []*pm.MatchData) string {
@@ -261,7 +268,7 @@ func strGsubTable(L *LState, str string, repl *LTable, matches []*pm.MatchData) 
 			infoList = append(infoList, replaceInfo{[]int{match.Capture(0), match.Capture(1)}, LVAsString(value)})
 		}
 	}
-	return strGsubDoReplace(str, infoList)
+	return gsubReplace(L, str, infoList) // kumogo
 }
 
 func strGsubFunc(L *LState, str string, repl *LFunction, matches []*pm.MatchData) string {
@@ -289,7 +296,7 @@ func strGsubFunc(L *LState, str string, repl *LFunction, matches []*pm.MatchData
 			infoList = append(infoList, replaceInfo{[]int{start, end}, LVAsString(ret)})
 		}
 	}
-	return strGsubDoReplace(str, infoList)
+	return gsubReplace(L, str, infoList) // kumogo
 }
 
 type strMatchData struct {
@@ -327,7 +334,9 @@ func strGmatchIter(L *LState) int {
 func strGmatch(L *LState) int {
 	str := L.CheckString(1)
 	pattern := L.CheckString(2)
-	mds, err := pm.Find(pattern, []byte(str), 0, -1)
+	held := L.G.mem.held                                                  // kumogo
+	mds, err := pm.FindCheck(pattern, []byte(str), 0, -1, L.matchCheck()) // kumogo
+	L.G.mem.held = held                                                   // kumogo: the userdata below holds them
 	if err != nil {
 		L.RaiseError(err.Error())
 	}
@@ -346,6 +355,7 @@ func strLen(L *LState) int {
 
 func strLower(L *LState) int {
 	str := L.CheckString(1)
+	L.G.mem.charge(int64(len(str))) // kumogo
 	L.Push(LString(strings.ToLower(str)))
 	return 1
 }
@@ -363,7 +373,8 @@ func strMatch(L *LState) int {
 		offset = 0
 	}
 
-	mds, err := pm.Find(pattern, unsafeFastStringToReadOnlyBytes(str), offset, 1)
+	defer func(held int64) { L.G.mem.held = held }(L.G.mem.held)                                       // kumogo
+	mds, err := pm.FindCheck(pattern, unsafeFastStringToReadOnlyBytes(str), offset, 1, L.matchCheck()) // kumogo
 	if err != nil {
 		L.RaiseError(err.Error())
 	}
@@ -395,13 +406,14 @@ func strRep(L *LState) int {
 	if n < 0 {
 		L.Push(emptyLString)
 	} else {
-		L.Push(LString(strings.Repeat(str, n)))
+		L.Push(LString(repString(L, str, n))) // kumogo: charged, deadline
 	}
 	return 1
 }
 
 func strReverse(L *LState) int {
 	str := L.CheckString(1)
+	L.G.mem.charge(2 * int64(len(str))) // kumogo
 	bts := []byte(str)
 	out := make([]byte, len(bts))
 	for i, j := 0, len(bts)-1; j >= 0; i, j = i+1, j-1 {
@@ -426,6 +438,7 @@ func strSub(L *LState) int {
 
 func strUpper(L *LState) int {
 	str := L.CheckString(1)
+	L.G.mem.charge(int64(len(str))) // kumogo
 	L.Push(LString(strings.ToUpper(str)))
 	return 1
 }

@@ -71,6 +71,9 @@ func (tb *LTable) Append(value LValue) {
 		tb.array = make([]LValue, 0, defaultArrayCap)
 	}
 	if len(tb.array) == 0 || tb.array[len(tb.array)-1] != LNil {
+		if tb.mem != nil { // kumogo
+			tb.mem.charge(memValueSlot)
+		}
 		tb.array = append(tb.array, value)
 	} else {
 		i := len(tb.array) - 2
@@ -97,6 +100,9 @@ func (tb *LTable) Insert(i int, value LValue) {
 		return
 	}
 	i -= 1
+	if tb.mem != nil { // kumogo
+		tb.mem.charge(memValueSlot)
+	}
 	tb.array = append(tb.array, LNil)
 	copy(tb.array[i+1:], tb.array[i:])
 	tb.array[i] = value
@@ -153,6 +159,9 @@ func (tb *LTable) RawSet(key LValue, value LValue) {
 			}
 			index := int(v) - 1
 			alen := len(tb.array)
+			if index >= alen && tb.mem != nil { // kumogo
+				tb.mem.charge(int64(index-alen+1) * memValueSlot)
+			}
 			switch {
 			case index == alen:
 				tb.array = append(tb.array, value)
@@ -185,6 +194,9 @@ func (tb *LTable) RawSetInt(key int, value LValue) {
 	}
 	index := key - 1
 	alen := len(tb.array)
+	if index >= alen && tb.mem != nil { // kumogo
+		tb.mem.charge(int64(index-alen+1) * memValueSlot)
+	}
 	switch {
 	case index == alen:
 		tb.array = append(tb.array, value)
@@ -215,6 +227,9 @@ func (tb *LTable) RawSetString(key string, value LValue) {
 		tb.strdict[key] = value
 		lkey := LString(key)
 		if _, ok := tb.k2i[lkey]; !ok {
+			if tb.mem != nil { // kumogo
+				tb.mem.charge(memTableEntry)
+			}
 			tb.k2i[lkey] = len(tb.keys)
 			tb.keys = append(tb.keys, lkey)
 		}
@@ -241,6 +256,9 @@ func (tb *LTable) RawSetH(key LValue, value LValue) {
 	} else {
 		tb.dict[key] = value
 		if _, ok := tb.k2i[key]; !ok {
+			if tb.mem != nil { // kumogo
+				tb.mem.charge(memTableEntry)
+			}
 			tb.k2i[key] = len(tb.keys)
 			tb.keys = append(tb.keys, key)
 		}

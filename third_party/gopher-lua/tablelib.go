@@ -25,7 +25,7 @@ func tableSort(L *LState) int {
 	if L.GetTop() != 1 {
 		sorter.Fn = L.CheckFunction(2)
 	}
-	sort.Sort(sorter)
+	sort.Sort(&checkedSorter{lValueArraySorter: sorter}) // kumogo: deadline check
 	return 0
 }
 

@@ -682,6 +682,8 @@ func init() {
 			B := int(inst & 0x1ff)    //GETB
 			C := int(inst>>9) & 0x1ff //GETC
 			v := newLTable(B, C)
+			v.mem = L.G.mem // kumogo
+			v.mem.charge(memTableBase + int64(B)*memValueSlot + int64(C)*memTableEntry)
 			// this section is inlined by go-inline
 			// source function is 'func (rg *registry) Set(regi int, vali LValue) ' in '_state.go'
 			{
@@ -1287,6 +1289,7 @@ func init() {
 								ls.reg.SetTop(cf.LocalBase + nargs + np + 1)
 								if (proto.IsVarArg & VarArgNeedsArg) != 0 {
 									argtb := newLTable(nvarargs, 0)
+									argtb.mem = ls.G.mem // kumogo
 									for i := 0; i < nvarargs; i++ {
 										argtb.RawSetInt(i+1, ls.reg.Get(cf.LocalBase+np+i))
 									}
@@ -1469,6 +1472,7 @@ func init() {
 								ls.reg.SetTop(cf.LocalBase + nargs + np + 1)
 								if (proto.IsVarArg & VarArgNeedsArg) != 0 {
 									argtb := newLTable(nvarargs, 0)
+									argtb.mem = ls.G.mem // kumogo
 									for i := 0; i < nvarargs; i++ {
 										argtb.RawSetInt(i+1, ls.reg.Get(cf.LocalBase+np+i))
 									}
@@ -2109,6 +2113,7 @@ func init() {
 			Bx := int(inst & 0x3ffff) //GETBX
 			proto := cf.Fn.Proto.FunctionPrototypes[Bx]
 			closure := newLFunctionL(proto, cf.Fn.Env, int(proto.NumUpvalues))
+			L.G.mem.charge(memFuncBase + int64(proto.NumUpvalues)*(8+memUpvalue)) // kumogo
 			// this section is inlined by go-inline
 			// source function is 'func (rg *registry) Set(regi int, vali LValue) ' in '_state.go'
 			{
@@ -2365,15 +2370,18 @@ func stringConcat(L *LState, total, last int) LValue {
 		} else {
 			buf := make([]string, total+1)
 			buf[total] = LVAsString(rhs)
+			size := int64(len(buf[total])) // kumogo
 			for total > 0 {
 				lhs = L.reg.Get(i)
 				if !LVCanConvToString(lhs) {
 					break
 				}
 				buf[total-1] = LVAsString(lhs)
+				size += int64(len(buf[total-1])) // kumogo
 				i--
 				total--
 			}
+			L.G.mem.charge(size) // kumogo: before the result is allocated
 			rhs = LString(strings.Join(buf, ""))
 		}
 	}

@@ -527,8 +527,11 @@ func compilePattern(p pattern, ps ...*iptr) []inst {
 
 // Simple recursive virtual machine based on the
 // "Regular Expression Matching: the Virtual Machine Approach" (https://swtch.com/~rsc/regexp/regexp2.html)
-func recursiveVM(src []byte, insts []inst, pc, sp, recLevel int, ms ...*MatchData) (bool, int, *MatchData) {
+func recursiveVM(src []byte, insts []inst, pc, sp, recLevel int, ck *checker, ms ...*MatchData) (bool, int, *MatchData) {
 	recLevel++
+	if recLevel > ck.depth { // kumogo: the Go stack grows with the recursion
+		ck.deeper(recLevel)
+	}
 	if recLevel > maxRecursionLevel {
 		panic(newError(_UNKNOWN, "pattern/input too complex"))
 	}
@@ -539,6 +542,7 @@ func recursiveVM(src []byte, insts []inst, pc, sp, recLevel int, ms ...*MatchDat
 		m = ms[0]
 	}
 redo:
+	ck.step() // kumogo: deadline check
 	inst := insts[pc]
 	switch inst.OpCode {
 	case opChar:
@@ -556,14 +560,14 @@ redo:
 		pc = inst.Operand1
 		goto redo
 	case opSplit:
-		if ok, nsp, _ := recursiveVM(src, insts, inst.Operand1, sp, recLevel, m); ok {
+		if ok, nsp, _ := recursiveVM(src, insts, inst.Operand1, sp, recLevel, ck, m); ok {
 			return true, nsp, m
 		}
 		pc = inst.Operand2
 		goto redo
 	case opSave:
 		s := m.setCapture(inst.Operand1, sp)
-		if ok, nsp, _ := recursiveVM(src, insts, pc+1, sp, recLevel, m); ok {
+		if ok, nsp, _ := recursiveVM(src, insts, pc+1, sp, recLevel, ck, m); ok {
 			return true, nsp, m
 		}
 		m.restoreCapture(inst.Operand1, s)
@@ -613,7 +617,47 @@ redo:
 
 /* API {{{ */
 
+// Check is FindCheck's callback (kumogo addition): it is called every
+// few thousand VM steps, after each match kept, and each time the
+// recursion (hence the Go stack) gets another thousand levels deeper,
+// with the number of matches kept and the deepest recursion so far.
+type Check func(matches, depth int)
+
+// checker calls a Check every checkEvery VM steps.
+type checker struct {
+	check   Check
+	steps   int
+	matches int
+	depth   int
+}
+
+const checkEvery = 4096
+
+func (c *checker) step() {
+	if c.check == nil {
+		return
+	}
+	c.steps++
+	if c.steps%checkEvery == 0 {
+		c.check(c.matches, c.depth)
+	}
+}
+
+func (c *checker) deeper(level int) {
+	c.depth = level
+	if c.check != nil && level%1024 == 0 {
+		c.check(c.matches, c.depth)
+	}
+}
+
 func Find(p string, src []byte, offset, limit int) (matches []*MatchData, err error) {
+	return FindCheck(p, src, offset, limit, nil)
+}
+
+// FindCheck is Find with a Check (kumogo addition). check aborts the
+// search by panicking; the panic is passed on.
+func FindCheck(p string, src []byte, offset, limit int, check Check) (matches []*MatchData, err error) {
+	ck := &checker{check: check}
 	defer func() {
 		if v := recover(); v != nil {
 			if perr, ok := v.(*Error); ok {
@@ -627,13 +671,17 @@ func Find(p string, src []byte, offset, limit int) (matches []*MatchData, err er
 	insts := compilePattern(pat)
 	matches = []*MatchData{}
 	for sp := offset; sp <= len(src); {
-		ok, nsp, ms := recursiveVM(src, insts, 0, sp, 0)
+		ok, nsp, ms := recursiveVM(src, insts, 0, sp, 0, ck)
 		sp++
 		if ok {
 			if sp < nsp {
 				sp = nsp
 			}
 			matches = append(matches, ms)
+			ck.matches++
+			if check != nil {
+				check(ck.matches, ck.depth)
+			}
 		}
 		if len(matches) == limit || pat.MustHead {
 			break

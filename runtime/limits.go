@@ -1,0 +1,94 @@
+package runtime
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	lua "github.com/yuin/gopher-lua"
+)
+
+// DefaultLuaMemoryLimit is the memory limit of one Lua state when
+// Options.LuaMemoryLimit is zero. KumoMTA has no such limit (its Lua
+// states share the process's memory); kumogo bounds each state so that
+// one runaway handler fails its own event instead of taking the daemon
+// down. 256 MiB is far above what a policy holds (a pooled state of the
+// bundled policies holds well under 1 MiB) and leaves room for handlers
+// that rewrite a large message body a few times.
+const DefaultLuaMemoryLimit = 256 << 20
+
+// memoryLimit returns the per-state limit in bytes from the options
+// (0: none).
+func memoryLimit(opt int64) int64 {
+	switch {
+	case opt == 0:
+		return DefaultLuaMemoryLimit
+	case opt < 0:
+		return 0
+	}
+	return opt
+}
+
+// protectedCall is L.PCall with the state's memory limit enforced for its
+// duration. The limit is off outside policy code so that the host's own
+// conversions (building event arguments, reading results) never raise
+// outside a protected call. The fork of gopher-lua in third_party charges
+// string building, table growth and new coroutines to the state and
+// raises "not enough memory" past the limit; once that happened every
+// later allocation raises too, so a handler cannot catch the error with
+// pcall and carry on, and the call fails even if the handler returned
+// normally. Such a state is never pooled again (put).
+func (st *state) protectedCall(nargs, nret int) error {
+	L := st.L
+	prev := L.MemoryLimit()
+	L.SetMemoryLimit(st.rt.memLimit)
+	err := L.PCall(nargs, nret, nil)
+	L.SetMemoryLimit(prev)
+	if L.MemoryLimitExceeded() {
+		if err != nil {
+			if _, ok := err.(*lua.ApiError); ok {
+				return err
+			}
+		}
+		return fmt.Errorf("not enough memory: the Lua state exceeded its limit of %d bytes", st.rt.memLimit)
+	}
+	return err
+}
+
+// strRep is Lua 5.2's string.rep(s, n [, sep]). Its result is charged to
+// the state's memory limit before it is built, and it is built by
+// doubling, with a look at the event's deadline between doublings.
+func strRep(L *lua.LState) int {
+	s := L.CheckString(1)
+	n := L.CheckInt(2)
+	sep := L.OptString(3, "")
+	if n <= 0 || len(s)+len(sep) == 0 {
+		L.Push(lua.LString(""))
+		return 1
+	}
+	unit := int64(len(s) + len(sep))
+	if int64(n) > math.MaxInt32*int64(64)/unit {
+		L.RaiseError("not enough memory: string.rep result too large")
+	}
+	body := unit * int64(n-1) // n-1 times s..sep, then s
+	L.ChargeMemory(int(body) + len(s))
+	var b strings.Builder
+	b.Grow(int(body) + len(s))
+	if body > 0 {
+		b.WriteString(s)
+		b.WriteString(sep)
+		for int64(b.Len()) < body {
+			if ctx := L.Context(); ctx != nil && ctx.Err() != nil {
+				L.RaiseError("%s", ctx.Err().Error())
+			}
+			chunk := b.String()
+			if rest := body - int64(b.Len()); int64(len(chunk)) > rest {
+				chunk = chunk[:rest]
+			}
+			b.WriteString(chunk)
+		}
+	}
+	b.WriteString(s)
+	L.Push(lua.LString(b.String()))
+	return 1
+}
