@@ -92,3 +92,68 @@ func strRep(L *lua.LState) int {
 	L.Push(lua.LString(b.String()))
 	return 1
 }
+
+// MemoryHost is implemented by a Host that guards the process's memory.
+// When the Host has it, kumo.set_memory_soft_limit and
+// kumo.set_memory_hard_limit (and their getters) are served by it, as in
+// KumoMTA (docs: "Memory Management"); otherwise they are accepted and do
+// nothing.
+type MemoryHost interface {
+	// SetMemorySoftLimit sets the usage above which load is shed.
+	SetMemorySoftLimit(n int64)
+	// SetMemoryHardLimit sets the memory available to the process.
+	SetMemoryHardLimit(n int64)
+	// MemorySoftLimit and MemoryHardLimit return the limits in force
+	// (0: none).
+	MemorySoftLimit() int64
+	MemoryHardLimit() int64
+}
+
+// openMemoryFuncs replaces the no-op memory limit functions of the kumo
+// module with ones served by the Host.
+func (st *state) openMemoryFuncs(kumo *lua.LTable) {
+	mh, ok := st.rt.opts.Host.(MemoryHost)
+	if !ok || st.rt.opts.Validating {
+		return
+	}
+	L := st.L
+	set := func(name string, fn func(int64)) {
+		kumo.RawSetString(name, L.NewFunction(func(L *lua.LState) int {
+			n := L.CheckNumber(1)
+			if n <= 0 {
+				L.ArgError(1, "the limit must be a positive number of bytes")
+			}
+			fn(int64(n))
+			return 0
+		}))
+	}
+	get := func(name string, fn func() int64) {
+		kumo.RawSetString(name, L.NewFunction(func(L *lua.LState) int {
+			if n := fn(); n > 0 {
+				L.Push(lua.LNumber(n))
+			} else {
+				L.Push(lua.LNil)
+			}
+			return 1
+		}))
+	}
+	set("set_memory_soft_limit", mh.SetMemorySoftLimit)
+	set("set_memory_hard_limit", mh.SetMemoryHardLimit)
+	get("get_memory_soft_limit", mh.MemorySoftLimit)
+	get("get_memory_hard_limit", mh.MemoryHardLimit)
+}
+
+// ReleaseSpare closes the Lua states waiting in the pool (the process is
+// short of memory); events create new ones as they need them.
+func (r *Runtime) ReleaseSpare() int {
+	n := 0
+	for {
+		select {
+		case st := <-r.pool:
+			r.discard(st)
+			n++
+		default:
+			return n
+		}
+	}
+}

@@ -84,6 +84,7 @@ func (r *Runtime) newState() (*state, error) {
 	}
 	st.registerTypes()
 	kumo := st.openKumo()
+	st.openMemoryFuncs(kumo)
 	L.SetGlobal("kumo", kumo)
 	if r.opts.Validating {
 		L.SetGlobal("_VALIDATING_CONFIG", lua.LTrue)
