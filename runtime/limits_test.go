@@ -275,3 +275,49 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// memHost is a Host that also guards memory.
+type memHost struct {
+	fakeHost
+	soft, hard int64
+}
+
+func (h *memHost) SetMemorySoftLimit(n int64) { h.soft = n }
+func (h *memHost) SetMemoryHardLimit(n int64) { h.hard = n }
+func (h *memHost) MemorySoftLimit() int64     { return h.soft }
+func (h *memHost) MemoryHardLimit() int64     { return h.hard }
+
+func TestMemoryLimitFunctions(t *testing.T) {
+	src := `
+kumo.on('pre_init', function()
+  kumo.set_memory_hard_limit(2048 * 1024 * 1024)
+  kumo.set_memory_soft_limit(1024 * 1024 * 1024)
+end)
+kumo.on('t', function() return kumo.get_memory_soft_limit(), kumo.get_memory_hard_limit(), pcall(kumo.set_memory_soft_limit, -1) end)`
+	h := &memHost{}
+	r := newRuntime(t, src, func(o *Options) { o.Host = h })
+	if h.soft != 1<<30 || h.hard != 2<<30 {
+		t.Fatalf("host got soft %d hard %d", h.soft, h.hard)
+	}
+	out := run(t, r)
+	if out[0] != int64(1<<30) || out[1] != int64(2<<30) || out[2] != false {
+		t.Fatalf("out = %v", out)
+	}
+	// without a MemoryHost they are accepted and do nothing
+	r2 := newRuntime(t, src, func(o *Options) { o.Host = &fakeHost{} })
+	if out := run(t, r2); out[0] != nil || out[1] != nil {
+		t.Fatalf("out = %v", out)
+	}
+}
+
+func TestReleaseSpare(t *testing.T) {
+	r := newRuntime(t, `kumo.on('t', function() return 1 end)`)
+	run(t, r)
+	if n := r.ReleaseSpare(); n != 1 {
+		t.Fatalf("released %d states, want the 1 pooled", n)
+	}
+	if len(r.slots) != 0 {
+		t.Fatalf("%d slots still taken", len(r.slots))
+	}
+	run(t, r) // a new state is made on demand
+}
