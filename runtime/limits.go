@@ -40,10 +40,11 @@ func memoryLimit(opt int64) int64 {
 // normally. Such a state is never pooled again (put).
 func (st *state) protectedCall(nargs, nret int) error {
 	L := st.L
-	prev := L.MemoryLimit()
+	prev, held := L.MemoryLimit(), L.HeldMemory()
 	L.SetMemoryLimit(st.rt.memLimit)
 	err := L.PCall(nargs, nret, nil)
 	L.SetMemoryLimit(prev)
+	L.SetHeldMemory(held)
 	if L.MemoryLimitExceeded() {
 		if err != nil {
 			if _, ok := err.(*lua.ApiError); ok {
@@ -53,6 +54,31 @@ func (st *state) protectedCall(nargs, nret int) error {
 		return fmt.Errorf("not enough memory: the Lua state exceeded its limit of %d bytes", st.rt.memLimit)
 	}
 	return err
+}
+
+// holdValue holds, for the rest of the event, what the host is about to
+// keep of v under key (a metadata value, a header): Go copies that the
+// walk of the Lua state cannot see, so that a loop of set_meta or
+// append_header calls cannot grow the host's memory past the state's
+// limit. old is the value v replaces, if had.
+func holdValue(L *lua.LState, key string, v lua.LValue, old any, had bool) {
+	n := 0
+	switch x := v.(type) {
+	case lua.LString:
+		n = len(x)
+	case *lua.LTable:
+		n = 64 * (x.Len() + 1)
+	}
+	if had {
+		if s, ok := old.(string); ok {
+			n -= len(s)
+		}
+	} else {
+		n += len(key) + 64
+	}
+	if n > 0 {
+		L.HoldMemory(n)
+	}
 }
 
 // strRep is Lua 5.2's string.rep(s, n [, sep]). Its result is charged to

@@ -321,3 +321,35 @@ func TestReleaseSpare(t *testing.T) {
 	}
 	run(t, r) // a new state is made on demand
 }
+
+// TestMemoryLimitHostCopies: what host methods keep out of the Lua
+// state's sight (message metadata, headers, the body) counts against its
+// limit for the event, so that a loop of them fails the event; replacing
+// a value does not add up.
+func TestMemoryLimitHostCopies(t *testing.T) {
+	r := newRuntime(t, `
+kumo.on('t', function(what, msg, cm)
+  local s = string.rep('x', 1e5)
+  if what == 'meta' then for i = 1, 1e9 do msg:set_meta('k' .. i, s) end end
+  if what == 'conn_meta' then for i = 1, 1e9 do cm:set_meta('k' .. i, s) end end
+  if what == 'header' then for i = 1, 1e9 do msg:append_header('X-K', s) end end
+  if what == 'replace' then
+    for i = 1, 3000 do msg:set_meta('same', s .. i) msg:set_data(s .. i) end
+    return 'ok'
+  end
+end)`, func(o *Options) { o.LuaMemoryLimit = 16 << 20 })
+	for _, what := range []string{"meta", "conn_meta", "header"} {
+		msg := testMessage(t, "Subject: x\r\n\r\nbody\r\n", "a@example.com")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		_, err := r.Call(ctx, "t", what, msg, newTestConn())
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "not enough memory") {
+			t.Errorf("%s: err = %v", what, err)
+		}
+	}
+	msg := testMessage(t, "Subject: x\r\n\r\nbody\r\n", "a@example.com")
+	out, err := r.Call(context.Background(), "t", "replace", msg, newTestConn())
+	if err != nil || out[0] != "ok" {
+		t.Fatalf("replace: %v %v", out, err)
+	}
+}

@@ -103,6 +103,19 @@ func (ls *LState) MemoryInUse() int64 {
 // raises a Lua error when that would exceed the limit.
 func (ls *LState) ChargeMemory(n int) { ls.G.mem.charge(int64(n)) }
 
+// HoldMemory is ChargeMemory for memory the host keeps on the script's
+// behalf where the walk cannot see it (message metadata, for example):
+// it counts as live until the host lowers HeldMemory again.
+func (ls *LState) HoldMemory(n int) { ls.G.mem.hold(int64(n)) }
+
+// HeldMemory returns the bytes currently held (HoldMemory and the
+// temporaries of running builtins).
+func (ls *LState) HeldMemory() int64 { return ls.G.mem.held }
+
+// SetHeldMemory restores HeldMemory to a value it had before, at the end
+// of the call that held the memory.
+func (ls *LState) SetHeldMemory(n int64) { ls.G.mem.held = n }
+
 func (m *memBudget) charge(n int64) {
 	m.used += n
 	if m.used > m.trigger {
