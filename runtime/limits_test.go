@@ -34,6 +34,7 @@ local hostile = {
   upper = function() local s = string.rep('x', 4e6) local t = {} for i = 1, 1e9 do t[i] = s:upper() end end,
   concat_table = function() local p = {} for i = 1, 100 do p[i] = string.rep('x', 1e6) end local t = {} for i = 1, 1e9 do t[i] = table.concat(p) end end,
   get_data = function(msg) local t = {} for i = 1, 1e9 do t[i] = msg:get_data() end end,
+  load = function() return loadstring(string.rep('x = 1 ', 2e6)) end,
   swallow = function()
     pcall(function() local s = 'x' while true do s = s .. s end end)
     return 'caught'
@@ -56,7 +57,7 @@ func TestMemoryLimitHostile(t *testing.T) {
 	for _, what := range []string{
 		"concat", "concat3", "closures", "rep", "rep_sep", "rep_table", "array", "hash", "sparse",
 		"keys_deleted", "tables", "coroutines", "gsub", "gsub_expand", "gmatch", "format",
-		"upper", "concat_table", "get_data", "swallow", "pattern_stack",
+		"upper", "concat_table", "get_data", "swallow", "pattern_stack", "load",
 	} {
 		t.Run(what, func(t *testing.T) {
 			before := run(t, r, "count")[0].(int64)

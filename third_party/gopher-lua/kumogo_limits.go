@@ -20,6 +20,7 @@ package lua
 // and added to the measured size.
 
 import (
+	"io"
 	"math"
 	"strings"
 	"unsafe"
@@ -40,6 +41,7 @@ const (
 	memThreadBase = 4096 // an LState with its call stack (not registry)
 	memMatch      = 64   // a pm.MatchData with its captures
 	memPmLevel    = 320  // Go stack per level of pattern matcher recursion (~300 measured)
+	memCompile    = 48   // parser and compiler memory per byte of Lua source
 	// Strings at least this long are counted once however often they are
 	// referenced; shorter ones are counted per reference.
 	memDedupString = 64
@@ -277,6 +279,21 @@ func (w *memWalker) visit(v LValue) {
 			}
 		}
 	}
+}
+
+// compileReader holds memCompile bytes per byte of source read while a
+// chunk is parsed and compiled (load, loadstring): the AST and the
+// compiler's tables cost tens of times the source, out of the walk's
+// sight.
+type compileReader struct {
+	r   io.Reader
+	mem *memBudget
+}
+
+func (c *compileReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.mem.hold(int64(n) * memCompile)
+	return n, err
 }
 
 // checkDeadline raises the context's error once the state's context is

@@ -2026,6 +2026,8 @@ func (ls *LState) Register(name string, fn LGFunction) {
 /* load and function call operations {{{ */
 
 func (ls *LState) Load(reader io.Reader, name string) (*LFunction, error) {
+	defer func(held int64) { ls.G.mem.held = held }(ls.G.mem.held) // kumogo
+	reader = &compileReader{r: reader, mem: ls.G.mem}              // kumogo
 	chunk, err := parse.Parse(reader, name)
 	if err != nil {
 		return nil, newApiErrorE(ApiErrorSyntax, err)
