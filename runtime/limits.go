@@ -46,10 +46,11 @@ func (st *state) protectedCall(nargs, nret int) error {
 	L.SetMemoryLimit(prev)
 	L.SetHeldMemory(held)
 	if L.MemoryLimitExceeded() {
-		if err != nil {
-			if _, ok := err.(*lua.ApiError); ok {
-				return err
-			}
+		// The handler may have caught the memory error and returned, or
+		// raised something else (even kumo.reject): the event fails for
+		// lack of memory all the same.
+		if err != nil && strings.Contains(err.Error(), "not enough memory") {
+			return err
 		}
 		return fmt.Errorf("not enough memory: the Lua state exceeded its limit of %d bytes", st.rt.memLimit)
 	}

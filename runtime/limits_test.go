@@ -39,6 +39,10 @@ local hostile = {
     pcall(function() local s = 'x' while true do s = s .. s end end)
     return 'caught'
   end,
+  swallow_reject = function()
+    pcall(function() local s = 'x' while true do s = s .. s end end)
+    kumo.reject(250, 'pretend all is well')
+  end,
 }
 local served = 0
 kumo.on('t', function(what, msg)
@@ -57,7 +61,7 @@ func TestMemoryLimitHostile(t *testing.T) {
 	for _, what := range []string{
 		"concat", "concat3", "closures", "rep", "rep_sep", "rep_table", "array", "hash", "sparse",
 		"keys_deleted", "tables", "coroutines", "gsub", "gsub_expand", "gmatch", "format",
-		"upper", "concat_table", "get_data", "swallow", "pattern_stack", "load",
+		"upper", "concat_table", "get_data", "swallow", "swallow_reject", "pattern_stack", "load",
 	} {
 		t.Run(what, func(t *testing.T) {
 			before := run(t, r, "count")[0].(int64)
