@@ -90,8 +90,8 @@ func (ls *LState) SetMemoryLimit(n int64) {
 // MemoryLimit returns the limit set by SetMemoryLimit (0: none).
 func (ls *LState) MemoryLimit() int64 { return ls.G.mem.limit }
 
-// MemoryLimitExceeded reports whether an allocation was refused since the
-// limit was last set, even if the script caught the error.
+// MemoryLimitExceeded reports whether an allocation was ever refused (the
+// mark is never cleared), even if the script caught the error.
 func (ls *LState) MemoryLimitExceeded() bool { return ls.G.mem.tripped }
 
 // MemoryInUse walks the state and returns an estimate of the bytes it
@@ -128,8 +128,8 @@ func (m *memBudget) charge(n int64) {
 // hold charges n bytes of Go-side temporaries that the walk cannot see;
 // the caller gives them back by restoring held to its earlier value.
 func (m *memBudget) hold(n int64) {
+	m.charge(n) // counts n as pending, so before it is added to held
 	m.held += n
-	m.charge(n)
 }
 
 func (m *memBudget) overTrigger(pending int64) {
