@@ -82,9 +82,10 @@ func holdValue(L *lua.LState, key string, v lua.LValue, old any, had bool) {
 	}
 }
 
-// strRep is Lua 5.2's string.rep(s, n [, sep]). Its result is charged to
-// the state's memory limit before it is built, and it is built by
-// doubling, with a look at the event's deadline between doublings.
+// strRep is Lua 5.2's string.rep(s, n [, sep]). A result larger than the
+// state's memory limit is refused outright; otherwise it is charged to the
+// limit before it is built, and it is built by doubling, with a look at
+// the event's deadline between doublings.
 func strRep(L *lua.LState) int {
 	s := L.CheckString(1)
 	n := L.CheckInt(2)
@@ -98,7 +99,13 @@ func strRep(L *lua.LState) int {
 		L.RaiseError("not enough memory: string.rep result too large")
 	}
 	body := unit * int64(n-1) // n-1 times s..sep, then s
-	L.ChargeMemory(int(body) + len(s))
+	size := body + int64(len(s))
+	if limit := L.MemoryLimit(); limit > 0 && size > limit {
+		// Refused before anything is allocated, so the state is not
+		// marked as out of memory and a pcall can go on.
+		L.RaiseError("not enough memory: string.rep: resulting string too large (%d bytes, limit %d)", size, limit)
+	}
+	L.ChargeMemory(int(size))
 	var b strings.Builder
 	b.Grow(int(body) + len(s))
 	if body > 0 {

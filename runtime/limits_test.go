@@ -358,3 +358,26 @@ end)`, func(o *Options) { o.LuaMemoryLimit = 16 << 20 })
 		t.Fatalf("replace: %v %v", out, err)
 	}
 }
+
+// TestStringRepSeparatorAndLimit: Lua 5.2's separator; a result larger
+// than the limit is refused before anything is allocated (a pcall can go
+// on); one that fits the limit but not next to what the state holds fails
+// the event.
+func TestStringRepSeparatorAndLimit(t *testing.T) {
+	r := newRuntime(t, `kumo.on('t', function(n)
+  if n then
+    local keep = string.rep('x', 20e6)
+    return #keep + #string.rep('y', n)
+  end
+  local ok, err = pcall(string.rep, 'x', 1e9)
+  return #string.rep('ab', 3, ','), string.rep('ab', 3, ','), string.rep('x', 0), #string.rep('xy', 5e6), ok, err
+end)`, func(o *Options) { o.LuaMemoryLimit = 32 << 20 })
+	out := run(t, r)
+	if out[0] != int64(8) || out[1] != "ab,ab,ab" || out[2] != "" || out[3] != int64(1e7) || out[4] != false ||
+		!strings.Contains(out[5].(string), "resulting string too large") {
+		t.Fatalf("out = %#v", out)
+	}
+	if out, err := r.Call(context.Background(), "t", int64(20e6)); err == nil || !strings.Contains(err.Error(), "not enough memory") {
+		t.Fatalf("out = %v, err = %v", out, err)
+	}
+}

@@ -84,11 +84,11 @@ func (r *Runtime) newState() (*state, error) {
 	}
 	st.registerTypes()
 	kumo := st.openKumo()
-	st.openMemoryFuncs(kumo)
 	L.SetGlobal("kumo", kumo)
 	if r.opts.Validating {
 		L.SetGlobal("_VALIDATING_CONFIG", lua.LTrue)
 	}
+	st.openMemoryFuncs(kumo)
 	L.Push(L.NewFunctionFromProto(r.proto))
 	err := st.protectedCall(0, 0)
 	st.ctx = nil
@@ -158,7 +158,7 @@ func (st *state) openLibs() error {
 	tbl.RawSetString("unpack", g.RawGetString("unpack"))
 	tbl.RawSetString("pack", L.NewFunction(tablePack))
 
-	// string: Lua 5.2's rep (with a separator), no dump.
+	// string: bounded rep, no dump.
 	str := L.GetGlobal("string").(*lua.LTable)
 	str.RawSetString("rep", L.NewFunction(strRep))
 	str.RawSetString("dump", lua.LNil)
