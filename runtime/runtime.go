@@ -118,7 +118,6 @@ type Runtime struct {
 	hostname  string
 	version   string
 	proto     *lua.FunctionProto
-	memLimit  int64 // per-state memory limit in bytes, 0: none
 
 	// handlers records which events have handlers; it is computed once
 	// from the first state and never changes afterwards.
@@ -135,6 +134,8 @@ type Runtime struct {
 	initDone atomic.Bool
 
 	validationFailed atomic.Bool
+
+	memLimit int64 // per-state Lua memory limit in bytes (limits.go), 0: none
 
 	modMu    sync.Mutex
 	modCache map[string]*lua.FunctionProto
