@@ -52,8 +52,8 @@ func run(args []string, stderr io.Writer) int {
 	userName := fs.String("user", "", "drop privileges to this user after binding (when started as root)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logLevel := fs.String("log-level", "", "diagnostic log level (trace, debug, info, warn, error); overrides KUMOD_LOG")
-	pprofAddr := fs.String("pprof", "", "serve Go's pprof profiles on this loopback address (for example 127.0.0.1:6060)")
 	luaMemFlag := fs.String("lua-memory-limit", "", "memory limit of each Lua state, e.g. 256MiB (the default; also KUMOGO_LUA_MEMORY_LIMIT), or off")
+	pprofAddr := fs.String("pprof", "", "serve Go's pprof profiles on this loopback address (for example 127.0.0.1:6060)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
