@@ -6,6 +6,7 @@ import (
 	"net/smtp"
 	"net/textproto"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -140,11 +141,21 @@ func sendOne(addr string, i int) error {
 func TestHostilePoliciesThroughDaemon(t *testing.T) {
 	dir := t.TempDir()
 	policy := spooledPolicy(t, dir, `
-  kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'e2e.test', data_processing_timeout = '5s' }`,
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'e2e.test', data_processing_timeout = '3s' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'e2e.test', data_processing_timeout = '60s' }`,
 		hostileHandlers)
 	d := startDaemon(t, nil, "--policy", policy, "--lua-memory-limit", strconv.Itoa(luaLimitMiB)+"MiB")
 	pid := d.cmd.Process.Pid
 	bound := rssBound(len(memoryBombs))
+	// The first listener (3 s deadline) serves the CPU-bound handlers and
+	// the ordinary clients; the memory bombs go to the second (60 s), so
+	// that on a loaded machine they meet their memory limit rather than
+	// their deadline.
+	listeners := regexp.MustCompile(`smtp listener on (\S+)`).FindAllStringSubmatch(d.log(), -1)
+	if len(listeners) != 2 {
+		t.Fatalf("want two listeners:\n%s", d.log())
+	}
+	bombAddr := listeners[1][1]
 
 	// RSS sampler: records the peak, and kills the daemon past the bound
 	// so that a regression cannot take the machine's memory.
@@ -207,7 +218,11 @@ func TestHostilePoliciesThroughDaemon(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			code, msg, err := hostileSession(d.addr, kind, false)
+			addr := bombAddr
+			if kind == "find" || kind == "loop" {
+				addr = d.addr
+			}
+			code, msg, err := hostileSession(addr, kind, false)
 			results <- result{kind, code, msg, err, time.Since(start)}
 		}()
 	}
@@ -224,8 +239,8 @@ func TestHostilePoliciesThroughDaemon(t *testing.T) {
 		}
 		t.Logf("%s: %d %s after %v", r.kind, r.code, r.msg, r.took.Round(time.Millisecond))
 	}
-	// the abandoned pattern and the hostile sessions are past their 5 s
-	// deadline by now (the CPU-bound sessions took 5 s): over the next
+	// the abandoned pattern and the hostile sessions are past their 3 s
+	// deadline by now (the CPU-bound sessions took 3 s): over the next
 	// second the daemon is idle apart from the ordinary clients
 	close(stopOK)
 	<-okDone
