@@ -49,3 +49,5 @@ require (
 	golang.org/x/text v0.40.0 // indirect
 	google.golang.org/protobuf v1.33.0 // indirect
 )
+
+replace github.com/yuin/gopher-lua => ./third_party/gopher-lua

@@ -52,11 +52,13 @@ func (st *state) headerMethods() map[string]lua.LGFunction {
 		},
 		"prepend_header": func(L *lua.LState) int {
 			m := st.checkMessage(L)
+			holdValue(L, L.CheckString(2), L.Get(3), nil, false)
 			m.PrependHeaderEncoded(L.CheckString(2), L.CheckString(3), L.OptBool(4, false))
 			return 0
 		},
 		"append_header": func(L *lua.LState) int {
 			m := st.checkMessage(L)
+			holdValue(L, L.CheckString(2), L.Get(3), nil, false)
 			m.AppendHeader(L.CheckString(2), L.CheckString(3), L.OptBool(4, false))
 			return 0
 		},

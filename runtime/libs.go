@@ -8,35 +8,6 @@ import (
 	lua "github.com/yuin/gopher-lua"
 )
 
-// maxRepBytes bounds string.rep: one builtin call cannot be interrupted
-// by the context check, so it must not be able to allocate without limit.
-const maxRepBytes = 16 << 20
-
-// strRep is string.rep(s, n [, sep]) with a result size cap.
-func strRep(L *lua.LState) int {
-	s := L.CheckString(1)
-	n := L.CheckInt(2)
-	sep := L.OptString(3, "")
-	if n <= 0 {
-		L.Push(lua.LString(""))
-		return 1
-	}
-	size := int64(len(s))*int64(n) + int64(len(sep))*int64(n-1)
-	if size > maxRepBytes {
-		L.RaiseError("string.rep: resulting string too large (%d bytes, limit %d)", size, maxRepBytes)
-	}
-	var b strings.Builder
-	b.Grow(int(size))
-	for i := 0; i < n; i++ {
-		if i > 0 {
-			b.WriteString(sep)
-		}
-		b.WriteString(s)
-	}
-	L.Push(lua.LString(b.String()))
-	return 1
-}
-
 // tablePack is Lua 5.2's table.pack(...).
 func tablePack(L *lua.LState) int {
 	n := L.GetTop()

@@ -81,6 +81,9 @@ type Options struct {
 	// DNS serves kumo.dns.lookup_mx, lookup_addr and configure_resolver.
 	// When nil those functions raise "kumo.dns is not configured".
 	DNS DNS
+	// LuaMemoryLimit bounds the memory of each Lua state, in bytes (see
+	// limits.go). Zero means DefaultLuaMemoryLimit; negative, no limit.
+	LuaMemoryLimit int64
 }
 
 // Defaults of KumoMTA's Lua context pool.
@@ -131,6 +134,8 @@ type Runtime struct {
 	initDone atomic.Bool
 
 	validationFailed atomic.Bool
+
+	memLimit int64 // per-state Lua memory limit in bytes (limits.go), 0: none
 
 	modMu    sync.Mutex
 	modCache map[string]*lua.FunctionProto
@@ -186,6 +191,7 @@ func New(opts Options) (*Runtime, error) {
 		pool:      make(chan *state, maxStates),
 		slots:     make(chan struct{}, maxStates),
 		modCache:  make(map[string]*lua.FunctionProto),
+		memLimit:  memoryLimit(opts.LuaMemoryLimit),
 	}
 	if opts.PolicyPath != "" {
 		if abs, err := filepath.Abs(opts.PolicyPath); err == nil {
@@ -342,6 +348,10 @@ func (r *Runtime) expired(st *state) bool {
 // closed instead of reused.
 func (r *Runtime) put(st *state, callErr error) {
 	st.uses++
+	if st.L.MemoryLimitExceeded() {
+		r.discard(st)
+		return
+	}
 	if callErr != nil {
 		var rej *smtpreply.Rejection
 		if !errors.As(callErr, &rej) {

@@ -88,8 +88,9 @@ func (r *Runtime) newState() (*state, error) {
 	if r.opts.Validating {
 		L.SetGlobal("_VALIDATING_CONFIG", lua.LTrue)
 	}
+	st.openMemoryFuncs(kumo)
 	L.Push(L.NewFunctionFromProto(r.proto))
-	err := L.PCall(0, 0, nil)
+	err := st.protectedCall(0, 0)
 	st.ctx = nil
 	L.SetTop(0)
 	if err != nil {
@@ -309,12 +310,12 @@ func (st *state) end() {
 // pcall calls the function at stack position -(nargs+1) in protected mode
 // and translates kumo.reject/kumo.disconnect into *smtpreply.Rejection.
 func (st *state) pcall(nargs, nret int) error {
-	err := st.L.PCall(nargs, nret, nil)
+	err := st.protectedCall(nargs, nret)
 	if err == nil {
 		return nil
 	}
 	var apiErr *lua.ApiError
-	if errors.As(err, &apiErr) {
+	if errors.As(err, &apiErr) && !st.L.MemoryLimitExceeded() {
 		if ud, ok := apiErr.Object.(*lua.LUserData); ok {
 			if rej, ok := ud.Value.(*smtpreply.Rejection); ok {
 				return rej

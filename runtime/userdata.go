@@ -262,6 +262,8 @@ func (st *state) messageMethods() map[string]lua.LGFunction {
 			m := st.checkMessage(L)
 			key := L.CheckString(2)
 			v := L.Get(3)
+			old, had := m.Meta(key)
+			holdValue(L, key, v, old, had)
 			// fast paths for the common scalar cases
 			switch x := v.(type) {
 			case lua.LString:
@@ -279,12 +281,18 @@ func (st *state) messageMethods() map[string]lua.LGFunction {
 			return 0
 		},
 		"get_data": func(L *lua.LState) int {
-			L.Push(lua.LString(st.checkMessage(L).Data()))
+			data := st.checkMessage(L).Data()
+			L.ChargeMemory(len(data)) // a copy per call (limits.go)
+			L.Push(lua.LString(data))
 			return 1
 		},
 		"set_data": func(L *lua.LState) int {
 			m := st.checkMessage(L)
-			m.SetData([]byte(L.CheckString(2)))
+			data := L.CheckString(2)
+			if grow := len(data) - len(m.Data()); grow > 0 {
+				L.HoldMemory(grow) // the host's copy (limits.go)
+			}
+			m.SetData([]byte(data))
 			return 0
 		},
 		"dkim_sign": st.dkimSign,
@@ -350,6 +358,8 @@ func (st *state) connGetMeta(L *lua.LState) int {
 func (st *state) connSetMeta(L *lua.LState) int {
 	c := st.checkConnMeta(L)
 	key := L.CheckString(2)
+	old, had := c.Get(key)
+	holdValue(L, key, L.Get(3), old, had)
 	v, err := st.toGo(L.Get(3))
 	if err != nil {
 		L.RaiseError("set_meta %q: %s", key, err.Error())

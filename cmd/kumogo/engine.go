@@ -198,7 +198,7 @@ func (d *daemon) startEngine(ctx context.Context) error {
 	}
 	d.queue = m
 	for _, l := range d.listeners {
-		l.SetEnqueuer(m, sp.Health)
+		l.SetEnqueuer(m, d.health(sp.Health))
 	}
 	m.Start()
 	start := time.Now()

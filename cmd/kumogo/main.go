@@ -26,6 +26,7 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/httpapi"
 	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/memguard"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/sysutil"
 	"github.com/kumogo/kumogo/policies"
@@ -51,6 +52,7 @@ func run(args []string, stderr io.Writer) int {
 	userName := fs.String("user", "", "drop privileges to this user after binding (when started as root)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logLevel := fs.String("log-level", "", "diagnostic log level (trace, debug, info, warn, error); overrides KUMOD_LOG")
+	luaMemFlag := fs.String("lua-memory-limit", "", "memory limit of each Lua state, e.g. 256MiB (the default; also KUMOGO_LUA_MEMORY_LIMIT), or off")
 	pprofAddr := fs.String("pprof", "", "serve Go's pprof profiles on this loopback address (for example 127.0.0.1:6060)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -68,6 +70,11 @@ func run(args []string, stderr io.Writer) int {
 		logger.Info().Msg("pprof on " + *pprofAddr)
 	}
 
+	luaMem, err := luaMemoryLimit(*luaMemFlag)
+	if err != nil {
+		logger.Error().Msg(err.Error())
+		return 2
+	}
 	path, src, err := resolvePolicy(*policyFlag)
 	if err != nil {
 		logger.Error().Msg(err.Error())
@@ -88,6 +95,7 @@ func run(args []string, stderr io.Writer) int {
 	d := &daemon{log: logger, ids: message.NewIDGenerator(), validating: *validate, nodeID: node}
 	hostname, _ := os.Hostname()
 	d.hostname = hostname
+	d.newMemoryGuard()
 	rt, err := runtime.New(runtime.Options{
 		PolicyPath: path,
 		Source:     src,
@@ -98,6 +106,8 @@ func run(args []string, stderr io.Writer) int {
 		Hostname:   hostname,
 		Version:    "kumogo " + version,
 		DNS:        dnsAdapter{d},
+
+		LuaMemoryLimit: luaMem,
 	})
 	if err != nil {
 		logger.Error().Msg(err.Error())
@@ -204,6 +214,10 @@ type daemon struct {
 
 	shutting atomic.Bool
 
+	mem        *memguard.Guard // process memory (memory.go)
+	memSoftSet atomic.Bool
+	memHard    atomic.Int64
+
 	mu        sync.Mutex
 	https     []*httpapi.Server
 	listeners []*smtpd.Server
@@ -269,6 +283,9 @@ func (d *daemon) StartHTTPListener(ctx context.Context, l *config.HTTPListener) 
 func (d *daemon) liveness() (bool, string) {
 	if d.shutting.Load() {
 		return false, "shutting down"
+	}
+	if ok, reason := d.mem.Health(); !ok {
+		return false, reason
 	}
 	if d.spool != nil {
 		if ok, _ := d.spool.Health(); !ok {
@@ -346,6 +363,9 @@ func (d *daemon) serve(ctx context.Context) int {
 			}
 		}(h)
 	}
+	gctx, stopGuard := context.WithCancel(ctx)
+	defer stopGuard()
+	go d.runMemoryGuard(gctx)
 	d.log.Info().Msg("initialization complete")
 	code := 0
 	select {
