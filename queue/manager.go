@@ -77,18 +77,24 @@ type entry struct {
 	index  int // heap index, -1 when not in the heap
 }
 
-// schedQueue is a scheduled queue: its config and destination, resolved
-// once and refreshed by TTL.
+// schedQueue is a scheduled queue: its config, refreshed by TTL, and its
+// destination, resolved when messages are promoted (never at reception).
 type schedQueue struct {
-	name     string
-	parts    message.QueueNameParts
-	cfg      config.QueueConfig
-	loaded   time.Time
-	route    Route
-	routeErr error
-	pool     config.EgressPool
-	rr       int               // weighted round robin position
-	rate     *throttle.Limiter // max_message_rate for scheduled → ready
+	name   string
+	parts  message.QueueNameParts
+	cfg    config.QueueConfig
+	loaded time.Time
+	pool   config.EgressPool
+	rr     int               // weighted round robin position
+	rate   *throttle.Limiter // max_message_rate for scheduled → ready
+
+	// Guarded by Manager.mu: the resolved destination (nil until the
+	// first lookup succeeded) and when it was resolved, the messages due
+	// while a lookup runs, and whether one runs.
+	route     Route
+	routed    time.Time
+	parked    []*entry
+	resolving bool
 }
 
 // New builds a Manager. Call Start to run its scheduler.
@@ -186,18 +192,17 @@ func (m *Manager) schedQueue(ctx context.Context, name string) (*schedQueue, err
 			return nil, fmt.Errorf("egress pool %s: %w", cfg.EgressPool, err)
 		}
 	}
-	routingDomain := parts.Domain
-	if parts.HasRoutingDomain {
-		routingDomain = parts.RoutingDomain
-	}
-	route, rerr := m.o.Router.Route(ctx, routingDomain, &cfg.Protocol)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old := m.sched[name]
-	sq = &schedQueue{name: name, parts: parts, cfg: cfg, loaded: time.Now(), route: route, routeErr: rerr, pool: pool}
+	sq = &schedQueue{name: name, parts: parts, cfg: cfg, loaded: time.Now(), pool: pool}
 	if old != nil {
 		sq.rr = old.rr
 		sq.rate = limiterFor(old.rate, old.cfg.MaxMessageRate, cfg.MaxMessageRate)
+		// The destination is not looked up again here: promotion does
+		// that, in the background, while the old route keeps serving.
+		sq.route, sq.routed, sq.parked, sq.resolving = old.route, old.routed, old.parked, old.resolving
+		old.parked = nil
 	} else {
 		sq.rate = limiterFor(nil, "", cfg.MaxMessageRate)
 	}

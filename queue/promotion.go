@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -37,25 +36,9 @@ func (m *Manager) promote(e *entry) {
 			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
 		return
 	}
-	if sq.routeErr != nil {
-		var re *ResponseError
-		if errors.As(sq.routeErr, &re) && re.Response.Code >= 500 {
-			m.finish(e, sq, nil, nil, logrecord.Bounce, re.Response, e.msg.Recipients())
-			return
-		}
-		resp := Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
-			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, sq.routeErr)}
-		if errors.As(sq.routeErr, &re) {
-			resp = re.Response
-		}
-		// force a fresh resolution next time
-		m.mu.Lock()
-		if cur := m.sched[e.queue]; cur == sq {
-			delete(m.sched, e.queue)
-		}
-		m.mu.Unlock()
-		m.transient(e, sq, nil, resp, "")
-		return
+	route := m.routeOrPark(sq, e)
+	if route == nil {
+		return // parked in its scheduled queue until the lookup ends
 	}
 	if sq.rate != nil {
 		if r := sq.rate.AllowAt(time.Now()); r.Throttled {
@@ -68,7 +51,7 @@ func (m *Manager) promote(e *entry) {
 		return
 	}
 	src := m.pickSource(sq)
-	rq, err := m.readyQueue(ctx, sq, src)
+	rq, err := m.readyQueue(ctx, sq, route, src)
 	if err != nil {
 		m.transient(e, sq, nil, Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
@@ -115,8 +98,8 @@ func (m *Manager) pickSource(sq *schedQueue) string {
 }
 
 // readyQueue finds or creates the ready queue for (source, site).
-func (m *Manager) readyQueue(ctx context.Context, sq *schedQueue, source string) (*readyQueue, error) {
-	site := sq.route.Site()
+func (m *Manager) readyQueue(ctx context.Context, sq *schedQueue, route Route, source string) (*readyQueue, error) {
+	site := route.Site()
 	name := source + "->" + site + "@smtp_client"
 	m.mu.Lock()
 	rq := m.ready[name]
@@ -143,10 +126,10 @@ func (m *Manager) readyQueue(ctx context.Context, sq *schedQueue, source string)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cur := m.ready[name]; cur != nil {
-		cur.update(path, src, sq.route, sq.pool.Name)
+		cur.update(path, src, route, sq.pool.Name)
 		return cur, nil
 	}
-	rq = newReadyQueue(m, name, site, path, src, sq.route, sq.pool.Name)
+	rq = newReadyQueue(m, name, site, path, src, route, sq.pool.Name)
 	m.ready[name] = rq
 	return rq, nil
 }

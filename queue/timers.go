@@ -53,11 +53,17 @@ func (m *Manager) schedule(e *entry, t time.Time) {
 	}
 }
 
-// ScheduledCount returns the number of messages waiting in the timer heap.
+// ScheduledCount returns the number of messages waiting in scheduled
+// queues: due later (the timer heap), or due and waiting for their
+// destination to be looked up.
 func (m *Manager) ScheduledCount() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.timers)
+	n := len(m.timers)
+	for _, sq := range m.sched {
+		n += len(sq.parked)
+	}
+	return n
 }
 
 func (m *Manager) timerLoop() {
