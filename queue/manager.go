@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -55,6 +56,15 @@ type Manager struct {
 	deferred map[string]*message.Message
 
 	noted sync.Map // option names already reported as not implemented
+
+	// durable records (durable.go)
+	syncer      RecordSyncer // nil when the logger cannot sync
+	syncErrAt   atomic.Int64 // unix ns of the last reported Sync failure
+	removals    chan string  // finished messages waiting for their Sync
+	stopRemover chan struct{}
+	removerDone chan struct{}
+	stopOnce    sync.Once
+	started     atomic.Bool
 }
 
 // noteUnimplemented logs, once per option, that a policy asked for
@@ -106,20 +116,30 @@ func New(o Options) (*Manager, error) {
 		o.ConfigTTL = time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{
+	m := &Manager{
 		o: o, log: o.Log, ctx: ctx, cancel: cancel,
-		sched:    map[string]*schedQueue{},
-		ready:    map[string]*readyQueue{},
-		wake:     make(chan struct{}, 1),
-		deferred: map[string]*message.Message{},
-		rnd:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)),
-	}, nil
+		sched:       map[string]*schedQueue{},
+		ready:       map[string]*readyQueue{},
+		wake:        make(chan struct{}, 1),
+		deferred:    map[string]*message.Message{},
+		rnd:         rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)),
+		removals:    make(chan string, 4096),
+		stopRemover: make(chan struct{}),
+		removerDone: make(chan struct{}),
+	}
+	if o.Logger != nil {
+		m.syncer, _ = o.Logger.(RecordSyncer)
+	}
+	return m, nil
 }
 
-// Start runs the scheduler loop.
+// Start runs the scheduler loop and the remover of finished messages.
 func (m *Manager) Start() {
 	m.wg.Add(1)
 	go m.timerLoop()
+	if m.started.CompareAndSwap(false, true) {
+		go m.remover()
+	}
 }
 
 // Shutdown stops the scheduler and the dispatchers. Messages stay in the
@@ -136,6 +156,15 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = ctx.Err()
+	}
+	// finished messages leave the spool before it closes
+	m.stopOnce.Do(func() { close(m.stopRemover) })
+	if m.started.Load() {
+		select {
+		case <-m.removerDone:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 	}
 	// deferred_spool messages still in memory are written now
 	m.defMu.Lock()

@@ -65,9 +65,7 @@ func (m *Manager) finish(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInf
 	if m.dropDeferred(e.msg.ID()) {
 		return
 	}
-	if err := m.o.Spool.Remove(m.ctx, e.msg.ID()); err != nil && m.ctx.Err() == nil {
-		m.log.Error().Err(err).Str("id", e.msg.ID()).Msg("removing delivered message from spool")
-	}
+	m.removeFinished(e.msg.ID())
 }
 
 func withoutRecipients(all, done []message.Address) []message.Address {
@@ -143,9 +141,7 @@ func (m *Manager) expire(e *entry, sq *schedQueue, resp Response) {
 	if m.dropDeferred(e.msg.ID()) {
 		return
 	}
-	if err := m.o.Spool.Remove(context.Background(), e.msg.ID()); err != nil {
-		m.log.Error().Err(err).Str("id", e.msg.ID()).Msg("removing expired message from spool")
-	}
+	m.removeFinished(e.msg.ID())
 }
 
 // outcome applies one response to the given recipients of e.

@@ -59,13 +59,19 @@ func (m *Manager) DeferredCount() int {
 	return len(m.deferred)
 }
 
-// Insert puts a spooled message into its scheduled queue, due now.
+// Insert puts a spooled message into its scheduled queue, due now. The
+// listener calls it after the Reception record and before the 250: for a
+// message written to the spool it first makes the records logged so far
+// durable (durable.go).
 func (m *Manager) Insert(ctx context.Context, msg *message.Message) error {
 	m.mu.Lock()
 	closed := m.closed
 	m.mu.Unlock()
 	if closed {
 		return errors.New("queue: shutting down")
+	}
+	if !m.isDeferred(msg.ID()) {
+		m.syncRecords(ctx)
 	}
 	e := &entry{msg: msg, queue: msg.QueueName(), index: -1}
 	due := time.Now()

@@ -213,6 +213,7 @@ type daemon struct {
 }
 
 var _ runtime.Host = (*daemon)(nil)
+var _ queue.RecordSyncer = (*multiLogger)(nil)
 var _ smtpd.Policy = (*runtime.Runtime)(nil)
 
 func (d *daemon) noteOnce(key, msg string) {
@@ -405,6 +406,26 @@ func (m *multiLogger) Log(rec *logrecord.Record, msg *message.Message) {
 	for _, l := range m.list {
 		l.Log(rec, msg)
 	}
+}
+
+// Sync makes every record logged so far durable in every logger (the
+// queue calls it before a 250 and before a finished message leaves the
+// spool).
+func (m *multiLogger) Sync(ctx context.Context) error {
+	if len(m.list) == 1 {
+		return m.list[0].Sync(ctx)
+	}
+	errs := make([]error, len(m.list))
+	var wg sync.WaitGroup
+	for i, l := range m.list {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.Sync(ctx)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (m *multiLogger) Close(ctx context.Context) error {
