@@ -95,7 +95,7 @@ func (s *syncer) run() {
 		for _, f := range files {
 			// A segment sealed after the flush was fsynced by seal and
 			// closed: nothing left to do for it.
-			if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) && r.err == nil {
+			if err := dataSync(f); err != nil && !errors.Is(err, os.ErrClosed) && r.err == nil {
 				r.err = fmt.Errorf("logrecord: sync segment %s: %w", f.Name(), err)
 			}
 		}

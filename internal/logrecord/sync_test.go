@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/rs/zerolog"
 )
 
 // readAll takes every record Next has now.
@@ -88,5 +90,40 @@ func TestSyncAndTail(t *testing.T) {
 	}
 	if err := l.Sync(ctx); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Sync after Close: %v", err)
+	}
+}
+
+// BenchmarkLogSync: 50 writers, each logging a Reception record and
+// waiting for its Sync, as 50 relay sessions do.
+func BenchmarkLogSync(b *testing.B) {
+	for _, sync := range []bool{false, true} {
+		name := "nosync"
+		if sync {
+			name = "sync"
+		}
+		b.Run(name, func(b *testing.B) {
+			l, err := New(testConfig(b.TempDir()), "node-1", zerolog.Nop())
+			if err != nil {
+				b.Fatal(err)
+			}
+			m := testMessage(b)
+			b.SetParallelism(25) // 2 cores × 25 = 50 writers
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					r := Record{Type: Reception, Response: Response{Code: 250}, SessionID: "sess"}
+					l.Log(&r, m)
+					if sync {
+						if err := l.Sync(context.Background()); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}
+			})
+			if err := l.Close(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		})
 	}
 }
