@@ -17,7 +17,7 @@ import (
 // message delivered at once never touches the disk.
 func (m *Manager) Spool(ctx context.Context, msg *message.Message, deferred bool) error {
 	if _, err := m.schedQueue(ctx, msg.QueueName()); err != nil {
-		return fmt.Errorf("resolving queue %s: %w", msg.QueueName(), err)
+		return fmt.Errorf("resolving queue %s: %w", msg.QueueName(), &PolicyError{Err: err})
 	}
 	if deferred {
 		m.defMu.Lock()
@@ -141,3 +141,17 @@ func (m *Manager) isDeferred(id string) bool {
 	_, ok := m.deferred[id]
 	return ok
 }
+
+// PolicyError is the failure of a policy event that reception runs for a
+// message (get_queue_config, get_egress_pool), as opposed to a failure of
+// the spool: the listener answers it as any other policy failure
+// (KumoMTA's "421 4.3.0 <host> technical difficulties", or the reply of a
+// kumo.reject, and a Rejection record).
+type PolicyError struct{ Err error }
+
+func (e *PolicyError) Error() string { return e.Err.Error() }
+func (e *PolicyError) Unwrap() error { return e.Err }
+
+// PolicyFailure tells the listener, which does not import this package,
+// that the error came from the policy.
+func (e *PolicyError) PolicyFailure() bool { return true }
