@@ -66,7 +66,15 @@ func (d *daemonProc) log() string {
 // "initialization complete", returning the SMTP listener address.
 func startDaemon(t *testing.T, env []string, args ...string) *daemonProc {
 	t.Helper()
-	cmd := exec.Command(kumogoBin, args...)
+	return startDaemonVia(t, nil, env, args...)
+}
+
+// startDaemonVia is startDaemon with kumogo started through a wrapper
+// command (prlimit, for example); the wrapper must exec kumogo.
+func startDaemonVia(t *testing.T, wrapper []string, env []string, args ...string) *daemonProc {
+	t.Helper()
+	argv := append(append(append([]string(nil), wrapper...), kumogoBin), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = t.TempDir()
 	pipe, err := cmd.StderrPipe()
@@ -336,7 +344,7 @@ func TestValidate(t *testing.T) {
 	if code, out := run("--policy", nospool); code == 0 || !strings.Contains(out, "No spools have been defined") {
 		t.Fatalf("no spools: %d %s", code, out)
 	}
-	if code, out := run("--policy", filepath.Join(dir, "missing.lua")); code == 0 || !strings.Contains(out, "no bundled policy") {
+	if code, out := run("--policy", filepath.Join(dir, "missing.lua")); code == 0 || !strings.Contains(out, "no such file") {
 		t.Fatalf("missing policy: %d %s", code, out)
 	}
 	if code, out := run("--version"); code != 0 || !strings.HasPrefix(out, "kumogo ") {

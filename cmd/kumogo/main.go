@@ -9,10 +9,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,7 +48,7 @@ func main() {
 func run(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kumogo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	policyFlag := fs.String("policy", "/opt/kumomta/etc/policy/init.lua", "policy file, or the name of a bundled policy (sink.lua)")
+	policyFlag := fs.String("policy", "/opt/kumomta/etc/policy/init.lua", "policy file, or the bare name of a bundled policy (sink.lua, route-to-sink.lua)")
 	validate := fs.Bool("validate", false, "load the policy and run init without binding anything, then exit")
 	userName := fs.String("user", "", "drop privileges to this user after binding (when started as root)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -73,16 +75,24 @@ func run(args []string, stderr io.Writer) int {
 		logger.Error().Msg(err.Error())
 		return 1
 	}
+	if src != nil {
+		logger.Info().Msg("policy: bundled " + filepath.Base(path))
+	} else {
+		logger.Info().Msg("policy: " + path)
+	}
 	node, err := nodeID()
 	if err != nil {
 		logger.Error().Msg(err.Error())
 		return 1
 	}
+	var nofile uint64
 	if !*validate {
+		// as KumoMTA does: the soft limit goes up to the hard one
 		if n, err := sysutil.RaiseFileLimit(); err != nil {
 			logger.Warn().Err(err).Msg("could not raise the open file limit")
 		} else {
-			logger.Debug().Uint64("nofile", n).Msg("open file limit")
+			nofile = n
+			logger.Info().Uint64("nofile", n).Msg("open file limit")
 		}
 	}
 	d := &daemon{log: logger, ids: message.NewIDGenerator(), validating: *validate, nodeID: node}
@@ -126,6 +136,7 @@ func run(args []string, stderr io.Writer) int {
 		d.closeListeners()
 		return 1
 	}
+	d.warnFileLimit(nofile)
 	if err := dropPrivileges(*userName); err != nil {
 		logger.Error().Msg(err.Error())
 		d.closeListeners()
@@ -142,19 +153,38 @@ func run(args []string, stderr io.Writer) int {
 	return d.serve(ctx)
 }
 
-// resolvePolicy finds the policy on disk first, then among the bundled ones.
-func resolvePolicy(name string) (string, []byte, error) {
-	if st, err := os.Stat(name); err == nil && !st.IsDir() {
+// bundledPolicies are the policies compiled into the binary that
+// --policy selects by their bare name.
+var bundledPolicies = []string{"sink.lua", "route-to-sink.lua"}
+
+// resolvePolicy finds the policy: a file on disk, or, for a bare name
+// (no directory in it) that is exactly a bundled policy's name and no
+// file, the bundled policy. Anything else fails with "no such file": a
+// mistyped path must never start the bundled sink, an open relay that
+// discards every message.
+func resolvePolicy(name string) (path string, src []byte, err error) {
+	st, err := os.Stat(name)
+	switch {
+	case err == nil && st.IsDir():
+		return "", nil, fmt.Errorf("policy %s: is a directory", name)
+	case err == nil:
 		abs, err := filepath.Abs(name)
 		if err != nil {
 			abs = name
 		}
 		return abs, nil, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", nil, fmt.Errorf("policy %s: %w", name, err)
 	}
-	if src, ok := policies.Lookup(name); ok {
-		return "policies/" + filepath.Base(strings.TrimSuffix(name, ".lua")) + ".lua", src, nil
+	if slices.Contains(bundledPolicies, name) {
+		if src, ok := policies.Lookup(name); ok {
+			return "policies/" + name, src, nil
+		}
 	}
-	return "", nil, fmt.Errorf("policy %q: no such file, and no bundled policy of that name (bundled: %s)", name, strings.Join(policies.Names(), ", "))
+	if strings.ContainsRune(name, os.PathSeparator) || strings.ContainsRune(name, '/') {
+		return "", nil, fmt.Errorf("policy %s: no such file", name)
+	}
+	return "", nil, fmt.Errorf("policy %s: no such file, and not the name of a bundled policy (%s)", name, strings.Join(bundledPolicies, ", "))
 }
 
 // newLogger builds the stderr diagnostic logger. The level comes from
@@ -207,6 +237,7 @@ type daemon struct {
 	mu        sync.Mutex
 	https     []*httpapi.Server
 	listeners []*smtpd.Server
+	maxConns  uint64 // the listeners' max_connections, summed
 	spools    map[string]*config.Spool
 	loggers   multiLogger
 	noted     map[string]bool
@@ -247,6 +278,7 @@ func (d *daemon) StartESMTPListener(ctx context.Context, l *config.ESMTPListener
 	}
 	d.mu.Lock()
 	d.listeners = append(d.listeners, srv)
+	d.maxConns += uint64(max(l.MaxConnections, 0))
 	d.mu.Unlock()
 	d.log.Info().Msg("smtp listener on " + srv.Addr().String())
 	return nil
