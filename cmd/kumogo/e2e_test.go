@@ -614,7 +614,7 @@ func TestKumoMTAStyleSinkPolicyLoads(t *testing.T) {
 		t.Fatalf("validate: %v\n%s", err, out)
 	}
 	d := startDaemon(t, env, "--policy", policy)
-	for _, want := range []string{"start_http_listener", "configure_accounting_db_path"} {
+	for _, want := range []string{"start_http_listener"} {
 		if strings.Count(d.log(), want) != 1 {
 			t.Fatalf("expected one note about %s:\n%s", want, d.log())
 		}
@@ -631,6 +631,11 @@ func TestKumoMTAStyleSinkPolicyLoads(t *testing.T) {
 	c.SendRaw("hi\r\n.\r\n")
 	c.Expect(t, "250 OK ids=")
 	d.stop(t, syscall.SIGINT)
+	// the accounting database is served: the reception is counted
+	out, err := exec.Command("sqlite3", filepath.Join(dir, "accounting.db"), "SELECT received, delivered FROM accounting").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "1|0" {
+		t.Fatalf("accounting database: %v %q", err, out)
+	}
 }
 
 func TestUserDropsPrivileges(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/log"
 
+	"github.com/kumogo/kumogo/internal/accounting"
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/httpapi"
 	"github.com/kumogo/kumogo/internal/logrecord"
@@ -332,8 +333,23 @@ func (d *daemon) ConfigureLocalLogs(ctx context.Context, l *config.LocalLogs) er
 	return nil
 }
 
+// ConfigureAccountingDBPath opens the accounting database (not when
+// validating); every Reception and Delivery record is counted in it.
 func (d *daemon) ConfigureAccountingDBPath(ctx context.Context, path string) error {
-	d.noteOnce("accounting", "configure_accounting_db_path is accepted but accounting is not implemented yet")
+	if d.validating {
+		return nil
+	}
+	db, err := accounting.Open(path, 0, d.log)
+	if err != nil {
+		return fmt.Errorf("configure_accounting_db_path: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.loggers.acct != nil {
+		db.Close(ctx)
+		return errors.New("configure_accounting_db_path: called more than once")
+	}
+	d.loggers.acct = db
 	return nil
 }
 
@@ -427,14 +443,27 @@ func (d *daemon) serve(ctx context.Context) int {
 	return code
 }
 
-// multiLogger fans records out to every configured local logger.
-type multiLogger struct{ list []*logrecord.Logger }
+// multiLogger fans records out to every configured local logger, and
+// counts receptions and deliveries in the accounting database.
+type multiLogger struct {
+	list []*logrecord.Logger
+	acct *accounting.DB // nil without configure_accounting_db_path
+}
 
-// Enabled reports whether any logger is configured. The list only grows
-// during init, before any session starts.
-func (m *multiLogger) Enabled() bool { return len(m.list) > 0 }
+// Enabled reports whether any logger (or the accounting database) is
+// configured. Both are set during init, before any session starts.
+func (m *multiLogger) Enabled() bool { return len(m.list) > 0 || m.acct != nil }
 
 func (m *multiLogger) Log(rec *logrecord.Record, msg *message.Message) {
+	if m.acct != nil {
+		// as KumoMTA's logging layer does: one count per record
+		switch rec.Type {
+		case logrecord.Reception:
+			m.acct.Received()
+		case logrecord.Delivery:
+			m.acct.Delivered()
+		}
+	}
 	for _, l := range m.list {
 		l.Log(rec, msg)
 	}
@@ -444,7 +473,10 @@ func (m *multiLogger) Log(rec *logrecord.Record, msg *message.Message) {
 // queue calls it before a 250 and before a finished message leaves the
 // spool).
 func (m *multiLogger) Sync(ctx context.Context) error {
-	if len(m.list) == 1 {
+	switch len(m.list) {
+	case 0:
+		return nil
+	case 1:
 		return m.list[0].Sync(ctx)
 	}
 	errs := make([]error, len(m.list))
@@ -462,6 +494,9 @@ func (m *multiLogger) Sync(ctx context.Context) error {
 
 func (m *multiLogger) Close(ctx context.Context) error {
 	var first error
+	if m.acct != nil {
+		first = m.acct.Close(ctx)
+	}
 	for _, l := range m.list {
 		if err := l.Close(ctx); err != nil && first == nil {
 			first = err
