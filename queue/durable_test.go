@@ -149,3 +149,41 @@ func TestRecordsDurableBeforeAckAndRemoval(t *testing.T) {
 		t.Fatalf("%d Syncs for %d messages: receptions and removals do not share them", lg.syncs, n)
 	}
 }
+
+type prefixClassifier map[string]string
+
+func (p prefixClassifier) Classify(resp string) string {
+	for prefix, class := range p {
+		if len(resp) >= len(prefix) && resp[:len(prefix)] == prefix {
+			return class
+		}
+	}
+	return "Uncategorized"
+}
+
+// TestBounceClassification: Bounce and TransientFailure records carry the
+// classifier's class of "<code> <x.y.z> <text>"; Delivery records do not.
+func TestBounceClassification(t *testing.T) {
+	h := newHarness(t, config.DefaultQueueConfig(), func(u string, _ int) Response {
+		switch u {
+		case "gone":
+			return Response{Code: 550, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 1, Detail: 1}, Content: "no such user"}
+		case "full":
+			return Response{Code: 452, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 2, Detail: 2}, Content: "mailbox full"}
+		}
+		return Response{Code: 250, Content: "ok"}
+	})
+	h.m.o.Classifier = prefixClassifier{"550 5.1.1 ": "InvalidRecipient", "452 4.2.2 ": "QuotaIssues", "250": "Wrong"}
+	h.inject(t, "gone")
+	h.inject(t, "full")
+	h.inject(t, "fine")
+	waitFor(t, "three outcomes", 5*time.Second, func() bool {
+		return h.log.Count(logrecord.Bounce) == 1 && h.log.Count(logrecord.TransientFailure) == 1 && h.log.Count(logrecord.Delivery) == 1
+	})
+	for _, r := range h.log.All() {
+		want := map[logrecord.Type]string{logrecord.Bounce: "InvalidRecipient", logrecord.TransientFailure: "QuotaIssues", logrecord.Delivery: ""}[r.Type]
+		if r.BounceClassification != want {
+			t.Errorf("%s record classified %q, want %q", r.Type, r.BounceClassification, want)
+		}
+	}
+}

@@ -31,6 +31,16 @@ type Options struct {
 	// ConfigTTL is how long a scheduled queue's config is reused before
 	// get_queue_config is asked again (default 1 minute).
 	ConfigTTL time.Duration
+	// Classifier fills bounce_classification in Bounce and
+	// TransientFailure records (kumo.configure_bounce_classifier); nil
+	// leaves them "Uncategorized".
+	Classifier Classifier
+}
+
+// Classifier sorts a response, given as "<code> <x.y.z> <text>", into a
+// bounce class (implemented by internal/bounceclass).
+type Classifier interface {
+	Classify(response string) string
 }
 
 // Manager owns the scheduled and ready queues.

@@ -35,6 +35,9 @@ func (m *Manager) record(t logrecord.Type, e *entry, rq *readyQueue, info *ConnI
 		ReceptionProtocol: rp,
 		NodeID:            m.o.NodeID,
 	}
+	if m.o.Classifier != nil && (t == logrecord.Bounce || t == logrecord.TransientFailure) {
+		rec.BounceClassification = m.o.Classifier.Classify(resp.String())
+	}
 	if rq != nil {
 		rec.Site = rq.name
 		rec.EgressSource = rq.src.Name

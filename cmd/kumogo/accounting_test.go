@@ -53,7 +53,7 @@ end)
 			t.Fatalf("not delivered: %v\n%s", missing, tail(relay.log(), 20))
 		}
 		time.Sleep(200 * time.Millisecond) // the Delivery records follow the sink's 250
-		relay.stop(t, syscall.SIGINT)     // the counts are flushed at shutdown
+		relay.stop(t, syscall.SIGINT)      // the counts are flushed at shutdown
 	}
 	query := func() string {
 		out, err := exec.Command(sqlite3, dbPath, "SELECT event_time, received, delivered FROM accounting").CombinedOutput()

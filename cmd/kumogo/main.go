@@ -26,6 +26,7 @@ import (
 	"github.com/rs/zerolog/log"
 
 	"github.com/kumogo/kumogo/internal/accounting"
+	"github.com/kumogo/kumogo/internal/bounceclass"
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/httpapi"
 	"github.com/kumogo/kumogo/internal/logrecord"
@@ -239,13 +240,16 @@ type daemon struct {
 	https     []*httpapi.Server
 	listeners []*smtpd.Server
 	maxConns  uint64 // the listeners' max_connections, summed
-	spools    map[string]*config.Spool
-	loggers   multiLogger
-	noted     map[string]bool
+
+	classifier *bounceclass.Classifier // nil without configure_bounce_classifier
+	spools     map[string]*config.Spool
+	loggers    multiLogger
+	noted      map[string]bool
 }
 
 var _ runtime.Host = (*daemon)(nil)
 var _ queue.RecordSyncer = (*multiLogger)(nil)
+var _ runtime.BounceClassifierHost = (*daemon)(nil)
 var _ smtpd.Policy = (*runtime.Runtime)(nil)
 
 func (d *daemon) noteOnce(key, msg string) {
@@ -330,6 +334,15 @@ func (d *daemon) ConfigureLocalLogs(ctx context.Context, l *config.LocalLogs) er
 	d.mu.Lock()
 	d.loggers.list = append(d.loggers.list, lg)
 	d.mu.Unlock()
+	return nil
+}
+
+// SetBounceClassifier keeps the classifier of
+// kumo.configure_bounce_classifier for the queue manager.
+func (d *daemon) SetBounceClassifier(c *bounceclass.Classifier) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.classifier = c
 	return nil
 }
 
