@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """soak_plot.py: chart bench/soak.sh's samples.
 
-    python3 bench/soak_plot.py [bench/results/soak.tsv] [bench/results/soak-rss.png]
+    python3 bench/soak_plot.py [bench/results/soak.tsv] [bench/results/soak-rss.png] [BEFORE.tsv]
 
 Top panel: the relay's RSS over time, stacked against what the Go runtime
 accounts for (heap in use, freed heap not yet returned, stacks, runtime
 structures); the gap between the Go total and RSS is memory allocated
-outside the Go heap. Bottom panel: goroutines and open files. Needs
+outside the Go heap. With a third argument, the RSS of an earlier run
+(another build) is drawn dashed for comparison. Bottom panel: goroutines and open files. Needs
 matplotlib: Debian's python3-matplotlib, installed with apt-get when
 missing, as bench/plot.py does.
 """
@@ -46,6 +47,11 @@ def main():
              ("stack_mb", "goroutine stacks"), ("go_other_mb", "Go runtime structures")]
     top.stackplot(t, *[[r[k] for r in rows] for k, _ in parts], labels=[n for _, n in parts], alpha=0.6)
     top.plot(t, [r["rss_mb"] for r in rows], color="black", linewidth=2, label="RSS")
+    if len(sys.argv) > 3:
+        with open(sys.argv[3]) as f:
+            before = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f, delimiter="\t")]
+        top.plot([r["t_s"] / 60 for r in before], [r["rss_mb"] for r in before], color="gray",
+                 linestyle="--", linewidth=1.5, label="RSS, " + os.path.basename(sys.argv[3]))
     top.set_ylabel("MB")
     top.set_title("kumogo relay under a steady load (bench/soak.sh)")
     top.legend(loc="upper left", fontsize="small")
