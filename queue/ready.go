@@ -3,15 +3,11 @@ package queue
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
-	"github.com/kumogo/kumogo/internal/logrecord"
-	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/throttle"
 )
 
@@ -301,90 +297,3 @@ func (rq *readyQueue) send(ctx context.Context, conn Conn, e *entry, maxRcpts in
 	e.msg.SetRecipients(all)
 	return results
 }
-
-// outcome applies one response to the given recipients of e.
-func (m *Manager) outcome(e *entry, rq *readyQueue, info *ConnInfo, resp Response, rcpts []message.Address) {
-	m.mu.Lock()
-	sq := m.sched[e.queue]
-	m.mu.Unlock()
-	switch classify(resp) {
-	case logrecord.Delivery:
-		m.finish(e, sq, rq, info, logrecord.Delivery, resp, rcpts)
-	case logrecord.Bounce:
-		m.finish(e, sq, rq, info, logrecord.Bounce, resp, rcpts)
-	default:
-		keep := e.msg.Recipients()
-		e.msg.SetRecipients(rcpts)
-		m.transientWithInfo(e, sq, rq, info, resp)
-		_ = keep
-	}
-}
-
-// classify maps a response to Delivery, TransientFailure or Bounce (§5.5).
-func classify(r Response) logrecord.Type {
-	switch {
-	case r.Code >= 200 && r.Code < 300:
-		return logrecord.Delivery
-	case r.Code == 503 || strings.Contains(strings.ToLower(r.Content), "too many recipients"):
-		return logrecord.TransientFailure
-	case r.Code >= 500:
-		return logrecord.Bounce
-	default:
-		return logrecord.TransientFailure
-	}
-}
-
-// handle groups per-recipient results by identical response and records
-// them; recipients with transient failures are retried together.
-func (rq *readyQueue) handle(e *entry, info *ConnInfo, results []RcptResponse) {
-	m := rq.m
-	type group struct {
-		resp  Response
-		rcpts []message.Address
-	}
-	var groups []group
-	for i := range results {
-		results[i].Response = m.rewriteStatus(e, results[i].Response)
-	}
-	for _, r := range results {
-		found := false
-		for i := range groups {
-			if groups[i].resp == r.Response || (groups[i].resp.Code == r.Response.Code && groups[i].resp.Content == r.Response.Content && groups[i].resp.Command == r.Response.Command && sameEnhanced(groups[i].resp.Enhanced, r.Response.Enhanced)) {
-				groups[i].rcpts = append(groups[i].rcpts, r.Recipient)
-				found = true
-				break
-			}
-		}
-		if !found {
-			groups = append(groups, group{resp: r.Response, rcpts: []message.Address{r.Recipient}})
-		}
-	}
-	m.mu.Lock()
-	sq := m.sched[e.queue]
-	m.mu.Unlock()
-	var retry []message.Address
-	var retryResp *Response
-	for _, g := range groups {
-		switch classify(g.resp) {
-		case logrecord.TransientFailure:
-			retry = append(retry, g.rcpts...)
-			r := g.resp
-			retryResp = &r
-		default:
-			m.finish(e, sq, rq, info, classify(g.resp), g.resp, g.rcpts)
-		}
-	}
-	if len(retry) > 0 {
-		e.msg.SetRecipients(retry)
-		m.transientWithInfo(e, sq, rq, info, *retryResp)
-	}
-}
-
-func sameEnhanced(a, b *logrecord.EnhancedCode) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return *a == *b
-}
-
-var _ = fmt.Sprintf

@@ -44,6 +44,7 @@ func (st *state) openKumo() *lua.LTable {
 		"available_parallelism": availableParallelism,
 
 		"configure_accounting_db_path":  st.kumoConfigureAccountingDBPath,
+		"configure_bounce_classifier":   st.kumoConfigureBounceClassifier,
 		"set_max_lua_context_use_count": st.kumoSetMaxUse,
 		"set_max_lua_context_age":       st.kumoSetMaxAge,
 		"set_max_spare_lua_contexts":    st.kumoSetMaxSpare,

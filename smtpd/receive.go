@@ -119,7 +119,7 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 
 	ids := fc.idsBuf[:0] // of the accepted messages, space separated
 	accepted, failed := 0, 0
-	var spoolErr error
+	var spoolErr, policyErr error
 	var keep []*[]byte
 	addID := func(m *message.Message) {
 		if accepted > 0 {
@@ -150,6 +150,11 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		}
 		if err := s.deps.Enqueuer.Spool(ctx, m, fc.cfg.DeferredSpool); err != nil {
 			failed++
+			var pe interface{ PolicyFailure() bool }
+			if errors.As(err, &pe) {
+				policyErr = err // get_queue_config failed: not the spool's fault
+				continue
+			}
 			spoolErr = err
 			s.log.Error().Err(err).Str("queue", q).Str("id", m.ID()).Msg("spool write failed")
 			continue
@@ -185,6 +190,8 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		return reply(451, "4.3.0 "+fc.cfg.Hostname+" only queue \"null\" is available: no delivery engine is configured")
 	case ctx.Err() != nil:
 		return reply(451, "4.4.5 data_processing_timeout exceeded (spool)")
+	case policyErr != nil:
+		return (&session{fc: fc, s: s}).policyErr(policyErr)
 	case spoolErr != nil:
 		return reply(421, "4.3.2 "+fc.cfg.Hostname+" the spool is not accepting writes. Try later")
 	default:

@@ -184,7 +184,7 @@ func (d *daemon) startEngine(ctx context.Context) error {
 	if hostname == "" {
 		hostname, _ = os.Hostname()
 	}
-	m, err := queue.New(queue.Options{
+	opts := queue.Options{
 		Policy:    d.rt,
 		Spool:     sp,
 		Logger:    &d.loggers,
@@ -192,7 +192,11 @@ func (d *daemon) startEngine(ctx context.Context) error {
 		Connector: &connector{hostname: hostname},
 		Log:       d.log,
 		NodeID:    d.nodeID,
-	})
+	}
+	if d.classifier != nil {
+		opts.Classifier = d.classifier
+	}
+	m, err := queue.New(opts)
 	if err != nil {
 		return err
 	}

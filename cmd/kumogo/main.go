@@ -9,10 +9,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +25,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/log"
 
+	"github.com/kumogo/kumogo/internal/accounting"
+	"github.com/kumogo/kumogo/internal/bounceclass"
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/httpapi"
 	"github.com/kumogo/kumogo/internal/logrecord"
@@ -47,7 +51,7 @@ func main() {
 func run(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kumogo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	policyFlag := fs.String("policy", "/opt/kumomta/etc/policy/init.lua", "policy file, or the name of a bundled policy (sink.lua)")
+	policyFlag := fs.String("policy", "/opt/kumomta/etc/policy/init.lua", "policy file, or the bare name of a bundled policy (sink.lua, route-to-sink.lua)")
 	validate := fs.Bool("validate", false, "load the policy and run init without binding anything, then exit")
 	userName := fs.String("user", "", "drop privileges to this user after binding (when started as root)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -80,16 +84,24 @@ func run(args []string, stderr io.Writer) int {
 		logger.Error().Msg(err.Error())
 		return 1
 	}
+	if src != nil {
+		logger.Info().Msg("policy: bundled " + filepath.Base(path))
+	} else {
+		logger.Info().Msg("policy: " + path)
+	}
 	node, err := nodeID()
 	if err != nil {
 		logger.Error().Msg(err.Error())
 		return 1
 	}
+	var nofile uint64
 	if !*validate {
+		// as KumoMTA does: the soft limit goes up to the hard one
 		if n, err := sysutil.RaiseFileLimit(); err != nil {
 			logger.Warn().Err(err).Msg("could not raise the open file limit")
 		} else {
-			logger.Debug().Uint64("nofile", n).Msg("open file limit")
+			nofile = n
+			logger.Info().Uint64("nofile", n).Msg("open file limit")
 		}
 	}
 	d := &daemon{log: logger, ids: message.NewIDGenerator(), validating: *validate, nodeID: node}
@@ -136,6 +148,7 @@ func run(args []string, stderr io.Writer) int {
 		d.closeListeners()
 		return 1
 	}
+	d.warnFileLimit(nofile)
 	if err := dropPrivileges(*userName); err != nil {
 		logger.Error().Msg(err.Error())
 		d.closeListeners()
@@ -152,19 +165,38 @@ func run(args []string, stderr io.Writer) int {
 	return d.serve(ctx)
 }
 
-// resolvePolicy finds the policy on disk first, then among the bundled ones.
-func resolvePolicy(name string) (string, []byte, error) {
-	if st, err := os.Stat(name); err == nil && !st.IsDir() {
+// bundledPolicies are the policies compiled into the binary that
+// --policy selects by their bare name.
+var bundledPolicies = []string{"sink.lua", "route-to-sink.lua"}
+
+// resolvePolicy finds the policy: a file on disk, or, for a bare name
+// (no directory in it) that is exactly a bundled policy's name and no
+// file, the bundled policy. Anything else fails with "no such file": a
+// mistyped path must never start the bundled sink, an open relay that
+// discards every message.
+func resolvePolicy(name string) (path string, src []byte, err error) {
+	st, err := os.Stat(name)
+	switch {
+	case err == nil && st.IsDir():
+		return "", nil, fmt.Errorf("policy %s: is a directory", name)
+	case err == nil:
 		abs, err := filepath.Abs(name)
 		if err != nil {
 			abs = name
 		}
 		return abs, nil, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", nil, fmt.Errorf("policy %s: %w", name, err)
 	}
-	if src, ok := policies.Lookup(name); ok {
-		return "policies/" + filepath.Base(strings.TrimSuffix(name, ".lua")) + ".lua", src, nil
+	if slices.Contains(bundledPolicies, name) {
+		if src, ok := policies.Lookup(name); ok {
+			return "policies/" + name, src, nil
+		}
 	}
-	return "", nil, fmt.Errorf("policy %q: no such file, and no bundled policy of that name (bundled: %s)", name, strings.Join(policies.Names(), ", "))
+	if strings.ContainsRune(name, os.PathSeparator) || strings.ContainsRune(name, '/') {
+		return "", nil, fmt.Errorf("policy %s: no such file", name)
+	}
+	return "", nil, fmt.Errorf("policy %s: no such file, and not the name of a bundled policy (%s)", name, strings.Join(bundledPolicies, ", "))
 }
 
 // newLogger builds the stderr diagnostic logger. The level comes from
@@ -221,12 +253,17 @@ type daemon struct {
 	mu        sync.Mutex
 	https     []*httpapi.Server
 	listeners []*smtpd.Server
-	spools    map[string]*config.Spool
-	loggers   multiLogger
-	noted     map[string]bool
+	maxConns  uint64 // the listeners' max_connections, summed
+
+	classifier *bounceclass.Classifier // nil without configure_bounce_classifier
+	spools     map[string]*config.Spool
+	loggers    multiLogger
+	noted      map[string]bool
 }
 
 var _ runtime.Host = (*daemon)(nil)
+var _ queue.RecordSyncer = (*multiLogger)(nil)
+var _ runtime.BounceClassifierHost = (*daemon)(nil)
 var _ smtpd.Policy = (*runtime.Runtime)(nil)
 
 func (d *daemon) noteOnce(key, msg string) {
@@ -260,6 +297,7 @@ func (d *daemon) StartESMTPListener(ctx context.Context, l *config.ESMTPListener
 	}
 	d.mu.Lock()
 	d.listeners = append(d.listeners, srv)
+	d.maxConns += uint64(max(l.MaxConnections, 0))
 	d.mu.Unlock()
 	d.log.Info().Msg("smtp listener on " + srv.Addr().String())
 	return nil
@@ -316,8 +354,32 @@ func (d *daemon) ConfigureLocalLogs(ctx context.Context, l *config.LocalLogs) er
 	return nil
 }
 
+// SetBounceClassifier keeps the classifier of
+// kumo.configure_bounce_classifier for the queue manager.
+func (d *daemon) SetBounceClassifier(c *bounceclass.Classifier) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.classifier = c
+	return nil
+}
+
+// ConfigureAccountingDBPath opens the accounting database (not when
+// validating); every Reception and Delivery record is counted in it.
 func (d *daemon) ConfigureAccountingDBPath(ctx context.Context, path string) error {
-	d.noteOnce("accounting", "configure_accounting_db_path is accepted but accounting is not implemented yet")
+	if d.validating {
+		return nil
+	}
+	db, err := accounting.Open(path, 0, d.log)
+	if err != nil {
+		return fmt.Errorf("configure_accounting_db_path: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.loggers.acct != nil {
+		db.Close(ctx)
+		return errors.New("configure_accounting_db_path: called more than once")
+	}
+	d.loggers.acct = db
 	return nil
 }
 
@@ -414,21 +476,60 @@ func (d *daemon) serve(ctx context.Context) int {
 	return code
 }
 
-// multiLogger fans records out to every configured local logger.
-type multiLogger struct{ list []*logrecord.Logger }
+// multiLogger fans records out to every configured local logger, and
+// counts receptions and deliveries in the accounting database.
+type multiLogger struct {
+	list []*logrecord.Logger
+	acct *accounting.DB // nil without configure_accounting_db_path
+}
 
-// Enabled reports whether any logger is configured. The list only grows
-// during init, before any session starts.
-func (m *multiLogger) Enabled() bool { return len(m.list) > 0 }
+// Enabled reports whether any logger (or the accounting database) is
+// configured. Both are set during init, before any session starts.
+func (m *multiLogger) Enabled() bool { return len(m.list) > 0 || m.acct != nil }
 
 func (m *multiLogger) Log(rec *logrecord.Record, msg *message.Message) {
+	if m.acct != nil {
+		// as KumoMTA's logging layer does: one count per record
+		switch rec.Type {
+		case logrecord.Reception:
+			m.acct.Received()
+		case logrecord.Delivery:
+			m.acct.Delivered()
+		}
+	}
 	for _, l := range m.list {
 		l.Log(rec, msg)
 	}
 }
 
+// Sync makes every record logged so far durable in every logger (the
+// queue calls it before a 250 and before a finished message leaves the
+// spool).
+func (m *multiLogger) Sync(ctx context.Context) error {
+	switch len(m.list) {
+	case 0:
+		return nil
+	case 1:
+		return m.list[0].Sync(ctx)
+	}
+	errs := make([]error, len(m.list))
+	var wg sync.WaitGroup
+	for i, l := range m.list {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.Sync(ctx)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 func (m *multiLogger) Close(ctx context.Context) error {
 	var first error
+	if m.acct != nil {
+		first = m.acct.Close(ctx)
+	}
 	for _, l := range m.list {
 		if err := l.Close(ctx); err != nil && first == nil {
 			first = err

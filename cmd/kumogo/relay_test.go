@@ -116,9 +116,6 @@ func TestRelayToSinkWithSmtpSource(t *testing.T) {
 	}
 }
 
-// TestRelayCrashLosesNothing kills the relay with SIGKILL while clients are
-// sending, restarts it on the same spool, and checks that every message that
-// got a 250 reaches the sink.
 // TestRelayCrashLosesNothing kills the relay with SIGKILL under load, for
 // both spool kinds, and proves every acknowledged message is delivered
 // after a restart.
@@ -128,14 +125,12 @@ func TestRelayCrashLosesNothing(t *testing.T) {
 	}
 }
 
-func testRelayCrash(t *testing.T, kind string) {
-	// The sink is down while the relay takes mail, so every acknowledged
-	// message exists only in the relay's spool when it is killed.
-	sinkAddr := freeLoopbackAddr(t)
-	relayDir := t.TempDir()
-	env := append(relayEnv(t, sinkAddr, relayDir), "KUMOGO_RELAY_SPOOL="+kind)
-	relay := startDaemon(t, env, "--policy", "route-to-sink.lua")
-
+// loadUntilKilled sends from 8 connections (at most 2,000 messages each)
+// until at least n are acknowledged or 20 s have passed, then kills the
+// relay with SIGKILL and returns the recipients of the acknowledged
+// messages.
+func loadUntilKilled(t *testing.T, relay *daemonProc, n int) []string {
+	t.Helper()
 	var mu sync.Mutex
 	var acked []string
 	var wg sync.WaitGroup
@@ -169,9 +164,9 @@ func testRelayCrash(t *testing.T, kind string) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		mu.Lock()
-		n := len(acked)
+		got := len(acked)
 		mu.Unlock()
-		if n >= 400 || time.Now().After(deadline) {
+		if got >= n || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -181,8 +176,18 @@ func testRelayCrash(t *testing.T, kind string) {
 	close(stop)
 	wg.Wait()
 	mu.Lock()
-	want := append([]string(nil), acked...)
-	mu.Unlock()
+	defer mu.Unlock()
+	return append([]string(nil), acked...)
+}
+
+func testRelayCrash(t *testing.T, kind string) {
+	// The sink is down while the relay takes mail, so every acknowledged
+	// message exists only in the relay's spool when it is killed.
+	sinkAddr := freeLoopbackAddr(t)
+	relayDir := t.TempDir()
+	env := append(relayEnv(t, sinkAddr, relayDir), "KUMOGO_RELAY_SPOOL="+kind)
+	relay := startDaemon(t, env, "--policy", "route-to-sink.lua")
+	want := loadUntilKilled(t, relay, 400)
 	if len(want) < 100 {
 		t.Fatalf("only %d messages acknowledged before the kill", len(want))
 	}
@@ -202,6 +207,82 @@ func testRelayCrash(t *testing.T, kind string) {
 	t.Logf("%d acknowledged messages before SIGKILL; all reached the sink after the restart", len(want))
 	relay2.stop(t, syscall.SIGINT)
 	sink.stop(t, syscall.SIGINT)
+}
+
+// TestRelayCrashKeepsRecords kills the relay with SIGKILL while it takes
+// and delivers mail (the sink is up), for both spool kinds: every
+// acknowledged message has its Reception record in what the killed relay
+// left, and once the restarted relay has drained its spool every message
+// the sink received has its Delivery record. The segment the kill cut
+// short is read up to its last whole record.
+func TestRelayCrashKeepsRecords(t *testing.T) {
+	for _, kind := range []string{"RocksDB", "LocalDisk"} {
+		t.Run(kind, func(t *testing.T) { testRelayCrashRecords(t, kind) })
+	}
+}
+
+func testRelayCrashRecords(t *testing.T, kind string) {
+	senv, sinkLogs := sinkEnv(t)
+	sink := startDaemon(t, senv, "--policy", "sink.lua")
+	relayDir := t.TempDir()
+	logDir := filepath.Join(relayDir, "logs")
+	env := append(relayEnv(t, sink.addr, relayDir), "KUMOGO_RELAY_SPOOL="+kind)
+	relay := startDaemon(t, env, "--policy", "route-to-sink.lua")
+	acked := loadUntilKilled(t, relay, 600)
+	if len(acked) < 100 {
+		t.Fatalf("only %d messages acknowledged before the kill", len(acked))
+	}
+	byType := func(recs []logrecord.Record, typ logrecord.Type) map[string]int {
+		out := map[string]int{}
+		for _, r := range recs {
+			if r.Type == typ {
+				for _, rc := range r.Recipient {
+					out[rc]++
+				}
+			}
+		}
+		return out
+	}
+	// what the killed relay left: its last segment is still writable and
+	// may end in a cut frame
+	left, err := logrecord.ReadDir(logDir)
+	if err != nil {
+		t.Fatalf("reading the killed relay's records: %v", err)
+	}
+	recv := byType(left, logrecord.Reception)
+	var noRecord []string
+	for _, r := range acked {
+		if recv[r] == 0 {
+			noRecord = append(noRecord, r)
+		}
+	}
+	if len(noRecord) > 0 {
+		t.Fatalf("%d of %d acknowledged messages have no Reception record, e.g. %v", len(noRecord), len(acked), noRecord[:min(5, len(noRecord))])
+	}
+	delivered := byType(left, logrecord.Delivery)
+	t.Logf("%d acknowledged, %d Delivery records before SIGKILL", len(acked), len(delivered))
+
+	// restart: the leftover segment is sealed; what is still spooled goes out
+	relay2 := startDaemon(t, env, "--policy", "route-to-sink.lua")
+	if missing := awaitRecipients(t, sinkLogs, acked, 60*time.Second); len(missing) > 0 {
+		t.Fatalf("%d acknowledged messages never reached the sink, e.g. %v\n%s", len(missing), missing[:min(5, len(missing))], tail(relay2.log(), 20))
+	}
+	relay2.stop(t, syscall.SIGINT)
+	sink.stop(t, syscall.SIGINT)
+	all, err := logrecord.ReadDir(logDir)
+	if err != nil {
+		t.Fatalf("reading the relay's records after the restart (the cut segment is sealed now): %v", err)
+	}
+	delivered = byType(all, logrecord.Delivery)
+	var noDelivery []string
+	for r := range sinkRecipients(t, sinkLogs) {
+		if delivered[r] == 0 {
+			noDelivery = append(noDelivery, r)
+		}
+	}
+	if len(noDelivery) > 0 {
+		t.Fatalf("%d messages reached the sink without a Delivery record at the relay, e.g. %v", len(noDelivery), noDelivery[:min(5, len(noDelivery))])
+	}
 }
 
 func TestSpoolFloorRefusesSessions(t *testing.T) {

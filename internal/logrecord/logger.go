@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -31,6 +32,9 @@ type item struct {
 	sink  int
 	done  chan error
 	close bool
+	// files, on a flush request from Sync, receives the open segment
+	// files, to be fsynced once the flush is acknowledged.
+	files *[]*os.File
 }
 
 // Logger writes log records to zstd segment files as configured by
@@ -53,6 +57,8 @@ type Logger struct {
 	closeMu   sync.Mutex
 	closeSent bool
 	closeErr  error // set by the writer before stopped is closed
+
+	syncs syncer // group commit of Sync
 }
 
 // New validates cfg, seals leftover segments in every log directory it
@@ -146,6 +152,7 @@ func New(cfg config.LocalLogs, nodeID string, log zerolog.Logger) (*Logger, erro
 		sort.Strings(templated)
 		log.Warn().Strs("types", templated).Msg("configure_local_logs: per_record template is not implemented; writing JSON records")
 	}
+	l.syncs.init(l)
 	l.tick = flushInterval
 	if d := cfg.MaxSegmentDuration; d > 0 && d/4 < l.tick {
 		l.tick = max(d/4, 5*time.Millisecond)
@@ -279,6 +286,13 @@ func (l *Logger) run() {
 					}
 				}
 				report(first)
+				if it.files != nil {
+					for _, s := range l.sinks {
+						if s.f != nil {
+							*it.files = append(*it.files, s.f)
+						}
+					}
+				}
 				it.done <- first
 				continue
 			}

@@ -115,6 +115,14 @@ func (w *segmentWriter) open(now time.Time) error {
 	} else {
 		w.enc.Reset(f)
 	}
+	// The new name must survive a crash as its records will: Sync
+	// fsyncs the file, not the directory that holds it.
+	if err := syncDir(w.dir); err != nil {
+		f.Close()
+		os.Remove(path)
+		w.failed(now)
+		return fmt.Errorf("logrecord: sync log dir: %w", err)
+	}
 	w.f, w.path, w.written, w.opened, w.dirty = f, path, 0, now, false
 	if w.header != "" {
 		if _, err := w.enc.Write([]byte(w.header)); err != nil {
@@ -220,6 +228,11 @@ func (w *segmentWriter) seal() error {
 		w.dirty = false
 	}
 	w.enc.Reset(nil)
+	// fsync before close: a Sync round that took the file before it was
+	// sealed finds it closed and counts on this.
+	if serr := f.Sync(); serr != nil && err == nil {
+		err = fmt.Errorf("logrecord: sync segment %s: %w", path, serr)
+	}
 	if cerr := f.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("logrecord: close segment %s: %w", path, cerr)
 	}
@@ -253,6 +266,19 @@ func (w *segmentWriter) abort(now time.Time) {
 	w.enc = nil
 	w.dirty = false
 	w.failed(now)
+}
+
+// syncDir fsyncs a directory, making the names created in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // sealLeftovers removes the write permission of every regular file in dir:

@@ -23,10 +23,31 @@ const (
 	corruptKeyPrefix = "c/"
 )
 
-// pebbleMemTable is the memtable size: a message that is delivered (and
-// deleted) before its memtable is flushed never reaches an sstable, so a
-// larger memtable saves writing most bodies twice.
+// pebbleMemTable is the memtable size of the data spool: a message that is
+// delivered (and deleted) before its memtable is flushed never reaches an
+// sstable, so a larger memtable saves writing most bodies twice.
 const pebbleMemTable = 64 << 20
+
+// pebbleMetaMemTable is the memtable size of the meta spool, whose entries
+// are a few hundred bytes: 16 MB holds the meta of tens of thousands of
+// messages, minutes of traffic. A memtable is allocated outside the Go heap
+// (pebble's manual allocator) and its pages become resident as it fills,
+// so at 64 MB the meta memtable alone kept the relay's RSS rising for ten
+// minutes at 200 messages a second (BENCHMARKS.md, soak).
+const pebbleMetaMemTable = 16 << 20
+
+// pebbleMemTables is how many memtables of a store may be full and waiting
+// for their flush before writes stall (pebble's default, made explicit):
+// with the active one, a store holds at most this many plus one.
+const pebbleMemTables = 2
+
+// memTableSize is the memtable size for the spool named name.
+func memTableSize(name string) uint64 {
+	if name == "meta" {
+		return pebbleMetaMemTable
+	}
+	return pebbleMemTable
+}
 
 // pebbleStore is the RocksDB Store, served by pebble.
 type pebbleStore struct {
@@ -83,7 +104,9 @@ func openPebbleFS(cfg config.Spool, fl floors, log zerolog.Logger, group bool, b
 	s.opts = &pebble.Options{
 		FS:           countingFS{FS: base, n: &s.syncs},
 		Logger:       pebbleLogger{log},
-		MemTableSize: pebbleMemTable,
+		MemTableSize: memTableSize(cfg.Name),
+		// bounds the memory held in memtables (see pebbleMemTables)
+		MemTableStopWritesThreshold: pebbleMemTables,
 		EventListener: &pebble.EventListener{
 			WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
 				s.stalled.Store(true)

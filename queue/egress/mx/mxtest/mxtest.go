@@ -23,7 +23,8 @@ type Server struct {
 	rrs       map[string][]dns.RR // by lower-case FQDN
 	truncate  map[string]bool     // names answered with TC over UDP
 	servfail  map[string]bool
-	queries   map[string]int // "name TYPE proto" → count
+	silent    map[string]bool // names whose queries get no answer at all
+	queries   map[string]int  // "name TYPE proto" → count
 	udp, tcp  *dns.Server
 	negTTL    uint32
 	closeOnce sync.Once
@@ -40,6 +41,7 @@ func Start(tb testing.TB, records ...string) *Server {
 		rrs:      make(map[string][]dns.RR),
 		truncate: make(map[string]bool),
 		servfail: make(map[string]bool),
+		silent:   make(map[string]bool),
 		queries:  make(map[string]int),
 		negTTL:   60,
 	}
@@ -120,6 +122,21 @@ func (s *Server) ServFail(name string) {
 	s.servfail[strings.ToLower(dns.Fqdn(name))] = true
 }
 
+// Silence makes the server drop every query for name without answering,
+// as a dead resolver would, until Answer is called.
+func (s *Server) Silence(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.silent[strings.ToLower(dns.Fqdn(name))] = true
+}
+
+// Answer undoes Silence.
+func (s *Server) Answer(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.silent, strings.ToLower(dns.Fqdn(name)))
+}
+
 // Queries counts the queries received for name and qtype ("MX", "A",
 // "AAAA"); proto is "udp", "tcp" or "" for both.
 func (s *Server) Queries(name, qtype, proto string) int {
@@ -172,7 +189,11 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 	rrs = append([]dns.RR(nil), rrs...)
 	trunc := s.truncate[name] && proto == "udp"
 	fail := s.servfail[name]
+	silent := s.silent[name]
 	s.mu.Unlock()
+	if silent {
+		return
+	}
 
 	switch {
 	case fail:

@@ -1,0 +1,233 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/message"
+)
+
+// record writes one log record for rcpts of e.
+func (m *Manager) record(t logrecord.Type, e *entry, rq *readyQueue, info *ConnInfo, resp Response, rcpts []message.Address) {
+	if m.o.Logger == nil || !m.o.Logger.Enabled() {
+		return
+	}
+	list := make([]string, len(rcpts))
+	for i, r := range rcpts {
+		list[i] = r.String()
+	}
+	rp, _ := e.msg.MetaString("reception_protocol")
+	rec := &logrecord.Record{
+		Type:              t,
+		ID:                e.msg.ID(),
+		Sender:            e.msg.Sender().String(),
+		Recipient:         list,
+		Queue:             e.queue,
+		Size:              int64(e.msg.Size()),
+		Response:          logrecord.Response{Code: resp.Code, Enhanced: resp.Enhanced, Content: resp.Content, Command: resp.Command},
+		Timestamp:         time.Now(),
+		Created:           e.msg.Created(),
+		NumAttempts:       e.msg.Attempts(),
+		ReceptionProtocol: rp,
+		NodeID:            m.o.NodeID,
+	}
+	if m.o.Classifier != nil && (t == logrecord.Bounce || t == logrecord.TransientFailure) {
+		rec.BounceClassification = m.o.Classifier.Classify(resp.String())
+	}
+	if rq != nil {
+		rec.Site = rq.name
+		rec.EgressSource = rq.src.Name
+		rec.EgressPool = rq.pool
+		rec.DeliveryProtocol = "ESMTP"
+	}
+	if info != nil {
+		rec.PeerAddress = &logrecord.PeerAddress{Name: info.PeerName, Addr: info.PeerAddr}
+		if info.SourceAddr != "" {
+			rec.SourceAddress = &logrecord.SourceAddress{Address: info.SourceAddr}
+		}
+		rec.TLSCipher = info.TLSCipher
+		rec.TLSProtocolVersion = info.TLSVersion
+		rec.SessionID = info.SessionID
+	}
+	m.o.Logger.Log(rec, e.msg)
+}
+
+// finish logs a final disposition for rcpts and removes the message from the
+// spool when no recipient is left.
+func (m *Manager) finish(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInfo, t logrecord.Type, resp Response, rcpts []message.Address) {
+	m.record(t, e, rq, info, resp, rcpts)
+	remaining := withoutRecipients(e.msg.Recipients(), rcpts)
+	if len(remaining) > 0 {
+		e.msg.SetRecipients(remaining)
+		return
+	}
+	if m.dropDeferred(e.msg.ID()) {
+		return
+	}
+	m.removeFinished(e.msg.ID())
+}
+
+func withoutRecipients(all, done []message.Address) []message.Address {
+	if len(done) == len(all) {
+		return nil
+	}
+	var out []message.Address
+	for _, a := range all {
+		found := false
+		for _, d := range done {
+			if a == d {
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// transient logs a TransientFailure and reschedules the message with
+// backoff, or expires it when the next attempt would exceed max_age.
+func (m *Manager) transient(e *entry, sq *schedQueue, rq *readyQueue, resp Response, _ string) {
+	m.transientWithInfo(e, sq, rq, nil, resp)
+}
+
+func (m *Manager) transientWithInfo(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInfo, resp Response) {
+	m.record(logrecord.TransientFailure, e, rq, info, resp, e.msg.Recipients())
+	if moved, done := m.requeueEvent(e, resp); done {
+		return
+	} else if moved {
+		e.msg.IncrementAttempts()
+		m.undefer(context.Background(), e.msg)
+		m.promote(e)
+		return
+	}
+	cfg := config.DefaultQueueConfig()
+	if sq != nil {
+		cfg = sq.cfg
+	}
+	m.mu.Lock()
+	delay := NextDelay(&cfg, e.msg.Attempts(), m.rnd)
+	closed := m.closed
+	m.mu.Unlock()
+	e.msg.IncrementAttempts()
+	age := time.Since(e.msg.Created())
+	sch := e.msg.Scheduling()
+	due := sch.AdjustDue(time.Now().Add(delay))
+	if sch != nil && !sch.Expires.IsZero() {
+		// set_scheduling's expires replaces max_age
+		if sch.CheckExpiry(due) != nil {
+			m.expire(e, sq, Response{Code: 551, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
+				Content: fmt.Sprintf("Next delivery time would be at %s which exceeds the expiry time %s configured via set_scheduling",
+					due.UTC().Format(time.RFC3339), sch.Expires.UTC().Format(time.RFC3339))})
+			return
+		}
+	} else if age+delay > cfg.MaxAge {
+		m.expire(e, sq, Response{Code: 551, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
+			Content: ExpiryText(age+delay, cfg.MaxAge)})
+		return
+	}
+	m.undefer(context.Background(), e.msg)
+	if closed {
+		return // stays in the spool for the next start
+	}
+	m.schedule(e, due)
+}
+
+func (m *Manager) expire(e *entry, sq *schedQueue, resp Response) {
+	m.record(logrecord.Expiration, e, nil, nil, resp, e.msg.Recipients())
+	if m.dropDeferred(e.msg.ID()) {
+		return
+	}
+	m.removeFinished(e.msg.ID())
+}
+
+// outcome applies one response to the given recipients of e.
+func (m *Manager) outcome(e *entry, rq *readyQueue, info *ConnInfo, resp Response, rcpts []message.Address) {
+	m.mu.Lock()
+	sq := m.sched[e.queue]
+	m.mu.Unlock()
+	switch classify(resp) {
+	case logrecord.Delivery:
+		m.finish(e, sq, rq, info, logrecord.Delivery, resp, rcpts)
+	case logrecord.Bounce:
+		m.finish(e, sq, rq, info, logrecord.Bounce, resp, rcpts)
+	default:
+		e.msg.SetRecipients(rcpts)
+		m.transientWithInfo(e, sq, rq, info, resp)
+	}
+}
+
+// classify maps a response to Delivery, TransientFailure or Bounce as
+// KumoMTA's dispatcher does: 2xx delivered; 4xx, 503 and "too many
+// recipients" retried; any other 5xx bounced.
+func classify(r Response) logrecord.Type {
+	switch {
+	case r.Code >= 200 && r.Code < 300:
+		return logrecord.Delivery
+	case r.Code == 503 || strings.Contains(strings.ToLower(r.Content), "too many recipients"):
+		return logrecord.TransientFailure
+	case r.Code >= 500:
+		return logrecord.Bounce
+	default:
+		return logrecord.TransientFailure
+	}
+}
+
+// handle groups per-recipient results by identical response and records
+// them; recipients with transient failures are retried together.
+func (rq *readyQueue) handle(e *entry, info *ConnInfo, results []RcptResponse) {
+	m := rq.m
+	type group struct {
+		resp  Response
+		rcpts []message.Address
+	}
+	var groups []group
+	for i := range results {
+		results[i].Response = m.rewriteStatus(e, results[i].Response)
+	}
+	for _, r := range results {
+		found := false
+		for i := range groups {
+			if groups[i].resp == r.Response || (groups[i].resp.Code == r.Response.Code && groups[i].resp.Content == r.Response.Content && groups[i].resp.Command == r.Response.Command && sameEnhanced(groups[i].resp.Enhanced, r.Response.Enhanced)) {
+				groups[i].rcpts = append(groups[i].rcpts, r.Recipient)
+				found = true
+				break
+			}
+		}
+		if !found {
+			groups = append(groups, group{resp: r.Response, rcpts: []message.Address{r.Recipient}})
+		}
+	}
+	m.mu.Lock()
+	sq := m.sched[e.queue]
+	m.mu.Unlock()
+	var retry []message.Address
+	var retryResp *Response
+	for _, g := range groups {
+		switch classify(g.resp) {
+		case logrecord.TransientFailure:
+			retry = append(retry, g.rcpts...)
+			r := g.resp
+			retryResp = &r
+		default:
+			m.finish(e, sq, rq, info, classify(g.resp), g.resp, g.rcpts)
+		}
+	}
+	if len(retry) > 0 {
+		e.msg.SetRecipients(retry)
+		m.transientWithInfo(e, sq, rq, info, *retryResp)
+	}
+}
+
+func sameEnhanced(a, b *logrecord.EnhancedCode) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
