@@ -60,6 +60,11 @@ type Options struct {
 	// Source is the policy text when it is bundled rather than read from
 	// PolicyPath (PolicyPath is then only its display name).
 	Source []byte
+	// ModulePrefixes replace KumoPrefixes at the head of package.path
+	// (tests point them at temporary directories).
+	ModulePrefixes []string
+	// Getenv reads LUA_PATH_5_4 and LUA_PATH (os.Getenv when nil).
+	Getenv func(string) string
 	// Modules holds bundled helper modules: "foo.lua" or "foo/init.lua"
 	// answers require 'foo'; dots in module names map to slashes.
 	Modules fs.FS
@@ -112,9 +117,11 @@ type Runtime struct {
 	log       zerolog.Logger
 	chunkName string
 	policyDir string
-	hostname  string
-	version   string
-	proto     *lua.FunctionProto
+	// searchPath is the initial package.path (modules.go).
+	searchPath string
+	hostname   string
+	version    string
+	proto      *lua.FunctionProto
 
 	// handlers records which events have handlers; it is computed once
 	// from the first state and never changes afterwards.
@@ -192,6 +199,7 @@ func New(opts Options) (*Runtime, error) {
 			r.policyDir = filepath.Dir(abs)
 		}
 	}
+	r.searchPath = r.modulePath()
 	r.maxUse.Store(defaultMaxUse)
 	r.maxAge.Store(int64(defaultMaxAge))
 	r.maxSpare.Store(defaultMaxSpare)
