@@ -2,6 +2,7 @@ package mx_test
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"net/netip"
 	"os"
@@ -623,5 +624,34 @@ func TestApplyStrategy(t *testing.T) {
 	}
 	if len(cands) != 5 || cands[1].Addr.String() != "2001:db8::1" {
 		t.Fatal("ApplyStrategy modified its input")
+	}
+}
+
+// TestLocalhostResolvesWithoutDNS: "localhost" (and names under it) are
+// the loopback addresses (RFC 6761), as KumoMTA's resolver answers them,
+// so mx_list = { 'localhost:PORT' } reaches a local sink; the name server
+// is never asked.
+func TestLocalhostResolvesWithoutDNS(t *testing.T) {
+	s := mxtest.Start(t)
+	r := newResolver(t, s, mx.Options{})
+	plan, err := r.Plan(ctx(t), "anything.example", []config.MXListEntry{{Name: "localhost:2026"}}, 25, "")
+	if err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	var got []string
+	for _, c := range plan.Candidates {
+		got = append(got, c.Name+"="+c.String())
+	}
+	if want := []string{"localhost=127.0.0.1:2026", "localhost=[::1]:2026"}; !slices.Equal(got, want) {
+		t.Errorf("candidates %q, want %q", got, want)
+	}
+	for strategy, want := range map[string]string{mx.Ipv4Only: "[127.0.0.1]", mx.Ipv6Only: "[::1]", mx.Ipv6ThenIpv4: "[::1]"} {
+		addrs, err := r.LookupAddr(ctx(t), "Sub.LocalHost.", strategy)
+		if err != nil || fmt.Sprint(addrs) != want {
+			t.Errorf("%s: %v %v, want %s", strategy, addrs, err, want)
+		}
+	}
+	if n := s.Queries("localhost", "A", "") + s.Queries("localhost", "AAAA", ""); n != 0 {
+		t.Errorf("%d queries for localhost", n)
 	}
 }
