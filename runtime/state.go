@@ -80,6 +80,7 @@ func (r *Runtime) newState() (*state, error) {
 	}
 	st.registerTypes()
 	kumo := st.openKumo()
+	st.installAPIStubs(kumo)
 	L.SetGlobal("kumo", kumo)
 	if r.opts.Validating {
 		L.SetGlobal("_VALIDATING_CONFIG", lua.LTrue)

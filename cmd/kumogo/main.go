@@ -36,6 +36,8 @@ import (
 	"github.com/kumogo/kumogo/smtpd"
 )
 
+//go:generate go run . --dump-api ../../docs/compat.md
+
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
 
@@ -52,8 +54,12 @@ func run(args []string, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logLevel := fs.String("log-level", "", "diagnostic log level (trace, debug, info, warn, error); overrides KUMOD_LOG")
 	pprofAddr := fs.String("pprof", "", "serve Go's pprof profiles on this loopback address (for example 127.0.0.1:6060)")
+	dumpAPI := fs.String("dump-api", "", "write the KumoMTA API compatibility reference (docs/compat.md) to this file (- for stdout) and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *dumpAPI != "" {
+		return writeAPIDump(*dumpAPI, stderr)
 	}
 	if *showVersion {
 		fmt.Fprintf(stderr, "kumogo %s\n", version)
