@@ -2,8 +2,8 @@ package mx_test
 
 import (
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
