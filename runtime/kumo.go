@@ -42,6 +42,7 @@ func (st *state) openKumo() *lua.LTable {
 		"make_egress_source":    st.constructor(func(v any) (any, error) { return decodeEgressSource(v) }),
 		"make_egress_pool":      st.constructor(func(v any) (any, error) { return decodeEgressPool(v) }),
 		"available_parallelism": availableParallelism,
+		"memoize":               st.kumoMemoize,
 
 		"configure_accounting_db_path":  st.kumoConfigureAccountingDBPath,
 		"set_max_lua_context_use_count": st.kumoSetMaxUse,

@@ -143,6 +143,8 @@ type Runtime struct {
 	modCache map[string]*lua.FunctionProto
 
 	dkim dkimKeys // parsed DKIM signing keys
+
+	memo memoCaches // kumo.memoize caches, shared by all states
 }
 
 // New compiles the policy and runs its top level in a first Lua state,
