@@ -60,7 +60,8 @@ func notProvided(full string) string {
 func (st *state) installAPIStubs(kumo *lua.LTable) {
 	L := st.L
 	loaded := L.GetField(L.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
-	for _, mod := range apiKeys(kumoAPIFunctions) {
+	funcs := apiFunctions()
+	for _, mod := range apiKeys(funcs) {
 		t := kumo
 		if mod != "kumo" {
 			t = moduleTable(L, kumo, strings.TrimPrefix(mod, "kumo."))
@@ -68,7 +69,7 @@ func (st *state) installAPIStubs(kumo *lua.LTable) {
 				loaded.RawSetString(mod, t)
 			}
 		}
-		st.stubIndex(t, mod+".", kumoAPIFunctions[mod])
+		st.stubIndex(t, mod+".", funcs[mod])
 	}
 	if idx, ok := st.msgMT.RawGetString("__index").(*lua.LTable); ok {
 		st.stubIndex(idx, "Message:", kumoAPIMessageMethods)
@@ -163,12 +164,13 @@ func APIReport(modules fs.FS) ([]APIStatus, error) {
 	L := st.L
 	kumo := L.GetGlobal("kumo").(*lua.LTable)
 	var out []APIStatus
-	for _, mod := range apiKeys(kumoAPIFunctions) {
+	funcs := apiFunctions()
+	for _, mod := range apiKeys(funcs) {
 		t := kumo
 		if mod != "kumo" {
 			t = moduleTable(L, kumo, strings.TrimPrefix(mod, "kumo."))
 		}
-		for _, n := range kumoAPIFunctions[mod] {
+		for _, n := range funcs[mod] {
 			full := mod + "." + n
 			s := "not provided"
 			switch {

@@ -1,5 +1,7 @@
 package runtime
 
+import "slices"
+
 // KumoMTA's Lua API by name, as data: the pages of KumoMTA's reference
 // documentation (docs/reference/kumo/*, docs/reference/kumo.<module>/*,
 // docs/reference/string, docs/reference/regex, docs/reference/events,
@@ -169,4 +171,32 @@ var kumoAPIConnMethods = []string{
 // kumoAPIAddressFields are the fields of KumoMTA's EnvelopeAddress object.
 var kumoAPIAddressFields = []string{
 	"domain", "email", "user",
+}
+
+// kumoAPIUndocumented are KumoMTA functions that its policies and
+// integration tests call but its reference pages do not list
+// (kumomta-model.md, "kumo.* functions").
+var kumoAPIUndocumented = map[string][]string{
+	"kumo": {"traceback", "validation_failed", "get_event_registrars", "set_lua_gc_on_put",
+		"spawn_thread_pool", "inject_message"},
+	"kumo.dns":               {"configure_test_resolver", "configure_test_mta_sts"},
+	"kumo.api.admin.bounce":  {"bounce"},
+	"kumo.api.admin.suspend": {"suspend"},
+}
+
+// apiFunctions is every KumoMTA function name by module table.
+func apiFunctions() map[string][]string {
+	out := make(map[string][]string, len(kumoAPIFunctions)+len(kumoAPIUndocumented))
+	for m, names := range kumoAPIFunctions {
+		out[m] = append(out[m], names...)
+	}
+	for m, names := range kumoAPIUndocumented {
+		for _, n := range names {
+			if !slices.Contains(out[m], n) {
+				out[m] = append(out[m], n)
+			}
+		}
+		slices.Sort(out[m])
+	}
+	return out
 }

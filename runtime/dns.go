@@ -27,9 +27,10 @@ func (st *state) openDNS() *lua.LTable {
 	L := st.L
 	t := L.NewTable()
 	L.SetFuncs(t, map[string]lua.LGFunction{
-		"lookup_mx":          st.dnsLookupMX,
-		"lookup_addr":        st.dnsLookupAddr,
-		"configure_resolver": st.dnsConfigureResolver,
+		"lookup_mx":               st.dnsLookupMX,
+		"lookup_addr":             st.dnsLookupAddr,
+		"configure_resolver":      st.dnsConfigureResolver,
+		"configure_test_resolver": st.dnsConfigureTestResolver,
 	})
 	return t
 }

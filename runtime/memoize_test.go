@@ -15,7 +15,7 @@ local function compute(a, b)
   CALLS = CALLS + 1
   return { a = a, b = b, token = tostring({}) }
 end
-cached = kumo.memoize(compute, { name = 'test-cache', ttl = '80ms', capacity = 2 })
+cached = kumo.memoize(compute, { name = 'test-cache', ttl = '2s', capacity = 2 })
 kumo.on('t', function() end)
 local function ident(k) return k end
 function baseline(n, key)
@@ -88,7 +88,7 @@ func TestMemoizeSharedAcrossStates(t *testing.T) {
 		t.Fatalf("capacity not enforced: st2 calls %v", st2.L.GetGlobal("CALLS"))
 	}
 	// ttl
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(2100 * time.Millisecond)
 	token(st2, lua.LString("x"))
 	if st2.L.GetGlobal("CALLS") != lua.LNumber(2) {
 		t.Fatalf("ttl not enforced: st2 calls %v", st2.L.GetGlobal("CALLS"))

@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -145,6 +146,9 @@ type Runtime struct {
 	dkim dkimKeys // parsed DKIM signing keys
 
 	memo memoCaches // kumo.memoize caches, shared by all states
+
+	ownMu sync.Mutex
+	owned []io.Closer // closed with the runtime (dnstest.go)
 }
 
 // New compiles the policy and runs its top level in a first Lua state,
@@ -293,6 +297,7 @@ func (r *Runtime) Close() error {
 	if r.closed.Swap(true) {
 		return nil
 	}
+	r.closeOwned()
 	if st := r.first; st != nil {
 		r.first = nil
 		r.discard(st)
