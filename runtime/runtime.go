@@ -122,7 +122,8 @@ type Runtime struct {
 	searchPath string
 	hostname   string
 	version    string
-	proto      *lua.FunctionProto
+	protoMu    sync.Mutex
+	proto      *lua.FunctionProto // the policy; replaced by BumpEpoch
 
 	// handlers records which events have handlers; it is computed once
 	// from the first state and never changes afterwards.
@@ -146,6 +147,9 @@ type Runtime struct {
 	dkim dkimKeys // parsed DKIM signing keys
 
 	memo memoCaches // kumo.memoize caches, shared by all states
+
+	epochN atomic.Uint64 // configuration epoch (epoch.go)
+	epoch  epochState
 
 	ownMu sync.Mutex
 	owned []io.Closer // closed with the runtime (dnstest.go)
@@ -349,7 +353,7 @@ func (r *Runtime) get(ctx context.Context) (*state, error) {
 }
 
 func (r *Runtime) expired(st *state) bool {
-	return st.uses >= r.maxUse.Load() || time.Since(st.created) > time.Duration(r.maxAge.Load())
+	return st.epoch != r.epochN.Load() || st.uses >= r.maxUse.Load() || time.Since(st.created) > time.Duration(r.maxAge.Load())
 }
 
 // put returns st to the pool after a call. callErr is the raw call error:
@@ -366,7 +370,7 @@ func (r *Runtime) put(st *state, callErr error) {
 	}
 	// The age limit is checked when the state is next taken (get), which
 	// saves a clock read per event here.
-	if r.closed.Load() || st.uses >= r.maxUse.Load() || int64(len(r.pool)) >= r.maxSpare.Load() {
+	if r.closed.Load() || st.uses >= r.maxUse.Load() || st.epoch != r.epochN.Load() || int64(len(r.pool)) >= r.maxSpare.Load() {
 		r.discard(st)
 		return
 	}

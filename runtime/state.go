@@ -29,6 +29,7 @@ type state struct {
 	L       *lua.LState
 	created time.Time
 	uses    int64
+	epoch   uint64 // configuration epoch the state was made in
 
 	// handlers and registrars are filled by kumo.on while the policy's top
 	// level runs.
@@ -70,6 +71,7 @@ func (r *Runtime) newState() (*state, error) {
 		rt:         r,
 		L:          L,
 		created:    time.Now(),
+		epoch:      r.epochN.Load(),
 		handlers:   make(map[string][]*lua.LFunction, 8),
 		registrars: make(map[string][][]string, 8),
 		ctx:        context.Background(),
@@ -85,7 +87,7 @@ func (r *Runtime) newState() (*state, error) {
 	if r.opts.Validating {
 		L.SetGlobal("_VALIDATING_CONFIG", lua.LTrue)
 	}
-	L.Push(L.NewFunctionFromProto(r.proto))
+	L.Push(L.NewFunctionFromProto(r.policyProto()))
 	err := L.PCall(0, 0, nil)
 	st.ctx = nil
 	L.SetTop(0)

@@ -145,6 +145,11 @@ func run(args []string, stderr io.Writer) int {
 		}
 		return 1
 	}
+	// The config monitor starts after init, as KumoMTA's does: a changed
+	// monitored file gives new Lua states within ConfigMonitorInterval.
+	monCtx, stopMonitor := context.WithCancel(ctx)
+	defer stopMonitor()
+	go rt.RunConfigMonitor(monCtx, runtime.ConfigMonitorInterval)
 	return d.serve(ctx)
 }
 
