@@ -43,6 +43,7 @@ func (st *state) openKumo() *lua.LTable {
 		"make_egress_pool":      st.constructor(func(v any) (any, error) { return decodeEgressPool(v) }),
 		"available_parallelism": availableParallelism,
 		"memoize":               st.kumoMemoize,
+		"make_throttle":         st.kumoMakeThrottle,
 
 		"configure_accounting_db_path":  st.kumoConfigureAccountingDBPath,
 		"set_max_lua_context_use_count": st.kumoSetMaxUse,

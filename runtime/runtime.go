@@ -146,7 +146,8 @@ type Runtime struct {
 
 	dkim dkimKeys // parsed DKIM signing keys
 
-	memo memoCaches // kumo.memoize caches, shared by all states
+	memo      memoCaches // kumo.memoize caches, shared by all states
+	throttles throttles  // kumo.make_throttle limiters, by name and spec
 
 	epochN atomic.Uint64 // configuration epoch (epoch.go)
 	epoch  epochState
