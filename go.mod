@@ -10,6 +10,7 @@ require (
 	github.com/google/uuid v1.6.0
 	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/klauspost/compress v1.20.4
+	github.com/lestrrat-go/strftime v1.2.0
 	github.com/miekg/dns v1.1.73
 	github.com/rs/zerolog v1.35.1
 	github.com/yuin/gopher-lua v1.1.2

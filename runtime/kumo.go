@@ -91,6 +91,7 @@ func (st *state) openKumo() *lua.LTable {
 	k.RawSetString("secrets", st.openSecrets())
 	k.RawSetString("string", st.openString())
 	k.RawSetString("regex", st.openRegex())
+	k.RawSetString("time", st.openTime())
 
 	loaded := L.GetField(L.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
 	loaded.RawSetString("kumo.dns", dns)

@@ -47,6 +47,7 @@ type state struct {
 	msgMT, addrMT, connMT, rejMT, cfgMT, tdMT *lua.LTable
 	dkimMeta                                  *lua.LTable // DKIM signers (dkimMT), made on first use
 	throttleMT                                *lua.LTable // kumo.make_throttle objects, made on first use
+	timeMT                                    *lua.LTable // kumo.time Time objects, made on first use
 
 	next lua.LValue // the original next, for __pairs iterators
 
