@@ -44,6 +44,8 @@ func (st *state) openKumo() *lua.LTable {
 		"available_parallelism": availableParallelism,
 		"memoize":               st.kumoMemoize,
 		"make_throttle":         st.kumoMakeThrottle,
+		"spawn_task":            st.kumoSpawnTask,
+		"make_message":          st.kumoMakeMessage,
 
 		"configure_accounting_db_path":  st.kumoConfigureAccountingDBPath,
 		"set_max_lua_context_use_count": st.kumoSetMaxUse,

@@ -36,6 +36,7 @@ import (
 	"github.com/yuin/gopher-lua/parse"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
@@ -148,6 +149,9 @@ type Runtime struct {
 
 	memo      memoCaches // kumo.memoize caches, shared by all states
 	throttles throttles  // kumo.make_throttle limiters, by name and spec
+	tasks     taskCtx    // kumo.spawn_task's context
+	idsOnce   sync.Once
+	ids       *message.IDGenerator // kumo.make_message's ids
 
 	epochN atomic.Uint64 // configuration epoch (epoch.go)
 	epoch  epochState
