@@ -31,6 +31,8 @@ func (st *state) openDNS() *lua.LTable {
 		"lookup_addr":             st.dnsLookupAddr,
 		"configure_resolver":      st.dnsConfigureResolver,
 		"configure_test_resolver": st.dnsConfigureTestResolver,
+		"lookup_ptr":              st.dnsLookupPTR,
+		"lookup_txt":              st.dnsLookupTXT,
 	})
 	return t
 }

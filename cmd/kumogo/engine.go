@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"sort"
 	"time"
@@ -144,6 +145,14 @@ func (a dnsAdapter) LookupAddr(ctx context.Context, name string) ([]string, erro
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+func (a dnsAdapter) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
+	return a.d.resolver().LookupPTR(ctx, ip)
+}
+
+func (a dnsAdapter) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	return a.d.resolver().LookupTXT(ctx, name)
 }
 
 func (a dnsAdapter) Configure(servers []string) error {

@@ -655,3 +655,22 @@ func TestLocalhostResolvesWithoutDNS(t *testing.T) {
 		t.Errorf("%d queries for localhost", n)
 	}
 }
+
+func TestLookupPTRAndTXT(t *testing.T) {
+	s := mxtest.Start(t,
+		"4.3.2.1.in-addr.arpa. 60 IN PTR host.example.",
+		`example. 60 IN TXT "v=spf1 " "-all"`,
+	)
+	r := newResolver(t, s, mx.Options{})
+	ptr, err := r.LookupPTR(ctx(t), netip.MustParseAddr("1.2.3.4"))
+	if err != nil || !slices.Equal(ptr, []string{"host.example."}) {
+		t.Fatalf("ptr %v %v", ptr, err)
+	}
+	txt, err := r.LookupTXT(ctx(t), "Example")
+	if err != nil || !slices.Equal(txt, []string{"v=spf1 -all"}) {
+		t.Fatalf("txt %v %v", txt, err)
+	}
+	if _, err := r.LookupTXT(ctx(t), "gone.example"); !errors.Is(err, mx.ErrNXDOMAIN) {
+		t.Fatalf("nx: %v", err)
+	}
+}
