@@ -178,7 +178,7 @@ var kumoAPIAddressFields = []string{
 // (kumomta-model.md, "kumo.* functions").
 var kumoAPIUndocumented = map[string][]string{
 	"kumo": {"traceback", "validation_failed", "get_event_registrars", "set_lua_gc_on_put",
-		"spawn_thread_pool", "inject_message"},
+		"spawn_thread_pool", "inject_message", "configure_log_disposition_hook"},
 	"kumo.dns":               {"configure_test_resolver", "configure_test_mta_sts"},
 	"kumo.api.admin.bounce":  {"bounce"},
 	"kumo.api.admin.suspend": {"suspend"},
