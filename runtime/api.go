@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"slices"
 	"strings"
+	"sync"
 
 	lua "github.com/yuin/gopher-lua"
 )
@@ -51,17 +52,52 @@ func notProvided(full string) string {
 	return full + " is not provided by kumogo (a KumoMTA function; see docs/compat.md)"
 }
 
+// apiSets is KumoMTA's function names by module, as sets, computed once
+// (immutable data shared by all states).
+var apiSets = sync.OnceValue(func() map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for mod, names := range apiFunctions() {
+		set := make(map[string]bool, len(names))
+		for _, n := range names {
+			set[n] = true
+		}
+		out[mod] = set
+	}
+	return out
+})
+
+// apiStub is where a table's missing KumoMTA names are looked up: the
+// prefix of their full names and the names.
+type apiStub struct {
+	prefix string
+	names  map[string]bool
+}
+
 // installAPIStubs makes every KumoMTA function that kumogo does not
 // register fail by its full name when called, instead of "attempt to call
 // a non-function object": kumo and each of its module tables (made empty
-// where kumogo has none, and registered in package.loaded) get an __index
-// that knows KumoMTA's names; other names stay nil. Message and
-// connection metadata methods are treated the same way.
+// where kumogo has none, and registered in package.loaded) share a
+// metatable whose __index knows KumoMTA's names; other names stay nil.
+// Message and connection metadata methods are treated the same way.
 func (st *state) installAPIStubs(kumo *lua.LTable) {
 	L := st.L
 	loaded := L.GetField(L.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
-	funcs := apiFunctions()
-	for _, mod := range apiKeys(funcs) {
+	sets := apiSets()
+	st.stubs = make(map[*lua.LTable]apiStub, len(sets)+2)
+	mt := L.CreateTable(0, 1)
+	mt.RawSetString("__index", L.NewFunction(st.stubLookup))
+	install := func(t *lua.LTable, prefix string, names map[string]bool) {
+		if L.GetMetatable(t) != lua.LNil {
+			return // a module with its own metatable keeps it
+		}
+		st.stubs[t] = apiStub{prefix, names}
+		L.SetMetatable(t, mt)
+	}
+	st.installLazyModules(kumo)
+	for mod, names := range sets {
+		if _, lazy := lazyModules[strings.TrimPrefix(mod, "kumo.")]; lazy && kumo.RawGetString(mod[5:]) == lua.LNil {
+			continue // built with its stubs on first use (lazy.go)
+		}
 		t := kumo
 		if mod != "kumo" {
 			t = moduleTable(L, kumo, strings.TrimPrefix(mod, "kumo."))
@@ -69,14 +105,51 @@ func (st *state) installAPIStubs(kumo *lua.LTable) {
 				loaded.RawSetString(mod, t)
 			}
 		}
-		st.stubIndex(t, mod+".", funcs[mod])
+		install(t, mod+".", names)
 	}
 	if idx, ok := st.msgMT.RawGetString("__index").(*lua.LTable); ok {
-		st.stubIndex(idx, "Message:", kumoAPIMessageMethods)
+		install(idx, "Message:", messageMethodSet())
 	}
 	if idx, ok := st.connMT.RawGetString("__index").(*lua.LTable); ok {
-		st.stubIndex(idx, "ConnectionMeta:", kumoAPIConnMethods)
+		install(idx, "ConnectionMeta:", connMethodSet())
 	}
+}
+
+var (
+	messageMethodSet = sync.OnceValue(func() map[string]bool { return nameSet(kumoAPIMessageMethods) })
+	connMethodSet    = sync.OnceValue(func() map[string]bool { return nameSet(kumoAPIConnMethods) })
+)
+
+func nameSet(names []string) map[string]bool {
+	out := make(map[string]bool, len(names))
+	for _, n := range names {
+		out[n] = true
+	}
+	return out
+}
+
+// stubLookup is the shared __index: a KumoMTA name gives a function that
+// raises "<full name> is not provided by kumogo", anything else nil.
+func (st *state) stubLookup(L *lua.LState) int {
+	t, _ := L.Get(1).(*lua.LTable)
+	k, ok := L.Get(2).(lua.LString)
+	if ok {
+		if m, built := st.openLazy(t, string(k)); built {
+			L.Push(m)
+			return 1
+		}
+	}
+	stub, known := st.stubs[t]
+	if !ok || !known || !stub.names[string(k)] {
+		L.Push(lua.LNil)
+		return 1
+	}
+	full := stub.prefix + string(k)
+	L.Push(L.NewFunction(func(L *lua.LState) int {
+		L.RaiseError("%s", notProvided(full))
+		return 0
+	}))
+	return 1
 }
 
 // moduleTable returns kumo.a.b..., creating empty tables on the way.
@@ -85,48 +158,12 @@ func moduleTable(L *lua.LState, kumo *lua.LTable, dotted string) *lua.LTable {
 	for _, part := range strings.Split(dotted, ".") {
 		next, ok := t.RawGetString(part).(*lua.LTable)
 		if !ok {
-			next = L.NewTable()
+			next = L.CreateTable(0, 0) // most stay empty: no preallocation
 			t.RawSetString(part, next)
 		}
 		t = next
 	}
 	return t
-}
-
-// stubIndex gives t an __index answering names (absent from t) with a
-// function that raises "<prefix><name> is not provided by kumogo".
-func (st *state) stubIndex(t *lua.LTable, prefix string, names []string) {
-	L := st.L
-	known := make(map[string]bool, len(names))
-	for _, n := range names {
-		if t.RawGetString(n) == lua.LNil {
-			known[n] = true
-		}
-	}
-	if len(known) == 0 {
-		return
-	}
-	mt, _ := L.GetMetatable(t).(*lua.LTable)
-	if mt == nil {
-		mt = L.NewTable()
-		L.SetMetatable(t, mt)
-	}
-	if mt.RawGetString("__index") != lua.LNil {
-		return // a module with its own lookup keeps it
-	}
-	mt.RawSetString("__index", L.NewFunction(func(L *lua.LState) int {
-		k, ok := L.Get(2).(lua.LString)
-		if !ok || !known[string(k)] {
-			L.Push(lua.LNil)
-			return 1
-		}
-		full := prefix + string(k)
-		L.Push(L.NewFunction(func(L *lua.LState) int {
-			L.RaiseError("%s", notProvided(full))
-			return 0
-		}))
-		return 1
-	}))
 }
 
 func apiKeys[V any](m map[string]V) []string {
@@ -168,7 +205,11 @@ func APIReport(modules fs.FS) ([]APIStatus, error) {
 	for _, mod := range apiKeys(funcs) {
 		t := kumo
 		if mod != "kumo" {
-			t = moduleTable(L, kumo, strings.TrimPrefix(mod, "kumo."))
+			if m, ok := L.GetField(kumo, strings.TrimPrefix(mod, "kumo.")).(*lua.LTable); ok && !strings.Contains(mod[5:], ".") {
+				t = m // builds a lazy module
+			} else {
+				t = moduleTable(L, kumo, strings.TrimPrefix(mod, "kumo."))
+			}
 		}
 		for _, n := range funcs[mod] {
 			full := mod + "." + n

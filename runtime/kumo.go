@@ -87,13 +87,6 @@ func (st *state) openKumo() *lua.LTable {
 	k.RawSetString("dns", dns)
 	dkimT := st.openDKIM()
 	k.RawSetString("dkim", dkimT)
-	k.RawSetString("digest", st.openDigest())
-	k.RawSetString("encode", st.openEncode())
-	k.RawSetString("uuid", st.openUUID())
-	k.RawSetString("secrets", st.openSecrets())
-	k.RawSetString("string", st.openString())
-	k.RawSetString("regex", st.openRegex())
-	k.RawSetString("time", st.openTime())
 
 	loaded := L.GetField(L.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
 	loaded.RawSetString("kumo.dns", dns)

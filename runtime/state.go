@@ -51,6 +51,9 @@ type state struct {
 
 	next lua.LValue // the original next, for __pairs iterators
 
+	stubs map[*lua.LTable]apiStub // tables whose missing KumoMTA names fail by name (api.go)
+	kumo  *lua.LTable             // the kumo module, where lazy modules are built (lazy.go)
+
 	boxed map[string]any // boxString's cache
 
 	// reused event arguments (escape.go)
