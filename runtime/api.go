@@ -293,3 +293,14 @@ func CompatMarkdown(rep []APIStatus) string {
 	}
 	return b.String()
 }
+
+// warnUnfiredEvents logs each KumoMTA event the policy handles that
+// kumogo never fires, so that a handler that silently never runs is
+// seen at --validate and at start.
+func (r *Runtime) warnUnfiredEvents() {
+	for _, ev := range kumoAPIEvents {
+		if _, fired := calledEvents[ev]; r.handlers[ev] && !fired {
+			r.log.Warn().Str("event", ev).Msg("the policy handles " + ev + ", which kumogo never fires (docs/compat.md)")
+		}
+	}
+}

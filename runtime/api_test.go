@@ -2,8 +2,13 @@ package runtime
 
 import (
 	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rs/zerolog"
 
 	"github.com/kumogo/kumogo/internal/message"
 )
@@ -67,6 +72,50 @@ func TestAPIReportCoversDocumentedNames(t *testing.T) {
 	} {
 		if status[name] != want {
 			t.Errorf("%s: %q, want %q", name, status[name], want)
+		}
+	}
+}
+
+func TestUnfiredEventWarned(t *testing.T) {
+	var buf strings.Builder
+	r, err := New(Options{PolicyPath: writePolicy(t, `kumo.on('http_message_generated', function() end) kumo.on('init', function() end)`),
+		Log: zerolog.New(&buf)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if !strings.Contains(buf.String(), "the policy handles http_message_generated, which kumogo never fires") || strings.Contains(buf.String(), "handles init") {
+		t.Fatalf("log: %s", buf.String())
+	}
+}
+
+// TestCalledEventsAreFired: every event docs/compat.md calls provided is
+// named by the code outside the API tables (a guard against the list
+// claiming more than kumogo does).
+func TestCalledEventsAreFired(t *testing.T) {
+	var src strings.Builder
+	err := filepath.WalkDir("..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "docs") {
+			return filepath.SkipDir
+		}
+		base := filepath.Base(p)
+		if !strings.HasSuffix(base, ".go") || strings.HasSuffix(base, "_test.go") || p == filepath.Join("..", "runtime", "api.go") || p == filepath.Join("..", "runtime", "apinames.go") {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		src.Write(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := src.String()
+	for ev := range calledEvents {
+		if !strings.Contains(all, `"`+ev+`"`) {
+			t.Errorf("event %s is listed as fired but no code names it", ev)
 		}
 	}
 }

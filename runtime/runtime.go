@@ -232,6 +232,7 @@ func New(opts Options) (*Runtime, error) {
 			r.handlers[ev] = true
 		}
 	}
+	r.warnUnfiredEvents()
 	return r, nil
 }
 
