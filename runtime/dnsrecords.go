@@ -14,8 +14,8 @@ type DNSRecords interface {
 	LookupTXT(ctx context.Context, name string) ([]string, error)
 }
 
-func (st *state) dnsRecords(L *lua.LState, fn string) DNSRecords {
-	d, ok := st.dns(L, fn).(DNSRecords)
+func (st *state) dnsRecords(L *lua.LState, n int, fn string) DNSRecords {
+	d, ok := st.dnsFor(L, n, fn).(DNSRecords)
 	if !ok {
 		L.RaiseError("kumo.dns.%s: this process's resolver does not serve it", fn)
 	}
@@ -33,12 +33,11 @@ func (st *state) pushStrings(L *lua.LState, ss []string) {
 // dnsLookupPTR is kumo.dns.lookup_ptr(IP [, resolver]): the PTR names.
 func (st *state) dnsLookupPTR(L *lua.LState) int {
 	s := L.CheckString(1)
-	noNamedResolver(L, 2, "lookup_ptr")
 	ip, err := netip.ParseAddr(s)
 	if err != nil {
 		L.ArgError(1, "an IP address expected")
 	}
-	names, err := st.dnsRecords(L, "lookup_ptr").LookupPTR(st.callCtx(), ip)
+	names, err := st.dnsRecords(L, 2, "lookup_ptr").LookupPTR(st.callCtx(), ip)
 	if err != nil {
 		L.RaiseError("kumo.dns.lookup_ptr(%q): %s", s, err.Error())
 	}
@@ -49,8 +48,7 @@ func (st *state) dnsLookupPTR(L *lua.LState) int {
 // dnsLookupTXT is kumo.dns.lookup_txt(NAME [, resolver]).
 func (st *state) dnsLookupTXT(L *lua.LState) int {
 	name := L.CheckString(1)
-	noNamedResolver(L, 2, "lookup_txt")
-	txt, err := st.dnsRecords(L, "lookup_txt").LookupTXT(st.callCtx(), name)
+	txt, err := st.dnsRecords(L, 2, "lookup_txt").LookupTXT(st.callCtx(), name)
 	if err != nil {
 		L.RaiseError("kumo.dns.lookup_txt(%q): %s", name, err.Error())
 	}

@@ -43,3 +43,19 @@ end)`, func(o *Options) { o.DNS = d })
 		t.Fatalf("bad zone: %v", err)
 	}
 }
+
+func TestDefineResolverBadConfig(t *testing.T) {
+	d := &fakeDNS{}
+	for _, c := range []struct{ src, want string }{
+		{`kumo.dns.define_resolver('x', {})`, "expected exactly one of `Hickory` or `Test`"},
+		{`kumo.dns.define_resolver('x', {Unbound = {}})`, "unknown field `Unbound`"},
+		{`kumo.dns.define_resolver('x', {Hickory = {name_servers = {'nope'}}})`, "expected an IP address"},
+		{`kumo.dns.define_resolver('x', {Test = {zones = {'$ORIGIN x.\nfoo 1 IN BOGUS 1'}}})`, "zone 1"},
+		{`kumo.dns.lookup_mx('example.com', 'undefined')`, "resolver \"undefined\" is not defined"},
+	} {
+		_, err := newRuntimeErr(t, c.src, func(o *Options) { o.DNS = d })
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.src, err)
+		}
+	}
+}

@@ -147,9 +147,10 @@ type Runtime struct {
 
 	dkim dkimKeys // parsed DKIM signing keys
 
-	memo      memoCaches // kumo.memoize caches, shared by all states
-	throttles throttles  // kumo.make_throttle limiters, by name and spec
-	tasks     taskCtx    // kumo.spawn_task's context
+	memo      memoCaches     // kumo.memoize caches, shared by all states
+	throttles throttles      // kumo.make_throttle limiters, by name and spec
+	tasks     taskCtx        // kumo.spawn_task's context
+	resolvers namedResolvers // kumo.dns.define_resolver
 	idsOnce   sync.Once
 	ids       *message.IDGenerator // kumo.make_message's ids
 

@@ -103,7 +103,7 @@ func run(args []string, stderr io.Writer) int {
 		Validating: *validate,
 		Hostname:   hostname,
 		Version:    "kumogo " + version,
-		DNS:        dnsAdapter{d},
+		DNS:        dnsAdapter{d: d},
 	})
 	if err != nil {
 		logger.Error().Msg(err.Error())
