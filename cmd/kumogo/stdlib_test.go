@@ -50,3 +50,19 @@ kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'nul
 	c.Cmd(t, "QUIT", "221")
 	d.stop(t, syscall.SIGINT)
 }
+
+// TestValidateNamesMissingKumoFunction: --validate of a policy calling a
+// KumoMTA function kumogo lacks fails with its full name.
+func TestValidateNamesMissingKumoFunction(t *testing.T) {
+	dir := t.TempDir()
+	policy := spooledPolicy(t, dir, `
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0' }
+  local producer = kumo.kafka.build_producer { ['bootstrap.servers'] = 'localhost:9092' }`, "")
+	var stderr strings.Builder
+	if rc := run([]string{"--validate", "--policy", policy}, &stderr); rc != 1 {
+		t.Fatalf("rc %d: %s", rc, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "policy.lua:7: kumo.kafka.build_producer is not provided by kumogo") {
+		t.Fatalf("stderr: %s", stderr.String())
+	}
+}
