@@ -6,7 +6,7 @@ import "slices"
 // documentation (docs/reference/kumo/*, docs/reference/kumo.<module>/*,
 // docs/reference/string, docs/reference/regex, docs/reference/events,
 // docs/reference/message, docs/reference/address,
-// docs/reference/connectionmeta.md). api.go compares it with what kumogo
+// docs/reference/connectionmeta.md). compatapi.go compares it with what kumogo
 // registers; docs/compat.md is generated from both (kumogo --dump-api).
 
 // kumoAPIFunctions lists KumoMTA's functions by module table.

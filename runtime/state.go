@@ -51,7 +51,7 @@ type state struct {
 
 	next lua.LValue // the original next, for __pairs iterators
 
-	stubs map[*lua.LTable]apiStub // tables whose missing KumoMTA names fail by name (api.go)
+	stubs map[*lua.LTable]apiStub // tables whose missing KumoMTA names fail by name (compatapi.go)
 	kumo  *lua.LTable             // the kumo module, where lazy modules are built (lazy.go)
 
 	boxed map[string]any // boxString's cache
