@@ -200,3 +200,29 @@ func apiFunctions() map[string][]string {
 	}
 	return out
 }
+
+// kumoAPIObjectMethods are the methods and fields of KumoMTA's other
+// object types (docs/reference/header, headermap, mimepart and
+// addressheader), which kumogo does not have yet.
+var kumoAPIObjectMethods = map[string][]string{
+	"AddressHeader": {
+		"domain", "email", "list", "name", "user",
+	},
+	"Header": {
+		"address_list", "authentication_results", "mailbox_list", "message_id", "message_id_list",
+		"mime_params", "name", "raw_value", "unstructured", "value",
+	},
+	"HeaderMap": {
+		"append", "bcc", "cc", "comments", "content_disposition", "content_id",
+		"content_transfer_encoding", "content_type", "from", "get_first_named", "iter", "message_id",
+		"mime_version", "prepend", "references", "remove_all_named", "reply_to", "resent_bcc",
+		"resent_cc", "resent_from", "resent_sender", "sender", "set_bcc", "set_cc", "set_comments",
+		"set_content_disposition", "set_content_id", "set_content_transfer_encoding", "set_content_type",
+		"set_from", "set_message_id", "set_mime_version", "set_references", "set_reply_to",
+		"set_resent_bcc", "set_resent_cc", "set_resent_from", "set_resent_sender", "set_resent_to",
+		"set_sender", "set_subject", "set_to", "subject", "to",
+	},
+	"MimePart": {
+		"append_part", "body", "get_simple_structure", "headers", "id", "rebuild", "replace_body",
+	},
+}

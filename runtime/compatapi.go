@@ -244,6 +244,11 @@ func APIReport(modules fs.FS) ([]APIStatus, error) {
 	}
 	methods("Message:", st.msgMT, kumoAPIMessageMethods)
 	methods("ConnectionMeta:", st.connMT, kumoAPIConnMethods)
+	for _, typ := range apiKeys(kumoAPIObjectMethods) {
+		for _, n := range kumoAPIObjectMethods[typ] {
+			out = append(out, APIStatus{"method", typ + ":" + n, "not provided"})
+		}
+	}
 	for _, n := range kumoAPIAddressFields {
 		out = append(out, APIStatus{"method", "EnvelopeAddress." + n, "provided"})
 	}
