@@ -15,6 +15,7 @@ require (
 	github.com/rs/zerolog v1.35.1
 	github.com/yuin/gopher-lua v1.1.2
 	golang.org/x/net v0.57.0
+	golang.org/x/sync v0.25.0
 	golang.org/x/sys v0.47.0
 	golang.org/x/text v0.44.0
 )

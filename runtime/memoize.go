@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"fmt"
 	"math"
 	"strconv"
 	"sync"
@@ -8,6 +9,7 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	lua "github.com/yuin/gopher-lua"
+	"golang.org/x/sync/singleflight"
 )
 
 // memoCaches are the process-wide caches of kumo.memoize, by name: every
@@ -24,6 +26,7 @@ type memoCaches struct {
 // converting or allocating.
 type memoCache struct {
 	ttl         time.Duration
+	fill        singleflight.Group
 	withEpoch   bool
 	lru         *lru.Cache[string, *memoEntry]
 	epochAtFill uint64
@@ -64,13 +67,14 @@ func (c *memoCaches) purgeEpoch() {
 
 // kumoMemoize is kumo.memoize(fn, {name, ttl, capacity,
 // invalidate_with_epoch, populate_timeout, retry_on_populate_timeout,
-// allow_stale_reads}).
+// allow_stale_reads}). populate_timeout and retry_on_populate_timeout
+// are accepted, but a fill is bounded only by the event's deadline;
+// allow_stale_reads only turns off invalidate_with_epoch.
 //
 // The memoized function returns one value. Tables are converted once per
 // Lua state and that same table is returned on later hits in that state,
-// so a policy must not modify what a memoized function returns. Two
-// states missing the same key at once both call fn (the last result is
-// kept).
+// so a policy must not modify what a memoized function returns. States
+// missing the same key at once share one call of fn.
 func (st *state) kumoMemoize(L *lua.LState) int {
 	fn := L.CheckFunction(1)
 	v, err := st.toGo(L.CheckTable(2))
@@ -128,20 +132,40 @@ func (st *state) kumoMemoize(L *lua.LState) int {
 			L.Push(lv)
 			return 1
 		}
+		// One state fills a key at a time, on its own goroutine; the
+		// others wait for its result instead of calling fn too.
 		n := L.GetTop()
-		L.Push(fn)
-		for i := 1; i <= n; i++ {
-			L.Push(L.Get(i))
-		}
-		L.Call(n, 1)
-		res := L.Get(-1)
-		gv, err := st.toGo(res)
+		var res lua.LValue
+		v, err, shared := mc.fill.Do(key, func() (any, error) {
+			L.Push(fn)
+			for i := 1; i <= n; i++ {
+				L.Push(L.Get(i))
+			}
+			if err := L.PCall(n, 1, nil); err != nil {
+				return nil, err
+			}
+			res = L.Get(-1)
+			L.Pop(1)
+			gv, err := st.toGo(res)
+			if err != nil {
+				return nil, fmt.Errorf("kumo.memoize %s: result: %w", name, err)
+			}
+			e := &memoEntry{value: gv, expires: time.Now().Add(mc.ttl)}
+			mc.lru.Add(key, e)
+			return e, nil
+		})
 		if err != nil {
-			L.RaiseError("kumo.memoize %s: result: %s", name, err.Error())
+			if ae, ok := err.(*lua.ApiError); ok && !shared {
+				L.Error(ae.Object, 0) // this state's own error, raised as is
+			}
+			L.RaiseError("%s", err.Error())
 		}
-		e := &memoEntry{value: gv, expires: time.Now().Add(mc.ttl)}
-		mc.lru.Add(key, e)
+		e := v.(*memoEntry)
+		if res == nil {
+			res = st.fromGo(e.value)
+		}
 		local[e] = res
+		L.Push(res)
 		return 1
 	}))
 	return 1

@@ -163,3 +163,44 @@ func BenchmarkMemoizeBaselineCall(b *testing.B) {
 	b.ResetTimer()
 	callGlobal(b, st, "baseline", lua.LNumber(b.N), lua.LString("k"))
 }
+
+// TestMemoizeConcurrentMissesShareOneCall: two states missing the same key
+// at once call the populating function once; an error is not cached.
+func TestMemoizeConcurrentMissesShareOneCall(t *testing.T) {
+	r := newRuntime(t, `
+CALLS = 0
+slow = kumo.memoize(function(k)
+  CALLS = CALLS + 1
+  kumo.sleep(0.3)
+  if k == 'bad' then error('no such key') end
+  return k .. '!'
+end, { name = 'slow', ttl = '1h', capacity = 10 })
+kumo.on('t', function() end)
+`)
+	defer r.Close()
+	ctx := context.Background()
+	st1, _ := r.get(ctx)
+	st2, _ := r.get(ctx)
+	defer r.put(st1, nil)
+	defer r.put(st2, nil)
+	done := make(chan lua.LValue, 1)
+	go func() { done <- callGlobal(t, st2, "slow", lua.LString("k")) }()
+	time.Sleep(50 * time.Millisecond)
+	v1 := callGlobal(t, st1, "slow", lua.LString("k"))
+	v2 := <-done
+	calls := st1.L.GetGlobal("CALLS").(lua.LNumber) + st2.L.GetGlobal("CALLS").(lua.LNumber)
+	if v1.String() != "k!" || v2.String() != "k!" || calls != 1 {
+		t.Fatalf("values %v %v, calls %v", v1, v2, calls)
+	}
+	before := st1.L.GetGlobal("CALLS").(lua.LNumber)
+	for i := 0; i < 2; i++ {
+		st1.L.Push(st1.L.GetGlobal("slow"))
+		st1.L.Push(lua.LString("bad"))
+		if err := st1.L.PCall(1, 1, nil); err == nil || !strings.Contains(err.Error(), "no such key") {
+			t.Fatalf("error call %d: %v", i, err)
+		}
+	}
+	if st1.L.GetGlobal("CALLS") != before+2 {
+		t.Fatalf("errors cached: calls %v", st1.L.GetGlobal("CALLS"))
+	}
+}
