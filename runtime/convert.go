@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"reflect"
 	"sort"
@@ -279,11 +280,12 @@ func jsonEncode(v any, pretty bool) (string, error) {
 
 // jsonParse decodes JSON that may contain //, /* */ and # comments.
 func jsonParse(data []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(stripJSONComments(data)))
+	stripped := stripJSONComments(data)
+	dec := json.NewDecoder(bytes.NewReader(stripped))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return nil, err
+		return nil, jsonErrorAt(stripped, err)
 	}
 	if dec.More() {
 		return nil, errors.New("trailing characters after JSON value")
@@ -372,3 +374,27 @@ func sortedKeys(m map[string]any) []string {
 
 // finite reports whether f is a finite number.
 func finite(f float64) bool { return !math.IsInf(f, 0) && !math.IsNaN(f) }
+
+// jsonErrorAt adds "line L column C" to a JSON syntax error, so that a
+// bad data file names the place (comments are stripped line by line, so
+// lines are those of the file).
+func jsonErrorAt(data []byte, err error) error {
+	var off int64 = -1
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		off = se.Offset
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		off = int64(len(data))
+	}
+	if off < 0 {
+		return err
+	}
+	if off > int64(len(data)) {
+		off = int64(len(data))
+	}
+	before := data[:off]
+	line := bytes.Count(before, []byte{'\n'}) + 1
+	col := int(off) - bytes.LastIndexByte(before, '\n')
+	return fmt.Errorf("line %d column %d: %w", line, col-1, err)
+}

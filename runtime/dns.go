@@ -27,9 +27,14 @@ func (st *state) openDNS() *lua.LTable {
 	L := st.L
 	t := L.NewTable()
 	L.SetFuncs(t, map[string]lua.LGFunction{
-		"lookup_mx":          st.dnsLookupMX,
-		"lookup_addr":        st.dnsLookupAddr,
-		"configure_resolver": st.dnsConfigureResolver,
+		"lookup_mx":               st.dnsLookupMX,
+		"lookup_addr":             st.dnsLookupAddr,
+		"configure_resolver":      st.dnsConfigureResolver,
+		"configure_test_resolver": st.dnsConfigureTestResolver,
+		"lookup_ptr":              st.dnsLookupPTR,
+		"lookup_txt":              st.dnsLookupTXT,
+		"define_resolver":         st.dnsDefineResolver,
+		"rbl_lookup":              st.dnsRBLLookup,
 	})
 	return t
 }
@@ -42,19 +47,10 @@ func (st *state) dns(L *lua.LState, fn string) DNS {
 	return d
 }
 
-// noNamedResolver rejects the optional resolver-name argument: kumogo
-// has one resolver (kumo.dns.define_resolver is not provided).
-func noNamedResolver(L *lua.LState, n int, fn string) {
-	if v := L.Get(n); v != lua.LNil {
-		L.RaiseError("kumo.dns.%s: named resolvers are not supported (got resolver %s)", fn, L.ToStringMeta(v).String())
-	}
-}
-
 // dnsLookupMX is kumo.dns.lookup_mx(domain [, resolver]).
 func (st *state) dnsLookupMX(L *lua.LState) int {
 	domain := L.CheckString(1)
-	noNamedResolver(L, 2, "lookup_mx")
-	res, err := st.dns(L, "lookup_mx").LookupMX(st.callCtx(), domain)
+	res, err := st.dnsFor(L, 2, "lookup_mx").LookupMX(st.callCtx(), domain)
 	if err != nil {
 		L.RaiseError("kumo.dns.lookup_mx(%q): %s", domain, err.Error())
 	}
@@ -66,14 +62,14 @@ func (st *state) dnsLookupMX(L *lua.LState) int {
 // strategy Ipv4Only / Ipv6Only filters the answers.
 func (st *state) dnsLookupAddr(L *lua.LState) int {
 	name := L.CheckString(1)
-	noNamedResolver(L, 2, "lookup_addr")
+	d := st.dnsFor(L, 2, "lookup_addr")
 	strategy := L.OptString(3, "")
 	switch strategy {
 	case "", "Ipv4AndIpv6", "Ipv6thenIpv4", "Ipv4thenIpv6", "Ipv4Only", "Ipv6Only":
 	default:
 		L.ArgError(3, "unknown variant `"+strategy+"`, expected one of `Ipv4Only`, `Ipv6Only`, `Ipv4AndIpv6`, `Ipv6thenIpv4`, `Ipv4thenIpv6`")
 	}
-	addrs, err := st.dns(L, "lookup_addr").LookupAddr(st.callCtx(), name)
+	addrs, err := d.LookupAddr(st.callCtx(), name)
 	if err != nil {
 		L.RaiseError("kumo.dns.lookup_addr(%q): %s", name, err.Error())
 	}

@@ -83,7 +83,7 @@ end)
 	}{
 		{[]any{"mx", "nxdomain.example"}, `kumo.dns.lookup_mx("nxdomain.example"): NXDOMAIN`},
 		{[]any{"addr", "nxdomain.example"}, `kumo.dns.lookup_addr("nxdomain.example"): NXDOMAIN`},
-		{[]any{"addr", "example.com", "other"}, "named resolvers are not supported"},
+		{[]any{"addr", "example.com", "other"}, `resolver "other" is not defined`},
 		{[]any{"addr", "example.com", nil, "Ipv5Only"}, "unknown variant `Ipv5Only`"},
 	} {
 		if _, err := r.Call(ctx, "t", c.args...); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -42,13 +42,16 @@ func (st *state) openKumo() *lua.LTable {
 		"make_egress_source":    st.constructor(func(v any) (any, error) { return decodeEgressSource(v) }),
 		"make_egress_pool":      st.constructor(func(v any) (any, error) { return decodeEgressPool(v) }),
 		"available_parallelism": availableParallelism,
+		"memoize":               st.kumoMemoize,
+		"make_throttle":         st.kumoMakeThrottle,
+		"spawn_task":            st.kumoSpawnTask,
+		"make_message":          st.kumoMakeMessage,
 
 		"configure_accounting_db_path":  st.kumoConfigureAccountingDBPath,
 		"configure_bounce_classifier":   st.kumoConfigureBounceClassifier,
 		"set_max_lua_context_use_count": st.kumoSetMaxUse,
 		"set_max_lua_context_age":       st.kumoSetMaxAge,
 		"set_max_spare_lua_contexts":    st.kumoSetMaxSpare,
-		"eval_config_monitor_globs":     func(L *lua.LState) int { L.Push(L.NewTable()); return 1 },
 	})
 	L.SetFuncs(k, st.invokeFuncs())
 	// Tuning knobs that change nothing in kumogo but must exist so that
@@ -59,8 +62,7 @@ func (st *state) openKumo() *lua.LTable {
 		"set_logging_threads", "set_httpinject_recipient_rate_limit",
 		"set_lruttl_cache_capacity", "set_memory_hard_limit", "set_memory_soft_limit",
 		"set_memory_low_thresh", "suspend_delivery_when_spool_unhealthy",
-		"set_lua_gc_on_put", "set_config_monitor_globs", "set_diagnostic_log_filter",
-		"bump_config_epoch",
+		"set_lua_gc_on_put", "set_diagnostic_log_filter",
 	} {
 		k.RawSetString(name, L.NewFunction(noop))
 	}
@@ -68,6 +70,7 @@ func (st *state) openKumo() *lua.LTable {
 		k.RawSetString(name, L.NewFunction(func(L *lua.LState) int { L.Push(lua.LNil); return 1 }))
 	}
 	k.RawSetString("version", lua.LString(st.rt.version))
+	st.openEpoch(k)
 
 	serde := L.NewTable()
 	L.SetFuncs(serde, map[string]lua.LGFunction{

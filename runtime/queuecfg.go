@@ -626,7 +626,7 @@ func decodeEgressSource(v any) (*config.EgressSource, error) {
 }
 
 // suspendPolicy reads {trigger='Immediate' | {Threshold='N/period'},
-// duration=...}.
+// duration=...}; trigger defaults to Immediate.
 func (o *obj) suspendPolicy(key string, dst *map[string]any) {
 	v, ok := o.get(key)
 	if !ok {
@@ -655,8 +655,9 @@ func (o *obj) suspendPolicy(key string, dst *map[string]any) {
 		default:
 			p.fail("invalid type: " + describe(t) + ", expected `Immediate` or {Threshold='N/period'}")
 		}
-	} else if p.err == nil {
-		p.fail("missing field `trigger`")
+	} else {
+		// KumoMTA's SuspensionPolicy: trigger defaults to Immediate.
+		out["trigger"] = "Immediate"
 	}
 	if p.err == nil && d == 0 {
 		p.fail("missing field `duration`")

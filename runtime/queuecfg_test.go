@@ -314,6 +314,12 @@ func TestEgressSourceAndPool(t *testing.T) {
 		t.Fatalf("source = %+v\nwant     %+v", *s, want)
 	}
 
+	// KumoMTA's SuspensionPolicy defaults trigger to Immediate.
+	s = mustConstruct[config.EgressSource](t, `kumo.make_egress_source{name='d', suspend_when_unplumbed={duration='30s'}}`)
+	if got := s.SuspendWhenUnplumbed; !reflect.DeepEqual(got, map[string]any{"trigger": "Immediate", "duration": "30s"}) {
+		t.Fatalf("suspend_when_unplumbed = %#v", got)
+	}
+
 	p := mustConstruct[config.EgressPool](t, `kumo.make_egress_pool{name='pool', entries={{name='ip-1'}, {name='ip-2', weight=3}, {name='off', weight=0}}, ttl=10}`)
 	wantPool := config.EgressPool{Name: "pool", TTL: 10 * time.Second, Entries: []config.EgressPoolEntry{{Name: "ip-1", Weight: 1}, {Name: "ip-2", Weight: 3}, {Name: "off", Weight: 0}}}
 	if !reflect.DeepEqual(*p, wantPool) {

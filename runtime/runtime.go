@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -35,6 +36,7 @@ import (
 	"github.com/yuin/gopher-lua/parse"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
@@ -60,6 +62,11 @@ type Options struct {
 	// Source is the policy text when it is bundled rather than read from
 	// PolicyPath (PolicyPath is then only its display name).
 	Source []byte
+	// ModulePrefixes replace KumoPrefixes at the head of package.path
+	// (tests point them at temporary directories).
+	ModulePrefixes []string
+	// Getenv reads LUA_PATH_5_4 and LUA_PATH (os.Getenv when nil).
+	Getenv func(string) string
 	// Modules holds bundled helper modules: "foo.lua" or "foo/init.lua"
 	// answers require 'foo'; dots in module names map to slashes.
 	Modules fs.FS
@@ -115,9 +122,12 @@ type Runtime struct {
 	log       zerolog.Logger
 	chunkName string
 	policyDir string
-	hostname  string
-	version   string
-	proto     *lua.FunctionProto
+	// searchPath is the initial package.path (modules.go).
+	searchPath string
+	hostname   string
+	version    string
+	protoMu    sync.Mutex
+	proto      *lua.FunctionProto // the policy; replaced by BumpEpoch
 
 	// handlers records which events have handlers; it is computed once
 	// from the first state and never changes afterwards.
@@ -141,6 +151,19 @@ type Runtime struct {
 	modCache map[string]*lua.FunctionProto
 
 	dkim dkimKeys // parsed DKIM signing keys
+
+	memo      memoCaches     // kumo.memoize caches, shared by all states
+	throttles throttles      // kumo.make_throttle limiters, by name and spec
+	tasks     taskCtx        // kumo.spawn_task's context
+	resolvers namedResolvers // kumo.dns.define_resolver
+	idsOnce   sync.Once
+	ids       *message.IDGenerator // kumo.make_message's ids
+
+	epochN atomic.Uint64 // configuration epoch (epoch.go)
+	epoch  epochState
+
+	ownMu sync.Mutex
+	owned []io.Closer // closed with the runtime (dnstest.go)
 }
 
 // New compiles the policy and runs its top level in a first Lua state,
@@ -198,6 +221,7 @@ func New(opts Options) (*Runtime, error) {
 			r.policyDir = filepath.Dir(abs)
 		}
 	}
+	r.searchPath = r.modulePath()
 	r.maxUse.Store(defaultMaxUse)
 	r.maxAge.Store(int64(defaultMaxAge))
 	r.maxSpare.Store(defaultMaxSpare)
@@ -215,6 +239,7 @@ func New(opts Options) (*Runtime, error) {
 			r.handlers[ev] = true
 		}
 	}
+	r.warnUnfiredEvents()
 	return r, nil
 }
 
@@ -289,6 +314,7 @@ func (r *Runtime) Close() error {
 	if r.closed.Swap(true) {
 		return nil
 	}
+	r.closeOwned()
 	if st := r.first; st != nil {
 		r.first = nil
 		r.discard(st)
@@ -340,7 +366,7 @@ func (r *Runtime) get(ctx context.Context) (*state, error) {
 }
 
 func (r *Runtime) expired(st *state) bool {
-	return st.uses >= r.maxUse.Load() || time.Since(st.created) > time.Duration(r.maxAge.Load())
+	return st.epoch != r.epochN.Load() || st.uses >= r.maxUse.Load() || time.Since(st.created) > time.Duration(r.maxAge.Load())
 }
 
 // put returns st to the pool after a call. callErr is the raw call error:
@@ -361,7 +387,7 @@ func (r *Runtime) put(st *state, callErr error) {
 	}
 	// The age limit is checked when the state is next taken (get), which
 	// saves a clock read per event here.
-	if r.closed.Load() || st.uses >= r.maxUse.Load() || int64(len(r.pool)) >= r.maxSpare.Load() {
+	if r.closed.Load() || st.uses >= r.maxUse.Load() || st.epoch != r.epochN.Load() || int64(len(r.pool)) >= r.maxSpare.Load() {
 		r.discard(st)
 		return
 	}

@@ -9,20 +9,77 @@ import (
 	"testing/fstest"
 )
 
-func TestSandbox(t *testing.T) {
+// TestStandardLibrary: a policy is trusted configuration and gets Lua's
+// whole standard library, as in KumoMTA (policies read secrets with
+// io.open, split themselves up with dofile, and KumoMTA's sink.lua uses
+// os.tmpname).
+func TestStandardLibrary(t *testing.T) {
+	dir := t.TempDir()
+	part := filepath.Join(dir, "part.lua")
+	if err := os.WriteFile(part, []byte("return 40 + ..."), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r := newRuntime(t, `
-kumo.on('t', function()
-  return type(io), type(debug), type(dofile), type(loadfile), type(collectgarbage),
-    type(os.execute), type(os.exit), type(os.remove), type(os.getenv), type(os.time), type(os.date), type(os.clock),
-    type(string.dump), type(channel), type(package.loadlib), type(print), type(coroutine.wrap), type(load)
+kumo.on('t', function(dir, part)
+  local tmp = os.tmpname()
+  local f = assert(io.open(tmp, 'r'))   -- tmpname creates the file
+  f:close()
+  f = assert(io.open(tmp, 'w'))
+  f:write('secret\n')
+  f:close()
+  local moved = dir .. '/moved'
+  assert(os.rename(tmp, moved))
+  local content = io.open(moved):read('*a')
+  assert(os.remove(moved))
+  assert(io.open(moved) == nil)
+  local lines = 0
+  for _ in io.lines(part) do lines = lines + 1 end
+  local chunk = assert(loadfile(part))
+  local env = { x = 5 }
+  local fromString = assert(load('return x', 'chunk', 't', env))
+  local parts = {'return ', '1', ' + 1'}
+  local i = 0
+  local fromReader = assert(load(function() i = i + 1; return parts[i] end))
+  local bad, msg = load('return +', 'badchunk')
+  return content, chunk(2), fromString(), fromReader(), bad, msg,
+    type(debug.traceback), type(collectgarbage), type(os.execute), type(os.exit),
+    os.date('!%Y-%m-%d', 0), lines, type(dofile)
 end)`)
-	out := run(t, r)
-	want := []any{"nil", "nil", "nil", "nil", "nil", "nil", "nil", "nil", "function", "function", "function", "function",
-		"nil", "nil", "nil", "function", "function", "function"}
-	for i := range want {
-		if out[i] != want[i] {
-			t.Errorf("result %d = %v, want %v", i+1, out[i], want[i])
+	out := run(t, r, dir, part)
+	want := []any{"secret\n", int64(42), int64(5), int64(2), nil}
+	for i, w := range want {
+		if out[i] != w {
+			t.Fatalf("result %d = %#v, want %#v (all %#v)", i+1, out[i], w, out)
 		}
+	}
+	if !strings.Contains(out[5].(string), "badchunk") {
+		t.Errorf("load error = %v", out[5])
+	}
+	for i, w := range []any{"function", "function", "function", "function", "1970-01-01", int64(1), "function"} {
+		if out[6+i] != w {
+			t.Errorf("result %d = %#v, want %#v", 7+i, out[6+i], w)
+		}
+	}
+}
+
+func TestDofile(t *testing.T) {
+	dir := t.TempDir()
+	part := filepath.Join(dir, "part.lua")
+	policy := filepath.Join(dir, "policy.lua")
+	if err := os.WriteFile(part, []byte("SHARED = 'from part'\nreturn 7"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(policy, []byte("local n = dofile('"+part+"')\nkumo.on('t', function() return SHARED, n end)"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Options{PolicyPath: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	out, err := r.Call(context.Background(), "t")
+	if err != nil || out[0] != "from part" || out[1] != int64(7) {
+		t.Fatalf("out = %#v, err = %v", out, err)
 	}
 }
 

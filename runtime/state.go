@@ -4,10 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -33,6 +29,7 @@ type state struct {
 	L       *lua.LState
 	created time.Time
 	uses    int64
+	epoch   uint64 // configuration epoch the state was made in
 
 	// handlers and registrars are filled by kumo.on while the policy's top
 	// level runs.
@@ -49,8 +46,13 @@ type state struct {
 
 	msgMT, addrMT, connMT, rejMT, cfgMT, tdMT *lua.LTable
 	dkimMeta                                  *lua.LTable // DKIM signers (dkimMT), made on first use
+	throttleMT                                *lua.LTable // kumo.make_throttle objects, made on first use
+	timeMT                                    *lua.LTable // kumo.time Time objects, made on first use
 
 	next lua.LValue // the original next, for __pairs iterators
+
+	stubs map[*lua.LTable]apiStub // tables whose missing KumoMTA names fail by name (compatapi.go)
+	kumo  *lua.LTable             // the kumo module, where lazy modules are built (lazy.go)
 
 	boxed map[string]any // boxString's cache
 
@@ -74,6 +76,7 @@ func (r *Runtime) newState() (*state, error) {
 		rt:         r,
 		L:          L,
 		created:    time.Now(),
+		epoch:      r.epochN.Load(),
 		handlers:   make(map[string][]*lua.LFunction, 8),
 		registrars: make(map[string][][]string, 8),
 		ctx:        context.Background(),
@@ -84,12 +87,13 @@ func (r *Runtime) newState() (*state, error) {
 	}
 	st.registerTypes()
 	kumo := st.openKumo()
+	st.installAPIStubs(kumo)
 	L.SetGlobal("kumo", kumo)
 	if r.opts.Validating {
 		L.SetGlobal("_VALIDATING_CONFIG", lua.LTrue)
 	}
 	st.openMemoryFuncs(kumo)
-	L.Push(L.NewFunctionFromProto(r.proto))
+	L.Push(L.NewFunctionFromProto(r.policyProto()))
 	err := st.protectedCall(0, 0)
 	st.ctx = nil
 	L.SetTop(0)
@@ -100,7 +104,10 @@ func (r *Runtime) newState() (*state, error) {
 	return st, nil
 }
 
-// openLibs opens the allow-listed standard libraries and shims.
+// openLibs opens Lua's whole standard library, as KumoMTA does: a policy
+// is trusted configuration (io, os, dofile, loadfile, load, debug are all
+// there; DESIGN.md bounds resources, not features), plus the Lua 5.3/5.4
+// shims gopher-lua lacks.
 func (st *state) openLibs() error {
 	L := st.L
 	for _, lib := range []struct {
@@ -110,10 +117,12 @@ func (st *state) openLibs() error {
 		{lua.LoadLibName, lua.OpenPackage},
 		{lua.BaseLibName, lua.OpenBase},
 		{lua.TabLibName, lua.OpenTable},
+		{lua.IoLibName, lua.OpenIo},
+		{lua.OsLibName, lua.OpenOs},
 		{lua.StringLibName, lua.OpenString},
 		{lua.MathLibName, lua.OpenMath},
+		{lua.DebugLibName, lua.OpenDebug},
 		{lua.CoroutineLibName, lua.OpenCoroutine},
-		{lua.OsLibName, lua.OpenOs},
 	} {
 		L.Push(L.NewFunction(lib.fn))
 		L.Push(lua.LString(lib.name))
@@ -122,10 +131,15 @@ func (st *state) openLibs() error {
 		}
 	}
 	g := L.G.Global
-	for _, name := range []string{"dofile", "loadfile", "collectgarbage", "_printregs"} {
-		g.RawSetString(name, lua.LNil)
-	}
+	g.RawSetString("_printregs", lua.LNil)
 	g.RawSetString("print", L.NewFunction(st.luaPrint))
+	// load takes a string or a reader function, a chunk name, a mode and
+	// an environment, as in Lua 5.4 (gopher-lua's takes a function only).
+	g.RawSetString("load", L.NewFunction(luaLoad))
+	// os.tmpname creates the file, as C Lua's mkstemp-based one does
+	// (KumoMTA's sink.lua passes it to configure_accounting_db_path).
+	osT := L.GetGlobal("os").(*lua.LTable)
+	osT.RawSetString("tmpname", L.NewFunction(osTmpname))
 
 	// pairs honours __pairs (Lua 5.2+), which configuration objects use.
 	st.next = g.RawGetString("next")
@@ -144,24 +158,14 @@ func (st *state) openLibs() error {
 
 	loaded := L.GetField(L.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
 
-	// os: only the harmless functions of the full library just opened.
-	full := L.GetGlobal("os").(*lua.LTable)
-	safe := L.CreateTable(0, 5)
-	for _, name := range []string{"getenv", "time", "date", "clock", "difftime"} {
-		safe.RawSetString(name, full.RawGetString(name))
-	}
-	g.RawSetString("os", safe)
-	loaded.RawSetString("os", safe)
-
 	// table: Lua 5.2+ helpers.
 	tbl := L.GetGlobal("table").(*lua.LTable)
 	tbl.RawSetString("unpack", g.RawGetString("unpack"))
 	tbl.RawSetString("pack", L.NewFunction(tablePack))
 
-	// string: bounded rep, no dump.
+	// string: rep charged to the state's memory limit (limits.go).
 	str := L.GetGlobal("string").(*lua.LTable)
 	str.RawSetString("rep", L.NewFunction(strRep))
-	str.RawSetString("dump", lua.LNil)
 
 	// math: Lua 5.3 integer helpers.
 	m := L.GetGlobal("math").(*lua.LTable)
@@ -174,88 +178,8 @@ func (st *state) openLibs() error {
 	g.RawSetString("utf8", u)
 	loaded.RawSetString("utf8", u)
 
-	// package: our own search (bundled modules, then the policy directory).
-	pkg := L.GetGlobal("package").(*lua.LTable)
-	pkg.RawSetString("loadlib", lua.LNil)
-	pkg.RawSetString("cpath", lua.LString(""))
-	if st.rt.policyDir != "" {
-		pkg.RawSetString("path", lua.LString(filepath.Join(st.rt.policyDir, "?.lua")+";"+filepath.Join(st.rt.policyDir, "?", "init.lua")))
-	} else {
-		pkg.RawSetString("path", lua.LString(""))
-	}
-	loaders := L.GetField(L.Get(lua.RegistryIndex), "_LOADERS").(*lua.LTable)
-	preload := loaders.RawGetInt(1)
-	nl := L.CreateTable(2, 0)
-	nl.RawSetInt(1, preload)
-	nl.RawSetInt(2, L.NewFunction(st.loadModule))
-	L.SetField(L.Get(lua.RegistryIndex), "_LOADERS", nl)
-	pkg.RawSetString("loaders", nl)
+	st.openPackage()
 	return nil
-}
-
-// loadModule is the require searcher for bundled modules and files next
-// to the policy. It returns the loader function or a "not found" string.
-func (st *state) loadModule(L *lua.LState) int {
-	name := L.CheckString(1)
-	rel := strings.ReplaceAll(name, ".", "/")
-	var tried []string
-	if fsys := st.rt.opts.Modules; fsys != nil {
-		for _, p := range []string{rel + ".lua", path.Join(rel, "init.lua")} {
-			if !fs.ValidPath(p) {
-				continue
-			}
-			proto, err := st.rt.compileModule("fs:"+p, p, func() ([]byte, error) { return fs.ReadFile(fsys, p) })
-			if err == nil {
-				L.Push(L.NewFunctionFromProto(proto))
-				return 1
-			}
-			if !errors.Is(err, fs.ErrNotExist) {
-				L.RaiseError("error loading module '%s': %s", name, err.Error())
-			}
-			tried = append(tried, "bundled module '"+p+"'")
-		}
-	}
-	if dir := st.rt.policyDir; dir != "" && !strings.Contains(rel, "..") {
-		for _, p := range []string{filepath.Join(dir, filepath.FromSlash(rel)+".lua"), filepath.Join(dir, filepath.FromSlash(rel), "init.lua")} {
-			proto, err := st.rt.compileModule("dir:"+p, p, func() ([]byte, error) { return os.ReadFile(p) })
-			if err == nil {
-				L.Push(L.NewFunctionFromProto(proto))
-				return 1
-			}
-			if !errors.Is(err, fs.ErrNotExist) {
-				L.RaiseError("error loading module '%s': %s", name, err.Error())
-			}
-			tried = append(tried, "no file '"+p+"'")
-		}
-	}
-	if len(tried) == 0 {
-		tried = append(tried, "no module search path")
-	}
-	L.Push(lua.LString(strings.Join(tried, "\n\t")))
-	return 1
-}
-
-// compileModule returns the compiled module for key, compiling it from
-// read() on first use. Compiled modules are shared by all states.
-func (r *Runtime) compileModule(key, name string, read func() ([]byte, error)) (*lua.FunctionProto, error) {
-	r.modMu.Lock()
-	proto, ok := r.modCache[key]
-	r.modMu.Unlock()
-	if ok {
-		return proto, nil
-	}
-	src, err := read()
-	if err != nil {
-		return nil, err
-	}
-	proto, err = compileChunk(src, name)
-	if err != nil {
-		return nil, err
-	}
-	r.modMu.Lock()
-	r.modCache[key] = proto
-	r.modMu.Unlock()
-	return proto, nil
 }
 
 // luaPrint sends print(...) to the log instead of stdout.

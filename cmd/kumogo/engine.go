@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"sort"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/kumogo/kumogo/queue"
 	"github.com/kumogo/kumogo/queue/egress"
 	"github.com/kumogo/kumogo/queue/egress/mx"
+	"github.com/kumogo/kumogo/runtime"
 )
 
 // route is a resolved connection plan; its site names the ready queue.
@@ -101,11 +103,31 @@ func (o *outConn) Info() queue.ConnInfo {
 	}
 }
 
-// dnsAdapter serves kumo.dns.* from the MX resolver.
-type dnsAdapter struct{ d *daemon }
+// dnsAdapter serves kumo.dns.* from the MX resolver, or from its own
+// resolver for kumo.dns.define_resolver.
+type dnsAdapter struct {
+	d     *daemon
+	fixed *mx.Resolver
+}
+
+func (a dnsAdapter) resolver() *mx.Resolver {
+	if a.fixed != nil {
+		return a.fixed
+	}
+	return a.d.resolver()
+}
+
+// NewResolver is a named resolver for kumo.dns.define_resolver.
+func (a dnsAdapter) NewResolver(servers []string) (runtime.DNS, error) {
+	res, err := mx.NewResolver(servers, mx.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return dnsAdapter{d: a.d, fixed: res}, nil
+}
 
 func (a dnsAdapter) LookupMX(ctx context.Context, domain string) (map[string]any, error) {
-	res, err := a.d.resolver().LookupMX(ctx, domain)
+	res, err := a.resolver().LookupMX(ctx, domain)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +156,7 @@ func (a dnsAdapter) LookupMX(ctx context.Context, domain string) (map[string]any
 }
 
 func (a dnsAdapter) LookupAddr(ctx context.Context, name string) ([]string, error) {
-	addrs, err := a.d.resolver().LookupAddr(ctx, name, "")
+	addrs, err := a.resolver().LookupAddr(ctx, name, "")
 	if err != nil {
 		return nil, err
 	}
@@ -144,6 +166,14 @@ func (a dnsAdapter) LookupAddr(ctx context.Context, name string) ([]string, erro
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+func (a dnsAdapter) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
+	return a.resolver().LookupPTR(ctx, ip)
+}
+
+func (a dnsAdapter) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	return a.resolver().LookupTXT(ctx, name)
 }
 
 func (a dnsAdapter) Configure(servers []string) error {

@@ -41,6 +41,8 @@ import (
 	"github.com/kumogo/kumogo/smtpd"
 )
 
+//go:generate go run . --dump-api ../../docs/compat.md
+
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
 
@@ -58,8 +60,12 @@ func run(args []string, stderr io.Writer) int {
 	logLevel := fs.String("log-level", "", "diagnostic log level (trace, debug, info, warn, error); overrides KUMOD_LOG")
 	luaMemFlag := fs.String("lua-memory-limit", "", "memory limit of each Lua state, e.g. 256MiB (the default; also KUMOGO_LUA_MEMORY_LIMIT), or off")
 	pprofAddr := fs.String("pprof", "", "serve Go's pprof profiles on this loopback address (for example 127.0.0.1:6060)")
+	dumpAPI := fs.String("dump-api", "", "write the KumoMTA API compatibility reference (docs/compat.md) to this file (- for stdout) and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *dumpAPI != "" {
+		return writeAPIDump(*dumpAPI, stderr)
 	}
 	if *showVersion {
 		fmt.Fprintf(stderr, "kumogo %s\n", version)
@@ -117,7 +123,7 @@ func run(args []string, stderr io.Writer) int {
 		Validating: *validate,
 		Hostname:   hostname,
 		Version:    "kumogo " + version,
-		DNS:        dnsAdapter{d},
+		DNS:        dnsAdapter{d: d},
 
 		LuaMemoryLimit: luaMem,
 	})
@@ -162,6 +168,11 @@ func run(args []string, stderr io.Writer) int {
 		}
 		return 1
 	}
+	// The config monitor starts after init, as KumoMTA's does: a changed
+	// monitored file gives new Lua states within ConfigMonitorInterval.
+	monCtx, stopMonitor := context.WithCancel(ctx)
+	defer stopMonitor()
+	go rt.RunConfigMonitor(monCtx, runtime.ConfigMonitorInterval)
 	return d.serve(ctx)
 }
 

@@ -3,6 +3,7 @@ package mx_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -623,5 +624,53 @@ func TestApplyStrategy(t *testing.T) {
 	}
 	if len(cands) != 5 || cands[1].Addr.String() != "2001:db8::1" {
 		t.Fatal("ApplyStrategy modified its input")
+	}
+}
+
+// TestLocalhostResolvesWithoutDNS: "localhost" (and names under it) are
+// the loopback addresses (RFC 6761), as KumoMTA's resolver answers them,
+// so mx_list = { 'localhost:PORT' } reaches a local sink; the name server
+// is never asked.
+func TestLocalhostResolvesWithoutDNS(t *testing.T) {
+	s := mxtest.Start(t)
+	r := newResolver(t, s, mx.Options{})
+	plan, err := r.Plan(ctx(t), "anything.example", []config.MXListEntry{{Name: "localhost:2026"}}, 25, "")
+	if err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	var got []string
+	for _, c := range plan.Candidates {
+		got = append(got, c.Name+"="+c.String())
+	}
+	if want := []string{"localhost=127.0.0.1:2026", "localhost=[::1]:2026"}; !slices.Equal(got, want) {
+		t.Errorf("candidates %q, want %q", got, want)
+	}
+	for strategy, want := range map[string]string{mx.Ipv4Only: "[127.0.0.1]", mx.Ipv6Only: "[::1]", mx.Ipv6ThenIpv4: "[::1]"} {
+		addrs, err := r.LookupAddr(ctx(t), "Sub.LocalHost.", strategy)
+		if err != nil || fmt.Sprint(addrs) != want {
+			t.Errorf("%s: %v %v, want %s", strategy, addrs, err, want)
+		}
+	}
+	if n := s.Queries("localhost", "A", "") + s.Queries("localhost", "AAAA", ""); n != 0 {
+		t.Errorf("%d queries for localhost", n)
+	}
+}
+
+func TestLookupPTRAndTXT(t *testing.T) {
+	s := mxtest.Start(t,
+		"4.3.2.1.in-addr.arpa. 60 IN PTR host.example.",
+		`example. 60 IN TXT "v=spf1 " "-all"`,
+	)
+	r := newResolver(t, s, mx.Options{})
+	ptr, err := r.LookupPTR(ctx(t), netip.MustParseAddr("1.2.3.4"))
+	if err != nil || !slices.Equal(ptr, []string{"host.example."}) {
+		t.Fatalf("ptr %v %v", ptr, err)
+	}
+	txt, err := r.LookupTXT(ctx(t), "Example")
+	if err != nil || !slices.Equal(txt, []string{"v=spf1 -all"}) {
+		t.Fatalf("txt %v %v", txt, err)
+	}
+	if _, err := r.LookupTXT(ctx(t), "gone.example"); !errors.Is(err, mx.ErrNXDOMAIN) {
+		t.Fatalf("nx: %v", err)
 	}
 }

@@ -368,6 +368,9 @@ func (r *Resolver) LookupAddr(ctx context.Context, host, strategy string) ([]net
 	if err != nil {
 		return nil, err
 	}
+	if isLocalhost(name) {
+		return localhostAddrs(strategy), nil
+	}
 	get := func(qtype uint16) ([]netip.Addr, error) {
 		v, err := r.cached(ctx, cacheKey{name, qtype}, func(ctx context.Context) (any, time.Duration, error) {
 			return r.fetchAddrs(ctx, name, qtype)
@@ -476,4 +479,23 @@ func splitPort(s string) (host string, port int, err error) {
 		return "", 0, fmt.Errorf("invalid port in %q", s)
 	}
 	return s[:i], p, nil
+}
+
+// isLocalhost reports whether the lower-case FQDN name is "localhost." or
+// a name under it, which RFC 6761 reserves for the loopback addresses;
+// KumoMTA's resolver answers them without asking a name server.
+func isLocalhost(name string) bool {
+	return name == "localhost." || strings.HasSuffix(name, ".localhost.")
+}
+
+// localhostAddrs are the loopback addresses in the order strategy wants.
+func localhostAddrs(strategy string) []netip.Addr {
+	v4, v6 := netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()
+	switch strategy {
+	case Ipv4Only, Ipv4ThenIpv6:
+		return []netip.Addr{v4}
+	case Ipv6Only, Ipv6ThenIpv4:
+		return []netip.Addr{v6}
+	}
+	return []netip.Addr{v4, v6}
 }
