@@ -3,6 +3,7 @@ module github.com/kumogo/kumogo
 go 1.26.8
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/cockroachdb/pebble/v2 v2.1.7
 	github.com/emersion/go-msgauth v0.7.0
 	github.com/emersion/go-smtp v0.25.1
@@ -10,6 +11,7 @@ require (
 	github.com/miekg/dns v1.1.73
 	github.com/rs/zerolog v1.35.1
 	github.com/yuin/gopher-lua v1.1.2
+	go.yaml.in/yaml/v3 v3.0.4
 	golang.org/x/sys v0.47.0
 )
 

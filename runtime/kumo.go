@@ -79,6 +79,9 @@ func (st *state) openKumo() *lua.LTable {
 	for _, name := range []string{"json_encode", "json_encode_pretty", "json_parse", "json_load"} {
 		k.RawSetString(name, serde.RawGetString(name))
 	}
+	st.openSerdeData(k, serde)
+	k.RawSetString("domain_map", st.openDomainMap())
+	k.RawSetString("cidr", st.openCIDR())
 
 	dns := st.openDNS()
 	k.RawSetString("dns", dns)
