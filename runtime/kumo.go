@@ -82,6 +82,7 @@ func (st *state) openKumo() *lua.LTable {
 	st.openSerdeData(k, serde)
 	k.RawSetString("domain_map", st.openDomainMap())
 	k.RawSetString("cidr", st.openCIDR())
+	k.RawSetString("shaping", st.openShaping())
 
 	dns := st.openDNS()
 	k.RawSetString("dns", dns)

@@ -1,0 +1,144 @@
+-- policy-extras.kumogo: what kumogo's policy-extras helpers share: reading
+-- their data files (TOML, JSON or YAML, or inline tables), strict key
+-- checks whose errors name the file, the section and the key, and a
+-- per-state cache that reloads the data after a time to live (KumoMTA's
+-- helpers memoize their data for the same times).
+local kumo = require 'kumo'
+local utils = require 'policy-extras.policy_utils'
+
+local mod = {}
+
+-- Reads each entry of files: a file name, or an inline table. Returns a
+-- list of { name = ..., data = table }.
+function mod.read_files(files, helper)
+  if type(files) ~= 'table' then
+    error(
+      string.format(
+        '%s: setup expects a list of data file names, got %s',
+        helper,
+        type(files)
+      ),
+      3
+    )
+  end
+  local out = {}
+  for i, f in ipairs(files) do
+    if type(f) == 'string' then
+      local data = utils.load_json_or_toml_file(f)
+      if type(data) ~= 'table' then
+        error(string.format('%s: %s: expected a table at the top level', helper, f))
+      end
+      out[#out + 1] = { name = f, data = data }
+    elseif type(f) == 'table' then
+      out[#out + 1] = { name = string.format('(inline table %d)', i), data = f }
+    else
+      error(
+        string.format(
+          '%s: data file %d must be a file name or a table, got %s',
+          helper,
+          i,
+          type(f)
+        )
+      )
+    end
+  end
+  return out
+end
+
+local function sorted_names(set)
+  local names = {}
+  for k in pairs(set) do
+    names[#names + 1] = k
+  end
+  table.sort(names)
+  return table.concat(names, ', ')
+end
+
+mod.sorted_names = sorted_names
+
+-- Raises an error naming the file, the section and the key.
+function mod.fail(file, section, fmt, ...)
+  local where = section and (' in ' .. section) or ''
+  error(string.format('%s: ' .. fmt .. '%s', file, ...) .. where, 0)
+end
+
+-- Checks that every key of tbl is in allowed (a set). Unknown keys are
+-- errors, as in KumoMTA's helpers.
+function mod.check_keys(tbl, allowed, file, section)
+  for k in pairs(tbl) do
+    if not allowed[k] then
+      error(
+        string.format(
+          "%s: unknown key '%s'%s (expected one of: %s)",
+          file,
+          tostring(k),
+          section and (' in ' .. section) or '',
+          sorted_names(allowed)
+        ),
+        0
+      )
+    end
+  end
+end
+
+-- Checks the type of tbl[key] when present: 'string', 'boolean',
+-- 'number', 'table' or 'string_list'.
+function mod.check_type(tbl, key, want, file, section)
+  local v = tbl[key]
+  if v == nil then
+    return
+  end
+  local ok
+  if want == 'string_list' then
+    ok = type(v) == 'table'
+    if ok then
+      for _, s in pairs(v) do
+        if type(s) ~= 'string' then
+          ok = false
+        end
+      end
+    end
+  else
+    ok = type(v) == want
+  end
+  if not ok then
+    error(
+      string.format(
+        "%s: key '%s'%s must be a %s, not a %s",
+        file,
+        key,
+        section and (' in ' .. section) or '',
+        want == 'string_list' and 'list of strings' or want,
+        type(v)
+      ),
+      0
+    )
+  end
+end
+
+-- Returns get(), which calls load() on first use and again once ttl
+-- seconds have passed; the value is kept in this Lua state.
+function mod.cached(load, ttl)
+  local value, loaded_at
+  return function()
+    local now = os.time()
+    if value == nil or now - loaded_at >= ttl then
+      value = load()
+      loaded_at = now
+    end
+    return value
+  end
+end
+
+-- Reports a validation problem for kumogo --validate.
+function mod.report(helper, problem)
+  kumo.log_error(string.format('%s: %s', helper, problem))
+  kumo.validation_failed()
+end
+
+-- Quotes a key the way the TOML data files write section names.
+function mod.q(s)
+  return "'" .. tostring(s) .. "'"
+end
+
+return mod
