@@ -6,10 +6,14 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/rs/zerolog"
 
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/policies"
@@ -199,8 +203,6 @@ func newExtrasRuntime(t testing.TB) (*Runtime, string) {
 	return r, dir
 }
 
-
-
 // TestPolicyExtrasThroughPolicy drives every bundled helper through one
 // policy shaped like KumoMTA's example.
 func TestPolicyExtrasThroughPolicy(t *testing.T) {
@@ -335,3 +337,76 @@ func TestPolicyExtrasThroughPolicy(t *testing.T) {
 }
 
 var _ = message.Address{}
+
+// TestPolicyExtrasDataFileErrors: a bad data file fails validation with
+// a message naming the file and the line (syntax) or the key (unknown
+// keys, bad values).
+func TestPolicyExtrasDataFileErrors(t *testing.T) {
+	good := map[string]string{}
+	for k, v := range extrasFiles {
+		good[k] = v
+	}
+	for _, tc := range []struct {
+		file, src string
+		want      []string
+	}{
+		{"listener_domains.toml", "[\"a.com\"]\nrelay_to = true\nrelay_tu = true\n", []string{"listener_domains.toml: unknown key 'relay_tu' in ['a.com']"}},
+		{"listener_domains.toml", "[\"a.com\"]\nrelay_to = \n", []string{"listener_domains.toml: line 2"}},
+		{"listener_domains.toml", "[\"a.com\"]\nlog_oob = 'Sometimes'\n", []string{"listener_domains.toml: ", "['a.com']", "Sometimes"}},
+		{"sources.toml", "[source.\"ip-1\"]\nsource_adress = '10.0.0.1'\n", []string{"sources.toml: ", "[source.'ip-1']", "source_adress"}},
+		{"sources.toml", "[pool.\"p\".\"ip-1\"]\nweigth = 2\n", []string{"sources.toml: unknown key 'weigth' in [pool.'p'.'ip-1']"}},
+		{"sources.toml", "[sauce.x]\n", []string{"sources.toml: unknown key 'sauce'"}},
+		{"queues.toml", "tenant_headr = 'X'\n", []string{"queues.toml: unknown key 'tenant_headr'"}},
+		{"queues.toml", "[tenant.t]\nmax_age = 5\negres_pool = 'p'\n", []string{"queues.toml: unknown key 'egres_pool'", "[tenant.'t']"}},
+		{"queues.toml", "[queue.'a.com']\nretry_interval = true\n", []string{"queues.toml: bad value for 'retry_interval'", "[queue.'a.com']"}},
+		{"queues.toml", "[queue.'a.com'.'t']\nmax_agee = '1h'\n", []string{"queues.toml: unknown key 'max_agee'", "[queue.'a.com'.'t']"}},
+		{"queues.toml", "[queue.'a.com']\nmax_age = '1h'\n[queue.'a.com']\n", []string{"queues.toml: line 3"}},
+		{"dkim_data.toml", "[domain.'a.com']\nselectr = 'x'\n", []string{"dkim_data.toml: unknown key 'selectr' in [domain.'a.com']"}},
+		{"dkim_data.toml", "[domain.'a.com']\nalgo = 'md5'\n", []string{"algo must be 'sha256' or 'ed25519'"}},
+		{"dkim_data.toml", "[base]\nadditional_signatures = ['x']\n", []string{"base.additional_signatures lists 'x'"}},
+		{"dkim_data.toml", "[domain.'b.com']\nselector = 'x'\n", []string{"domain 'b.com'", "missing field `headers`"}},
+		{"dkim_data.toml", "[base]\nheaders = ['From']\n[domain.'b.com']\nselector = 'x'\n", []string{"domain 'b.com'", "/opt/kumomta/etc/dkim/b.com/x.key", "no such file"}},
+		{"shaping.toml", "[\"gmail.com\"]\nconection_limit = 1\n", []string{"shaping.toml: [", "gmail.com", "deserialize error: unknown field `conection_limit`"}},
+		{"shaping.toml", "[\"gmail.com\"]\nconnection_limit = \n", []string{"parsing toml from file", "shaping.toml: line 2"}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			files := map[string]string{}
+			for k, v := range good {
+				files[k] = v
+			}
+			files[tc.file] = tc.src
+			dir := extrasDir(t, files)
+			os.WriteFile(filepath.Join(dir, "example.com.key"), rsaKeyPEM(t), 0o600)
+			var buf strings.Builder
+			r, err := newRuntimeErr(t, strings.ReplaceAll(extrasPolicy, "$DIR", dir), withExtras(&fakeDNS{}), func(o *Options) {
+				o.Log = zerolog.New(&syncWriter{w: &buf})
+				o.Validating = true
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Init(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Validate(context.Background()); err == nil {
+				t.Fatalf("validation passed with a bad %s", tc.file)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(buf.String(), w) {
+					t.Errorf("log lacks %q:\n%s", w, buf.String())
+				}
+			}
+		})
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
