@@ -94,6 +94,7 @@ func (st *state) openKumo() *lua.LTable {
 	loaded.RawSetString("kumo.dkim", dkimT)
 	loaded.RawSetString("kumo", k)
 	loaded.RawSetString("kumo.serde", serde)
+	loaded.RawSetString("kumogo.extras_data", st.openExtrasData())
 	return k
 }
 

@@ -135,7 +135,8 @@ type Runtime struct {
 	modMu    sync.Mutex
 	modCache map[string]*lua.FunctionProto
 
-	dkim dkimKeys // parsed DKIM signing keys
+	dkim   dkimKeys   // parsed DKIM signing keys
+	extras extrasData // data shared by the policy-extras helpers
 }
 
 // New compiles the policy and runs its top level in a first Lua state,

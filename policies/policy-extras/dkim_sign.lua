@@ -110,7 +110,6 @@ local function load_data(files)
     names[name] = name
   end
   data.domain_map = kumo.domain_map.new(names)
-  data.signers = {} -- per state: signers by block, made on first use
   return data
 end
 
@@ -144,8 +143,14 @@ local function signer_params(data, block, domain)
   return params
 end
 
+-- Per Lua state: signers by block, for the data they were made from.
+local signers_for, signers = nil, {}
+
 local function signer_for(data, cache_key, block, domain)
-  local signer = data.signers[cache_key]
+  if signers_for ~= data then
+    signers_for, signers = data, {}
+  end
+  local signer = signers[cache_key]
   if not signer then
     local params = signer_params(data, block, domain)
     if (block.algo or 'sha256') == 'ed25519' then
@@ -153,21 +158,24 @@ local function signer_for(data, cache_key, block, domain)
     else
       signer = kumo.dkim.rsa_sha256_signer(params)
     end
-    data.signers[cache_key] = signer
+    signers[cache_key] = signer
   end
   return signer
 end
 
+local from_domain = require('kumogo.extras_data').from_domain
+local lower = string.lower
+
 local function sign(msg, data)
-  local from = msg:from_header()
+  local from = from_domain(msg)
   if not from then
     kumo.reject(552, '5.6.0 DKIM signing requires a From header, but it is missing from this message')
   end
   local signed_domain = false
-  local key = data.domain_map[from.domain]
+  local key = data.domain_map[from]
   if key then
     -- wildcard blocks sign as the message's own From domain
-    local domain = from.domain:lower()
+    local domain = lower(from)
     msg:dkim_sign(signer_for(data, 'domain\1' .. domain, data.domain[key], domain))
     signed_domain = true
   end
@@ -185,7 +193,7 @@ function mod:setup(data_files)
   if mod.CONFIGURED then
     error(HELPER .. ': already configured', 2)
   end
-  local get_data = kg.cached(function()
+  local get_data = kg.cached(HELPER, data_files, function()
     return load_data(data_files)
   end, 300)
   mod.CONFIGURED = { data_files = data_files, get_data = get_data }

@@ -1,10 +1,13 @@
 -- policy-extras.kumogo: what kumogo's policy-extras helpers share: reading
 -- their data files (TOML, JSON or YAML, or inline tables), strict key
 -- checks whose errors name the file, the section and the key, and a
--- per-state cache that reloads the data after a time to live (KumoMTA's
--- helpers memoize their data for the same times).
+-- cache of their data shared by all Lua states, rebuilt when a file
+-- changes or after a time to live (KumoMTA's helpers memoize their data
+-- for the same times).
 local kumo = require 'kumo'
 local utils = require 'policy-extras.policy_utils'
+local shared = require 'kumogo.extras_data'
+local time = os.time
 
 local mod = {}
 
@@ -116,15 +119,33 @@ function mod.check_type(tbl, key, want, file, section)
   end
 end
 
--- Returns get(), which calls load() on first use and again once ttl
--- seconds have passed; the value is kept in this Lua state.
-function mod.cached(load, ttl)
-  local value, loaded_at
+-- Returns get(), the data built by load() from files. The data is built
+-- once per process and shared by the Lua states (kumogo.extras_data); it
+-- is rebuilt when one of the files changes or after ttl seconds. A state
+-- asks for it again at most every 10 seconds (every 16th call looks at the
+-- clock), so per message get() costs a table lookup.
+function mod.cached(helper, files, load, ttl)
+  local key = helper
+  local paths = {}
+  for i, f in ipairs(files) do
+    if type(f) == 'string' then
+      paths[#paths + 1] = f
+      key = key .. '\0' .. f
+    else
+      key = key .. '\0(inline ' .. i .. ')'
+    end
+  end
+  local recheck = ttl < 10 and ttl or 10
+  local value, checked_at, calls = nil, 0, 0
   return function()
-    local now = os.time()
-    if value == nil or now - loaded_at >= ttl then
-      value = load()
-      loaded_at = now
+    calls = calls + 1
+    if value == nil or calls >= 16 then
+      calls = 0
+      local now = time()
+      if value == nil or now - checked_at >= recheck then
+        value = shared.get(key, paths, ttl, load)
+        checked_at = now
+      end
     end
     return value
   end

@@ -183,8 +183,6 @@ local function load_data(files)
   data.domain_map = kumo.domain_map.new(names)
   data.has_routing = has_routing
   data.has_overall = has_overall
-  data.routing_cache = {}
-  data.routing_count = 0
   return data
 end
 
@@ -223,9 +221,30 @@ local function resolve_config(data, domain, tenant, campaign)
   return params
 end
 
+-- Per Lua state: routing_domain by domain, tenant and campaign, for the
+-- data it was computed from (bounded).
+local routing_for, routing_cache, routing_count
+
 local function resolve_routing_domain(data, domain, tenant, campaign)
-  local ck = domain .. '\1' .. (tenant or '') .. '\1' .. (campaign or '')
-  local cached = data.routing_cache[ck]
+  if routing_for ~= data then
+    routing_for, routing_cache, routing_count = data, {}, 0
+  end
+  local by_domain = routing_cache[domain]
+  if not by_domain then
+    if routing_count >= 4096 then
+      routing_cache, routing_count = {}, 0
+    end
+    routing_count = routing_count + 1
+    by_domain = {}
+    routing_cache[domain] = by_domain
+  end
+  local tk, ck = tenant or '', campaign or ''
+  local by_tenant = by_domain[tk]
+  if not by_tenant then
+    by_tenant = {}
+    by_domain[tk] = by_tenant
+  end
+  local cached = by_tenant[ck]
   if cached ~= nil then
     return cached or nil
   end
@@ -235,11 +254,7 @@ local function resolve_routing_domain(data, domain, tenant, campaign)
       routing = s.extras.routing_domain
     end
   end
-  data.routing_count = data.routing_count + 1
-  if data.routing_count > 4096 then
-    data.routing_cache, data.routing_count = {}, 1
-  end
-  data.routing_cache[ck] = routing
+  by_tenant[ck] = routing
   return routing or nil
 end
 
@@ -258,11 +273,11 @@ local function apply_impl(msg, data)
       end
     end
   end
-  local tenant, source
+  local tenant, from_header
   if top.tenant_header then
     tenant = msg:get_first_named_header_value(top.tenant_header)
     if tenant then
-      source = string.format("'%s' header", top.tenant_header)
+      from_header = true
       if top.remove_tenant_header then
         msg:remove_all_named_headers(top.tenant_header)
       end
@@ -270,11 +285,11 @@ local function apply_impl(msg, data)
   end
   if not tenant and top.default_tenant then
     tenant = top.default_tenant
-    source = 'default_tenant option'
   end
   if tenant then
     local t = data.tenants[tenant]
     if not t then
+      local source = from_header and string.format("'%s' header", top.tenant_header) or 'default_tenant option'
       kumo.reject(500, string.format("tenant '%s' specified by %s is not defined in your queue config", tenant, source))
     end
     local authz = t.extras.require_authz
@@ -332,7 +347,7 @@ function mod:setup_with_options(options)
   end
   kg.check_keys(options, { file_names = true, skip_queue_config_hook = true, invalidate_with_epoch = true }, HELPER .. ':setup_with_options')
   local files = options.file_names
-  local get_data = kg.cached(function()
+  local get_data = kg.cached(HELPER, files, function()
     return load_data(files)
   end, 60)
 

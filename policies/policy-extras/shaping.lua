@@ -99,7 +99,9 @@ function mod:setup_with_automation(options)
     end
   end
 
-  local get_data = kg.cached(function()
+  -- The shaping object is shared by the Lua states: kumo.shaping.load
+  -- resolves the MX of every rolled-up domain.
+  local get_data = kg.cached(HELPER, file_names, function()
     return load_shaping(file_names, options.load_validation_options)
   end, ttl_seconds(options.cache_ttl))
 

@@ -72,7 +72,7 @@ function mod:setup(data_files)
   if mod.CONFIGURED then
     error(HELPER .. ': already configured', 2)
   end
-  local get_data = kg.cached(function()
+  local get_data = kg.cached(HELPER, data_files, function()
     return load_data(data_files)
   end, 300)
   mod.CONFIGURED = {

@@ -1,0 +1,123 @@
+package runtime
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	lua "github.com/yuin/gopher-lua"
+)
+
+func TestSimpleFromDomain(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"a@example.com", "example.com", true},
+		{"  a@example.com ", "example.com", true},
+		{"Alice <a@Example.COM>", "Example.COM", true},
+		{"<a@x.org>", "x.org", true},
+		{"\"Quoted, Name\" <a@x.org>", "", false},
+		{"a@x.org, b@y.org", "", false},
+		{"a@x.org (comment)", "", false},
+		{"group: a@x.org;", "", false},
+		{"no-at-sign", "", false},
+		{"a@b@c", "", false},
+		{"Name <a@x.org> trailing", "", false},
+		{"<a@x.org", "", false},
+		{"a@", "", false},
+		{"@x.org", "", false},
+		{"a b@x.org", "", false},
+	} {
+		got, ok := simpleFromDomain(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("%q: %q %v, want %q %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestExtrasFromDomain: from_domain agrees with msg:from_header().domain,
+// through the fast path and through the full parse.
+func TestExtrasFromDomain(t *testing.T) {
+	r := newRuntime(t, `
+local x = require 'kumogo.extras_data'
+kumo.on('smtp_server_message_received', function(msg)
+  local f = msg:from_header()
+  msg:set_meta('got', tostring(x.from_domain(msg)))
+  msg:set_meta('want', tostring(f and f.domain))
+end)`)
+	for _, from := range []string{"a@x.org", "Alice <a@y.org>", "\"Doe, J\" <j@z.org>, k@w.org", "=?utf-8?q?J=C3=B6rg?= <j@u.org>", "bogus", ""} {
+		data := "Subject: s\r\n\r\nbody\r\n"
+		if from != "" {
+			data = "From: " + from + "\r\n" + data
+		}
+		m := testMessage(t, data, "r@example.com")
+		if err := r.MessageReceived(context.Background(), m, newTestConn()); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := m.Meta("got")
+		want, _ := m.Meta("want")
+		if got != want {
+			t.Errorf("From %q: from_domain %v, from_header %v", from, got, want)
+		}
+	}
+}
+
+// TestExtrasDataShared: the loader runs once for all states, again when a
+// listed file changes, and again after the time to live.
+func TestExtrasDataShared(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "d.toml")
+	os.WriteFile(f, []byte("v = 1\n"), 0o644)
+	r := newRuntime(t, `
+local x = require 'kumogo.extras_data'
+kumo.on('t', function(path, ttl)
+  local v = x.get('k', { path }, ttl, function()
+    local d = kumo.serde.toml_load(path)
+    d.map = kumo.domain_map.new { ['*.example.com'] = d.v }
+    d.stamp = tostring({})
+    return d
+  end)
+  return v.v, v.map['a.example.com'], v.stamp
+end)`)
+	call := func(ttl float64) (int64, int64, string) {
+		t.Helper()
+		out := run(t, r, f, ttl)
+		return out[0].(int64), out[1].(int64), out[2].(string)
+	}
+	v, m, first := call(60)
+	if v != 1 || m != 1 {
+		t.Fatalf("first: %v %v", v, m)
+	}
+	// another state gets the shared copy (and the domain map survives it)
+	st, err := r.newState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := st.callEvent(context.Background(), "t", []lua.LValue{lua.LString(f), lua.LNumber(60)})
+	st.L.Close()
+	if err != nil || out[0] != int64(1) || out[1] != int64(1) || out[2] != first {
+		t.Fatalf("second state: %v %v (first load %s)", out, err, first)
+	}
+	if v, _, s := call(60); v != 1 || s != first {
+		t.Fatalf("cached: %v %v", v, s)
+	}
+	// a changed file is reloaded
+	os.WriteFile(f, []byte("v = 22\n"), 0o644)
+	future := time.Now().Add(2 * time.Second)
+	os.Chtimes(f, future, future)
+	v, m, second := call(60)
+	if v != 22 || m != 22 || second == first {
+		t.Fatalf("after edit: %v %v %v", v, m, second)
+	}
+	// an entry stored with a zero time to live is rebuilt on next use
+	later := future.Add(2 * time.Second)
+	os.Chtimes(f, later, later)
+	_, _, third := call(0)
+	if _, _, s := call(0); s == third || third == second {
+		t.Fatal("an expired entry was served")
+	}
+}
+
