@@ -120,4 +120,3 @@ end)`)
 		t.Fatal("an expired entry was served")
 	}
 }
-
