@@ -410,3 +410,75 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+// TestPolicyExtrasInlineAndJSON: data given as inline tables and JSON
+// files (with comments) works like TOML; a second setup is an error; the
+// queue helper's overall_max_message_rate says what kumogo lacks.
+func TestPolicyExtrasInlineAndJSON(t *testing.T) {
+	dir := extrasDir(t, map[string]string{
+		"sources.json": `{
+  // JSON data files may have comments
+  "source": {"s1": {"source_address": "127.0.0.5"}},
+  "pool": {"p": {"s1": {"weight": 4}}}
+}`,
+		"ld.yaml": "\"*.yaml.example\":\n  relay_to: true\n",
+	})
+	r := newRuntime(t, `
+local kumo = require 'kumo'
+local sources = require 'policy-extras.sources'
+local listener_domains = require 'policy-extras.listener_domains'
+local queue_module = require 'policy-extras.queue'
+sources:setup { '`+dir+`/sources.json' }
+local ld = listener_domains:setup { '`+dir+`/ld.yaml', { ['inline.example'] = { relay_to = true } } }
+kumo.on('get_listener_domain', ld)
+local q = queue_module:setup_with_options {
+  skip_queue_config_hook = true,
+  file_names = { { default_tenant = 't', tenant = { t = { overall_max_message_rate = '10/s', egress_pool = 'p' } } } },
+}
+kumo.on('smtp_server_message_received', function(msg) q:apply(msg) end)
+kumo.on('t', function(what)
+  if what == 'again' then return sources:setup { 'x' } end
+  if what == 'resolve' then return q:resolve_config('a.example', 't', nil).egress_pool end
+  if what == 'has_throttle' then return kumo.make_throttle ~= nil end
+  if what == 'badopt' then package.loaded['policy-extras.queue'].CONFIGURED = nil; return queue_module:setup_with_options { file_names = {}, colour = 1 } end
+end)
+`, withExtras(&fakeDNS{}))
+	ctx := context.Background()
+	pool, err := r.GetEgressPool(ctx, "p")
+	if err != nil || len(pool.Entries) != 1 || pool.Entries[0].Weight != 4 {
+		t.Fatalf("pool from JSON: %+v %v", pool, err)
+	}
+	for _, d := range []string{"inline.example", "a.yaml.example"} {
+		ld, err := r.ListenerDomain(ctx, d, "127.0.0.1:25", newTestConn())
+		if err != nil || ld == nil || !ld.RelayTo {
+			t.Fatalf("%s: %+v %v", d, ld, err)
+		}
+	}
+	if ld, err := r.ListenerDomain(ctx, "yaml.example", "127.0.0.1:25", newTestConn()); err != nil || ld != nil {
+		t.Fatalf("wildcard matched its own domain: %+v %v", ld, err)
+	}
+	if r.HasHandler("get_queue_config") {
+		t.Fatal("skip_queue_config_hook registered get_queue_config")
+	}
+	if out := run(t, r, "resolve"); out[0] != "p" {
+		t.Fatalf("resolve_config: %v", out)
+	}
+	if _, err := r.Call(ctx, "t", "again"); err == nil || !strings.Contains(err.Error(), "already configured") {
+		t.Fatalf("second setup: %v", err)
+	}
+	if _, err := r.Call(ctx, "t", "badopt"); err == nil || !strings.Contains(err.Error(), "unknown key 'colour'") {
+		t.Fatalf("bad option: %v", err)
+	}
+	m := testMessage(t, "From: a@x.example\r\n\r\nx\r\n", "r@y.example")
+	if err := r.MessageReceived(ctx, m, newTestConn()); err != nil {
+		t.Fatal(err)
+	}
+	err = r.ThrottleInsertReadyQueue(ctx, m)
+	if run(t, r, "has_throttle")[0] == true {
+		if err != nil { // kumo.make_throttle has landed: the throttle is used
+			t.Fatalf("overall_max_message_rate: %v", err)
+		}
+	} else if err == nil || !strings.Contains(err.Error(), "kumo.make_throttle, which is not provided by kumogo yet") {
+		t.Fatalf("overall_max_message_rate: %v", err)
+	}
+}
