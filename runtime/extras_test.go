@@ -422,13 +422,16 @@ func TestPolicyExtrasInlineAndJSON(t *testing.T) {
   "pool": {"p": {"s1": {"weight": 4}}}
 }`,
 		"ld.yaml": "\"*.yaml.example\":\n  relay_to: true\n",
+		"shaping.json": `{"nope.example": {"mx_rollup": false, "connection_limit": 2}}`,
 	})
 	r := newRuntime(t, `
 local kumo = require 'kumo'
 local sources = require 'policy-extras.sources'
 local listener_domains = require 'policy-extras.listener_domains'
 local queue_module = require 'policy-extras.queue'
+local shaping = require 'policy-extras.shaping'
 sources:setup { '`+dir+`/sources.json' }
+kumo.on('get_egress_path_config', shaping:setup('`+dir+`/shaping.json'))
 local ld = listener_domains:setup { '`+dir+`/ld.yaml', { ['inline.example'] = { relay_to = true } } }
 kumo.on('get_listener_domain', ld)
 local q = queue_module:setup_with_options {
@@ -447,6 +450,9 @@ end)
 	pool, err := r.GetEgressPool(ctx, "p")
 	if err != nil || len(pool.Entries) != 1 || pool.Entries[0].Weight != 4 {
 		t.Fatalf("pool from JSON: %+v %v", pool, err)
+	}
+	if p, err := r.GetEgressPathConfig(ctx, "nope.example", "s1", "x"); err != nil || p.ConnectionLimit != 2 {
+		t.Fatalf("shaping:setup(string): %+v %v", p, err)
 	}
 	for _, d := range []string{"inline.example", "a.yaml.example"} {
 		ld, err := r.ListenerDomain(ctx, d, "127.0.0.1:25", newTestConn())

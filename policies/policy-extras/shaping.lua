@@ -70,6 +70,9 @@ local function load_shaping(file_names, options)
 end
 
 function mod:setup(extra_files)
+  if type(extra_files) == 'string' then
+    extra_files = { extra_files }
+  end
   return self:setup_with_automation({ extra_files = extra_files }).get_egress_path_config
 end
 
