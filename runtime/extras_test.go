@@ -350,23 +350,23 @@ func TestPolicyExtrasDataFileErrors(t *testing.T) {
 		file, src string
 		want      []string
 	}{
-		{"listener_domains.toml", "[\"a.com\"]\nrelay_to = true\nrelay_tu = true\n", []string{"listener_domains.toml: unknown key 'relay_tu' in ['a.com']"}},
+		{"listener_domains.toml", "[\"a.com\"]\nrelay_to = true\nrelay_tu = true\n", []string{"listener_domains.toml:3: unknown key 'relay_tu'", "in ['a.com']"}},
 		{"listener_domains.toml", "[\"a.com\"]\nrelay_to = \n", []string{"listener_domains.toml: line 2"}},
-		{"listener_domains.toml", "[\"a.com\"]\nlog_oob = 'Sometimes'\n", []string{"listener_domains.toml: ", "['a.com']", "Sometimes"}},
-		{"sources.toml", "[source.\"ip-1\"]\nsource_adress = '10.0.0.1'\n", []string{"sources.toml: ", "[source.'ip-1']", "source_adress"}},
-		{"sources.toml", "[pool.\"p\".\"ip-1\"]\nweigth = 2\n", []string{"sources.toml: unknown key 'weigth' in [pool.'p'.'ip-1']"}},
-		{"sources.toml", "[sauce.x]\n", []string{"sources.toml: unknown key 'sauce'"}},
-		{"queues.toml", "tenant_headr = 'X'\n", []string{"queues.toml: unknown key 'tenant_headr'"}},
-		{"queues.toml", "[tenant.t]\nmax_age = 5\negres_pool = 'p'\n", []string{"queues.toml: unknown key 'egres_pool'", "[tenant.'t']"}},
-		{"queues.toml", "[queue.'a.com']\nretry_interval = true\n", []string{"queues.toml: bad value for 'retry_interval'", "[queue.'a.com']"}},
-		{"queues.toml", "[queue.'a.com'.'t']\nmax_agee = '1h'\n", []string{"queues.toml: unknown key 'max_agee'", "[queue.'a.com'.'t']"}},
+		{"listener_domains.toml", "[\"a.com\"]\nrelay_to = true\nlog_oob = 'Sometimes'\n", []string{"listener_domains.toml:3: ", "in ['a.com']", "Sometimes"}},
+		{"sources.toml", "[source.\"ip-1\"]\nsource_adress = '10.0.0.1'\n", []string{"sources.toml:2: ", "in [source.ip-1]", "source_adress"}},
+		{"sources.toml", "[pool.\"p\".\"ip-1\"]\nweigth = 2\n", []string{"sources.toml:2: unknown key 'weigth'", "in [pool.p.ip-1]"}},
+		{"sources.toml", "[sauce.x]\n", []string{"sources.toml:1: unknown key 'sauce'"}},
+		{"queues.toml", "tenant_headr = 'X'\n", []string{"queues.toml:1: unknown key 'tenant_headr'"}},
+		{"queues.toml", "[tenant.t]\nmax_age = 5\negres_pool = 'p'\n", []string{"queues.toml:3: unknown key 'egres_pool'", "in [tenant.t]"}},
+		{"queues.toml", "[queue.'a.com']\nretry_interval = true\n", []string{"queues.toml:2: bad value for 'retry_interval'", "in [queue.'a.com']"}},
+		{"queues.toml", "[queue.'a.com'.'t']\nmax_agee = '1h'\n", []string{"queues.toml:2: unknown key 'max_agee'", "in [queue.'a.com'.t]"}},
 		{"queues.toml", "[queue.'a.com']\nmax_age = '1h'\n[queue.'a.com']\n", []string{"queues.toml: line 3"}},
-		{"dkim_data.toml", "[domain.'a.com']\nselectr = 'x'\n", []string{"dkim_data.toml: unknown key 'selectr' in [domain.'a.com']"}},
-		{"dkim_data.toml", "[domain.'a.com']\nalgo = 'md5'\n", []string{"algo must be 'sha256' or 'ed25519'"}},
+		{"dkim_data.toml", "[domain.'a.com']\nselectr = 'x'\n", []string{"dkim_data.toml:2: unknown key 'selectr'", "in [domain.'a.com']"}},
+		{"dkim_data.toml", "[domain.'a.com']\nselector = 'x'\nalgo = 'md5'\n", []string{"dkim_data.toml:3: algo must be 'sha256' or 'ed25519'"}},
 		{"dkim_data.toml", "[base]\nadditional_signatures = ['x']\n", []string{"base.additional_signatures lists 'x'"}},
 		{"dkim_data.toml", "[domain.'b.com']\nselector = 'x'\n", []string{"domain 'b.com'", "missing field `headers`"}},
 		{"dkim_data.toml", "[base]\nheaders = ['From']\n[domain.'b.com']\nselector = 'x'\n", []string{"domain 'b.com'", "/opt/kumomta/etc/dkim/b.com/x.key", "no such file"}},
-		{"shaping.toml", "[\"gmail.com\"]\nconection_limit = 1\n", []string{"shaping.toml: [", "gmail.com", "deserialize error: unknown field `conection_limit`"}},
+		{"shaping.toml", "[\"gmail.com\"]\nconection_limit = 1\n", []string{"shaping.toml:2: [", "gmail.com", "deserialize error: unknown field `conection_limit`"}},
 		{"shaping.toml", "[\"gmail.com\"]\nconnection_limit = \n", []string{"parsing toml from file", "shaping.toml: line 2"}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
@@ -421,7 +421,7 @@ func TestPolicyExtrasInlineAndJSON(t *testing.T) {
   "source": {"s1": {"source_address": "127.0.0.5"}},
   "pool": {"p": {"s1": {"weight": 4}}}
 }`,
-		"ld.yaml": "\"*.yaml.example\":\n  relay_to: true\n",
+		"ld.yaml":      "\"*.yaml.example\":\n  relay_to: true\n",
 		"shaping.json": `{"nope.example": {"mx_rollup": false, "connection_limit": 2}}`,
 	})
 	r := newRuntime(t, `

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
+
+	"github.com/kumogo/kumogo/internal/datafile"
 )
 
 // extrasData lets the bundled policy-extras helpers share the data they
@@ -87,7 +89,29 @@ func (st *state) openExtrasData() *lua.LTable {
 	t := st.L.NewTable()
 	t.RawSetString("get", st.L.NewFunction(st.extrasDataGet))
 	t.RawSetString("from_domain", st.L.NewFunction(st.extrasFromDomain))
+	t.RawSetString("key_line", st.L.NewFunction(extrasKeyLine))
 	return t
+}
+
+// extrasKeyLine is key_line(file, key, ...): the line of a key path in a
+// TOML data file, or nil (other formats, unknown keys), so that the
+// helpers' errors name the line.
+func extrasKeyLine(L *lua.LState) int {
+	file := L.CheckString(1)
+	var path []string
+	for i := 2; i <= L.GetTop(); i++ {
+		path = append(path, L.CheckString(i))
+	}
+	if datafile.FormatOf(file) == datafile.TOML {
+		if b, err := os.ReadFile(file); err == nil {
+			if line := datafile.TOMLKeyLine(b, path...); line > 0 {
+				L.Push(lua.LNumber(line))
+				return 1
+			}
+		}
+	}
+	L.Push(lua.LNil)
+	return 1
 }
 
 // extrasFromDomain is from_domain(msg): the domain of the first mailbox of

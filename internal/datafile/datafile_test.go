@@ -189,3 +189,41 @@ func TestLoadByExtension(t *testing.T) {
 		t.Fatal("Table of a string")
 	}
 }
+
+func TestTOMLKeyLine(t *testing.T) {
+	src := []byte(`top = 1
+["gmail.com"]
+a = 1
+
+  b = 2
+["gmail.com".sources."s1"]
+c = 3
+[x.y]
+z = { w = 1 }
+[[arr]]
+q = 1
+`)
+	for _, tc := range []struct {
+		path []string
+		want int
+	}{
+		{[]string{"top"}, 1},
+		{[]string{"gmail.com", "a"}, 3},
+		{[]string{"gmail.com", "b"}, 5},
+		{[]string{"gmail.com", "sources", "s1", "c"}, 7},
+		{[]string{"x", "y", "z"}, 9},
+		{[]string{"x"}, 8},
+		{[]string{"gmail.com", "nope"}, 0},
+		{[]string{"nope", "a"}, 0},
+		{[]string{"top", "a"}, 0},
+		{[]string{"arr", "q"}, 0},
+		{nil, 0},
+	} {
+		if got := TOMLKeyLine(src, tc.path...); got != tc.want {
+			t.Errorf("%v: line %d, want %d", tc.path, got, tc.want)
+		}
+	}
+	if TOMLKeyLine([]byte("a = "), "a") != 0 {
+		t.Error("bad document")
+	}
+}

@@ -326,3 +326,62 @@ func kindOf(v any) string {
 	}
 	return fmt.Sprintf("%T", v)
 }
+
+// errLineProbe stops a decode at the probed key.
+var errLineProbe = errors.New("line probe")
+
+// lineProbe fails to decode, so that BurntSushi/toml reports the
+// position of the key it was given.
+type lineProbe struct{}
+
+func (lineProbe) UnmarshalTOML(any) error { return errLineProbe }
+
+// TOMLKeyLine returns the line on which the key at path is defined in the
+// TOML document data, or 0 when it is not found (or is inside an array of
+// tables). It lets errors about a key (an unknown option, a bad value)
+// name its line.
+func TOMLKeyLine(data []byte, path ...string) int {
+	if len(path) == 0 {
+		return 0
+	}
+	var top map[string]toml.Primitive
+	md, err := toml.Decode(string(data), &top)
+	if err != nil {
+		return 0
+	}
+	prim, ok := top[path[0]]
+	for _, k := range path[1:] {
+		if !ok {
+			return 0
+		}
+		var m map[string]toml.Primitive
+		if err := md.PrimitiveDecode(prim, &m); err != nil {
+			return 0
+		}
+		prim, ok = m[k]
+	}
+	if !ok {
+		return 0
+	}
+	return primLine(md, prim, 4)
+}
+
+// primLine is the line of prim's key; a table defined only implicitly
+// (by [a.b] for a) has none, and gets the first line of its keys.
+func primLine(md toml.MetaData, prim toml.Primitive, depth int) int {
+	var pe toml.ParseError
+	if err := md.PrimitiveDecode(prim, lineProbe{}); errors.As(err, &pe) && pe.Message == errLineProbe.Error() && pe.Position.Line > 0 {
+		return pe.Position.Line
+	}
+	var m map[string]toml.Primitive
+	if depth == 0 || md.PrimitiveDecode(prim, &m) != nil {
+		return 0
+	}
+	best := 0
+	for _, child := range m {
+		if l := primLine(md, child, depth-1); l > 0 && (best == 0 || l < best) {
+			best = l
+		}
+	}
+	return best
+}

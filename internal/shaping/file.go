@@ -2,6 +2,7 @@ package shaping
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -44,7 +45,10 @@ func loadFile(ctx context.Context, path string, opts Options, env Env, col *coll
 	if err != nil {
 		return nil, err
 	}
-	return parseBlocks(path, doc, env.ValidatePath)
+	if strings.HasSuffix(strings.ToLower(path), ".json") {
+		b = nil // lines are only known for TOML
+	}
+	return parseBlocks(path, doc, b, env.ValidatePath)
 }
 
 // parseByName parses data by the file's extension: .toml as TOML, .json
@@ -78,7 +82,17 @@ func parseByName(name string, b []byte) (*datafile.Doc, error) {
 
 // parseBlocks splits a document into its default, domain and provider
 // blocks, checking every option strictly.
-func parseBlocks(path string, doc *datafile.Doc, validate func(map[string]any) error) (*loadedFile, error) {
+func parseBlocks(path string, doc *datafile.Doc, raw []byte, validate func(map[string]any) error) (*loadedFile, error) {
+	// at names the file (and the line of the offending key, when known).
+	at := func(block []string, err error) string {
+		var ke *keyErr
+		if raw != nil && errors.As(err, &ke) {
+			if line := datafile.TOMLKeyLine(raw, append(append([]string(nil), block...), ke.key...)...); line > 0 {
+				return fmt.Sprintf("%s:%d", path, line)
+			}
+		}
+		return path
+	}
 	top, err := doc.Table()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -90,7 +104,7 @@ func parseBlocks(path string, doc *datafile.Doc, validate func(map[string]any) e
 		case "default":
 			e, _, err := parseDomainBlock(val, validate)
 			if err != nil {
-				return nil, fmt.Errorf("%s: [\"default\"]: %w", path, err)
+				return nil, fmt.Errorf("%s: [\"default\"]: %w", at([]string{"default"}, err), err)
 			}
 			f.def = e
 		case "provider":
@@ -101,7 +115,7 @@ func parseBlocks(path string, doc *datafile.Doc, validate func(map[string]any) e
 			for _, name := range doc.Keys("provider") {
 				e, err := parseProviderBlock(provs[name], validate)
 				if err != nil {
-					return nil, fmt.Errorf("%s: [provider.%q]: %w", path, name, err)
+					return nil, fmt.Errorf("%s: [provider.%q]: %w", at([]string{"provider", name}, err), name, err)
 				}
 				f.providers = append(f.providers, name)
 				f.byProv[name] = e
@@ -109,7 +123,7 @@ func parseBlocks(path string, doc *datafile.Doc, validate func(map[string]any) e
 		default:
 			e, rollup, err := parseDomainBlock(val, validate)
 			if err != nil {
-				return nil, fmt.Errorf("%s: [%q]: %w", path, key, err)
+				return nil, fmt.Errorf("%s: [%q]: %w", at([]string{key}, err), key, err)
 			}
 			f.domains = append(f.domains, key)
 			f.byDomain[key] = e
@@ -133,31 +147,31 @@ func parseDomainBlock(v any, validate func(map[string]any) error) (*entry, bool,
 		case "mx_rollup":
 			b, ok := val.(bool)
 			if !ok {
-				return nil, false, fmt.Errorf("mx_rollup: invalid type: %s, expected a boolean", kind(val))
+				return nil, false, keyed(fmt.Errorf("mx_rollup: invalid type: %s, expected a boolean", kind(val)), k)
 			}
 			rollup = b
 		case "replace_base":
 			b, ok := val.(bool)
 			if !ok {
-				return nil, false, fmt.Errorf("replace_base: invalid type: %s, expected a boolean", kind(val))
+				return nil, false, keyed(fmt.Errorf("replace_base: invalid type: %s, expected a boolean", kind(val)), k)
 			}
 			e.replaceBase = b
 		case "automation":
 			rules, err := parseAutomation(val)
 			if err != nil {
-				return nil, false, err
+				return nil, false, keyed(err, k)
 			}
 			e.automation = rules
 		case "sources":
 			if err := e.parseSources(val, validate, false); err != nil {
-				return nil, false, err
+				return nil, false, keyed(err, k)
 			}
 		default:
 			e.params[k] = val
 		}
 	}
 	if err := checkPath(validate, e.params); err != nil {
-		return nil, false, err
+		return nil, false, keyed(err, badKey(validate, e.params))
 	}
 	return e, rollup, nil
 }
@@ -175,41 +189,41 @@ func parseProviderBlock(v any, validate func(map[string]any) error) (*entry, err
 		case "match":
 			ms, err := parseMatches(val)
 			if err != nil {
-				return nil, err
+				return nil, keyed(err, k)
 			}
 			e.matches = ms
 		case "provider_connection_limit":
 			if err := checkPath(validate, map[string]any{"connection_limit": val}); err != nil {
-				return nil, fmt.Errorf("provider_connection_limit: %w", err)
+				return nil, keyed(fmt.Errorf("provider_connection_limit: %w", err), k)
 			}
 			e.providerLimit = val
 		case "provider_max_message_rate":
 			if err := checkPath(validate, map[string]any{"max_message_rate": val}); err != nil {
-				return nil, fmt.Errorf("provider_max_message_rate: %w", err)
+				return nil, keyed(fmt.Errorf("provider_max_message_rate: %w", err), k)
 			}
 			e.providerRate = val
 		case "replace_base":
 			b, ok := val.(bool)
 			if !ok {
-				return nil, fmt.Errorf("replace_base: invalid type: %s, expected a boolean", kind(val))
+				return nil, keyed(fmt.Errorf("replace_base: invalid type: %s, expected a boolean", kind(val)), k)
 			}
 			e.replaceBase = b
 		case "automation":
 			rules, err := parseAutomation(val)
 			if err != nil {
-				return nil, err
+				return nil, keyed(err, k)
 			}
 			e.automation = rules
 		case "sources":
 			if err := e.parseSources(val, validate, true); err != nil {
-				return nil, err
+				return nil, keyed(err, k)
 			}
 		default:
 			e.params[k] = val
 		}
 	}
 	if err := checkPath(validate, e.params); err != nil {
-		return nil, err
+		return nil, keyed(err, badKey(validate, e.params))
 	}
 	return e, nil
 }
@@ -225,21 +239,21 @@ func (e *entry) parseSources(v any, validate func(map[string]any) error, provide
 	for _, name := range sortedKeys(m) {
 		opts, ok := m[name].(map[string]any)
 		if !ok {
-			return fmt.Errorf("sources.%q: expected a table of options, got %s", name, kind(m[name]))
+			return keyed(fmt.Errorf("sources.%q: expected a table of options, got %s", name, kind(m[name])), name)
 		}
 		check := opts
 		if rate, ok := opts["provider_source_selection_rate"]; ok {
 			if !provider {
-				return fmt.Errorf("sources.%q: provider_source_selection_rate is only allowed in provider blocks", name)
+				return keyed(fmt.Errorf("sources.%q: provider_source_selection_rate is only allowed in provider blocks", name), name, "provider_source_selection_rate")
 			}
 			check = copyMap(opts)
 			delete(check, "provider_source_selection_rate")
 			if err := checkPath(validate, map[string]any{"source_selection_rate": rate}); err != nil {
-				return fmt.Errorf("sources.%q: provider_source_selection_rate: %w", name, err)
+				return keyed(fmt.Errorf("sources.%q: provider_source_selection_rate: %w", name, err), name, "provider_source_selection_rate")
 			}
 		}
 		if err := checkPath(validate, check); err != nil {
-			return fmt.Errorf("sources.%q: %w", name, err)
+			return keyed(fmt.Errorf("sources.%q: %w", name, err), name, badKey(validate, check))
 		}
 		e.sources[name] = opts
 		e.sourceOrder = append(e.sourceOrder, name)
@@ -430,4 +444,42 @@ func kind(v any) string {
 		return "map"
 	}
 	return fmt.Sprintf("%T", v)
+}
+
+// keyErr is an error about the key at key (a path inside the block, or
+// inside the part of it that the inner error is about), so that the
+// file's line can be found.
+type keyErr struct {
+	key []string
+	err error
+}
+
+func (e *keyErr) Error() string { return e.err.Error() }
+func (e *keyErr) Unwrap() error { return e.err }
+
+// keyed prefixes the key path of err (when it has one) with keys; empty
+// keys are dropped.
+func keyed(err error, keys ...string) error {
+	var path []string
+	for _, k := range keys {
+		if k != "" {
+			path = append(path, k)
+		}
+	}
+	var inner *keyErr
+	if errors.As(err, &inner) {
+		return &keyErr{key: append(path, inner.key...), err: inner.err}
+	}
+	return &keyErr{key: path, err: err}
+}
+
+// badKey is the first key (in sorted order) that validate rejects on its
+// own, or "".
+func badKey(validate func(map[string]any) error, params map[string]any) string {
+	for _, k := range sortedKeys(params) {
+		if checkPath(validate, map[string]any{k: params[k]}) != nil {
+			return k
+		}
+	}
+	return ""
 }

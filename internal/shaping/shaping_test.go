@@ -25,7 +25,8 @@ func (f fakeDNS) resolve(_ context.Context, d string) (MX, error) {
 // validate accepts a handful of make_egress_path options, like the real
 // strict decoder does.
 func validate(m map[string]any) error {
-	for k, v := range m {
+	for _, k := range sortedKeys(m) {
+		v := m[k]
 		switch k {
 		case "connection_limit", "max_deliveries_per_connection", "smtp_port":
 			if _, ok := v.(int64); !ok {
@@ -232,14 +233,14 @@ func TestLoadErrorsNameFileAndBlock(t *testing.T) {
 	for _, tc := range []struct{ name, src, want string }{
 		{"syntax.toml", "[\"default\"]\nconnection_limit = \n", "parsing toml from file " + filepath.Join(dir, "syntax.toml") + ": line 2"},
 		{"syntax.json", "{\n\"default\": {,}\n}", "parsing json from file " + filepath.Join(dir, "syntax.json") + ": line 2"},
-		{"unknown.toml", "[\"gmail.com\"]\nmx_rollup = false\nconection_limit = 1\n", "unknown.toml: [\"gmail.com\"]: unknown field `conection_limit`"},
-		{"src.toml", "[\"a.com\".sources.s]\nmx_rollup = false\ncolour = 1\n", "[\"a.com\"]: sources.\"s\": unknown field `mx_rollup`"},
-		{"prov.toml", "[provider.p]\nmatch = [{Nope = 'x'}]\n", "[provider.\"p\"]: match[1]: unknown variant `Nope`"},
-		{"auto.toml", "[[\"a.com\".automation]]\nregex = 'x'\naction = 'Suspend'\nduration = '1h'\nextra = 1\n", "automation[1]: unknown field `extra`"},
+		{"unknown.toml", "[\"gmail.com\"]\nmx_rollup = false\nconection_limit = 1\n", "unknown.toml:3: [\"gmail.com\"]: unknown field `conection_limit`"},
+		{"src.toml", "[\"a.com\".sources.s]\nmx_rollup = false\ncolour = 1\n", "src.toml:3: [\"a.com\"]: sources.\"s\": unknown field `colour`"},
+		{"prov.toml", "[provider.p]\nmatch = [{Nope = 'x'}]\n", "prov.toml:2: [provider.\"p\"]: match[1]: unknown variant `Nope`"},
+		{"auto.toml", "[[\"a.com\".automation]]\nregex = 'x'\naction = 'Suspend'\nduration = '1h'\nextra = 1\n", "auto.toml:1: [\"a.com\"]: automation[1]: unknown field `extra`"},
 		{"auto2.toml", "[[\"a.com\".automation]]\nregex = 'x'\n", "automation[1]: missing field `action`"},
-		{"rollup.toml", "[\"a.com\"]\nmx_rollup = 'no'\n", "mx_rollup: invalid type"},
+		{"rollup.toml", "[\"a.com\"]\nmx_rollup = 'no'\n", "rollup.toml:2: [\"a.com\"]: mx_rollup: invalid type"},
 		{"notable.json", "[1]", "not a table"},
-		{"pss.toml", "[\"a.com\".sources.s]\nprovider_source_selection_rate = '1/s'\n", "only allowed in provider blocks"},
+		{"pss.toml", "[\"a.com\".sources.s]\nprovider_source_selection_rate = '1/s'\n", "pss.toml:2: [\"a.com\"]: sources.\"s\": provider_source_selection_rate is only allowed in provider blocks"},
 	} {
 		p := write(t, dir, tc.name, tc.src)
 		_, err := Load(context.Background(), []string{p}, DefaultOptions(), Env{Resolve: dns.resolve, ValidatePath: validate})

@@ -50,16 +50,16 @@ local BASE = with {
 local DOMAIN = with { policy = 'string', algo = 'string', filename = 'string' }
 local SIGNATURE = with { domain = 'string', policy = 'string', algo = 'string', filename = 'string' }
 
-local function check_block(block, spec, file, section)
+local function check_block(block, spec, file, path)
   if type(block) ~= 'table' then
-    kg.fail(file, section, 'expected a table, got a %s', type(block))
+    kg.fail(file, path, nil, 'expected a table, got a %s', type(block))
   end
-  kg.check_keys(block, spec, file, section)
+  kg.check_keys(block, spec, file, path)
   for k, want in pairs(spec) do
-    kg.check_type(block, k, want, file, section)
+    kg.check_type(block, k, want, file, path)
   end
   if block.algo and block.algo ~= 'sha256' and block.algo ~= 'ed25519' then
-    kg.fail(file, section, "algo must be 'sha256' or 'ed25519', not '%s'", block.algo)
+    kg.fail(file, path, 'algo', "algo must be 'sha256' or 'ed25519', not '%s'", block.algo)
   end
 end
 
@@ -68,25 +68,25 @@ local function load_data(files)
   for _, f in ipairs(kg.read_files(files, HELPER)) do
     kg.check_keys(f.data, { base = true, domain = true, signature = true }, f.name)
     if f.data.base then
-      check_block(f.data.base, BASE, f.name, '[base]')
+      check_block(f.data.base, BASE, f.name, { 'base' })
       if f.data.base.policy and f.data.base.policy ~= 'Always' then
-        kg.fail(f.name, '[base]', "policy must be 'Always', not '%s'", f.data.base.policy)
+        kg.fail(f.name, { 'base' }, 'policy', "policy must be 'Always', not '%s'", f.data.base.policy)
       end
       utils.merge_into(f.data.base, data.base)
     end
     for name, block in pairs(f.data.domain or {}) do
-      local section = string.format('[domain.%s]', kg.q(name))
-      check_block(block, DOMAIN, f.name, section)
+      local path = { 'domain', name }
+      check_block(block, DOMAIN, f.name, path)
       if block.policy and block.policy ~= 'Always' then
-        kg.fail(f.name, section, "policy must be 'Always', not '%s'", block.policy)
+        kg.fail(f.name, path, 'policy', "policy must be 'Always', not '%s'", block.policy)
       end
       data.domain[name] = utils.merge_into(block, data.domain[name] or {})
     end
     for name, block in pairs(f.data.signature or {}) do
-      local section = string.format('[signature.%s]', kg.q(name))
-      check_block(block, SIGNATURE, f.name, section)
+      local path = { 'signature', name }
+      check_block(block, SIGNATURE, f.name, path)
       if block.policy and block.policy ~= 'Always' and block.policy ~= 'OnlyIfMissingDomainBlock' then
-        kg.fail(f.name, section, "policy must be 'Always' or 'OnlyIfMissingDomainBlock', not '%s'", block.policy)
+        kg.fail(f.name, path, 'policy', "policy must be 'Always' or 'OnlyIfMissingDomainBlock', not '%s'", block.policy)
       end
       data.signature[name] = utils.merge_into(block, data.signature[name] or {})
     end

@@ -59,34 +59,63 @@ end
 
 mod.sorted_names = sorted_names
 
--- Raises an error naming the file, the section and the key.
-function mod.fail(file, section, fmt, ...)
-  local where = section and (' in ' .. section) or ''
-  error(string.format('%s: ' .. fmt .. '%s', file, ...) .. where, 0)
+-- The TOML section name of a key path: [tenant.'my tenant'].
+function mod.section(path)
+  if not path or #path == 0 then
+    return nil
+  end
+  local parts = {}
+  for i, k in ipairs(path) do
+    k = tostring(k)
+    if k:find '^[%w_-]+$' then
+      parts[i] = k
+    else
+      parts[i] = "'" .. k .. "'"
+    end
+  end
+  return '[' .. table.concat(parts, '.') .. ']'
+end
+
+-- "FILE:LINE" for the key path (plus key) in a TOML data file, "FILE"
+-- when the line is not known.
+local function where(file, path, key)
+  local full = {}
+  for i, k in ipairs(path or {}) do
+    full[i] = tostring(k)
+  end
+  if key ~= nil then
+    full[#full + 1] = tostring(key)
+  end
+  local line = #full > 0 and shared.key_line(file, (table.unpack or unpack)(full))
+  if line then
+    return file .. ':' .. line
+  end
+  return file
+end
+
+-- Raises "FILE:LINE: message in [section]" for the key at path (key may
+-- be nil for the section itself).
+function mod.fail(file, path, key, fmt, ...)
+  local section = mod.section(path)
+  error(
+    string.format('%s: ' .. fmt, where(file, path, key), ...) .. (section and (' in ' .. section) or ''),
+    0
+  )
 end
 
 -- Checks that every key of tbl is in allowed (a set). Unknown keys are
 -- errors, as in KumoMTA's helpers.
-function mod.check_keys(tbl, allowed, file, section)
+function mod.check_keys(tbl, allowed, file, path)
   for k in pairs(tbl) do
     if not allowed[k] then
-      error(
-        string.format(
-          "%s: unknown key '%s'%s (expected one of: %s)",
-          file,
-          tostring(k),
-          section and (' in ' .. section) or '',
-          sorted_names(allowed)
-        ),
-        0
-      )
+      mod.fail(file, path, k, "unknown key '%s' (expected one of: %s)", tostring(k), sorted_names(allowed))
     end
   end
 end
 
 -- Checks the type of tbl[key] when present: 'string', 'boolean',
 -- 'number', 'table' or 'string_list'.
-function mod.check_type(tbl, key, want, file, section)
+function mod.check_type(tbl, key, want, file, path)
   local v = tbl[key]
   if v == nil then
     return
@@ -105,18 +134,42 @@ function mod.check_type(tbl, key, want, file, section)
     ok = type(v) == want
   end
   if not ok then
-    error(
-      string.format(
-        "%s: key '%s'%s must be a %s, not a %s",
-        file,
-        key,
-        section and (' in ' .. section) or '',
-        want == 'string_list' and 'list of strings' or want,
-        type(v)
-      ),
-      0
+    mod.fail(
+      file,
+      path,
+      key,
+      "key '%s' must be a %s, not a %s",
+      key,
+      want == 'string_list' and 'list of strings' or want,
+      type(v)
     )
   end
+end
+
+-- The first key of tbl (in sorted order) that make (a kumo.make_*
+-- constructor) rejects on its own, with base added to each probe; nil
+-- when each key passes alone.
+function mod.bad_key(make, tbl, base)
+  for _, k in ipairs(utils.table_keys(tbl)) do
+    local probe = utils.merge_into(base or {}, {})
+    probe[k] = tbl[k]
+    if not pcall(make, probe) then
+      return k
+    end
+  end
+  return nil
+end
+
+-- Appends keys to a path (a new list).
+function mod.path(path, ...)
+  local out = {}
+  for i, k in ipairs(path or {}) do
+    out[i] = k
+  end
+  for _, k in ipairs { ... } do
+    out[#out + 1] = k
+  end
+  return out
 end
 
 -- Returns get(), the data built by load() from files. The data is built
@@ -155,11 +208,6 @@ end
 function mod.report(helper, problem)
   kumo.log_error(string.format('%s: %s', helper, problem))
   kumo.validation_failed()
-end
-
--- Quotes a key the way the TOML data files write section names.
-function mod.q(s)
-  return "'" .. tostring(s) .. "'"
 end
 
 return mod

@@ -34,25 +34,25 @@ local OPTIONS = {
 }
 
 -- Checks one domain's options strictly and by value.
-local function check_options(params, file, section)
+local function check_options(params, file, path)
   if type(params) ~= 'table' then
-    kg.fail(file, section, 'expected a table of options, got a %s', type(params))
+    kg.fail(file, path, nil, 'expected a table of options, got a %s', type(params))
   end
-  kg.check_keys(params, OPTIONS, file, section)
-  kg.check_type(params, 'relay_from_authz', 'string_list', file, section)
+  kg.check_keys(params, OPTIONS, file, path)
+  kg.check_type(params, 'relay_from_authz', 'string_list', file, path)
   local probe = utils.merge_into(params, {})
   probe.relay_from_authz = nil
   local ok, err = pcall(kumo.make_listener_domain, probe)
   if not ok then
-    kg.fail(file, section, '%s', tostring(err))
+    kg.fail(file, path, kg.bad_key(kumo.make_listener_domain, probe), '%s', tostring(err))
   end
 end
 
 -- Builds { [listener] = { domains = {name = options}, map = domain_map } }.
 local function load_data(files)
   local by_listener = {}
-  local function add(listener, domain, params, file, section)
-    check_options(params, file, section)
+  local function add(listener, domain, params, file, path)
+    check_options(params, file, path)
     local l = by_listener[listener]
     if not l then
       l = { domains = {} }
@@ -66,18 +66,18 @@ local function load_data(files)
     for key, value in pairs(f.data) do
       if key == 'listener' then
         if type(value) ~= 'table' then
-          kg.fail(f.name, nil, "'listener' must be a table of listener addresses")
+          kg.fail(f.name, nil, 'listener', "'listener' must be a table of listener addresses")
         end
         for listener, domains in pairs(value) do
           if type(domains) ~= 'table' then
-            kg.fail(f.name, nil, 'listener %s must be a table of domains', kg.q(listener))
+            kg.fail(f.name, { 'listener' }, listener, "listener '%s' must be a table of domains", listener)
           end
           for domain, params in pairs(domains) do
-            add(listener, domain, params, f.name, string.format('[listener.%s.%s]', kg.q(listener), kg.q(domain)))
+            add(listener, domain, params, f.name, { 'listener', listener, domain })
           end
         end
       else
-        add('*', key, value, f.name, string.format('[%s]', kg.q(key)))
+        add('*', key, value, f.name, { key })
       end
     end
   end

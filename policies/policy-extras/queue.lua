@@ -72,27 +72,28 @@ local SCOPE_KEYS = {
 -- Splits a block into options (queue options), extras (the known helper
 -- keys) and children (tables that are not options; nil when a block
 -- cannot have any).
-local function parse_block(block, extra_keys, file, section, child_kind)
+local function parse_block(block, extra_keys, file, path, child_kind)
   if type(block) ~= 'table' then
-    kg.fail(file, section, 'expected a table, got a %s', type(block))
+    kg.fail(file, path, nil, 'expected a table, got a %s', type(block))
   end
   local options, extras, children = {}, {}, {}
   for k, v in pairs(block) do
     if extra_keys[k] then
-      kg.check_type(block, k, extra_keys[k], file, section)
+      kg.check_type(block, k, extra_keys[k], file, path)
       extras[k] = v
     else
       local ok, err = is_queue_config_option(k, v)
       if ok then
         options[k] = v
       elseif err then
-        kg.fail(file, section, "bad value for '%s': %s", k, tostring(err))
+        kg.fail(file, path, k, "bad value for '%s': %s", k, tostring(err))
       elseif child_kind and type(v) == 'table' then
         children[k] = v
       else
         kg.fail(
           file,
-          section,
+          path,
+          k,
           "unknown key '%s' (not a kumo.make_queue_config option%s)",
           k,
           child_kind and (', and not a ' .. child_kind .. ' table') or ''
@@ -122,8 +123,7 @@ local function load_data(files)
       end
     end
     for name, block in pairs(d.tenant or {}) do
-      local section = string.format('[tenant.%s]', kg.q(name))
-      local options, extras = parse_block(block, TENANT_KEYS, f.name, section)
+      local options, extras = parse_block(block, TENANT_KEYS, f.name, { 'tenant', name })
       local t = data.tenants[name] or { options = {}, extras = {}, campaigns = {} }
       overlay(t.options, options)
       for k, v in pairs(extras) do
@@ -132,27 +132,23 @@ local function load_data(files)
         end
       end
       for cname, cblock in pairs(extras.campaigns or {}) do
-        local csec = string.format('[tenant.%s.campaigns.%s]', kg.q(name), kg.q(cname))
-        local _, cextras = parse_block(cblock, SCOPE_KEYS, f.name, csec)
+        local _, cextras = parse_block(cblock, SCOPE_KEYS, f.name, { 'tenant', name, 'campaigns', cname })
         t.campaigns[cname] = overlay(t.campaigns[cname] or {}, cextras)
       end
       data.tenants[name] = t
     end
     for domain, block in pairs(d.queue or {}) do
-      local section = string.format('[queue.%s]', kg.q(domain))
-      local options, extras, tenants = parse_block(block, SCOPE_KEYS, f.name, section, 'tenant')
+      local options, extras, tenants = parse_block(block, SCOPE_KEYS, f.name, { 'queue', domain }, 'tenant')
       local q = data.queues[domain] or { options = {}, extras = {}, tenants = {} }
       overlay(q.options, options)
       overlay(q.extras, extras)
       for tname, tblock in pairs(tenants) do
-        local tsec = string.format('[queue.%s.%s]', kg.q(domain), kg.q(tname))
-        local topt, textras, campaigns = parse_block(tblock, SCOPE_KEYS, f.name, tsec, 'campaign')
+        local topt, textras, campaigns = parse_block(tblock, SCOPE_KEYS, f.name, { 'queue', domain, tname }, 'campaign')
         local t = q.tenants[tname] or { options = {}, extras = {}, campaigns = {} }
         overlay(t.options, topt)
         overlay(t.extras, textras)
         for cname, cblock in pairs(campaigns) do
-          local csec = string.format('[queue.%s.%s.%s]', kg.q(domain), kg.q(tname), kg.q(cname))
-          local copt, cextras = parse_block(cblock, SCOPE_KEYS, f.name, csec)
+          local copt, cextras = parse_block(cblock, SCOPE_KEYS, f.name, { 'queue', domain, tname, cname })
           local c = t.campaigns[cname] or { options = {}, extras = {} }
           overlay(c.options, copt)
           overlay(c.extras, cextras)

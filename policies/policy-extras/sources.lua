@@ -25,30 +25,30 @@ local function load_data(files)
   for _, f in ipairs(kg.read_files(files, HELPER)) do
     kg.check_keys(f.data, { source = true, pool = true }, f.name)
     for name, params in pairs(f.data.source or {}) do
-      local section = string.format('[source.%s]', kg.q(name))
+      local path = { 'source', name }
       if type(params) ~= 'table' then
-        kg.fail(f.name, section, 'expected a table of options, got a %s', type(params))
+        kg.fail(f.name, path, nil, 'expected a table of options, got a %s', type(params))
       end
       local merged = utils.merge_into(params, data.sources[name] or {})
       merged.name = name
       local ok, err = pcall(kumo.make_egress_source, merged)
       if not ok then
-        kg.fail(f.name, section, '%s', tostring(err))
+        kg.fail(f.name, path, kg.bad_key(kumo.make_egress_source, params, { name = name }), '%s', tostring(err))
       end
       data.sources[name] = merged
     end
     for pool, members in pairs(f.data.pool or {}) do
       if type(members) ~= 'table' then
-        kg.fail(f.name, string.format('[pool.%s]', kg.q(pool)), 'expected a table of sources, got a %s', type(members))
+        kg.fail(f.name, { 'pool' }, pool, 'expected a table of sources, got a %s', type(members))
       end
       local p = data.pools[pool] or { name = pool, weights = {} }
       for source, entry in pairs(members) do
-        local section = string.format('[pool.%s.%s]', kg.q(pool), kg.q(source))
+        local path = { 'pool', pool, source }
         if type(entry) ~= 'table' then
-          kg.fail(f.name, section, 'expected a table, got a %s', type(entry))
+          kg.fail(f.name, path, nil, 'expected a table, got a %s', type(entry))
         end
-        kg.check_keys(entry, { weight = true }, f.name, section)
-        kg.check_type(entry, 'weight', 'number', f.name, section)
+        kg.check_keys(entry, { weight = true }, f.name, path)
+        kg.check_type(entry, 'weight', 'number', f.name, path)
         p.weights[source] = entry.weight or p.weights[source] or 1
       end
       data.pools[pool] = p
