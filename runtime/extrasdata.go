@@ -90,7 +90,35 @@ func (st *state) openExtrasData() *lua.LTable {
 	t.RawSetString("get", st.L.NewFunction(st.extrasDataGet))
 	t.RawSetString("from_domain", st.L.NewFunction(st.extrasFromDomain))
 	t.RawSetString("key_line", st.L.NewFunction(extrasKeyLine))
+	t.RawSetString("queue_fields", st.L.NewFunction(st.extrasQueueFields))
 	return t
+}
+
+// extrasQueueFields is queue_fields(msg, campaign_header, tenant_header,
+// want_domain): the first value of each header (nil when absent or when
+// the name is nil) and, when want_domain is true, the first recipient's
+// domain. The queue helper reads them for every message; one call instead
+// of three method calls and an address object.
+func (st *state) extrasQueueFields(L *lua.LState) int {
+	m := st.checkMessage(L)
+	for i := 2; i <= 3; i++ {
+		name, ok := L.Get(i).(lua.LString)
+		if !ok {
+			L.Push(lua.LNil)
+			continue
+		}
+		if v, ok := m.FirstHeader(string(name)); ok {
+			L.Push(lua.LString(v))
+		} else {
+			L.Push(lua.LNil)
+		}
+	}
+	if rs := m.Recipients(); lua.LVAsBool(L.Get(4)) && len(rs) > 0 {
+		L.Push(lua.LString(rs[0].Domain))
+	} else {
+		L.Push(lua.LNil)
+	}
+	return 3
 }
 
 // extrasKeyLine is key_line(file, key, ...): the line of a key path in a

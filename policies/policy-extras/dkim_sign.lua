@@ -166,23 +166,31 @@ end
 local from_domain = require('kumogo.extras_data').from_domain
 local lower = string.lower
 
-local function sign(msg, data)
-  local from = from_domain(msg)
-  if not from then
-    kumo.reject(552, '5.6.0 DKIM signing requires a From header, but it is missing from this message')
-  end
-  local signed_domain = false
-  local key = data.domain_map[from]
-  if key then
-    -- wildcard blocks sign as the message's own From domain
-    local domain = lower(from)
-    msg:dkim_sign(signer_for(data, 'domain\1' .. domain, data.domain[key], domain))
-    signed_domain = true
-  end
-  for _, name in ipairs(data.base.additional_signatures or {}) do
-    local sig = data.signature[name]
-    if not (sig.policy == 'OnlyIfMissingDomainBlock' and signed_domain) then
-      msg:dkim_sign(signer_for(data, 'signature\1' .. name, sig, sig.domain))
+-- make_signer returns the signing function for the data get_data()
+-- returns. It is the per-message path, so it is one function.
+local function make_sign(get_data)
+  return function(msg)
+    local data = get_data()
+    local from = from_domain(msg)
+    if not from then
+      kumo.reject(552, '5.6.0 DKIM signing requires a From header, but it is missing from this message')
+    end
+    local signed_domain = false
+    local key = data.domain_map[from]
+    if key then
+      -- wildcard blocks sign as the message's own From domain
+      local domain = lower(from)
+      msg:dkim_sign(signer_for(data, 'domain\1' .. domain, data.domain[key], domain))
+      signed_domain = true
+    end
+    local extra = data.base.additional_signatures
+    if extra then
+      for _, name in ipairs(extra) do
+        local sig = data.signature[name]
+        if not (sig.policy == 'OnlyIfMissingDomainBlock' and signed_domain) then
+          msg:dkim_sign(signer_for(data, 'signature\1' .. name, sig, sig.domain))
+        end
+      end
     end
   end
 end
@@ -197,9 +205,7 @@ function mod:setup(data_files)
     return load_data(data_files)
   end, 300)
   mod.CONFIGURED = { data_files = data_files, get_data = get_data }
-  return function(msg)
-    sign(msg, get_data())
-  end
+  return make_sign(get_data)
 end
 
 kumo.on('validate_config', function()

@@ -29,6 +29,7 @@
 local kumo = require 'kumo'
 local utils = require 'policy-extras.policy_utils'
 local kg = require 'policy-extras.kumogo'
+local queue_fields = require('kumogo.extras_data').queue_fields
 
 local mod = {}
 local HELPER = 'policy-extras.queue'
@@ -254,58 +255,72 @@ local function resolve_routing_domain(data, domain, tenant, campaign)
   return routing or nil
 end
 
-local function apply_impl(msg, data)
-  local top = data.top
-  if top.scheduling_header then
-    msg:import_scheduling_header(top.scheduling_header, true)
-  end
-  local campaign
-  if top.campaign_header then
-    campaign = msg:get_first_named_header_value(top.campaign_header)
+-- make_apply returns helper:apply for the data get_data() returns. It is
+-- the per-message path, so it is one function: every Lua call costs here.
+local function make_apply(get_data)
+  return function(_, msg)
+    local data = get_data()
+    local top = data.top
+    if top.scheduling_header then
+      msg:import_scheduling_header(top.scheduling_header, true)
+    end
+    local campaign_header, tenant_header = top.campaign_header, top.tenant_header
+    local campaign, tenant, rcpt_domain = queue_fields(msg, campaign_header, tenant_header, data.has_routing)
     if campaign then
       msg:set_meta('campaign', campaign)
       if top.remove_campaign_header then
-        msg:remove_all_named_headers(top.campaign_header)
+        msg:remove_all_named_headers(campaign_header)
       end
     end
-  end
-  local tenant, from_header
-  if top.tenant_header then
-    tenant = msg:get_first_named_header_value(top.tenant_header)
+    local from_header
     if tenant then
       from_header = true
       if top.remove_tenant_header then
-        msg:remove_all_named_headers(top.tenant_header)
+        msg:remove_all_named_headers(tenant_header)
       end
     end
-  end
-  if not tenant and top.default_tenant then
-    tenant = top.default_tenant
-  end
-  if tenant then
-    local t = data.tenants[tenant]
-    if not t then
-      local source = from_header and string.format("'%s' header", top.tenant_header) or 'default_tenant option'
-      kumo.reject(500, string.format("tenant '%s' specified by %s is not defined in your queue config", tenant, source))
+    if not tenant then
+      tenant = top.default_tenant
     end
-    local authz = t.extras.require_authz
-    if authz then
-      local who = msg:get_meta 'authz_id'
-      if not who then
-        kumo.reject(500, string.format("tenant '%s' requires SMTP AUTH", tenant))
+    if tenant then
+      local t = data.tenants[tenant]
+      if not t then
+        local source = from_header and string.format("'%s' header", tenant_header) or 'default_tenant option'
+        kumo.reject(500, string.format("tenant '%s' specified by %s is not defined in your queue config", tenant, source))
       end
-      if not utils.table_contains(authz, who) then
-        kumo.reject(500, string.format("authz_id '%s' is not authorized to send as tenant '%s'", who, tenant))
+      local authz = t.extras.require_authz
+      if authz then
+        local who = msg:get_meta 'authz_id'
+        if not who then
+          kumo.reject(500, string.format("tenant '%s' requires SMTP AUTH", tenant))
+        end
+        if not utils.table_contains(authz, who) then
+          kumo.reject(500, string.format("authz_id '%s' is not authorized to send as tenant '%s'", who, tenant))
+        end
       end
+      msg:set_meta('tenant', tenant)
     end
-    msg:set_meta('tenant', tenant)
-  end
-  if data.has_routing then
-    local recip = msg:recipient()
-    if recip then
-      local routing = resolve_routing_domain(data, recip.domain, tenant, campaign or msg:get_meta 'campaign')
-      if routing then
-        msg:set_meta('routing_domain', routing)
+    if rcpt_domain then
+      do
+        if campaign == nil then
+          campaign = msg:get_meta 'campaign'
+        end
+        local domain = rcpt_domain
+        -- the cached answer, else resolve_routing_domain
+        local routing
+        if routing_for == data then
+          local by_domain = routing_cache[domain]
+          local by_tenant = by_domain and by_domain[tenant or '']
+          if by_tenant then
+            routing = by_tenant[campaign or '']
+          end
+        end
+        if routing == nil then
+          routing = resolve_routing_domain(data, domain, tenant, campaign) or false
+        end
+        if routing then
+          msg:set_meta('routing_domain', routing)
+        end
       end
     end
   end
@@ -347,10 +362,7 @@ function mod:setup_with_options(options)
     return load_data(files)
   end, 60)
 
-  local helper = { file_names = files }
-  function helper:apply(msg)
-    apply_impl(msg, get_data())
-  end
+  local helper = { file_names = files, apply = make_apply(get_data) }
   function helper:resolve_config(domain, tenant, campaign)
     return resolve_config(get_data(), domain, tenant, campaign)
   end
