@@ -120,3 +120,33 @@ end)`)
 		t.Fatal("an expired entry was served")
 	}
 }
+
+func TestExtrasQueueFieldsAndKeyLine(t *testing.T) {
+	dir := t.TempDir()
+	tf := filepath.Join(dir, "q.toml")
+	os.WriteFile(tf, []byte("a = 1\n[t.x]\nb = 2\n"), 0o644)
+	jf := filepath.Join(dir, "q.json")
+	os.WriteFile(jf, []byte(`{"a": 1}`), 0o644)
+	r := newRuntime(t, `
+local x = require 'kumogo.extras_data'
+kumo.on('smtp_server_message_received', function(msg)
+  local c, tn, d = x.queue_fields(msg, 'X-Campaign', 'X-Tenant', true)
+  local c2, tn2, d2 = x.queue_fields(msg, nil, 'X-Nope', false)
+  msg:set_meta('r', table.concat({ tostring(c), tostring(tn), tostring(d), tostring(c2), tostring(tn2), tostring(d2) }, ','))
+end)
+kumo.on('t', function(tf, jf)
+  local ok = pcall(x.queue_fields, 'not a message', 'a', 'b', true)
+  return x.key_line(tf, 't', 'x', 'b'), x.key_line(tf, 'a'), x.key_line(tf, 'zzz'), x.key_line(jf, 'a'), x.key_line(tf .. '.missing', 'a'), ok
+end)`)
+	m := testMessage(t, "X-Tenant: acme\r\nX-Campaign: spring\r\n\r\nx\r\n", "u@Dest.Example")
+	if err := r.MessageReceived(context.Background(), m, newTestConn()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := m.Meta("r"); got != "spring,acme,Dest.Example,nil,nil,nil" {
+		t.Fatalf("queue_fields: %v", got)
+	}
+	out := run(t, r, tf, jf)
+	if out[0] != int64(3) || out[1] != int64(1) || out[2] != nil || out[3] != nil || out[4] != nil || out[5] != false {
+		t.Fatalf("key_line: %#v", out)
+	}
+}
