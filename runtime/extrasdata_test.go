@@ -43,11 +43,17 @@ func TestSimpleFromDomain(t *testing.T) {
 func TestExtrasFromDomain(t *testing.T) {
 	r := newRuntime(t, `
 local x = require 'kumogo.extras_data'
+local map = kumo.domain_map.new { ['*.org'] = 'org', ['y.org'] = 'exact' }
 kumo.on('smtp_server_message_received', function(msg)
   local f = msg:from_header()
+  local d, v = x.from_domain_lookup(msg, map)
+  assert(d == x.from_domain(msg))
+  assert(v == (d and map[d]), tostring(v))
   msg:set_meta('got', tostring(x.from_domain(msg)))
   msg:set_meta('want', tostring(f and f.domain))
-end)`)
+  msg:set_meta('mapped', tostring(v))
+end)
+kumo.on('bad', function() return x.from_domain_lookup(nil, {}) end)`)
 	for _, from := range []string{"a@x.org", "Alice <a@y.org>", "\"Doe, J\" <j@z.org>, k@w.org", "=?utf-8?q?J=C3=B6rg?= <j@u.org>", "bogus", ""} {
 		data := "Subject: s\r\n\r\nbody\r\n"
 		if from != "" {
@@ -62,6 +68,14 @@ end)`)
 		if got != want {
 			t.Errorf("From %q: from_domain %v, from_header %v", from, got, want)
 		}
+	}
+	m := testMessage(t, "From: Alice <a@y.org>\r\n\r\nx\r\n", "r@example.com")
+	r.MessageReceived(context.Background(), m, newTestConn())
+	if v, _ := m.Meta("mapped"); v != "exact" {
+		t.Errorf("from_domain_lookup: %v", v)
+	}
+	if _, err := r.Call(context.Background(), "bad"); err == nil {
+		t.Error("from_domain_lookup accepted a table as its domain map")
 	}
 }
 
@@ -144,6 +158,9 @@ end)`)
 	}
 	if got, _ := m.Meta("r"); got != "spring,acme,Dest.Example,nil,nil,nil" {
 		t.Fatalf("queue_fields: %v", got)
+	}
+	if c, _ := m.Meta("campaign"); c != "spring" {
+		t.Fatalf("queue_fields did not set the campaign meta: %v", c)
 	}
 	out := run(t, r, tf, jf)
 	if out[0] != int64(3) || out[1] != int64(1) || out[2] != nil || out[3] != nil || out[4] != nil || out[5] != false {

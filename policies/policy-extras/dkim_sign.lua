@@ -163,7 +163,7 @@ local function signer_for(data, cache_key, block, domain)
   return signer
 end
 
-local from_domain = require('kumogo.extras_data').from_domain
+local from_domain_lookup = require('kumogo.extras_data').from_domain_lookup
 local lower = string.lower
 
 -- make_signer returns the signing function for the data get_data()
@@ -171,12 +171,11 @@ local lower = string.lower
 local function make_sign(get_data)
   return function(msg)
     local data = get_data()
-    local from = from_domain(msg)
+    local from, key = from_domain_lookup(msg, data.domain_map)
     if not from then
       kumo.reject(552, '5.6.0 DKIM signing requires a From header, but it is missing from this message')
     end
     local signed_domain = false
-    local key = data.domain_map[from]
     if key then
       -- wildcard blocks sign as the message's own From domain
       local domain = lower(from)

@@ -267,7 +267,7 @@ local function make_apply(get_data)
     local campaign_header, tenant_header = top.campaign_header, top.tenant_header
     local campaign, tenant, rcpt_domain = queue_fields(msg, campaign_header, tenant_header, data.has_routing)
     if campaign then
-      msg:set_meta('campaign', campaign)
+      -- (queue_fields has set the campaign meta)
       if top.remove_campaign_header then
         msg:remove_all_named_headers(campaign_header)
       end
