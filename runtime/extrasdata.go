@@ -72,6 +72,15 @@ func (d *extrasData) lookup(key string, stamps []fileStamp, now time.Time) (any,
 	return e.value, true
 }
 
+// reset drops every entry, so that the next use rebuilds it; a config
+// epoch bump should call it (KumoMTA's helpers memoize their data with
+// invalidate_with_epoch).
+func (d *extrasData) reset() {
+	d.mu.Lock()
+	d.m = nil
+	d.mu.Unlock()
+}
+
 func (d *extrasData) store(key string, v any, stamps []fileStamp, expires time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -126,6 +126,11 @@ end)`)
 	if v != 22 || m != 22 || second == first {
 		t.Fatalf("after edit: %v %v %v", v, m, second)
 	}
+	// reset (a config epoch bump) drops the entries
+	r.extras.reset()
+	if _, _, s := call(60); s == second {
+		t.Fatal("reset did not drop the shared data")
+	}
 	// an entry stored with a zero time to live is rebuilt on next use
 	later := future.Add(2 * time.Second)
 	os.Chtimes(f, later, later)
