@@ -1,5 +1,8 @@
-// Package policies holds the Lua policies bundled into the kumogo binary:
-// sink.lua (accept and discard everything) and, later, route-to-sink.lua.
+// Package policies holds the Lua bundled into the kumogo binary: the
+// policies sink.lua (accept and discard everything) and route-to-sink.lua,
+// and the helper modules under policy-extras/ (require
+// 'policy-extras.queue' and so on; written for kumogo from KumoMTA's
+// documented helper interfaces and data formats) with their default data.
 // `kumogo --policy NAME` uses a file on disk when one exists and falls back
 // to the bundled policy of that name.
 package policies
@@ -11,7 +14,7 @@ import (
 	"strings"
 )
 
-//go:embed *.lua
+//go:embed *.lua policy-extras/*.lua policy-extras/*.toml
 var bundled embed.FS
 
 // Lookup returns the bundled policy called name ("sink.lua", or "sink").
@@ -32,7 +35,9 @@ func Names() []string {
 	entries, _ := fs.ReadDir(bundled, ".")
 	out := make([]string, 0, len(entries))
 	for _, e := range entries {
-		out = append(out, e.Name())
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".lua") {
+			out = append(out, e.Name())
+		}
 	}
 	return out
 }

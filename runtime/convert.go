@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"reflect"
 	"sort"
@@ -14,6 +13,7 @@ import (
 	lua "github.com/yuin/gopher-lua"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/datafile"
 	"github.com/kumogo/kumogo/internal/message"
 )
 
@@ -187,6 +187,8 @@ func (st *state) fromGo(v any) lua.LValue {
 			t.RawSetInt(i+1, st.newAddress(a))
 		}
 		return t
+	case luaObject:
+		return x.toLua(st)
 	case *config.ListenerDomain, *config.QueueConfig, *config.EgressPath, *config.EgressSource, *config.EgressPool:
 		return st.newConfigObject(x)
 	case fmt.Stringer:
@@ -278,88 +280,14 @@ func jsonEncode(v any, pretty bool) (string, error) {
 	return string(bytes.TrimRight(buf.Bytes(), "\n")), nil
 }
 
-// jsonParse decodes JSON that may contain //, /* */ and # comments.
+// jsonParse decodes JSON that may contain //, /* */ and # comments;
+// syntax errors name the line.
 func jsonParse(data []byte) (any, error) {
-	stripped := stripJSONComments(data)
-	dec := json.NewDecoder(bytes.NewReader(stripped))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, jsonErrorAt(stripped, err)
+	d, err := datafile.ParseJSON(data)
+	if err != nil {
+		return nil, err
 	}
-	if dec.More() {
-		return nil, errors.New("trailing characters after JSON value")
-	}
-	return normalizeJSON(v), nil
-}
-
-// normalizeJSON turns json.Number into int64 or float64.
-func normalizeJSON(v any) any {
-	switch x := v.(type) {
-	case json.Number:
-		if i, err := x.Int64(); err == nil {
-			return i
-		}
-		f, _ := x.Float64()
-		return f
-	case []any:
-		for i := range x {
-			x[i] = normalizeJSON(x[i])
-		}
-	case map[string]any:
-		for k, e := range x {
-			x[k] = normalizeJSON(e)
-		}
-	}
-	return v
-}
-
-// stripJSONComments blanks out comments outside string literals, keeping
-// newlines so that decoder offsets stay meaningful.
-func stripJSONComments(in []byte) []byte {
-	if bytes.IndexAny(in, "/#") < 0 {
-		return in
-	}
-	out := make([]byte, 0, len(in))
-	inStr := false
-	for i := 0; i < len(in); i++ {
-		c := in[i]
-		if inStr {
-			out = append(out, c)
-			if c == '\\' && i+1 < len(in) {
-				i++
-				out = append(out, in[i])
-			} else if c == '"' {
-				inStr = false
-			}
-			continue
-		}
-		switch {
-		case c == '"':
-			inStr = true
-			out = append(out, c)
-		case c == '#' || (c == '/' && i+1 < len(in) && in[i+1] == '/'):
-			for i < len(in) && in[i] != '\n' {
-				i++
-			}
-			if i < len(in) {
-				out = append(out, '\n')
-			}
-		case c == '/' && i+1 < len(in) && in[i+1] == '*':
-			i += 2
-			for i < len(in) && !(in[i] == '*' && i+1 < len(in) && in[i+1] == '/') {
-				if in[i] == '\n' {
-					out = append(out, '\n')
-				}
-				i++
-			}
-			i++ // skip the closing '/'
-			out = append(out, ' ')
-		default:
-			out = append(out, c)
-		}
-	}
-	return out
+	return d.Value, nil
 }
 
 // sortedKeys returns the keys of m in order.
@@ -374,27 +302,3 @@ func sortedKeys(m map[string]any) []string {
 
 // finite reports whether f is a finite number.
 func finite(f float64) bool { return !math.IsInf(f, 0) && !math.IsNaN(f) }
-
-// jsonErrorAt adds "line L column C" to a JSON syntax error, so that a
-// bad data file names the place (comments are stripped line by line, so
-// lines are those of the file).
-func jsonErrorAt(data []byte, err error) error {
-	var off int64 = -1
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		off = se.Offset
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		off = int64(len(data))
-	}
-	if off < 0 {
-		return err
-	}
-	if off > int64(len(data)) {
-		off = int64(len(data))
-	}
-	before := data[:off]
-	line := bytes.Count(before, []byte{'\n'}) + 1
-	col := int(off) - bytes.LastIndexByte(before, '\n')
-	return fmt.Errorf("line %d column %d: %w", line, col-1, err)
-}

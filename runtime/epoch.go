@@ -58,6 +58,8 @@ func (r *Runtime) BumpEpoch() {
 	clear(r.modCache)
 	r.modMu.Unlock()
 	r.memo.purgeEpoch()
+	// data built by the policy-extras helpers is rebuilt from its files
+	r.extras.reset()
 	n := r.epochN.Add(1)
 	r.log.Info().Uint64("epoch", n).Msg("config epoch bumped")
 }

@@ -83,6 +83,10 @@ func (st *state) openKumo() *lua.LTable {
 	for _, name := range []string{"json_encode", "json_encode_pretty", "json_parse", "json_load"} {
 		k.RawSetString(name, serde.RawGetString(name))
 	}
+	st.openSerdeData(k, serde)
+	k.RawSetString("domain_map", st.openDomainMap())
+	k.RawSetString("cidr", st.openCIDR())
+	k.RawSetString("shaping", st.openShaping())
 
 	dns := st.openDNS()
 	k.RawSetString("dns", dns)
@@ -94,6 +98,7 @@ func (st *state) openKumo() *lua.LTable {
 	loaded.RawSetString("kumo.dkim", dkimT)
 	loaded.RawSetString("kumo", k)
 	loaded.RawSetString("kumo.serde", serde)
+	loaded.RawSetString("kumogo.extras_data", st.openExtrasData())
 	return k
 }
 

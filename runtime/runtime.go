@@ -150,7 +150,8 @@ type Runtime struct {
 	modMu    sync.Mutex
 	modCache map[string]*lua.FunctionProto
 
-	dkim dkimKeys // parsed DKIM signing keys
+	dkim   dkimKeys   // parsed DKIM signing keys
+	extras extrasData // data shared by the policy-extras helpers
 
 	memo      memoCaches     // kumo.memoize caches, shared by all states
 	throttles throttles      // kumo.make_throttle limiters, by name and spec

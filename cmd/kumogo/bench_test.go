@@ -38,8 +38,16 @@ func startInProcessSink(tb testing.TB, logs bool) string {
 	}
 	tb.Setenv("KUMOGO_SINK_LOG_DIR", logDir)
 	tb.Setenv("KUMOGO_SINK_HOSTNAME", "bench.test")
+	return startInProcessPolicy(tb, "policies/sink.lua", src)
+}
+
+// startInProcessPolicy runs a policy (its path, and its source unless it
+// is read from path) in this process and returns its first listener's
+// address.
+func startInProcessPolicy(tb testing.TB, path string, src []byte) string {
+	tb.Helper()
 	d := &daemon{log: zerolog.Nop(), ids: message.NewIDGenerator()}
-	rt, err := runtime.New(runtime.Options{PolicyPath: "policies/sink.lua", Source: src, Host: d, Log: zerolog.Nop()})
+	rt, err := runtime.New(runtime.Options{PolicyPath: path, Source: src, Modules: policies.Modules(), Host: d, Log: zerolog.Nop()})
 	if err != nil {
 		tb.Fatal(err)
 	}
