@@ -251,19 +251,6 @@ func (d *daemon) StartESMTPListener(ctx context.Context, l *config.ESMTPListener
 	return nil
 }
 
-func (d *daemon) StartHTTPListener(ctx context.Context, l *config.HTTPListener) error {
-	d.noteOnce("http", "start_http_listener: only /api/check-liveness/v1 is served yet; the other endpoints answer 501")
-	srv := httpapi.New(*l, d.log)
-	if err := srv.Listen(); err != nil {
-		return err
-	}
-	d.mu.Lock()
-	d.https = append(d.https, srv)
-	d.mu.Unlock()
-	d.log.Info().Msg("http listener on " + srv.Addr().String())
-	return nil
-}
-
 // liveness is the HTTP liveness check: shutting down, or a spool below its
 // free-space floor, makes the node not live.
 func (d *daemon) liveness() (bool, string) {
@@ -340,6 +327,9 @@ func (d *daemon) serve(ctx context.Context) int {
 	}
 	for _, h := range d.https {
 		h.SetHealth(d.liveness)
+		if d.queue != nil {
+			h.SetInjector(httpInjector{d})
+		}
 		go func(h *httpapi.Server) {
 			if err := h.Serve(); err != nil {
 				d.log.Error().Err(err).Msg("http listener failed")

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/httpapi"
+	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/message"
+)
+
+// StartHTTPListener binds an HTTP listener during init; it is served, with
+// injection wired to the queue, once the spool is up (serve).
+func (d *daemon) StartHTTPListener(ctx context.Context, l *config.HTTPListener) error {
+	srv, err := httpapi.New(*l, httpapi.Deps{
+		Log:  d.log,
+		Auth: httpAuth{d},
+	})
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.https = append(d.https, srv)
+	d.mu.Unlock()
+	d.log.Info().Msg(srv.Scheme() + " listener on " + srv.Addr().String())
+	return nil
+}
+
+// httpAuth runs the http_server_validate_auth_* events. A handler returns
+// a boolean or an AuthInfo table (success).
+type httpAuth struct{ d *daemon }
+
+func (a httpAuth) ValidateBasic(ctx context.Context, user, password string) (bool, error) {
+	return a.call(ctx, "http_server_validate_auth_basic", user, password)
+}
+
+func (a httpAuth) ValidateBearer(ctx context.Context, token string) (bool, error) {
+	return a.call(ctx, "http_server_validate_auth_bearer", token)
+}
+
+func (a httpAuth) call(ctx context.Context, event string, args ...any) (bool, error) {
+	out, err := a.d.rt.Call(ctx, event, args...)
+	if err != nil || len(out) == 0 {
+		return false, err
+	}
+	switch v := out[0].(type) {
+	case bool:
+		return v, nil
+	case map[string]any, []any:
+		return true, nil
+	case nil:
+		return false, nil
+	default:
+		return false, fmt.Errorf("%s must return a boolean or an AuthInfo table, got %T", event, v)
+	}
+}
+
+// httpInjector connects POST /api/inject/v1 to the policy, the queue and
+// the logs.
+type httpInjector struct{ d *daemon }
+
+func (h httpInjector) Generated(ctx context.Context, msg *message.Message, auth map[string]any) error {
+	_, err := h.d.rt.Call(ctx, "http_message_generated", msg, auth)
+	return err
+}
+
+func (h httpInjector) Spool(ctx context.Context, msg *message.Message, deferred bool) error {
+	return h.d.queue.Spool(ctx, msg, deferred)
+}
+
+func (h httpInjector) Insert(ctx context.Context, msg *message.Message) error {
+	return h.d.queue.Insert(ctx, msg)
+}
+
+func (h httpInjector) Unspool(ctx context.Context, msg *message.Message) {
+	h.d.queue.Unspool(ctx, msg)
+}
+
+func (h httpInjector) Log(rec *logrecord.Record, msg *message.Message) {
+	if h.d.loggers.Enabled() {
+		h.d.loggers.Log(rec, msg)
+	}
+}
+
+func (h httpInjector) IDs() *message.IDGenerator { return h.d.ids }
+func (h httpInjector) NodeID() string            { return h.d.nodeID }
