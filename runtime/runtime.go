@@ -81,6 +81,9 @@ type Options struct {
 	// DNS serves kumo.dns.lookup_mx, lookup_addr and configure_resolver.
 	// When nil those functions raise "kumo.dns is not configured".
 	DNS DNS
+	// EventLatency, when set, is told how long each event call took
+	// (KumoMTA's lua_event_latency metric).
+	EventLatency func(event string, d time.Duration)
 }
 
 // Defaults of KumoMTA's Lua context pool.

@@ -14,8 +14,10 @@ import (
 // injection wired to the queue, once the spool is up (serve).
 func (d *daemon) StartHTTPListener(ctx context.Context, l *config.HTTPListener) error {
 	srv, err := httpapi.New(*l, httpapi.Deps{
-		Log:  d.log,
-		Auth: httpAuth{d},
+		Log:         d.log,
+		Auth:        httpAuth{d},
+		Metrics:     d.metrics.TextHandler(),
+		MetricsJSON: d.metrics.JSONHandler(),
 	})
 	if err != nil {
 		return err
@@ -25,6 +27,7 @@ func (d *daemon) StartHTTPListener(ctx context.Context, l *config.HTTPListener) 
 	}
 	d.mu.Lock()
 	d.https = append(d.https, srv)
+	d.loggers.observe = d.metrics.ObserveRecord
 	d.mu.Unlock()
 	d.log.Info().Msg(srv.Scheme() + " listener on " + srv.Addr().String())
 	return nil

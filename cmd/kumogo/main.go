@@ -27,6 +27,7 @@ import (
 	"github.com/kumogo/kumogo/internal/httpapi"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/metrics"
 	"github.com/kumogo/kumogo/internal/sysutil"
 	"github.com/kumogo/kumogo/policies"
 	"github.com/kumogo/kumogo/queue"
@@ -85,7 +86,8 @@ func run(args []string, stderr io.Writer) int {
 			logger.Debug().Uint64("nofile", n).Msg("open file limit")
 		}
 	}
-	d := &daemon{log: logger, ids: message.NewIDGenerator(), validating: *validate, nodeID: node}
+	d := &daemon{log: logger, ids: message.NewIDGenerator(), validating: *validate, nodeID: node, metrics: metrics.New(0)}
+	d.registerGauges(d.metrics)
 	hostname, _ := os.Hostname()
 	d.hostname = hostname
 	rt, err := runtime.New(runtime.Options{
@@ -98,6 +100,9 @@ func run(args []string, stderr io.Writer) int {
 		Hostname:   hostname,
 		Version:    "kumogo " + version,
 		DNS:        dnsAdapter{d},
+		EventLatency: func(event string, took time.Duration) {
+			d.metrics.ObserveLuaEvent(event, took)
+		},
 	})
 	if err != nil {
 		logger.Error().Msg(err.Error())
@@ -209,6 +214,8 @@ type daemon struct {
 	listeners []*smtpd.Server
 	spools    map[string]*config.Spool
 	loggers   multiLogger
+	logDirs   []string
+	metrics   *metrics.Registry
 	noted     map[string]bool
 }
 
@@ -282,6 +289,7 @@ func (d *daemon) ConfigureLocalLogs(ctx context.Context, l *config.LocalLogs) er
 	}
 	d.mu.Lock()
 	d.loggers.list = append(d.loggers.list, lg)
+	d.logDirs = append(d.logDirs, l.LogDir)
 	d.mu.Unlock()
 	return nil
 }
@@ -384,14 +392,21 @@ func (d *daemon) serve(ctx context.Context) int {
 	return code
 }
 
-// multiLogger fans records out to every configured local logger.
-type multiLogger struct{ list []*logrecord.Logger }
+// multiLogger fans records out to every configured local logger, and to
+// the metrics when an HTTP listener serves them.
+type multiLogger struct {
+	list    []*logrecord.Logger
+	observe func(rec *logrecord.Record)
+}
 
-// Enabled reports whether any logger is configured. The list only grows
-// during init, before any session starts.
-func (m *multiLogger) Enabled() bool { return len(m.list) > 0 }
+// Enabled reports whether any logger is configured or metrics are
+// served. Both are set during init, before any session starts.
+func (m *multiLogger) Enabled() bool { return len(m.list) > 0 || m.observe != nil }
 
 func (m *multiLogger) Log(rec *logrecord.Record, msg *message.Message) {
+	if m.observe != nil {
+		m.observe(rec)
+	}
 	for _, l := range m.list {
 		l.Log(rec, msg)
 	}
