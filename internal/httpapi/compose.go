@@ -196,14 +196,45 @@ func attachmentPart(a attachment) (part, error) {
 	return p, nil
 }
 
-// crlf normalizes bare LF (and bare CR) line endings to CRLF.
+// crlf normalizes bare LF (and bare CR) line endings to CRLF. Content
+// that already uses CRLF only, the usual case, is returned as it is
+// without copying.
 func crlf(s string) string {
-	if !strings.ContainsAny(s, "\r\n") {
+	bare := false
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\r':
+			if i+1 < len(s) && s[i+1] == '\n' {
+				i++
+				continue
+			}
+			bare = true
+		case '\n':
+			bare = true
+		}
+		if bare {
+			break
+		}
+	}
+	if !bare {
 		return s
 	}
-	s = strings.ReplaceAll(s, "\r\n", "\n")
-	s = strings.ReplaceAll(s, "\r", "\n")
-	return strings.ReplaceAll(s, "\n", "\r\n")
+	var b strings.Builder
+	b.Grow(len(s) + len(s)/32)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\r':
+			b.WriteString("\r\n")
+			if i+1 < len(s) && s[i+1] == '\n' {
+				i++
+			}
+		case '\n':
+			b.WriteString("\r\n")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // mailbox is a {email, name} pair of the request.

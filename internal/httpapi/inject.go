@@ -94,8 +94,7 @@ type InjectResponse struct {
 // parse, 422 for a well-formed request that does not fit the schema.
 func decodeInject(body []byte) (*injectRequest, int, error) {
 	var req injectRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&req); err != nil {
+	if err := json.Unmarshal(body, &req); err != nil {
 		var se *json.SyntaxError
 		if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, http.StatusBadRequest, fmt.Errorf("failed to parse the request body as JSON: %v", err)
@@ -293,12 +292,13 @@ func (g *generation) build(i int) (*message.Message, error) {
 	vars["name"] = rc.Name
 	vars["to_header"] = to.format()
 	var data []byte
+	var text string // raw content, appended as it is
 	if g.req.content == nil {
 		out, err := g.tpls.raw.render(vars)
 		if err != nil {
 			return nil, err
 		}
-		data = []byte(crlf(out))
+		text = crlf(out)
 	} else {
 		c := &builtContent{from: g.req.content.From, replyTo: g.req.content.ReplyTo, attachments: g.req.content.Attachments, headers: map[string]string{}}
 		var err error
@@ -321,7 +321,8 @@ func (g *generation) build(i int) (*message.Message, error) {
 			return nil, err
 		}
 	}
-	buf := make([]byte, message.Headroom, message.Headroom+len(data))
+	buf := make([]byte, message.Headroom, message.Headroom+len(text)+len(data))
+	buf = append(buf, text...)
 	buf = append(buf, data...)
 	msg := message.NewWithHeadroom(g.inj.IDs(), g.sender, []message.Address{g.rcpts[i]}, buf, message.Headroom)
 	msg.SetMeta("reception_protocol", "HTTP")

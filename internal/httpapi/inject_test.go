@@ -194,3 +194,19 @@ func TestInjectFullSpool(t *testing.T) {
 		t.Fatalf("%d %q", code, body)
 	}
 }
+
+func TestCRLF(t *testing.T) {
+	for in, want := range map[string]string{
+		"":               "",
+		"a\r\nb\r\n":     "a\r\nb\r\n",
+		"a\nb\n":         "a\r\nb\r\n",
+		"a\rb":           "a\r\nb",
+		"a\r\nb\nc\r":    "a\r\nb\r\nc\r\n",
+		"\n\n":           "\r\n\r\n",
+		"no line ending": "no line ending",
+	} {
+		if got := crlf(in); got != want {
+			t.Errorf("crlf(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
