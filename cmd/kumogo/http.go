@@ -18,6 +18,7 @@ func (d *daemon) StartHTTPListener(ctx context.Context, l *config.HTTPListener) 
 		Auth:        httpAuth{d},
 		Metrics:     d.metrics.TextHandler(),
 		MetricsJSON: d.metrics.JSONHandler(),
+		Admin:       d,
 	})
 	if err != nil {
 		return err

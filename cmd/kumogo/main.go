@@ -165,7 +165,8 @@ func resolvePolicy(name string) (string, []byte, error) {
 // newLogger builds the stderr diagnostic logger. The level comes from
 // --log-level, else KUMOD_LOG (a level, or KumoMTA's "target=level,..."
 // filter, of which the most verbose level is used), else info (error when
-// validating).
+// validating). The level is zerolog's process-wide one, so that
+// set_diagnostic_log_filter can change it while the daemon runs.
 func newLogger(w io.Writer, flagLevel string, validating bool) zerolog.Logger {
 	level := zerolog.InfoLevel
 	if validating {
@@ -175,22 +176,39 @@ func newLogger(w io.Writer, flagLevel string, validating bool) zerolog.Logger {
 	if spec == "" {
 		spec = os.Getenv("KUMOD_LOG")
 	}
-	if spec != "" {
-		best := zerolog.Disabled
-		for _, part := range strings.Split(spec, ",") {
-			if i := strings.IndexByte(part, '='); i >= 0 {
-				part = part[i+1:]
-			}
-			if l, err := zerolog.ParseLevel(strings.ToLower(strings.TrimSpace(part))); err == nil && part != "" && l < best {
-				best = l
-			}
+	if l, ok := parseLogFilter(spec); ok {
+		level = l
+	}
+	zerolog.SetGlobalLevel(level)
+	cw := zerolog.ConsoleWriter{Out: w, NoColor: true, TimeFormat: time.RFC3339Nano}
+	return zerolog.New(cw).Level(zerolog.TraceLevel).With().Timestamp().Logger()
+}
+
+// parseLogFilter reads a level, or KumoMTA's "target=level,..." filter,
+// of which the most verbose level is used.
+func parseLogFilter(spec string) (zerolog.Level, bool) {
+	best := zerolog.Disabled
+	for _, part := range strings.Split(spec, ",") {
+		if i := strings.IndexByte(part, '='); i >= 0 {
+			part = part[i+1:]
 		}
-		if best != zerolog.Disabled {
-			level = best
+		part = strings.ToLower(strings.TrimSpace(part))
+		if l, err := zerolog.ParseLevel(part); err == nil && part != "" && l < best {
+			best = l
 		}
 	}
-	cw := zerolog.ConsoleWriter{Out: w, NoColor: true, TimeFormat: time.RFC3339Nano}
-	return zerolog.New(cw).Level(level).With().Timestamp().Logger()
+	return best, best != zerolog.Disabled
+}
+
+// SetDiagnosticLogFilter serves POST /api/admin/set_diagnostic_log_filter/v1.
+func (d *daemon) SetDiagnosticLogFilter(filter string) error {
+	l, ok := parseLogFilter(filter)
+	if !ok {
+		return fmt.Errorf("invalid log filter %q: no level in it", filter)
+	}
+	zerolog.SetGlobalLevel(l)
+	d.log.WithLevel(l).Str("filter", filter).Msg("diagnostic log filter changed")
+	return nil
 }
 
 // daemon implements runtime.Host: it owns the listeners and loggers the
