@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/kumogo/kumogo/internal/config"
@@ -92,3 +94,19 @@ func (h httpInjector) Log(rec *logrecord.Record, msg *message.Message) {
 
 func (h httpInjector) IDs() *message.IDGenerator { return h.d.ids }
 func (h httpInjector) NodeID() string            { return h.d.nodeID }
+
+// InjectV1 serves kumo.api.inject.inject_v1: the request is handled as
+// POST /api/inject/v1 from a trusted caller.
+func (d *daemon) InjectV1(ctx context.Context, request []byte) ([]byte, error) {
+	if d.queue == nil {
+		return nil, errors.New("waiting for spool startup")
+	}
+	if ok, reason := d.liveness(); !ok {
+		return nil, errors.New(reason)
+	}
+	resp, _, err := httpapi.Inject(ctx, httpInjector{d}, request, httpapi.Origin{Hostname: d.hostname, Identity: httpapi.Identity{Trusted: true}})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(resp)
+}

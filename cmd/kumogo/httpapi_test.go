@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/testutil"
 )
 
 // httpAddr returns the address of the daemon's first "<scheme> listener
@@ -150,4 +151,47 @@ func TestHTTPInjectDeliversToSink(t *testing.T) {
 		t.Fatalf("relay records %v", c)
 	}
 
+}
+
+// TestLuaInjectV1: kumo.api.inject.inject_v1 from an event queues a
+// generated message like POST /api/inject/v1 does.
+func TestLuaInjectV1(t *testing.T) {
+	env, sinkLogs := sinkEnv(t)
+	sink := startDaemon(t, env, "--policy", "sink.lua")
+	port := strings.Split(sink.addr, ":")[1]
+	dir := t.TempDir()
+	policy := spooledPolicy(t, dir, `
+  kumo.configure_local_logs { log_dir = '`+dir+`/logs' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'relay.test' }
+`, `
+kumo.on('smtp_server_message_received', function(msg)
+  msg:set_meta('queue', '[127.0.0.1]:`+port+`')
+  local res = kumo.api.inject.inject_v1 {
+    envelope_sender = 'copies@example.com',
+    recipients = { { email = 'copy@example.net', substitutions = { who = 'lua' } } },
+    content = { subject = 'copy from {{ who }}', text_body = 'a copy' },
+  }
+  if res.success_count ~= 1 or res.fail_count ~= 0 then
+    kumo.reject(451, 'copy failed: ' .. kumo.serde.json_encode(res))
+  end
+end)
+kumo.on('http_message_generated', function(msg)
+  msg:set_meta('queue', '[127.0.0.1]:`+port+`')
+end)
+kumo.on('get_egress_path_config', function()
+  return kumo.make_egress_path { enable_tls = 'Disabled', prohibited_hosts = {} }
+end)
+`)
+	relay := startDaemon(t, nil, "--policy", policy)
+	c := testutil.Dial(t, relay.addr)
+	c.Expect(t, "220 ")
+	c.Cmd(t, "EHLO x.example", "250-")
+	c.Cmd(t, "MAIL FROM:<a@example.com>", "250")
+	c.Cmd(t, "RCPT TO:<orig@example.net>", "250")
+	c.Cmd(t, "DATA", "354")
+	c.SendRaw("Subject: original\r\n\r\nhi\r\n.\r\n")
+	c.Expect(t, "250 OK ids=")
+	if missing := awaitRecipients(t, sinkLogs, []string{"orig@example.net", "copy@example.net"}, 20*time.Second); len(missing) > 0 {
+		t.Fatalf("not delivered: %v\n%s", missing, relay.log())
+	}
 }

@@ -179,38 +179,55 @@ func (s *Server) inject(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	req, code, err := decodeInject(body)
+	id := identityOf(r)
+	resp, code, err := Inject(r.Context(), inj, body, Origin{Hostname: s.cfg.Hostname, Identity: id, Local: localAddr(r)})
 	if err != nil {
 		textError(w, code, err.Error())
 		return
 	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// Origin describes where an injection comes from: the listener's host
+// name, the caller and the local address it reached.
+type Origin struct {
+	Hostname string
+	Identity Identity
+	Local    string
+}
+
+// Inject runs one KumoMTA injection request (the JSON body of
+// POST /api/inject/v1) through inj. On a request error it returns the HTTP
+// status that describes it (400, 422). It serves the HTTP endpoint and
+// kumo.api.inject.inject_v1 alike.
+func Inject(ctx context.Context, inj Injector, body []byte, o Origin) (InjectResponse, int, error) {
+	req, code, err := decodeInject(body)
+	if err != nil {
+		return InjectResponse{}, code, err
+	}
 	sender, err := message.ParseAddress(*req.EnvelopeSender)
 	if err != nil && *req.EnvelopeSender != "" {
-		textError(w, http.StatusUnprocessableEntity, fmt.Sprintf("envelope_sender %q: %v", *req.EnvelopeSender, err))
-		return
+		return InjectResponse{}, http.StatusUnprocessableEntity, fmt.Errorf("envelope_sender %q: %v", *req.EnvelopeSender, err)
 	}
 	rcpts := make([]message.Address, len(req.Recipients))
 	for i, rc := range req.Recipients {
 		if rcpts[i], err = message.ParseAddress(rc.Email); err != nil {
-			textError(w, http.StatusUnprocessableEntity, fmt.Sprintf("recipients[%d].email %q: %v", i, rc.Email, err))
-			return
+			return InjectResponse{}, http.StatusUnprocessableEntity, fmt.Errorf("recipients[%d].email %q: %v", i, rc.Email, err)
 		}
 	}
 	tpls, err := compileAll(req)
 	if err != nil {
-		textError(w, http.StatusUnprocessableEntity, err.Error())
-		return
+		return InjectResponse{}, http.StatusUnprocessableEntity, err
 	}
-	id := identityOf(r)
-	g := &generation{s: s, inj: inj, req: req, tpls: tpls, sender: sender, rcpts: rcpts, id: id, local: localAddr(r)}
+	g := &generation{hostname: o.Hostname, inj: inj, req: req, tpls: tpls, sender: sender, rcpts: rcpts, id: o.Identity, local: o.Local}
 	if req.DeferredGeneration {
 		// KumoMTA answers at once and generates the messages later;
-		// kumogo generates them in the background, after the response.
-		go g.run(context.WithoutCancel(r.Context()))
-		writeJSON(w, http.StatusOK, InjectResponse{FailedRecipients: []string{}, Errors: []string{}})
-		return
+		// kumogo generates them in the background, after the answer
+		// (they are not spooled before that).
+		go g.run(context.WithoutCancel(ctx))
+		return InjectResponse{FailedRecipients: []string{}, Errors: []string{}}, http.StatusOK, nil
 	}
-	writeJSON(w, http.StatusOK, g.run(r.Context()))
+	return g.run(ctx), http.StatusOK, nil
 }
 
 func localAddr(r *http.Request) string {
@@ -222,14 +239,14 @@ func localAddr(r *http.Request) string {
 
 // generation turns one request into messages and queues them.
 type generation struct {
-	s      *Server
-	inj    Injector
-	req    *injectRequest
-	tpls   *templates
-	sender message.Address
-	rcpts  []message.Address
-	id     Identity
-	local  string
+	hostname string
+	inj      Injector
+	req      *injectRequest
+	tpls     *templates
+	sender   message.Address
+	rcpts    []message.Address
+	id       Identity
+	local    string
 }
 
 // run builds every recipient's message first, so that a rendering failure
@@ -317,7 +334,7 @@ func (g *generation) build(i int) (*message.Message, error) {
 		if err != nil {
 			return nil, err
 		}
-		if data, err = compose(c, to, g.s.cfg.Hostname, time.Now()); err != nil {
+		if data, err = compose(c, to, g.hostname, time.Now()); err != nil {
 			return nil, err
 		}
 	}
@@ -328,7 +345,7 @@ func (g *generation) build(i int) (*message.Message, error) {
 	msg.SetMeta("reception_protocol", "HTTP")
 	msg.SetMeta("received_from", g.id.PeerIP.String())
 	msg.SetMeta("received_via", g.local)
-	msg.SetMeta("hostname", g.s.cfg.Hostname)
+	msg.SetMeta("hostname", g.hostname)
 	for k, v := range rc.Metadata {
 		msg.SetMeta(k, v)
 	}
@@ -358,7 +375,7 @@ func (g *generation) traceHeaders(msg *message.Message) {
 		if h, _, err := net.SplitHostPort(localIP); err == nil {
 			localIP = h
 		}
-		msg.PrependRaw(msg.AppendReceived(nil, g.id.PeerIP.String(), g.id.PeerIP.String(), g.s.cfg.Hostname, localIP, "HTTP", "", time.Now().UTC()))
+		msg.PrependRaw(msg.AppendReceived(nil, g.id.PeerIP.String(), g.id.PeerIP.String(), g.hostname, localIP, "HTTP", "", time.Now().UTC()))
 	}
 	if supp {
 		rc := msg.Recipients()
