@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -231,5 +233,84 @@ func TestKcliAgainstLiveDaemon(t *testing.T) {
 			t.Fatalf("top did not show a live rate:\n%s", screen)
 		}
 		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// TestKcliInspect: messages that cannot be delivered (nothing listens at
+// the sink address) wait in their scheduled queue, where inspect-sched-q
+// and inspect-message show them.
+func TestKcliInspect(t *testing.T) {
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	relay := startDaemon(t, "route-to-sink.lua", "KUMOGO_RELAY_LISTEN=127.0.0.1:0", "KUMOGO_SINK_HOST="+dead,
+		"KUMOGO_RELAY_DIR="+filepath.Join(dir, "relay"), "KUMOGO_RELAY_HTTP=127.0.0.1:0", "KUMOGO_RELAY_HOSTNAME=relay.test")
+	endpoint := "http://" + relay.http
+	resp, err := http.Post(endpoint+"/api/inject/v1", "application/json", strings.NewReader(
+		`{"envelope_sender":"a@example.com","recipients":[{"email":"x@example.net"},{"email":"y@example.net"},{"email":"z@example.net"}],"content":"Subject: wait\r\n\r\nwaiting body\r\n"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	queueName := "[127.0.0.1]:" + strings.Split(dead, ":")[1]
+	var sq struct {
+		QueueName    string `json:"queue_name"`
+		NumScheduled int    `json:"num_scheduled"`
+		Messages     []struct {
+			ID      string `json:"id"`
+			Message struct {
+				Sender      string         `json:"sender"`
+				Recipient   string         `json:"recipient"`
+				Meta        map[string]any `json:"meta"`
+				Data        *string        `json:"data"`
+				Due         string         `json:"due"`
+				NumAttempts int            `json:"num_attempts"`
+			} `json:"message"`
+		} `json:"messages"`
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := kcli(t, endpoint, "inspect-sched-q", "--limit", "2", queueName)
+		if r.code != 0 {
+			t.Fatalf("inspect-sched-q: %d %s", r.code, r.stderr)
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &sq); err != nil {
+			t.Fatalf("%v: %s", err, r.stdout)
+		}
+		if sq.NumScheduled == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scheduled queue never held 3 messages: %s\n%s", r.stdout, relay.logText())
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if sq.QueueName != queueName || len(sq.Messages) != 2 || sq.Messages[0].Message.Sender != "a@example.com" ||
+		sq.Messages[0].Message.NumAttempts < 1 || sq.Messages[0].Message.Due == "" || sq.Messages[0].Message.Data != nil {
+		t.Fatalf("inspect-sched-q %+v", sq)
+	}
+	id := sq.Messages[0].ID
+	r := kcli(t, endpoint, "inspect-message", "--want-body", id)
+	var im struct {
+		ID      string `json:"id"`
+		Message struct {
+			Recipient string         `json:"recipient"`
+			Meta      map[string]any `json:"meta"`
+			Data      string         `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &im); err != nil || r.code != 0 {
+		t.Fatalf("inspect-message: %d %v %s %s", r.code, err, r.stdout, r.stderr)
+	}
+	if im.ID != id || !strings.HasSuffix(im.Message.Recipient, "@example.net") || im.Message.Meta["queue"] != queueName ||
+		!strings.Contains(im.Message.Data, "waiting body") {
+		t.Fatalf("inspect-message %+v", im)
+	}
+	if r := kcli(t, endpoint, "inspect-message", "00000000000000000000000000000000"); r.code != 1 || !strings.Contains(r.stderr, "404") {
+		t.Fatalf("unknown id: %d %q", r.code, r.stderr)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/kumogo/kumogo/internal/httpapi"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/queue"
 )
 
 // StartHTTPListener binds an HTTP listener during init; it is served, with
@@ -109,4 +110,44 @@ func (d *daemon) InjectV1(ctx context.Context, request []byte) ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(resp)
+}
+
+// InspectMessage serves GET /api/admin/inspect-message/v1.
+func (d *daemon) InspectMessage(ctx context.Context, id string, wantBody bool) (httpapi.MessageInfo, bool, error) {
+	if d.queue == nil {
+		return httpapi.MessageInfo{}, false, errors.New("waiting for spool startup")
+	}
+	mi, ok, err := d.queue.InspectMessage(ctx, id, wantBody)
+	return adminInfo(mi), ok, err
+}
+
+// InspectScheduledQueue serves GET /api/admin/inspect-sched-q/v1.
+func (d *daemon) InspectScheduledQueue(ctx context.Context, name string, wantBody bool, limit int) ([]httpapi.MessageInfo, int, error) {
+	if d.queue == nil {
+		return nil, 0, errors.New("waiting for spool startup")
+	}
+	list, total, err := d.queue.InspectScheduledQueue(ctx, name, wantBody, limit)
+	out := make([]httpapi.MessageInfo, len(list))
+	for i, mi := range list {
+		out[i] = adminInfo(mi)
+	}
+	return out, total, err
+}
+
+func adminInfo(mi queue.MessageInfo) httpapi.MessageInfo {
+	out := httpapi.MessageInfo{ID: mi.ID, Sender: mi.Sender, Meta: mi.Meta, NumAttempts: mi.Attempts}
+	if len(mi.Recipients) == 1 {
+		out.Recipient = mi.Recipients[0]
+	} else {
+		out.Recipient = mi.Recipients
+	}
+	if !mi.Due.IsZero() {
+		due := mi.Due.UTC()
+		out.Due = &due
+	}
+	if mi.Data != nil {
+		data := string(mi.Data)
+		out.Data = &data
+	}
+	return out
 }
