@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -34,7 +37,7 @@ func injectPolicy(t *testing.T, dir, sinkAddr string) string {
 	return spooledPolicy(t, dir, `
   kumo.configure_local_logs { log_dir = '`+dir+`/logs', max_segment_duration = '1s' }
   kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'relay.test' }
-  kumo.start_http_listener { listen = '127.0.0.1:0', hostname = 'relay.test', trusted_hosts = { '192.0.2.1' } }
+  kumo.start_http_listener { listen = '127.0.0.1:0', hostname = 'relay.test', trusted_hosts = { '192.0.2.1' }, request_body_limit = 8192 }
   kumo.start_http_listener { listen = '127.0.0.1:0', hostname = 'relay.test', use_tls = true }
 `, `
 kumo.on('http_server_validate_auth_basic', function(user, password)
@@ -122,6 +125,22 @@ func TestHTTPInjectDeliversToSink(t *testing.T) {
 	bad := `{"envelope_sender":"a@example.com","recipients":[{"email":"c@example.net"}],"content":{"text_body":"{% if %}"}}`
 	if code, b := get("POST", base+"/api/inject/v1", "Bearer sesame", bad); code != 422 || !strings.Contains(b, "content.text_body") {
 		t.Errorf("template error: %d %s", code, b)
+	}
+
+	// request_body_limit applies to the decompressed body (curl sends it gzipped)
+	big := `{"envelope_sender":"a@example.com","recipients":[{"email":"c@example.net"}],"content":"` + strings.Repeat("x", 20000) + `"}`
+	gzPath := filepath.Join(t.TempDir(), "big.json.gz")
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(big))
+	zw.Close()
+	if err := os.WriteFile(gzPath, gz.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(curl, "-sS", "-o", "-", "-w", " %{http_code}", "-H", "Authorization: Bearer sesame", "-H", "Content-Encoding: gzip",
+		"--data-binary", "@"+gzPath, base+"/api/inject/v1").CombinedOutput()
+	if err != nil || string(out) != "Failed to buffer the request body: length limit exceeded 413" {
+		t.Errorf("body over the limit: %v %q", err, out)
 	}
 
 	// use_tls = true serves TLS (curl -k), and nothing in plaintext
