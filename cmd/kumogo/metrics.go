@@ -29,6 +29,20 @@ func (d *daemon) registerGauges(reg *metrics.Registry) {
 		return float64(n)
 	}))
 	reg.GaugeFunc("memory_usage", "number of bytes of used memory", func() float64 { return float64(rss()) })
+	reg.GaugeFunc("lua_count", "the number of lua contexts currently alive", func() float64 {
+		if d.rt == nil {
+			return 0
+		}
+		alive, _ := d.rt.PoolStats()
+		return float64(alive)
+	})
+	reg.GaugeFunc("lua_spare_count", "the number of lua contexts available for reuse in the pool", func() float64 {
+		if d.rt == nil {
+			return 0
+		}
+		_, spare := d.rt.PoolStats()
+		return float64(spare)
+	})
 	reg.MustRegister(&diskCollector{d: d})
 }
 
