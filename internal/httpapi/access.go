@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -202,13 +201,4 @@ func (c *authCache) check(ctx context.Context, kind, user, secret string) (bool,
 	c.m[key] = authEntry{ok: ok, until: now.Add(authTTL)}
 	c.mu.Unlock()
 	return ok, nil
-}
-
-// peerHost is the host part of a remote address.
-func peerHost(remote string) string {
-	h, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		return remote
-	}
-	return h
 }
