@@ -19,6 +19,8 @@ Environment variables (all optional):
   KUMOGO_RELAY_HOSTNAME host name in the banner and EHLO   (default: the machine's host name)
   KUMOGO_RELAY_NOLOG    set to 1 to write no log records
   KUMOGO_RELAY_SPOOL    spool kind: RocksDB or LocalDisk   (default RocksDB)
+  KUMOGO_RELAY_HTTP     also accept injections (POST /api/inject/v1) on this
+                        HTTP address, e.g. 127.0.0.1:8000  (default: no HTTP)
 ]]
 local kumo = require 'kumo'
 
@@ -64,6 +66,15 @@ kumo.on('init', function()
     -- who may relay through us: change this for a real deployment
     relay_hosts = { '127.0.0.0/8', '::1' },
   }
+
+  -- HTTP injection (trusted_hosts defaults to loopback)
+  local http = os.getenv 'KUMOGO_RELAY_HTTP'
+  if http and http ~= '' then
+    kumo.start_http_listener {
+      listen = http,
+      hostname = os.getenv 'KUMOGO_RELAY_HOSTNAME',
+    }
+  end
 end)
 
 -- Every message goes to one scheduled queue named after the sink.

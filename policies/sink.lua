@@ -17,6 +17,8 @@ Environment variables (all optional):
   KUMOGO_SINK_LOG_DIR  write zstd JSON log records here (default: no logs)
   KUMOGO_SINK_HOSTNAME host name used in the banner and replies
                        (default: the machine's host name)
+  KUMOGO_SINK_HTTP     also accept injections (POST /api/inject/v1) on this
+                       HTTP address, e.g. 127.0.0.1:8000 (default: no HTTP)
 
 Nothing here needs root or any directory set-up.
 ]]
@@ -44,6 +46,14 @@ kumo.on('init', function()
     -- an open relay: this is a sink, it delivers nowhere
     relay_hosts = { '0.0.0.0/0', '::/0' },
   }
+
+  local http = os.getenv 'KUMOGO_SINK_HTTP'
+  if http and http ~= '' then
+    kumo.start_http_listener {
+      listen = http,
+      hostname = os.getenv 'KUMOGO_SINK_HOSTNAME',
+    }
+  end
 end)
 
 -- Every received message goes to the "null" queue: accepted, then discarded.

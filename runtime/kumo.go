@@ -92,6 +92,7 @@ func (st *state) openKumo() *lua.LTable {
 	k.RawSetString("dns", dns)
 	dkimT := st.openDKIM()
 	k.RawSetString("dkim", dkimT)
+	k.RawSetString("api", st.openAPI())
 
 	loaded := L.GetField(L.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
 	loaded.RawSetString("kumo.dns", dns)

@@ -91,6 +91,9 @@ type Options struct {
 	// LuaMemoryLimit bounds the memory of each Lua state, in bytes (see
 	// limits.go). Zero means DefaultLuaMemoryLimit; negative, no limit.
 	LuaMemoryLimit int64
+	// EventLatency, when set, is told how long each event call took
+	// (KumoMTA's lua_event_latency metric).
+	EventLatency func(event string, d time.Duration)
 }
 
 // Defaults of KumoMTA's Lua context pool.

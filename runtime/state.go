@@ -41,6 +41,7 @@ type state struct {
 	event      string // event being executed, "" at top level
 	eventValue string // last value written to _KUMO_CURRENT_EVENT
 	withCtx    bool
+	began      time.Time        // when the event started (Options.EventLatency)
 	params     int              // arguments the running handler can see (visibleParams)
 	live       []*lua.LUserData // handles to invalidate when the event ends
 
@@ -203,6 +204,9 @@ func callerLocation(L *lua.LState) string {
 func (st *state) begin(ctx context.Context, event string) {
 	st.ctx = ctx
 	st.event = event
+	if st.rt.opts.EventLatency != nil {
+		st.began = time.Now()
+	}
 	if st.eventValue != event {
 		st.L.SetGlobal("_KUMO_CURRENT_EVENT", lua.LString(event))
 		st.eventValue = event
@@ -219,6 +223,9 @@ func (st *state) end() {
 	if st.withCtx {
 		st.L.RemoveContext()
 		st.withCtx = false
+	}
+	if f := st.rt.opts.EventLatency; f != nil && st.event != "" {
+		f(st.event, time.Since(st.began))
 	}
 	for i, ud := range st.live {
 		ud.Value = nil

@@ -11,6 +11,9 @@
 #   python3  helper scripts
 #   python3-dkim  dkimpy: an independent DKIM verifier for kumogo's signatures
 #   gcc, libc6-dev  cgo, needed by `go test -race`
+#   prometheus  a real Prometheus server that the metrics test starts on
+#            loopback with its own config; the packaged service is kept
+#            from starting (policy-rc.d) and is never left running
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -30,7 +33,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=()
-for p in postfix swaks zstd gcc libc6-dev python3-dkim; do
+for p in postfix swaks zstd gcc libc6-dev python3-dkim prometheus; do
 	pkg_installed "$p" || missing+=("$p")
 done
 if ! command -v python3 >/dev/null 2>&1; then
@@ -55,10 +58,21 @@ postfix postfix/main_mailer_type select No configuration
 postfix postfix/mailname string localhost
 SEL
 	fi
+	# Services installed here (prometheus) must not start: tests run their
+	# own instances on loopback ports.
+	made_policy=0
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+		"${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+		made_policy=1
+	fi
 	"${SUDO[@]}" apt-get update -qq </dev/null >/dev/null
 	"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 		--no-install-recommends -o Dpkg::Options::=--force-confdef \
 		-o Dpkg::Options::=--force-confold "${missing[@]}" </dev/null >/dev/null
+	if [ "$made_policy" = 1 ]; then
+		"${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
+	fi
 fi
 
 # Whatever happened at install time, the postfix daemon must not be running:
@@ -71,7 +85,7 @@ if command -v postfix >/dev/null 2>&1 && [ -f /etc/postfix/main.cf ]; then
 	fi
 fi
 
-for tool in smtp-source smtp-sink swaks zstd python3; do
+for tool in smtp-source smtp-sink swaks zstd python3 prometheus; do
 	if ! command -v "$tool" >/dev/null 2>&1; then
 		log "expected $tool on PATH after install, not found"
 		exit 1

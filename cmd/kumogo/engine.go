@@ -11,6 +11,7 @@ import (
 
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/metrics"
 	"github.com/kumogo/kumogo/queue"
 	"github.com/kumogo/kumogo/queue/egress"
 	"github.com/kumogo/kumogo/queue/egress/mx"
@@ -231,6 +232,10 @@ func (d *daemon) startEngine(ctx context.Context) error {
 		return err
 	}
 	d.queue = m
+	d.metrics.SetQueueSource(func() metrics.QueueSizes {
+		sched, ready := m.QueueSizes()
+		return metrics.QueueSizes{Scheduled: sched, Ready: ready}
+	})
 	for _, l := range d.listeners {
 		l.SetEnqueuer(m, d.health(sp.Health))
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/memguard"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/metrics"
 	"github.com/kumogo/kumogo/internal/sysutil"
 	"github.com/kumogo/kumogo/policies"
 	"github.com/kumogo/kumogo/queue"
@@ -110,7 +111,8 @@ func run(args []string, stderr io.Writer) int {
 			logger.Info().Uint64("nofile", n).Msg("open file limit")
 		}
 	}
-	d := &daemon{log: logger, ids: message.NewIDGenerator(), validating: *validate, nodeID: node}
+	d := &daemon{log: logger, ids: message.NewIDGenerator(), validating: *validate, nodeID: node, metrics: metrics.New(0)}
+	d.registerGauges(d.metrics)
 	hostname, _ := os.Hostname()
 	d.hostname = hostname
 	d.newMemoryGuard()
@@ -124,6 +126,9 @@ func run(args []string, stderr io.Writer) int {
 		Hostname:   hostname,
 		Version:    "kumogo " + version,
 		DNS:        dnsAdapter{d: d},
+		EventLatency: func(event string, took time.Duration) {
+			d.metrics.ObserveLuaEvent(event, took)
+		},
 
 		LuaMemoryLimit: luaMem,
 	})
@@ -213,7 +218,8 @@ func resolvePolicy(name string) (path string, src []byte, err error) {
 // newLogger builds the stderr diagnostic logger. The level comes from
 // --log-level, else KUMOD_LOG (a level, or KumoMTA's "target=level,..."
 // filter, of which the most verbose level is used), else info (error when
-// validating).
+// validating). The level is zerolog's process-wide one, so that
+// set_diagnostic_log_filter can change it while the daemon runs.
 func newLogger(w io.Writer, flagLevel string, validating bool) zerolog.Logger {
 	level := zerolog.InfoLevel
 	if validating {
@@ -223,22 +229,39 @@ func newLogger(w io.Writer, flagLevel string, validating bool) zerolog.Logger {
 	if spec == "" {
 		spec = os.Getenv("KUMOD_LOG")
 	}
-	if spec != "" {
-		best := zerolog.Disabled
-		for _, part := range strings.Split(spec, ",") {
-			if i := strings.IndexByte(part, '='); i >= 0 {
-				part = part[i+1:]
-			}
-			if l, err := zerolog.ParseLevel(strings.ToLower(strings.TrimSpace(part))); err == nil && part != "" && l < best {
-				best = l
-			}
+	if l, ok := parseLogFilter(spec); ok {
+		level = l
+	}
+	zerolog.SetGlobalLevel(level)
+	cw := zerolog.ConsoleWriter{Out: w, NoColor: true, TimeFormat: time.RFC3339Nano}
+	return zerolog.New(cw).Level(zerolog.TraceLevel).With().Timestamp().Logger()
+}
+
+// parseLogFilter reads a level, or KumoMTA's "target=level,..." filter,
+// of which the most verbose level is used.
+func parseLogFilter(spec string) (zerolog.Level, bool) {
+	best := zerolog.Disabled
+	for _, part := range strings.Split(spec, ",") {
+		if i := strings.IndexByte(part, '='); i >= 0 {
+			part = part[i+1:]
 		}
-		if best != zerolog.Disabled {
-			level = best
+		part = strings.ToLower(strings.TrimSpace(part))
+		if l, err := zerolog.ParseLevel(part); err == nil && part != "" && l < best {
+			best = l
 		}
 	}
-	cw := zerolog.ConsoleWriter{Out: w, NoColor: true, TimeFormat: time.RFC3339Nano}
-	return zerolog.New(cw).Level(level).With().Timestamp().Logger()
+	return best, best != zerolog.Disabled
+}
+
+// SetDiagnosticLogFilter serves POST /api/admin/set_diagnostic_log_filter/v1.
+func (d *daemon) SetDiagnosticLogFilter(filter string) error {
+	l, ok := parseLogFilter(filter)
+	if !ok {
+		return fmt.Errorf("invalid log filter %q: no level in it", filter)
+	}
+	zerolog.SetGlobalLevel(l)
+	d.log.WithLevel(l).Str("filter", filter).Msg("diagnostic log filter changed")
+	return nil
 }
 
 // daemon implements runtime.Host: it owns the listeners and loggers the
@@ -269,11 +292,12 @@ type daemon struct {
 	classifier *bounceclass.Classifier // nil without configure_bounce_classifier
 	spools     map[string]*config.Spool
 	loggers    multiLogger
+	logDirs    []string
+	metrics    *metrics.Registry
 	noted      map[string]bool
 }
 
 var _ runtime.Host = (*daemon)(nil)
-var _ queue.RecordSyncer = (*multiLogger)(nil)
 var _ runtime.BounceClassifierHost = (*daemon)(nil)
 var _ smtpd.Policy = (*runtime.Runtime)(nil)
 
@@ -314,19 +338,6 @@ func (d *daemon) StartESMTPListener(ctx context.Context, l *config.ESMTPListener
 	return nil
 }
 
-func (d *daemon) StartHTTPListener(ctx context.Context, l *config.HTTPListener) error {
-	d.noteOnce("http", "start_http_listener: only /api/check-liveness/v1 is served yet; the other endpoints answer 501")
-	srv := httpapi.New(*l, d.log)
-	if err := srv.Listen(); err != nil {
-		return err
-	}
-	d.mu.Lock()
-	d.https = append(d.https, srv)
-	d.mu.Unlock()
-	d.log.Info().Msg("http listener on " + srv.Addr().String())
-	return nil
-}
-
 // liveness is the HTTP liveness check: shutting down, or a spool below its
 // free-space floor, makes the node not live.
 func (d *daemon) liveness() (bool, string) {
@@ -361,6 +372,7 @@ func (d *daemon) ConfigureLocalLogs(ctx context.Context, l *config.LocalLogs) er
 	}
 	d.mu.Lock()
 	d.loggers.list = append(d.loggers.list, lg)
+	d.logDirs = append(d.logDirs, l.LogDir)
 	d.mu.Unlock()
 	return nil
 }
@@ -430,6 +442,9 @@ func (d *daemon) serve(ctx context.Context) int {
 	}
 	for _, h := range d.https {
 		h.SetHealth(d.liveness)
+		if d.queue != nil {
+			h.SetInjector(httpInjector{d})
+		}
 		go func(h *httpapi.Server) {
 			if err := h.Serve(); err != nil {
 				d.log.Error().Err(err).Msg("http listener failed")
@@ -485,68 +500,6 @@ func (d *daemon) serve(ctx context.Context) int {
 	}
 	d.log.Info().Msg("shutdown complete")
 	return code
-}
-
-// multiLogger fans records out to every configured local logger, and
-// counts receptions and deliveries in the accounting database.
-type multiLogger struct {
-	list []*logrecord.Logger
-	acct *accounting.DB // nil without configure_accounting_db_path
-}
-
-// Enabled reports whether any logger (or the accounting database) is
-// configured. Both are set during init, before any session starts.
-func (m *multiLogger) Enabled() bool { return len(m.list) > 0 || m.acct != nil }
-
-func (m *multiLogger) Log(rec *logrecord.Record, msg *message.Message) {
-	if m.acct != nil {
-		// as KumoMTA's logging layer does: one count per record
-		switch rec.Type {
-		case logrecord.Reception:
-			m.acct.Received()
-		case logrecord.Delivery:
-			m.acct.Delivered()
-		}
-	}
-	for _, l := range m.list {
-		l.Log(rec, msg)
-	}
-}
-
-// Sync makes every record logged so far durable in every logger (the
-// queue calls it before a 250 and before a finished message leaves the
-// spool).
-func (m *multiLogger) Sync(ctx context.Context) error {
-	switch len(m.list) {
-	case 0:
-		return nil
-	case 1:
-		return m.list[0].Sync(ctx)
-	}
-	errs := make([]error, len(m.list))
-	var wg sync.WaitGroup
-	for i, l := range m.list {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = l.Sync(ctx)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-func (m *multiLogger) Close(ctx context.Context) error {
-	var first error
-	if m.acct != nil {
-		first = m.acct.Close(ctx)
-	}
-	for _, l := range m.list {
-		if err := l.Close(ctx); err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
 }
 
 // dropPrivileges switches to the named user when running as root.

@@ -18,8 +18,9 @@
 // a bad command line.
 //
 // Beyond KumoMTA's options: --bdat, --json and --timeout (the bound on
-// connecting and on each transaction, 60 s). --http and its flags are
-// accepted, but --http fails until kumogo has an HTTP injection API.
+// connecting and on each transaction, 60 s). --http injects the same
+// messages through POST /api/inject/v1 (raw content, --http-batch-size
+// recipients per request, --http-defer-spool, --http-defer-generation).
 //
 // Usage:
 //
@@ -99,6 +100,7 @@ type generator struct {
 	failed   atomic.Uint64
 	clients  atomic.Int64 // connected clients
 	lat      *histogram
+	http     *httpInjector // --http
 
 	mu    sync.Mutex
 	conns map[*smtpConn]struct{}
@@ -115,6 +117,9 @@ func newGenerator(cfg *config, p *payload, stderr io.Writer) *generator {
 		errOut: &errorLog{w: stderr, max: 20}}
 	if cfg.throttle != nil {
 		g.limiter = throttle.NewLimiter(*cfg.throttle)
+	}
+	if cfg.http {
+		g.http = newHTTPInjector(cfg, p)
 	}
 	return g
 }
@@ -241,6 +246,9 @@ func (g *generator) checkFinished() bool {
 // client is one connection's loop. It returns nil at the deadline or when
 // the message budget is spent, and an error when it stopped on one.
 func (g *generator) client(ctx context.Context, id uint64) error {
+	if g.http != nil {
+		return g.httpClient(ctx, id)
+	}
 	b := newMessageBuilder(g.p, uint64(time.Now().UnixNano())^id*0x9e3779b97f4a7c15)
 	var c *smtpConn
 	defer func() {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,9 +25,6 @@ const (
 	defaultDuration     = 60 * time.Second
 	defaultTimeout      = 60 * time.Second
 )
-
-// errHTTPUnavailable is returned for --http until kumogo has an injection API.
-var errHTTPUnavailable = errors.New("--http: the HTTP injection API is not available yet; use SMTP (omit --http)")
 
 // config holds the parsed command line.
 type config struct {
@@ -211,7 +207,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 		c.timeout, err = parseSeconds(v)
 		return err
 	}}, "timeout", "bound on connecting and on each SMTP transaction, in `SECS`")
-	fs.BoolVar(&c.http, "http", false, "use the HTTP injection API (not available yet)")
+	fs.BoolVar(&c.http, "http", false, "inject through the HTTP API (POST /api/inject/v1) instead of SMTP; --target is then a base URL (the default target maps to http://127.0.0.1:8000)")
 	fs.BoolVar(&c.httpDeferSpool, "http-defer-spool", false, "with --http: set deferred_spool")
 	fs.BoolVar(&c.httpDeferGeneration, "http-defer-generation", false, "with --http: set deferred_generation")
 	fs.IntVar(&c.httpBatchSize, "http-batch-size", 1, "with --http: recipients per request")
@@ -223,7 +219,15 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if c.http {
-		return nil, errHTTPUnavailable
+		switch {
+		case c.target == defaultTarget:
+			c.target = "http://127.0.0.1:8000"
+		case !strings.Contains(c.target, "://"):
+			c.target = "http://" + c.target
+		}
+		if c.httpBatchSize < 1 {
+			return nil, fmt.Errorf("--http-batch-size must be at least 1")
+		}
 	}
 	if c.domainSuffix == "''" || c.domainSuffix == `""` {
 		c.domainSuffix = "" // quotes that reached us literally

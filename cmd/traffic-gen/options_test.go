@@ -79,20 +79,22 @@ func TestOptionErrors(t *testing.T) {
 	}
 }
 
-func TestHTTPNotAvailable(t *testing.T) {
-	for _, args := range [][]string{
-		{"--http"},
-		{"--http", "--http-defer-spool", "--http-defer-generation", "--http-batch-size", "10"},
+func TestHTTPTarget(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--http"}, "http://127.0.0.1:8000"},
+		{[]string{"--http", "--target", "127.0.0.1:9000"}, "http://127.0.0.1:9000"},
+		{[]string{"--http", "--target", "https://mta.example:8443"}, "https://mta.example:8443"},
 	} {
-		var stderr bytes.Buffer
-		code := run(context.Background(), args, io.Discard, &stderr)
-		if code != 2 || !strings.Contains(stderr.String(), "HTTP injection API is not available yet") {
-			t.Errorf("%v: exit %d, stderr %q", args, code, stderr.String())
+		cfg, err := parseArgs(c.args, io.Discard)
+		if err != nil || cfg.target != c.want || !cfg.http {
+			t.Errorf("%v: %v %+v", c.args, err, cfg)
 		}
 	}
-	// the http flags alone are accepted (and unused) as in KumoMTA
-	if _, err := parseArgs([]string{"--http-batch-size", "3", "--http-defer-spool"}, io.Discard); err != nil {
-		t.Errorf("http flags without --http: %v", err)
+	if _, err := parseArgs([]string{"--http", "--http-batch-size", "0"}, io.Discard); err == nil {
+		t.Error("--http-batch-size 0 accepted")
 	}
 }
 

@@ -54,12 +54,13 @@ func buildKumogo(t *testing.T) {
 
 // sink is a running `kumogo --policy sink.lua`.
 type sink struct {
-	cmd    *exec.Cmd
-	addr   string
-	logDir string
-	done   chan error
-	mu     sync.Mutex
-	stderr bytes.Buffer
+	cmd      *exec.Cmd
+	addr     string
+	httpAddr string
+	logDir   string
+	done     chan error
+	mu       sync.Mutex
+	stderr   bytes.Buffer
 }
 
 func (s *sink) log() string {
@@ -82,6 +83,7 @@ func startSink(t *testing.T) *sink {
 		"KUMOGO_SINK_DIR="+filepath.Join(dir, "spool"),
 		"KUMOGO_SINK_LOG_DIR="+s.logDir,
 		"KUMOGO_SINK_HOSTNAME=sink.test",
+		"KUMOGO_SINK_HTTP=127.0.0.1:0",
 	)
 	pipe, err := s.cmd.StderrPipe()
 	if err != nil {
@@ -98,6 +100,7 @@ func startSink(t *testing.T) *sink {
 	})
 	ready := make(chan string, 1)
 	listenRe := regexp.MustCompile(`smtp listener on (\S+)`)
+	httpRe := regexp.MustCompile(`http listener on (\S+)`)
 	go func() {
 		sc := bufio.NewScanner(pipe)
 		addr := ""
@@ -108,6 +111,11 @@ func startSink(t *testing.T) *sink {
 			s.mu.Unlock()
 			if m := listenRe.FindStringSubmatch(line); m != nil && addr == "" {
 				addr = m[1]
+			}
+			if m := httpRe.FindStringSubmatch(line); m != nil {
+				s.mu.Lock()
+				s.httpAddr = m[1]
+				s.mu.Unlock()
 			}
 			if strings.Contains(line, "initialization complete") {
 				select {
@@ -291,5 +299,43 @@ func TestSinkDurationEndsRun(t *testing.T) {
 		if v, ok := lat[k].(float64); !ok || v <= 0 {
 			t.Errorf("latency_ms[%q] = %v", k, lat[k])
 		}
+	}
+}
+
+// TestHTTPInjection: --http sends the same generated messages through
+// POST /api/inject/v1, with batches of recipients.
+func TestHTTPInjection(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args []string
+		n    int
+	}{
+		{"one-per-request", []string{"--concurrency", "8"}, 300},
+		{"batches", []string{"--concurrency", "4", "--http-batch-size", "7", "--body-size", "10kb"}, 300},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := startSink(t)
+			s.mu.Lock()
+			target := s.httpAddr
+			s.mu.Unlock()
+			if target == "" {
+				t.Fatalf("no http listener:\n%s", s.log())
+			}
+			args := append([]string{"--http", "--target", target, "--message-count", fmt.Sprint(c.n), "--duration", "30"}, c.args...)
+			r := runTG(t, args...)
+			recs := s.stop(t)
+			if r.code != 0 || r.summary.Sent != uint64(c.n) || r.summary.Failed != 0 {
+				t.Fatalf("exit %d sent=%d failed=%d\n%s", r.code, r.summary.Sent, r.summary.Failed, r.stderr)
+			}
+			if len(recs) != c.n {
+				t.Fatalf("%d Reception records, want exactly %d", len(recs), c.n)
+			}
+			for _, rec := range recs[:3] {
+				if rec.ReceptionProtocol != "HTTP" || !strings.HasPrefix(rec.Sender, "noreply@") || len(rec.Recipient) != 1 ||
+					!regexp.MustCompile(`^user-\d+@[a-z]+\.com\.mx-sink\.wezfurlong\.org$`).MatchString(rec.Recipient[0]) {
+					t.Errorf("record %+v", rec)
+				}
+			}
+		})
 	}
 }

@@ -1,0 +1,57 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+
+	lua "github.com/yuin/gopher-lua"
+)
+
+// Injector is what kumo.api.inject.inject_v1 needs from the host: the
+// request of KumoMTA's inject API as JSON in, its response as a JSON
+// object out. The daemon's Host implements it once its spool runs.
+type Injector interface {
+	InjectV1(ctx context.Context, request []byte) ([]byte, error)
+}
+
+// openAPI builds kumo.api: kumo.api.inject.inject_v1(request) takes the
+// table KumoMTA's POST /api/inject/v1 takes and returns the same response
+// table (success_count, fail_count, failed_recipients, errors).
+func (st *state) openAPI() *lua.LTable {
+	L := st.L
+	api := L.NewTable()
+	inject := L.NewTable()
+	inject.RawSetString("inject_v1", L.NewFunction(st.apiInjectV1))
+	api.RawSetString("inject", inject)
+	return api
+}
+
+func (st *state) apiInjectV1(L *lua.LState) int {
+	inj, ok := st.rt.opts.Host.(Injector)
+	if !ok || inj == nil {
+		L.RaiseError("kumo.api.inject.inject_v1: injection is not available here")
+		return 0
+	}
+	req, err := st.toGo(L.CheckTable(1))
+	if err != nil {
+		L.RaiseError("kumo.api.inject.inject_v1: %s", err.Error())
+		return 0
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		L.RaiseError("kumo.api.inject.inject_v1: %s", err.Error())
+		return 0
+	}
+	out, err := inj.InjectV1(st.callCtx(), body)
+	if err != nil {
+		L.RaiseError("kumo.api.inject.inject_v1: %s", err.Error())
+		return 0
+	}
+	var resp any
+	if err := json.Unmarshal(out, &resp); err != nil {
+		L.RaiseError("kumo.api.inject.inject_v1: response: %s", err.Error())
+		return 0
+	}
+	L.Push(st.fromGo(resp))
+	return 1
+}
