@@ -214,7 +214,7 @@ func ValidateReason(reason string) error {
 // FormatDuration renders a remaining time as humantime does ("4m 59s"),
 // to whole seconds.
 func FormatDuration(d time.Duration) string {
-	d = d.Round(time.Second)
+	d = d.Truncate(time.Second)
 	if d <= 0 {
 		return "0s"
 	}
