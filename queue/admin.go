@@ -173,7 +173,14 @@ func (m *Manager) pickSourceFor(sq *schedQueue, route Route) (string, time.Time)
 		return src, time.Time{}
 	}
 	until := r.Expires
-	for range len(sq.pool.Entries) {
+	// one turn of the weighted round robin visits every source
+	turn := 0
+	m.mu.Lock()
+	for _, en := range sq.pool.Entries {
+		turn += max(en.Weight, 0)
+	}
+	m.mu.Unlock()
+	for range turn {
 		alt := m.pickSource(sq)
 		ar := a.readySuspensionFor(readyName(alt, route), now)
 		if ar == nil {
