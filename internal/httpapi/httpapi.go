@@ -18,8 +18,8 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/net/netutil"
 
-	"github.com/kumogo/kumogo/internal/certs"
 	"github.com/kumogo/kumogo/internal/acctlog"
+	"github.com/kumogo/kumogo/internal/certs"
 	"github.com/kumogo/kumogo/internal/config"
 )
 
