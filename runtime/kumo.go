@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	lua "github.com/yuin/gopher-lua"
 
+	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/duration"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 )
@@ -37,10 +38,10 @@ func (st *state) openKumo() *lua.LTable {
 		"define_spool":          st.kumoDefineSpool,
 		"configure_local_logs":  st.kumoConfigureLocalLogs,
 		"make_listener_domain":  st.kumoMakeListenerDomain,
-		"make_queue_config":     st.constructor(func(v any) (any, error) { return decodeQueueConfig(v) }),
-		"make_egress_path":      st.constructor(func(v any) (any, error) { return decodeEgressPath(v) }),
-		"make_egress_source":    st.constructor(func(v any) (any, error) { return decodeEgressSource(v) }),
-		"make_egress_pool":      st.constructor(func(v any) (any, error) { return decodeEgressPool(v) }),
+		"make_queue_config":     st.constructor(func(v any) (any, error) { return config.DecodeQueueConfig(v) }),
+		"make_egress_path":      st.constructor(func(v any) (any, error) { return config.DecodeEgressPath(v) }),
+		"make_egress_source":    st.constructor(func(v any) (any, error) { return config.DecodeEgressSource(v) }),
+		"make_egress_pool":      st.constructor(func(v any) (any, error) { return config.DecodeEgressPool(v) }),
 		"available_parallelism": availableParallelism,
 		"memoize":               st.kumoMemoize,
 		"make_throttle":         st.kumoMakeThrottle,
@@ -358,7 +359,7 @@ func (st *state) callCtx() context.Context {
 }
 
 func (st *state) kumoStartESMTPListener(L *lua.LState) int {
-	l, err := decodeESMTPListener(st.tableArg(L), st.rt.hostname)
+	l, err := config.DecodeESMTPListener(st.tableArg(L), st.rt.hostname)
 	if err != nil {
 		L.RaiseError("start_esmtp_listener: %s", err.Error())
 	}
@@ -371,7 +372,7 @@ func (st *state) kumoStartESMTPListener(L *lua.LState) int {
 }
 
 func (st *state) kumoStartHTTPListener(L *lua.LState) int {
-	l, err := decodeHTTPListener(st.tableArg(L), st.rt.hostname)
+	l, err := config.DecodeHTTPListener(st.tableArg(L), st.rt.hostname)
 	if err != nil {
 		L.RaiseError("start_http_listener: %s", err.Error())
 	}
@@ -384,7 +385,7 @@ func (st *state) kumoStartHTTPListener(L *lua.LState) int {
 }
 
 func (st *state) kumoDefineSpool(L *lua.LState) int {
-	s, err := decodeSpool(st.tableArg(L))
+	s, err := config.DecodeSpool(st.tableArg(L))
 	if err != nil {
 		L.RaiseError("define_spool: %s", err.Error())
 	}
@@ -397,7 +398,7 @@ func (st *state) kumoDefineSpool(L *lua.LState) int {
 }
 
 func (st *state) kumoConfigureLocalLogs(L *lua.LState) int {
-	l, err := decodeLocalLogs(st.tableArg(L))
+	l, err := config.DecodeLocalLogs(st.tableArg(L))
 	if err != nil {
 		L.RaiseError("configure_local_logs: %s", err.Error())
 	}
@@ -420,7 +421,7 @@ func (st *state) kumoConfigureAccountingDBPath(L *lua.LState) int {
 }
 
 func (st *state) kumoMakeListenerDomain(L *lua.LState) int {
-	d, err := decodeListenerDomain(st.tableArg(L))
+	d, err := config.DecodeListenerDomain(st.tableArg(L))
 	if err != nil {
 		L.RaiseError("%s", err.Error())
 	}
