@@ -10,6 +10,9 @@ import (
 // 8601) for servID and results, folded for prepending: each result on a
 // continuation line, its reason beside it, then one line per property in
 // name order (the layout of KumoMTA's add_authentication_results page).
+// Continuation lines start with one space, so that the unfolded value
+// (msg:get_first_named_header_value) reads "id; dkim=pass header.d=..."
+// as KumoMTA's does.
 // No results gives "servID; none".
 func FormatHeader(servID string, results []Result) string {
 	var b strings.Builder
@@ -19,7 +22,7 @@ func FormatHeader(servID string, results []Result) string {
 		return b.String()
 	}
 	for _, r := range results {
-		b.WriteString(";\r\n\t")
+		b.WriteString(";\r\n ")
 		writeValue(&b, r.Method)
 		if r.MethodVersion != 0 {
 			b.WriteByte('/')
@@ -37,7 +40,7 @@ func FormatHeader(servID string, results []Result) string {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			b.WriteString("\r\n\t")
+			b.WriteString("\r\n ")
 			b.WriteString(k)
 			b.WriteByte('=')
 			writeValue(&b, r.Props[k])

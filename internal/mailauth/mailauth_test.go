@@ -130,9 +130,9 @@ func TestFormatHeader(t *testing.T) {
 		{Method: "spf", Result: "none", Reason: "no SPF records found for example.com", Props: map[string]string{"smtp.mailfrom": "sender@example.com"}},
 		{Method: "auth", MethodVersion: 1, Result: "pass", Props: map[string]string{"smtp.auth": `we"ird user`}},
 	})
-	want := "mx.example.com;\r\n\tdkim=pass\r\n\theader.a=rsa-sha256\r\n\theader.d=github.com\r\n\theader.i=@github.com;" +
-		"\r\n\tspf=none reason=\"no SPF records found for example.com\"\r\n\tsmtp.mailfrom=sender@example.com;" +
-		"\r\n\tauth/1=pass\r\n\tsmtp.auth=\"we\\\"ird user\""
+	want := "mx.example.com;\r\n dkim=pass\r\n header.a=rsa-sha256\r\n header.d=github.com\r\n header.i=@github.com;" +
+		"\r\n spf=none reason=\"no SPF records found for example.com\"\r\n smtp.mailfrom=sender@example.com;" +
+		"\r\n auth/1=pass\r\n smtp.auth=\"we\\\"ird user\""
 	if got != want {
 		t.Errorf("got\n%q\nwant\n%q", got, want)
 	}
