@@ -102,6 +102,7 @@ func (st *state) openKumo() *lua.LTable {
 	loaded.RawSetString("kumo.dkim", dkimT)
 	loaded.RawSetString("kumo.spf", spfT)
 	loaded.RawSetString("kumo.dmarc", dmarcT)
+	loaded.RawSetString("kumogo.mail_auth", st.openMailAuthExtras())
 	loaded.RawSetString("kumo", k)
 	loaded.RawSetString("kumo.serde", serde)
 	loaded.RawSetString("kumogo.extras_data", st.openExtrasData())

@@ -44,6 +44,25 @@ func (st *state) openSPF() *lua.LTable {
 	return t
 }
 
+// openMailAuthExtras is the kumogo.mail_auth module behind
+// policy-extras.mail_auth: iprev(IP [, RESOLVER]) → authenticationresult.
+func (st *state) openMailAuthExtras() *lua.LTable {
+	t := st.L.NewTable()
+	st.L.SetFuncs(t, map[string]lua.LGFunction{
+		"iprev": func(L *lua.LState) int {
+			s := L.CheckString(1)
+			ip, err := netip.ParseAddr(strings.Trim(s, "[]"))
+			if err != nil {
+				L.ArgError(1, "an IP address expected")
+			}
+			r := st.authResolver(L, 2, "mail_auth.iprev")
+			L.Push(st.authResultTable(mailauth.IPRev(st.callCtx(), r, ip)))
+			return 1
+		},
+	})
+	return t
+}
+
 func (st *state) openDMARC() *lua.LTable {
 	t := st.L.NewTable()
 	st.L.SetFuncs(t, map[string]lua.LGFunction{
