@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/kumogo/kumogo/internal/mailauth"
+	"github.com/kumogo/kumogo/policies"
 	"github.com/kumogo/kumogo/queue/egress/mx"
 )
 
@@ -226,5 +227,73 @@ func TestMailAuthErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v", c.body, err)
 		}
+	}
+}
+
+// TestMailAuthHelper: policy-extras.mail_auth's iprev results and option
+// checking, and check() with everything but ARC.
+func TestMailAuthHelper(t *testing.T) {
+	dead := closedPort(t)
+	src := `
+local kumo = require 'kumo'
+local mail_auth = require 'policy-extras.mail_auth'
+kumo.on('init', function()
+  kumo.dns.configure_test_resolver {
+    [[
+$ORIGIN test.
+good.test.   A 10.0.0.1
+lonely.test. TXT "no address"
+1.0.0.10.in-addr.arpa. PTR good.test.
+2.0.0.10.in-addr.arpa. PTR lonely.test.
+3.0.0.10.in-addr.arpa. PTR good.test.
+]],
+  }
+  kumo.dns.define_resolver('dead', { Hickory = { name_servers = { '` + dead + `' } } })
+end)
+local function eq(a, b, what)
+  if a ~= b then error(string.format('%s: got %s, want %s', what, tostring(a), tostring(b)), 2) end
+end
+kumo.on('smtp_server_message_received', function(msg)
+  local r = mail_auth.iprev('10.0.0.1')
+  eq(r.result, 'pass', 'pass')
+  eq(r.reason, 'ip 10.0.0.1 <-> good.test.', 'pass reason')
+  eq(r.props['smtp.remote-ip'], '10.0.0.1', 'remote-ip')
+  r = mail_auth.iprev('10.0.0.2')
+  eq(r.result, 'fail', 'fail')
+  eq(r.reason, 'name lonely.test. has no A/AAAA', 'fail reason')
+  eq(mail_auth.iprev('10.0.0.3').result, 'fail', 'mismatch')
+  r = mail_auth.iprev('10.0.0.4')
+  eq(r.result, 'permerror', 'no ptr')
+  eq(r.reason, 'ip 10.0.0.4 has no PTR', 'no ptr reason')
+  eq(mail_auth.iprev('10.0.0.1', 'dead').result, 'temperror', 'temperror')
+  eq(mail_auth.iprev_msg(msg).result, 'pass', 'iprev_msg')
+  local ok, err = pcall(mail_auth.check, msg, { spf = 'yes' })
+  assert(not ok and tostring(err):find('spf. must be a boolean'), tostring(err))
+  ok, err = pcall(mail_auth.check, msg, { bogus = true })
+  assert(not ok and tostring(err):find('unknown option .bogus'), tostring(err))
+  local res = mail_auth.check(msg, { arc = false, server_id = 'auth.id' })
+  eq(#res.auth_results, 5, 'results')
+  eq(res.dkim[1].result, 'none', 'dkim none')
+  eq(res.smtp_auth.result, 'pass', 'smtp auth')
+  eq(res.smtp_auth.props['smtp.auth'], 'joe', 'smtp.auth')
+  eq(res.dmarc.result, 'none', 'dmarc none')
+  eq(res.arc, nil, 'arc off')
+  mail_auth.check(msg, { arc = false, dkim = false, add_auth_results_header = false })
+end)
+`
+	d := &resolverDNS{}
+	r := newRuntime(t, src, func(o *Options) { o.DNS = d; o.Modules = policies.Modules() })
+	m := testMessage(t, "From: a@example.com\r\n\r\nx\r\n", "r@example.com")
+	cm := newTestConn() // received_from 10.0.0.1
+	cm.Set("authn_id", "joe")
+	m.CopyConnMeta(cm)
+	if err := r.MessageReceived(context.Background(), m, cm); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(m.AllHeaderValues("Authentication-Results")); n != 1 {
+		t.Fatalf("%d Authentication-Results headers:\n%s", n, m.Data())
+	}
+	if v, _ := m.FirstHeader("Authentication-Results"); !strings.HasPrefix(v, "auth.id; dkim=none reason=\"message was not signed\"; spf=none") {
+		t.Errorf("header %q", v)
 	}
 }
