@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	lua "github.com/yuin/gopher-lua"
 
@@ -76,6 +77,8 @@ func (st *state) authMethods() map[string]lua.LGFunction {
 	return map[string]lua.LGFunction{
 		"dkim_verify":                st.msgDKIMVerify,
 		"add_authentication_results": st.msgAddAuthResults,
+		"arc_verify":                 st.msgARCVerify,
+		"arc_seal":                   st.msgARCSeal,
 	}
 }
 
@@ -194,6 +197,43 @@ func (st *state) msgDKIMVerify(L *lua.LState) int {
 	}
 	L.Push(t)
 	return 1
+}
+
+// msgARCVerify is msg:arc_verify([RESOLVER]): the arc result of the
+// message's ARC chain (RFC 8617): none, pass, fail or temperror.
+func (st *state) msgARCVerify(L *lua.LState) int {
+	m := st.checkMessage(L)
+	r := st.authResolver(L, 2, "arc_verify")
+	L.Push(st.authResultTable(mailauth.VerifyARC(st.callCtx(), r, m.Data()).Result()))
+	return 1
+}
+
+// msgARCSeal is msg:arc_seal(SIGNER, SERV_ID, RESULTS [, RESOLVER]): a
+// new ARC set (ARC-Seal, ARC-Message-Signature,
+// ARC-Authentication-Results) is prepended, sealing the chain as it
+// validates now; nothing is added to a chain that already failed.
+func (st *state) msgARCSeal(L *lua.LState) int {
+	m := st.checkMessage(L)
+	ud, ok := L.Get(2).(*lua.LUserData)
+	var s *dkimSigner
+	if ok {
+		s, _ = ud.Value.(*dkimSigner)
+	}
+	if s == nil {
+		L.ArgError(2, "DkimSigner expected (from kumo.dkim.rsa_sha256_signer or ed25519_signer)")
+	}
+	servID := L.CheckString(3)
+	res := st.authResultList(L, 4)
+	r := st.authResolver(L, 5, "arc_seal")
+	signer := mailauth.ARCSigner{Domain: s.opts.Domain, Selector: s.opts.Selector, Key: s.opts.Signer, Headers: s.opts.HeaderKeys}
+	hdrs, err := mailauth.SealARC(st.callCtx(), r, m.Data(), signer, servID, res, time.Now())
+	if err != nil {
+		L.RaiseError("arc_seal: %s", err.Error())
+	}
+	if hdrs != "" {
+		m.PrependRaw([]byte(hdrs))
+	}
+	return 0
 }
 
 // msgAddAuthResults is msg:add_authentication_results(SERV_ID, RESULTS):

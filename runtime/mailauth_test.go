@@ -297,3 +297,51 @@ end)
 		t.Errorf("header %q", v)
 	}
 }
+
+// TestARCMethods: msg:arc_seal with a kumo.dkim signer adds a set that
+// msg:arc_verify passes; a change to the body afterwards fails it.
+func TestARCMethods(t *testing.T) {
+	priv, pub := testDKIMKey(t)
+	src := `
+local kumo = require 'kumo'
+kumo.on('init', function()
+  kumo.dns.configure_test_resolver { [[
+$ORIGIN example.org.
+s1._domainkey TXT ` + txtRecord("v=DKIM1; k=rsa; p="+pub) + `
+]] }
+end)
+local function eq(a, b, what)
+  if a ~= b then error(string.format('%s: got %s, want %s', what, tostring(a), tostring(b)), 2) end
+end
+kumo.on('smtp_server_message_received', function(msg)
+  local none = msg:arc_verify()
+  eq(none.method, 'arc', 'method')
+  eq(none.result, 'none', 'no chain')
+  local signer = kumo.dkim.rsa_sha256_signer {
+    domain = 'example.org', selector = 's1', headers = { 'From', 'Subject' },
+    key = { key_data = [[` + priv + `]] },
+  }
+  msg:arc_seal(signer, 'mx.example.org', { { method = 'spf', result = 'pass', props = { ['smtp.mailfrom'] = 'a@example.com' } } })
+  local r = msg:arc_verify()
+  eq(r.result, 'pass', 'sealed: ' .. tostring(r.reason))
+  eq(r.props['arc.chain'], '1', 'chain length')
+  msg:arc_seal(signer, 'mx2.example.org', {})
+  eq(msg:arc_verify().result, 'pass', 'sealed twice')
+  msg:set_data(msg:get_data():gsub('body', 'BODY'))
+  r = msg:arc_verify()
+  eq(r.result, 'fail', 'tampered')
+end)
+`
+	d := &resolverDNS{}
+	r := newRuntime(t, src, func(o *Options) { o.DNS = d })
+	m := testMessage(t, "From: a@example.com\r\nSubject: s\r\n\r\nbody\r\n", "r@example.com")
+	if err := r.MessageReceived(context.Background(), m, newTestConn()); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(m.AllHeaderValues("ARC-Seal")); got != 2 {
+		t.Fatalf("%d ARC-Seal fields:\n%s", got, m.Data())
+	}
+	if v, _ := m.FirstHeader("ARC-Authentication-Results"); !strings.HasPrefix(v, "i=2; mx2.example.org; none") {
+		t.Errorf("AAR %q", v)
+	}
+}

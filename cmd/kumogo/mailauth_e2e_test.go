@@ -56,7 +56,7 @@ print("sent")
 // TestMailAuthHelperEndToEnd: the daemon with a policy that calls
 // policy-extras.mail_auth in smtp_server_message_received verifies a
 // dkimpy signature, SPF, iprev and DMARC against the policy's test zone
-// and adds the Authentication-Results header.
+// and ARC (none) and adds the Authentication-Results header.
 func TestMailAuthHelperEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	keyPath, txt := dkimTestKey(t, dir)
@@ -75,7 +75,7 @@ client          A 127.0.0.1
   }`, `
 local mail_auth = require 'policy-extras.mail_auth'
 kumo.on('smtp_server_message_received', function(msg)
-  local r = mail_auth.check(msg, { arc = false })
+  local r = mail_auth.check(msg)
   kumo.log_info('DMARC ' .. r.dmarc.result .. ' DKIM ' .. r.dkim[1].result .. ' IPREV ' .. r.iprev.result)
   kumo.log_info('AR ' .. msg:get_first_named_header_value 'Authentication-Results')
   msg:set_meta('queue', 'null')
@@ -95,7 +95,7 @@ end)
 		"AR mx.auth.test; dkim=pass header.a=rsa-sha256 header.b=",
 		" header.d=example.com header.i=@example.com header.s=s1; spf=pass reason=\"matched 'ip' directive\" smtp.helo=client.auth.test smtp.mailfrom=sender@example.com; " +
 			"iprev=pass reason=\"ip 127.0.0.1 <-> client.auth.test.\" smtp.remote-ip=127.0.0.1; auth=none smtp.mailfrom=sender@example.com; " +
-			"dmarc=pass reason=\"DKIM signature of example.com is aligned with example.com\" header.from=example.com",
+			"dmarc=pass reason=\"DKIM signature of example.com is aligned with example.com\" header.from=example.com; arc=none",
 		// the unsigned copy still passes DMARC through aligned SPF
 		"DMARC pass DKIM none IPREV pass",
 		"AR mx.auth.test; dkim=none reason=\"message was not signed\"; spf=pass",

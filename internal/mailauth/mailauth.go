@@ -1,7 +1,7 @@
 // Package mailauth authenticates received mail: SPF (RFC 7208, through
 // blitiri.com.ar/go/spf), DKIM verification (through go-msgauth), DMARC
-// (RFC 7489; records parsed by go-msgauth) and the Authentication-Results
-// header (RFC 8601). Results take the shape of KumoMTA's
+// (RFC 7489; records parsed by go-msgauth), ARC verification and sealing
+// (RFC 8617) and the Authentication-Results header (RFC 8601). Results take the shape of KumoMTA's
 // authenticationresult object (docs/reference/authenticationresult.md).
 //
 // Every DNS query goes through a Resolver that the caller supplies, so the
