@@ -28,6 +28,9 @@ type readyQueue struct {
 	head   int
 	conns  int
 	notify chan struct{}
+	// batch is the batch size of the connections (BatchConn), learnt
+	// from the first one; it scales the dispatcher count down.
+	batch int
 
 	// throttles from the egress path (nil when not configured)
 	msgRate  *throttle.Limiter
@@ -114,7 +117,7 @@ func (rq *readyQueue) push(e *entry) {
 	rq.mu.Lock()
 	rq.items = append(rq.items, e)
 	n := len(rq.items) - rq.head
-	spawn := rq.conns < Dispatchers(rq.path.ConnectionLimit, n)
+	spawn := rq.conns < batchDispatchers(rq.path.ConnectionLimit, n, rq.batch)
 	if spawn {
 		rq.conns++
 	}
@@ -195,7 +198,7 @@ func (rq *readyQueue) dispatch() {
 		rq.mu.Lock()
 		rq.conns--
 		n := len(rq.items) - rq.head
-		respawn := n > 0 && m.ctx.Err() == nil && rq.conns < Dispatchers(rq.path.ConnectionLimit, n)
+		respawn := n > 0 && m.ctx.Err() == nil && rq.conns < batchDispatchers(rq.path.ConnectionLimit, n, rq.batch)
 		if respawn {
 			rq.conns++
 			m.wg.Add(1)
@@ -252,6 +255,18 @@ func (rq *readyQueue) dispatch() {
 		if !waitThrottle(ctx, msgRate) {
 			return
 		}
+		if bc, ok := conn.(BatchConn); ok {
+			if size, minSize, latency := bc.Batching(); size > 1 {
+				rq.setBatch(size)
+				batch := rq.gather(ctx, e, size, minSize, latency)
+				rq.sendBatch(ctx, bc, batch)
+				delivered += len(batch)
+				if ctx.Err() != nil {
+					return
+				}
+				continue
+			}
+		}
 		results := rq.send(ctx, conn, e, path.MaxRecipientsPerBatch)
 		delivered++
 		if ctx.Err() != nil {
@@ -263,6 +278,13 @@ func (rq *readyQueue) dispatch() {
 			return
 		}
 	}
+}
+
+// setBatch records the batch size of the queue's connections.
+func (rq *readyQueue) setBatch(size int) {
+	rq.mu.Lock()
+	rq.batch = size
+	rq.mu.Unlock()
 }
 
 // send delivers e on conn, in batches of at most maxRcpts recipients

@@ -169,9 +169,9 @@ end)
 	if !c.Usable() {
 		t.Fatal("a kumo.reject must not end the session")
 	}
-	res, err := c.SendBatch(ctx, []*message.Message{testMessage(t, "a", "a@example.com"), testMessage(t, "bad", "a@example.com")})
-	if err != nil || len(res) != 2 || res[0].Disposition != "ok 1" || !errors.As(res[1].Err, &rej) || rej.Code != 554 || rej.Text != "rejected 2" {
-		t.Fatalf("batch: %+v, %v", res, err)
+	ds, errs, err := c.SendBatch(ctx, []*message.Message{testMessage(t, "a", "a@example.com"), testMessage(t, "bad", "a@example.com")})
+	if err != nil || len(ds) != 2 || ds[0] != "ok 1" || errs[0] != nil || !errors.As(errs[1], &rej) || rej.Code != 554 || rej.Text != "rejected 2" {
+		t.Fatalf("batch: %q %v, %v", ds, errs, err)
 	}
 	// the state persists: the counter continues
 	if d, _ := c.Send(ctx, testMessage(t, "x", "a@example.com")); d != "webhook t1 nil #5" {

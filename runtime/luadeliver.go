@@ -28,13 +28,6 @@ type LuaConnection struct {
 	broken      bool
 }
 
-// BatchResult is the outcome of one message of send_batch: Disposition on
-// success, otherwise Err (a *smtpreply.Rejection for kumo.reject).
-type BatchResult struct {
-	Disposition string
-	Err         error
-}
-
 // OpenLuaConnection runs the constructor event (domain, tenant, campaign;
 // nil pointers are passed as nil) in a new Lua state and keeps the
 // returned connection object.
@@ -128,9 +121,12 @@ func (c *LuaConnection) Send(ctx context.Context, msg *message.Message) (string,
 // table {code=N, message=TEXT} (a failure classified as a kumo.reject of
 // that code would be; this per-message form is kumogo's). kumo.reject
 // raised by send_batch applies to the whole batch.
-func (c *LuaConnection) SendBatch(ctx context.Context, msgs []*message.Message) ([]BatchResult, error) {
-	out := make([]BatchResult, len(msgs))
-	err := c.call(ctx, func(L *lua.LState) (int, error) {
+//
+// It returns one disposition and one error per message (the error of a
+// message is a *smtpreply.Rejection); err is the failure of the whole call.
+func (c *LuaConnection) SendBatch(ctx context.Context, msgs []*message.Message) (dispositions []string, errs []error, err error) {
+	dispositions, errs = make([]string, len(msgs)), make([]error, len(msgs))
+	err = c.call(ctx, func(L *lua.LState) (int, error) {
 		fn := c.method("send_batch")
 		if fn.Type() != lua.LTFunction {
 			return 0, fmt.Errorf("the connection object of %s has no send_batch method (batch_size > 1 needs one)", c.constructor)
@@ -149,34 +145,34 @@ func (c *LuaConnection) SendBatch(ctx context.Context, msgs []*message.Message) 
 		t, ok := res.(*lua.LTable)
 		if !ok {
 			d := dispositionString(res)
-			for i := range out {
-				out[i].Disposition = d
+			for i := range dispositions {
+				dispositions[i] = d
 			}
 			return 0, nil
 		}
-		for i := range out {
-			out[i] = batchEntry(t.RawGetInt(i + 1))
+		for i := range dispositions {
+			dispositions[i], errs[i] = batchEntry(t.RawGetInt(i + 1))
 		}
 		return 0, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return out, nil
+	return dispositions, errs, nil
 }
 
 // batchEntry reads one per-message result of send_batch.
-func batchEntry(v lua.LValue) BatchResult {
+func batchEntry(v lua.LValue) (string, error) {
 	t, ok := v.(*lua.LTable)
 	if !ok {
-		return BatchResult{Disposition: dispositionString(v)}
+		return dispositionString(v), nil
 	}
 	code, _ := t.RawGetString("code").(lua.LNumber)
 	text := lua.LVAsString(t.RawGetString("message"))
 	if code == 0 {
 		code = 400
 	}
-	return BatchResult{Err: &smtpreply.Rejection{Code: int(code), Text: text}}
+	return "", &smtpreply.Rejection{Code: int(code), Text: text}
 }
 
 // dispositionString renders a send result for the Delivery record.
