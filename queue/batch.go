@@ -21,6 +21,21 @@ type BatchConn interface {
 	SendBatch(ctx context.Context, msgs []*message.Message) ([][]RcptResponse, error)
 }
 
+// BatchRoute is a Route whose connections take batches (custom_lua with
+// batch_size > 1): knowing it before the first connection lets the ready
+// queue start one dispatcher per batch rather than per message.
+type BatchRoute interface {
+	Route
+	BatchSize() int
+}
+
+func routeBatch(r Route) int {
+	if br, ok := r.(BatchRoute); ok {
+		return br.BatchSize()
+	}
+	return 0
+}
+
 // gather collects a batch that starts with first: more messages are taken
 // while they are ready, and while fewer than minSize are held the
 // dispatcher waits for more until maxLatency has passed since it began.

@@ -65,6 +65,7 @@ func (rq *readyQueue) update(path config.EgressPath, src config.EgressSource, ro
 	rq.msgRate = limiterFor(rq.msgRate, rq.path.MaxMessageRate, path.MaxMessageRate)
 	rq.connRate = limiterFor(rq.connRate, rq.path.MaxConnectionRate, path.MaxConnectionRate)
 	rq.path, rq.src, rq.route, rq.pool, rq.loaded = path, src, route, pool, time.Now()
+	rq.batch = routeBatch(route)
 	rq.mu.Unlock()
 }
 

@@ -38,15 +38,18 @@ type Opener func(ctx context.Context, constructor, domain string, tenant, campai
 // named after the constructor ("lua:<constructor>").
 type Route struct {
 	Constructor     string
-	BatchSize       int
+	Size            int // batch_size
 	MinBatchSize    int
 	MaxBatchLatency time.Duration
 }
 
 // NewRoute describes the custom_lua protocol of a queue config.
 func NewRoute(p *config.QueueProtocol) *Route {
-	return &Route{Constructor: p.CustomLuaConstructor, BatchSize: p.BatchSize, MinBatchSize: p.MinBatchSize, MaxBatchLatency: p.MaxBatchLatency}
+	return &Route{Constructor: p.CustomLuaConstructor, Size: p.BatchSize, MinBatchSize: p.MinBatchSize, MaxBatchLatency: p.MaxBatchLatency}
 }
+
+// BatchSize is the queue's batch_size (queue.BatchRoute).
+func (r *Route) BatchSize() int { return r.Size }
 
 // Site names the ready queue.
 func (r *Route) Site() string { return "lua:" + r.Constructor }
@@ -62,7 +65,10 @@ type Conn struct {
 	broken bool
 }
 
-var _ queue.BatchConn = (*Conn)(nil)
+var (
+	_ queue.BatchConn  = (*Conn)(nil)
+	_ queue.BatchRoute = (*Route)(nil)
+)
 
 // New returns a connection for route; nothing runs until the first send.
 func New(open Opener, route *Route) *Conn { return &Conn{open: open, route: route} }
@@ -142,7 +148,7 @@ func perRecipient(msg *message.Message, resp queue.Response) []queue.RcptRespons
 // Batching returns the queue's batch_size, min_batch_size and
 // max_batch_latency.
 func (c *Conn) Batching() (int, int, time.Duration) {
-	return c.route.BatchSize, c.route.MinBatchSize, c.route.MaxBatchLatency
+	return c.route.Size, c.route.MinBatchSize, c.route.MaxBatchLatency
 }
 
 // SendBatch delivers msgs with conn:send_batch(msgs).
