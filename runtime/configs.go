@@ -19,6 +19,8 @@ var esmtpFields = []string{
 	"max_recipients_per_message", "max_message_size", "data_buffer_size",
 	"invalid_line_endings", "line_length_hard_limit", "allow_xclient",
 	"require_proxy_protocol", "meta", "peer", "via",
+	// kumogo's own listener limits (README, "kumogo's own listener limits")
+	"max_auth_failures", "max_body_memory",
 }
 
 // esmtpUnimplemented are options that are parsed but not honoured by the
@@ -81,6 +83,8 @@ func decodeListenerParams(o *obj, l *config.ESMTPListener) {
 	o.boolean("allow_xclient", &l.AllowXClient)
 	o.boolean("require_proxy_protocol", &l.RequireProxyProtocol)
 	o.mapValue("meta", &l.Meta)
+	o.integer("max_auth_failures", &l.MaxAuthFailures)
+	o.integer64("max_body_memory", &l.MaxBodyMemory)
 }
 
 // overrideFields are the keys a peer or via block accepts.

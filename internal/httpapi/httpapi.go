@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/net/netutil"
 
+	"github.com/kumogo/kumogo/internal/acctlog"
 	"github.com/kumogo/kumogo/internal/certs"
 	"github.com/kumogo/kumogo/internal/config"
 )
@@ -82,6 +83,9 @@ type Deps struct {
 	// MetricsJSON serves /metrics.json.
 	MetricsJSON http.Handler
 	Limits      Limits
+	// Acct, when set, returns the accounting log of
+	// kumo.aaa.configure_acct_log (nil until it is configured).
+	Acct func() *acctlog.Logger
 }
 
 // Server is one HTTP listener.
