@@ -79,8 +79,8 @@ func decodeLogHook(v any) (*config.LogHook, error) {
 // error.
 func (st *state) logHookFunc(fname string, disposition bool) lua.LGFunction {
 	return func(L *lua.LState) int {
-		if st.event != "init" {
-			L.RaiseError("%s must be called from the init event", fname)
+		if st.event != "init" && st.event != "pre_init" {
+			L.RaiseError("%s must be called from the init (or pre_init) event", fname)
 		}
 		h, err := decodeLogHook(st.tableArg(L))
 		if err != nil {

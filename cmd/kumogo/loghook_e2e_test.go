@@ -27,6 +27,9 @@ type webhookReceiver struct {
 	seen     map[string]int
 	subjects map[string]int
 	srv      *http.Server
+	// failUntil makes the receiver answer 503 until then
+	failUntil time.Time
+	failed    int
 }
 
 func newWebhookReceiver() *webhookReceiver {
@@ -34,6 +37,14 @@ func newWebhookReceiver() *webhookReceiver {
 }
 
 func (w *webhookReceiver) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	w.mu.Lock()
+	if time.Now().Before(w.failUntil) {
+		w.failed++
+		w.mu.Unlock()
+		http.Error(rw, "down for maintenance", 503)
+		return
+	}
+	w.mu.Unlock()
 	body, err := io.ReadAll(r.Body)
 	if err != nil || r.Header.Get("Content-Type") != "application/json" {
 		http.Error(rw, "bad request", 400)
@@ -276,4 +287,97 @@ print(json.dumps([m['Subject'] for m in md]))`
 		t.Fatalf("maildir tmp/ holds %d files after delivery", len(ents))
 	}
 	return subjects
+}
+
+// TestLogHooksHelperBatchedJSON: policy-extras.log_hooks new_json with
+// batching (min 10 records, latency 10 s) posts the 20 records of 10
+// messages (Reception and Delivery) in exactly 2 requests, each record
+// once, with the logged Subject header.
+func TestLogHooksHelperBatchedJSON(t *testing.T) {
+	testLogHooksHelper(t, false)
+}
+
+// TestLogHooksHelperRetries503: the receiver answers 503 for 3 s; the
+// helper's batches are retried from the spool and every record arrives
+// once.
+func TestLogHooksHelperRetries503(t *testing.T) {
+	testLogHooksHelper(t, true)
+}
+
+func testLogHooksHelper(t *testing.T, outage bool) {
+	dir := t.TempDir()
+	recv := newWebhookReceiver()
+	if outage {
+		recv.failUntil = time.Now().Add(3 * time.Second)
+	}
+	addr := freeLoopbackAddr(t)
+	recv.serve(t, addr)
+	policy := filepath.Join(dir, "policy.lua")
+	src := `local kumo = require 'kumo'
+local log_hooks = require 'policy-extras.log_hooks'
+log_hooks:new_json {
+  name = 'webhook',
+  url = 'http://` + addr + `/log',
+  log_parameters = { headers = { 'Subject' } },
+  batch_size = 100, min_batch_size = 10, max_batch_latency = '10s',
+  queue_config = { retry_interval = '1s', max_retry_interval = '2s' },
+}
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = '` + dir + `/data' }
+  kumo.define_spool { name = 'meta', path = '` + dir + `/meta' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', relay_hosts = { '127.0.0.1' } }
+end)
+kumo.on('get_queue_config', function(domain)
+  return kumo.make_queue_config { protocol = { maildir_path = '` + dir + `/maildir' } }
+end)
+`
+	if err := os.WriteFile(policy, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, nil, "--policy", policy)
+	start := time.Now()
+	sendMessages(t, d.addr, 10, func(i int) string { return fmt.Sprintf("u%d@example.com", i) }, func(i int) string { return fmt.Sprint("batched ", i) })
+	recv.waitCounts(t, map[string]int{"Reception": 10, "Delivery": 10}, 20*time.Second, d)
+	if took := time.Since(start); !outage && took > 8*time.Second {
+		t.Errorf("full batches waited for the latency: %v", took)
+	}
+	time.Sleep(500 * time.Millisecond)
+	recv.mu.Lock()
+	requests, subjects, failed := recv.requests, len(recv.subjects), recv.failed
+	recv.mu.Unlock()
+	if outage {
+		if failed == 0 || subjects != 10 {
+			t.Fatalf("%d refused requests, %d subjects", failed, subjects)
+		}
+	} else if requests != 2 || subjects != 10 {
+		t.Fatalf("%d requests, %d subjects (want 2 requests carrying 20 records of 10 subjects)", requests, subjects)
+	}
+	if dup := recv.duplicates(); len(dup) > 0 {
+		t.Fatalf("duplicates: %v", dup)
+	}
+	d.stop(t, syscall.SIGTERM)
+}
+
+// TestValidateBadLogHooks: a broken hook configuration fails --validate
+// with a message naming the problem.
+func TestValidateBadLogHooks(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ src, want string }{
+		{`kumo.on('init', function() kumo.configure_log_hook { headers = { 'Subject' } } end)`, "configure_log_hook: deserialize error: missing field `name`"},
+		{`kumo.on('init', function() kumo.configure_log_hook { name = 'w', per_record = { Nope = {} } } end)`, "unknown record type `Nope`"},
+		{`local h = require 'policy-extras.log_hooks'
+h:new_json { name = 'w' }`, "policy-extras.log_hooks:new_json: option url (a string) is required"},
+		{`local h = require 'policy-extras.log_hooks'
+h:new_json { name = 'w', url = 'http://127.0.0.1:1/', batch = 3 }`, `unknown option "batch"`},
+		{`kumo.on('init', function() kumo.configure_log_disposition_hook { name = 'ndr' } end)`, "no handler for the log_disposition_ndr event"},
+	} {
+		p := filepath.Join(dir, "bad.lua")
+		if err := os.WriteFile(p, []byte("local kumo = require 'kumo'\n"+tc.src+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(kumogoBin, "--validate", "--policy", p).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("%s: err=%v, output:\n%s\nwant %q", tc.src, err, out, tc.want)
+		}
+	}
 }
