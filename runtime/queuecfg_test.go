@@ -104,7 +104,7 @@ func TestQueueProtocolForms(t *testing.T) {
 	if p := c.Protocol; p.Kind() != "maildir" || p.MaildirPath != "/var/tmp/maildir/{{meta.x}}" || *p.DirMode != 0o755 || *p.FileMode != 0o644 {
 		t.Fatalf("maildir: %+v", p)
 	}
-	if !reflect.DeepEqual(c.Unimplemented, []string{"protocol.maildir_path"}) {
+	if c.Unimplemented != nil {
 		t.Fatalf("maildir unimplemented: %v", c.Unimplemented)
 	}
 	c = mustConstruct[config.QueueConfig](t, `kumo.make_queue_config{protocol={maildir_path='/m'}}`)
@@ -119,7 +119,7 @@ func TestQueueProtocolForms(t *testing.T) {
 	if p := c.Protocol; p.BatchSize != 10 || p.MinBatchSize != 5 || p.MaxBatchLatency != 2*time.Second {
 		t.Fatalf("custom_lua: %+v", p)
 	}
-	if !reflect.DeepEqual(c.Unimplemented, []string{"protocol.custom_lua"}) {
+	if c.Unimplemented != nil {
 		t.Fatalf("custom_lua unimplemented: %v", c.Unimplemented)
 	}
 	c = mustConstruct[config.QueueConfig](t, `kumo.make_queue_config{retry_interval='1m', max_retry_interval='1h', max_age='1d', egress_pool='p', max_message_rate='1/s', protocol={smtp={mx_list={'a'}}}}`)

@@ -41,12 +41,6 @@ func DecodeQueueConfig(v any) (*QueueConfig, error) {
 		return nil, o.err
 	}
 	c.Unimplemented = o.unimplemented(queueConfigFields, queueConfigHonoured)
-	switch c.Protocol.Kind() {
-	case "maildir":
-		c.Unimplemented = append(c.Unimplemented, "protocol.maildir_path")
-	case "custom_lua":
-		c.Unimplemented = append(c.Unimplemented, "protocol.custom_lua")
-	}
 	if c.Protocol.TreatMXListAsSecure {
 		c.Unimplemented = append(c.Unimplemented, "protocol.smtp.treat_mx_list_as_secure")
 	}

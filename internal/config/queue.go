@@ -53,8 +53,7 @@ type QueueConfig struct {
 	ProviderName           string
 	ShrinkPolicy           []any
 	// Unimplemented lists given keys that are not honoured yet
-	// ("protocol.maildir_path" / "protocol.custom_lua" /
-	// "protocol.smtp.treat_mx_list_as_secure" for those protocol forms).
+	// ("protocol.smtp.treat_mx_list_as_secure").
 	Unimplemented []string
 }
 
