@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/queue/egress/mx"
 )
 
@@ -69,8 +70,8 @@ type Session struct {
 	local    netip.AddrPort
 	ehloName string
 
-	banner Response
-	ehlo   Response
+	banner smtpreply.Response
+	ehlo   smtpreply.Response
 	ext    map[string]string // EHLO keyword (upper case) → parameters
 	tls    *tls.ConnectionState
 
@@ -98,7 +99,7 @@ func Dial(ctx context.Context, cand mx.Candidate, p *config.EgressPath, src *con
 // ehlo_timeout, starttls_timeout, auth_timeout); ctx bounds the whole.
 //
 // A refusal by the peer (non-2xx banner, EHLO and HELO refused, STARTTLS
-// refused, AUTH refused, TLS required but not offered) is an *Error
+// refused, AUTH refused, TLS required but not offered) is an *smtpreply.Error
 // carrying the response; transport failures (connect, timeouts, TLS
 // handshake) are plain errors. Either way the caller moves on to the next
 // candidate; ResponseFor gives the response to record when none is left.
@@ -106,14 +107,9 @@ func (d *Dialer) Dial(ctx context.Context, cand mx.Candidate, p *config.EgressPa
 	return d.dial(ctx, cand, p, src, ehloName, p.EnableTLS)
 }
 
-func (d *Dialer) dial(ctx context.Context, cand mx.Candidate, p *config.EgressPath, src *config.EgressSource, ehloName, tlsMode string) (*Session, error) {
-	switch tlsMode {
-	case "":
-		tlsMode = TLSOpportunistic
-	case TLSOpportunistic, TLSOpportunisticInsecure, TLSRequired, TLSRequiredInsecure, TLSDisabled:
-	default:
-		return nil, fmt.Errorf("egress: unknown enable_tls mode %q", tlsMode)
-	}
+// targetPort is the port Dial connects to: src.RemotePort when set, else
+// cand.Port, else p.SMTPPort, else 25.
+func targetPort(cand mx.Candidate, p *config.EgressPath, src *config.EgressSource) int {
 	port := cand.Port
 	if src != nil && src.RemotePort > 0 {
 		port = src.RemotePort
@@ -124,6 +120,18 @@ func (d *Dialer) dial(ctx context.Context, cand mx.Candidate, p *config.EgressPa
 	if port == 0 {
 		port = 25
 	}
+	return port
+}
+
+func (d *Dialer) dial(ctx context.Context, cand mx.Candidate, p *config.EgressPath, src *config.EgressSource, ehloName, tlsMode string) (*Session, error) {
+	switch tlsMode {
+	case "":
+		tlsMode = TLSOpportunistic
+	case TLSOpportunistic, TLSOpportunisticInsecure, TLSRequired, TLSRequiredInsecure, TLSDisabled:
+	default:
+		return nil, fmt.Errorf("egress: unknown enable_tls mode %q", tlsMode)
+	}
+	port := targetPort(cand, p, src)
 	if ehloName == "" {
 		ehloName = d.ehloName(p, src)
 	}
@@ -185,7 +193,7 @@ func (s *Session) handshake(ctx context.Context, d *Dialer, tlsMode string) erro
 	s.banner = banner
 	if banner.Code < 200 || banner.Code >= 300 {
 		s.quit(ctx)
-		return &Error{Response: banner}
+		return &smtpreply.Error{Response: banner}
 	}
 	if err := s.hello(ctx); err != nil {
 		return err
@@ -195,7 +203,7 @@ func (s *Session) handshake(ctx context.Context, d *Dialer, tlsMode string) erro
 	case TLSRequired, TLSRequiredInsecure:
 		if !offered {
 			s.quit(ctx)
-			return &Error{Response: Response{Code: 400, Content: fmt.Sprintf(
+			return &smtpreply.Error{Response: smtpreply.Response{Code: 400, Content: fmt.Sprintf(
 				"KumoMTA internal: tls policy is %s but STARTTLS is not advertised by %s", tlsMode, s.peer())}}
 		}
 	case TLSDisabled:
@@ -245,7 +253,7 @@ func (s *Session) hello(ctx context.Context) error {
 		resp = hresp
 	}
 	s.quit(ctx)
-	return &Error{Response: resp}
+	return &smtpreply.Error{Response: resp}
 }
 
 // parseExtensions reads the keywords of an EHLO response (every line after
@@ -269,7 +277,7 @@ func (s *Session) starttls(ctx context.Context, d *Dialer, insecure bool) error 
 	}
 	if resp.Code != 220 {
 		s.quit(ctx)
-		return &Error{Response: resp}
+		return &smtpreply.Error{Response: resp}
 	}
 	cfg := &tls.Config{
 		ServerName:         strings.TrimSuffix(s.cand.Name, "."),
@@ -324,7 +332,7 @@ func (s *Session) auth(ctx context.Context) error {
 	p := s.path
 	if s.tls == nil && !p.AllowSMTPAuthPlainWithoutTLS {
 		s.quit(ctx)
-		return &Error{Response: Response{Code: 400, Content: fmt.Sprintf(
+		return &smtpreply.Error{Response: smtpreply.Response{Code: 400, Content: fmt.Sprintf(
 			"KumoMTA internal: TLS is not enabled and AUTH PLAIN is required. Skipping (%s)", s.peer())}}
 	}
 	var password []byte
@@ -346,7 +354,7 @@ func (s *Session) auth(ctx context.Context) error {
 	}
 	if resp.Code != 235 {
 		s.quit(ctx)
-		return &Error{Response: resp}
+		return &smtpreply.Error{Response: resp}
 	}
 	return nil
 }
@@ -373,10 +381,10 @@ func (s *Session) PeerAddr() string { return netip.AddrPortFrom(s.cand.Addr, uin
 func (s *Session) LocalAddr() netip.AddrPort { return s.local }
 
 // Banner is the peer's greeting.
-func (s *Session) Banner() Response { return s.banner }
+func (s *Session) Banner() smtpreply.Response { return s.banner }
 
 // EHLOResponse is the response to the last EHLO (or HELO).
-func (s *Session) EHLOResponse() Response { return s.ehlo }
+func (s *Session) EHLOResponse() smtpreply.Response { return s.ehlo }
 
 // Extension reports whether the peer advertised keyword (upper case) in
 // its last EHLO response, and its parameters.
@@ -496,11 +504,11 @@ func (e *ioError) Unwrap() error { return e.err }
 
 // response is the synthetic response recorded for a transport failure
 // (reference §5.5): 421 4.4.2 for timeouts, 400 otherwise.
-func (e *ioError) response() Response {
+func (e *ioError) response() smtpreply.Response {
 	if e.timeout > 0 {
-		return Response{Code: 421, Enhanced: enh(4, 4, 2), Content: textSendFailed + e.Error(), Command: e.cmd}
+		return smtpreply.Response{Code: 421, Enhanced: enh(4, 4, 2), Content: textSendFailed + e.Error(), Command: e.cmd}
 	}
-	return Response{Code: 400, Content: textSendFailed + e.Error()}
+	return smtpreply.Response{Code: 400, Content: textSendFailed + e.Error()}
 }
 
 // fmtDuration renders like Rust's Duration debug form for whole seconds
@@ -571,47 +579,47 @@ func (s *Session) flush(ctx context.Context, cmds string, timeout time.Duration)
 }
 
 // roundTrip writes one command and reads its response.
-func (s *Session) roundTrip(ctx context.Context, cmd string, timeout time.Duration) (Response, error) {
+func (s *Session) roundTrip(ctx context.Context, cmd string, timeout time.Duration) (smtpreply.Response, error) {
 	_, _ = s.w.WriteString(cmd)
 	if err := s.flush(ctx, cmd, timeout); err != nil {
-		return Response{}, err
+		return smtpreply.Response{}, err
 	}
 	return s.read(ctx, cmd, timeout)
 }
 
 // read reads one complete response to cmd within timeout. A 421 marks the
 // session unusable.
-func (s *Session) read(ctx context.Context, cmd string, timeout time.Duration) (Response, error) {
+func (s *Session) read(ctx context.Context, cmd string, timeout time.Duration) (smtpreply.Response, error) {
 	if err := s.deadline(ctx, false, timeout); err != nil {
-		return Response{}, s.fail(ctx, cmd, false, timeout, err)
+		return smtpreply.Response{}, s.fail(ctx, cmd, false, timeout, err)
 	}
-	resp := Response{Command: cmd}
+	resp := smtpreply.Response{Command: cmd}
 	var content strings.Builder
 	for n := 0; ; n++ {
 		line, err := s.r.ReadSlice('\n')
 		if err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
-				return Response{}, s.fail(ctx, cmd, false, timeout, errors.New("response line is too long"))
+				return smtpreply.Response{}, s.fail(ctx, cmd, false, timeout, errors.New("response line is too long"))
 			}
 			if errors.Is(err, io.EOF) {
 				err = errors.New("connection closed by peer")
 			}
-			return Response{}, s.fail(ctx, cmd, false, timeout, err)
+			return smtpreply.Response{}, s.fail(ctx, cmd, false, timeout, err)
 		}
 		line = trimCRLF(line)
 		code, more, text, ok := parseLine(line)
 		if !ok || (n > 0 && code != resp.Code) {
-			return Response{}, s.fail(ctx, cmd, false, timeout, fmt.Errorf("malformed response line %q", line))
+			return smtpreply.Response{}, s.fail(ctx, cmd, false, timeout, fmt.Errorf("malformed response line %q", line))
 		}
 		if n == 0 {
 			resp.Code = code
-			if e, rest, ok := splitEnhanced(text, code); ok {
+			if e, rest, ok := smtpreply.CutEnhanced(code, text); ok {
 				resp.Enhanced, text = e, rest
 			}
 		} else {
 			content.WriteByte('\n')
 			if resp.Enhanced != nil {
-				if e, rest, ok := splitEnhanced(text, code); ok && *e == *resp.Enhanced {
+				if e, rest, ok := smtpreply.CutEnhanced(code, text); ok && *e == *resp.Enhanced {
 					text = rest
 				}
 			}
@@ -621,7 +629,7 @@ func (s *Session) read(ctx context.Context, cmd string, timeout time.Duration) (
 			break
 		}
 		if n+1 >= maxLines {
-			return Response{}, s.fail(ctx, cmd, false, timeout, errors.New("response has too many lines"))
+			return smtpreply.Response{}, s.fail(ctx, cmd, false, timeout, errors.New("response has too many lines"))
 		}
 	}
 	resp.Content = content.String()
