@@ -12,6 +12,7 @@ import (
 
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/memguard"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 )
@@ -266,8 +267,15 @@ func (f *frontConn) banner() {
 	}
 	if h := s.health.Load(); h != nil {
 		if ok, reason := (*h)(); !ok {
+			// KumoMTA's texts: memory over its limit, or storage that
+			// does not take writes (below its floors, or failing)
+			if reason == memguard.LoadShedding {
+				s.log.Warn().Str("peer", f.peer.String()).Msg("refusing session: memory over limit (load shedding)")
+				f.reply(421, textLoadShedding(f.host()))
+				return
+			}
 			s.log.Warn().Str("reason", reason).Str("peer", f.peer.String()).Msg("refusing session: spool below its free-space floor")
-			f.reply(421, "4.3.2 "+f.host()+" disk is too full. Try later")
+			f.reply(421, textDiskFull(f.host()))
 			return
 		}
 	}

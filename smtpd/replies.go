@@ -19,3 +19,10 @@ func textTechnicalDifficulties(host string) string {
 func textTooManySessions(host string) string {
 	return "4.3.2 " + host + " too many concurrent sessions. Try later"
 }
+
+// textLoadShedding answers new sessions while the process is over its
+// memory limit (KumoMTA's load shedding).
+func textLoadShedding(host string) string { return "4.3.2 " + host + " load shedding. Try later" }
+
+// textDiskFull answers new sessions while the spool does not take writes.
+func textDiskFull(host string) string { return "4.3.2 " + host + " disk is too full. Try later" }

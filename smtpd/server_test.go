@@ -17,6 +17,7 @@ import (
 
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/memguard"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/internal/testutil"
@@ -812,6 +813,15 @@ func TestDiskTooFullAtBanner(t *testing.T) {
 	mu.Unlock()
 	c = testutil.Dial(t, ts.addr)
 	c.Expect(t, "220 mx.test KumoMTA")
+}
+
+// TestLoadSheddingAtBanner: over the memory limit new sessions get
+// KumoMTA's load-shedding reply, not the storage one.
+func TestLoadSheddingAtBanner(t *testing.T) {
+	ts := startServer(t, testConfig(), nullPolicy())
+	ts.srv.SetEnqueuer(ts.srv.deps.Enqueuer, func() (bool, string) { return false, memguard.LoadShedding })
+	c := testutil.Dial(t, ts.addr)
+	c.Expect(t, "421 4.3.2 mx.test load shedding. Try later")
 }
 
 func TestListenNetwork(t *testing.T) {

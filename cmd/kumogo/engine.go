@@ -118,6 +118,8 @@ func (d *daemon) startEngine(ctx context.Context) error {
 		Connector: &egress.Connector{Dialer: egress.Dialer{Hostname: d.hostname}},
 		Log:       d.log,
 		NodeID:    d.nodeID,
+		// admin bounces and suspensions survive restarts (admin.go)
+		AdminStatePath: d.adminStatePath(),
 	}
 	if d.classifier != nil {
 		opts.Classifier = d.classifier

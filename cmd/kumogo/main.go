@@ -26,6 +26,7 @@ import (
 	"github.com/rs/zerolog/log"
 
 	"github.com/kumogo/kumogo/internal/accounting"
+	"github.com/kumogo/kumogo/internal/acctlog"
 	"github.com/kumogo/kumogo/internal/bounceclass"
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/event"
@@ -295,6 +296,7 @@ type daemon struct {
 	loggers    multiLogger
 	logDirs    []string
 	metrics    *metrics.Registry
+	acct       atomic.Pointer[acctlog.Logger] // kumo.aaa.configure_acct_log
 	noted      map[string]bool
 }
 
@@ -319,7 +321,7 @@ func (d *daemon) StartESMTPListener(ctx context.Context, l *config.ESMTPListener
 		d.noteOnce("esmtp:"+opt, fmt.Sprintf("start_esmtp_listener option %q is accepted but not implemented yet", opt))
 	}
 	srv, err := smtpd.New(*l, smtpd.Deps{
-		Policy: d.rt,
+		Policy: smtpPolicy{d.rt, d},
 		Logger: &d.loggers,
 		IDs:    d.ids,
 		Log:    d.log,
@@ -445,6 +447,7 @@ func (d *daemon) serve(ctx context.Context) int {
 		h.SetHealth(d.liveness)
 		if d.queue != nil {
 			h.SetInjector(httpInjector{d})
+			h.SetQueueAdmin(d.queue)
 		}
 		go func(h *httpapi.Server) {
 			if err := h.Serve(); err != nil {
@@ -496,6 +499,7 @@ func (d *daemon) serve(ctx context.Context) int {
 	for _, h := range d.https {
 		h.Shutdown(sctx)
 	}
+	d.closeAcct(sctx)
 	if err := d.loggers.Close(sctx); err != nil {
 		d.log.Error().Err(err).Msg("closing logs")
 	}

@@ -268,3 +268,19 @@ func MustCIDRList(items ...string) CIDRList {
 	}
 	return l
 }
+
+// AcctLog is the decoded kumo.aaa.configure_acct_log parameter table: the
+// accounting log of authentication and authorization events.
+type AcctLog struct {
+	Logs LocalLogs // log_dir, sizes, compression, back_pressure, free-space floors
+
+	LogAuthzAllow bool
+	LogAuthzDeny  bool
+	LogAuthnOK    bool
+	LogAuthnFail  bool
+}
+
+// DefaultAcctLog returns KumoMTA's defaults: every kind of event logged.
+func DefaultAcctLog() AcctLog {
+	return AcctLog{Logs: DefaultLocalLogs(), LogAuthzAllow: true, LogAuthzDeny: true, LogAuthnOK: true, LogAuthnFail: true}
+}

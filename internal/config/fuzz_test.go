@@ -18,6 +18,7 @@ var constructors = map[string]func(v any) (any, error){
 	"define_spool":         func(v any) (any, error) { return DecodeSpool(v) },
 	"configure_local_logs": func(v any) (any, error) { return DecodeLocalLogs(v) },
 	"make_listener_domain": func(v any) (any, error) { return DecodeListenerDomain(v) },
+	"configure_acct_log":   func(v any) (any, error) { return DecodeAcctLog(v) },
 }
 
 // decodedValue turns JSON into the values runtime hands the decoders for

@@ -16,6 +16,8 @@ var esmtpFields = []string{
 	"max_recipients_per_message", "max_message_size", "data_buffer_size",
 	"invalid_line_endings", "line_length_hard_limit", "allow_xclient",
 	"require_proxy_protocol", "meta", "peer", "via",
+	// kumogo's own listener limits (README, "kumogo's own listener limits")
+	"max_auth_failures", "max_body_memory",
 }
 
 // esmtpUnimplemented are options that are parsed but not honoured by the
@@ -78,6 +80,8 @@ func decodeListenerParams(o *Object, l *ESMTPListener) {
 	o.Bool("allow_xclient", &l.AllowXClient)
 	o.Bool("require_proxy_protocol", &l.RequireProxyProtocol)
 	o.Map("meta", &l.Meta)
+	o.Int("max_auth_failures", &l.MaxAuthFailures)
+	o.Int64("max_body_memory", &l.MaxBodyMemory)
 }
 
 // overrideFields are the keys a peer or via block accepts.

@@ -39,6 +39,9 @@ const (
 	ThrottleInsertReadyQueue = "throttle_insert_ready_queue"
 	RequeueMessage           = "requeue_message"
 	RewriteDeliveryStatus    = "smtp_client_rewrite_delivery_status"
+	// RebindMessage is fired for each message of an admin rebind that
+	// asks for it (trigger_rebind_event).
+	RebindMessage = "rebind_message"
 )
 
 // Events of the HTTP listener.

@@ -105,11 +105,16 @@ func (g *Guard) OverLimitCount() uint64 { return g.overCount.Load() }
 // OverLimit reports whether the last sample was at or above the limit.
 func (g *Guard) OverLimit() bool { return g.over.Load() }
 
+// LoadShedding is the reason Health gives while over the limit (KumoMTA's
+// text, also the liveness check's body); listeners answer it with their
+// load-shedding reply rather than the storage one.
+const LoadShedding = "load shedding"
+
 // Health is the load-shedding check for listeners: not ok while over the
 // limit, with KumoMTA's reason text.
 func (g *Guard) Health() (ok bool, reason string) {
 	if g.over.Load() {
-		return false, "load shedding"
+		return false, LoadShedding
 	}
 	return true, ""
 }

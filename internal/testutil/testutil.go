@@ -55,6 +55,14 @@ func Dial(tb testing.TB, addr string) *SMTPConn {
 	return c
 }
 
+// Wrap makes an SMTPConn of a connection that is already open, such as
+// a *tls.Conn after STARTTLS; it registers Close with tb.Cleanup.
+func Wrap(tb testing.TB, conn net.Conn) *SMTPConn {
+	c := &SMTPConn{Timeout: DefaultTimeout, tb: tb, conn: conn, r: bufio.NewReaderSize(conn, 4096)}
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // Conn is the underlying connection (for TLS upgrades, half-closes, or
 // local and remote addresses).
 func (c *SMTPConn) Conn() net.Conn { return c.conn }
