@@ -8,7 +8,8 @@ import (
 	"github.com/kumogo/kumogo/internal/message"
 )
 
-// invokeFuncs are KumoMTA's introspection helpers (§3.3): they run the
+// invokeFuncs are KumoMTA's introspection helpers (KumoMTA docs:
+// "kumo.invoke_get_queue_config" and its siblings): they run the
 // configuration events in the calling state, with the same defaults as
 // the typed Runtime methods, and return the configuration object.
 func (st *state) invokeFuncs() map[string]lua.LGFunction {

@@ -22,7 +22,7 @@ import (
 )
 
 // Enqueuer takes accepted messages whose queue is not "null", in KumoMTA's
-// order (§9): Spool (queue resolution and the durable write), then the
+// order (docs/flow.md): Spool (queue resolution and the durable write), then the
 // listener logs the Reception record, then Insert into the scheduled
 // queue; only then does the client get its 250. If Insert fails the
 // listener calls Unspool.

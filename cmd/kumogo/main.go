@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/rs/zerolog/log"
 
 	"github.com/kumogo/kumogo/internal/accounting"
 	"github.com/kumogo/kumogo/internal/acctlog"
@@ -535,5 +534,3 @@ func dropPrivileges(name string) error {
 	}
 	return nil
 }
-
-var _ = log.Logger

@@ -45,8 +45,9 @@ func (e *ioError) Error() string {
 
 func (e *ioError) Unwrap() error { return e.err }
 
-// response is the synthetic response recorded for a transport failure
-// (reference §5.5): 421 4.4.2 for timeouts, 400 otherwise.
+// response is the synthetic response recorded for a transport failure,
+// with KumoMTA's texts (KumoMTA docs: "Log Record", TransientFailure
+// records): 421 4.4.2 for timeouts, 400 otherwise.
 func (e *ioError) response() smtpreply.Response {
 	if e.timeout > 0 {
 		return smtpreply.Response{Code: 421, Enhanced: enh(4, 4, 2), Content: textSendFailed + e.Error(), Command: e.cmd}
