@@ -22,7 +22,7 @@ func (s *Server) logReception(fc *frontConn, m *message.Message, queue string) {
 		Type:              logrecord.Reception,
 		Queue:             queue,
 		Size:              int64(m.Size()),
-		Response:          logrecord.Response{Code: 250},
+		Response:          smtpreply.Response{Code: 250},
 		PeerAddress:       &fc.recPeer,
 		Timestamp:         time.Now(),
 		Created:           m.Created(),
@@ -44,9 +44,9 @@ func (f *frontConn) logRejection(code int, text string) {
 		return
 	}
 	content := strings.ReplaceAll(text, "\n", " ")
-	resp := logrecord.Response{Code: code, Content: content}
+	resp := smtpreply.Response{Code: code, Content: content}
 	if cl, sub, det, rest, ok := smtpreply.SplitEnhanced(content); ok {
-		resp.Enhanced = &logrecord.EnhancedCode{Class: cl, Subject: sub, Detail: det}
+		resp.Enhanced = &smtpreply.EnhancedCode{Class: cl, Subject: sub, Detail: det}
 		resp.Content = rest
 	}
 	if len(f.cmdLine) > 0 {
@@ -92,7 +92,7 @@ func (s *Server) logInternalBounce(fc *frontConn, m *message.Message, queue, tex
 	}
 	s.deps.Logger.Log(&logrecord.Record{
 		Type: logrecord.Bounce, ID: m.ID(), Sender: m.Sender().String(), Recipient: rcpts, Queue: queue,
-		Size: int64(m.Size()), Response: logrecord.Response{Code: 500, Content: text},
+		Size: int64(m.Size()), Response: smtpreply.Response{Code: 500, Content: text},
 		Timestamp: time.Now(), Created: m.Created(), ReceptionProtocol: "ESMTP", NodeID: s.deps.NodeID, SessionID: fc.sessionID,
 	}, m)
 }

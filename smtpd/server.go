@@ -16,12 +16,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
 )
 
 // Enqueuer takes accepted messages whose queue is not "null", in KumoMTA's
-// order (§9): Spool (queue resolution and the durable write), then the
+// order (docs/flow.md): Spool (queue resolution and the durable write), then the
 // listener logs the Reception record, then Insert into the scheduled
 // queue; only then does the client get its 250. If Insert fails the
 // listener calls Unspool.
@@ -126,16 +127,16 @@ func New(cfg config.ESMTPListener, deps Deps) (*Server, error) {
 		}
 	}
 	p := deps.Policy
-	s.hasEhlo = p.HasHandler("smtp_server_ehlo")
-	s.hasConnAccepted = p.HasHandler("smtp_server_connection_accepted")
-	s.hasMail = p.HasHandler("smtp_server_mail_from")
-	s.hasRcpt = p.HasHandler("smtp_server_rcpt_to")
-	s.hasData = p.HasHandler("smtp_server_data")
-	s.hasSplit = p.HasHandler("smtp_server_split_transaction")
-	s.hasReceived = p.HasHandler("smtp_server_message_received")
-	s.hasRewrite = p.HasHandler("smtp_server_rewrite_response")
-	s.hasListenerDomain = p.HasHandler("get_listener_domain")
-	s.hasAuth = p.HasHandler("smtp_server_auth_plain")
+	s.hasEhlo = p.HasHandler(event.Ehlo)
+	s.hasConnAccepted = p.HasHandler(event.ConnectionAccepted)
+	s.hasMail = p.HasHandler(event.MailFrom)
+	s.hasRcpt = p.HasHandler(event.RcptTo)
+	s.hasData = p.HasHandler(event.Data)
+	s.hasSplit = p.HasHandler(event.SplitTransaction)
+	s.hasReceived = p.HasHandler(event.MessageReceived)
+	s.hasRewrite = p.HasHandler(event.RewriteResponse)
+	s.hasListenerDomain = p.HasHandler(event.ListenerDomain)
+	s.hasAuth = p.HasHandler(event.AuthPlain)
 
 	gs := smtp.NewServer(backend{s})
 	gs.Domain = cfg.Hostname
