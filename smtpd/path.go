@@ -69,11 +69,13 @@ func pathSyntaxOK(arg []byte, kw string, forward bool) bool {
 	}
 	p = p[1:]
 	domain := 0
+	var lastc byte
 	for len(p) > 0 && p[0] != ' ' && p[0] != '\t' && p[0] != '>' {
+		lastc = p[0]
 		p = p[1:]
 		domain++
 	}
-	if domain == 0 {
+	if domain == 0 || lastc == '@' { // go-smtp: the mailbox must not end in "@"
 		return false
 	}
 	return !bracket || len(p) > 0 && p[0] == '>'
