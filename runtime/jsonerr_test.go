@@ -18,7 +18,7 @@ func TestBadJSONDataFileNamesFileAndLine(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), p+": line 4 column 7: invalid character ','") {
 		t.Fatalf("err = %v", err)
 	}
-	if _, err := jsonParse([]byte(`{"a": [1, 2`)); err == nil || !strings.Contains(err.Error(), "line 1 column 11") {
+	if _, err := jsonParse([]byte(`{"a": [1, 2`)); err == nil || !strings.Contains(err.Error(), "line 1 column 12") {
 		t.Fatalf("truncated: %v", err)
 	}
 }

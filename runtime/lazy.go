@@ -10,6 +10,7 @@ import (
 // (kumo.<name> or require 'kumo.<name>'), so that the many states a busy
 // daemon creates do not pay for modules their policy never touches.
 var lazyModules = map[string]func(*state) *lua.LTable{
+	"aaa":     (*state).openAAA,
 	"digest":  (*state).openDigest,
 	"encode":  (*state).openEncode,
 	"uuid":    (*state).openUUID,
@@ -17,6 +18,7 @@ var lazyModules = map[string]func(*state) *lua.LTable{
 	"string":  (*state).openString,
 	"regex":   (*state).openRegex,
 	"time":    (*state).openTime,
+	"http":    (*state).openHTTP,
 }
 
 // installLazyModules registers package.preload entries for the lazy

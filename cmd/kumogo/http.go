@@ -22,6 +22,7 @@ func (d *daemon) StartHTTPListener(ctx context.Context, l *config.HTTPListener) 
 		Metrics:     d.metrics.TextHandler(),
 		MetricsJSON: d.metrics.JSONHandler(),
 		Admin:       d,
+		Acct:        d.acctLog,
 	})
 	if err != nil {
 		return err

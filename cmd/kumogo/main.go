@@ -26,6 +26,7 @@ import (
 	"github.com/rs/zerolog/log"
 
 	"github.com/kumogo/kumogo/internal/accounting"
+	"github.com/kumogo/kumogo/internal/acctlog"
 	"github.com/kumogo/kumogo/internal/bounceclass"
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/httpapi"
@@ -294,6 +295,7 @@ type daemon struct {
 	loggers    multiLogger
 	logDirs    []string
 	metrics    *metrics.Registry
+	acct       atomic.Pointer[acctlog.Logger] // kumo.aaa.configure_acct_log
 	noted      map[string]bool
 }
 
@@ -318,7 +320,7 @@ func (d *daemon) StartESMTPListener(ctx context.Context, l *config.ESMTPListener
 		d.noteOnce("esmtp:"+opt, fmt.Sprintf("start_esmtp_listener option %q is accepted but not implemented yet", opt))
 	}
 	srv, err := smtpd.New(*l, smtpd.Deps{
-		Policy: d.rt,
+		Policy: smtpPolicy{d.rt, d},
 		Logger: &d.loggers,
 		IDs:    d.ids,
 		Log:    d.log,
@@ -444,6 +446,7 @@ func (d *daemon) serve(ctx context.Context) int {
 		h.SetHealth(d.liveness)
 		if d.queue != nil {
 			h.SetInjector(httpInjector{d})
+			h.SetQueueAdmin(d.queue)
 		}
 		go func(h *httpapi.Server) {
 			if err := h.Serve(); err != nil {
@@ -483,6 +486,7 @@ func (d *daemon) serve(ctx context.Context) int {
 		if err := d.queue.Shutdown(sctx); err != nil {
 			d.log.Warn().Err(err).Msg("delivery shutdown incomplete")
 		}
+		d.loggers.closeHooks(sctx)
 	}
 	if d.spool != nil {
 		if err := d.spool.Close(); err != nil {
@@ -495,6 +499,7 @@ func (d *daemon) serve(ctx context.Context) int {
 	for _, h := range d.https {
 		h.Shutdown(sctx)
 	}
+	d.closeAcct(sctx)
 	if err := d.loggers.Close(sctx); err != nil {
 		d.log.Error().Err(err).Msg("closing logs")
 	}

@@ -107,7 +107,7 @@ func normalize(v any) any {
 }
 
 // ParseJSON decodes a JSON document that may contain //, /* */ and #
-// comments (as KumoMTA's json_parse accepts). Syntax errors name the line.
+// comments (as KumoMTA's json_parse accepts). Syntax errors name the line and column.
 func ParseJSON(data []byte) (*Doc, error) {
 	clean := StripJSONComments(data)
 	dec := json.NewDecoder(bytes.NewReader(clean))
@@ -120,16 +120,24 @@ func ParseJSON(data []byte) (*Doc, error) {
 		}
 	}
 	if err != nil {
+		off := dec.InputOffset()
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			err = errors.New("unexpected end of JSON input")
+			off = int64(len(clean))
 		}
-		off := dec.InputOffset()
+		// the column is that of the next byte to read: the offending one
+		// for a syntax error (the token decoder stops before it), or just
+		// past the end of a truncated document
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
 			off = se.Offset
 		}
-		line := 1 + bytes.Count(clean[:min(int(off), len(clean))], []byte("\n"))
-		return nil, fmt.Errorf("line %d: %s", line, strings.TrimPrefix(err.Error(), "json: "))
+		// comments are blanked line by line, so lines and columns are
+		// those of the file
+		before := clean[:min(int(off), len(clean))]
+		line := 1 + bytes.Count(before, []byte("\n"))
+		col := len(before) - bytes.LastIndexByte(before, '\n')
+		return nil, fmt.Errorf("line %d column %d: %s", line, col, strings.TrimPrefix(err.Error(), "json: "))
 	}
 	d.Value = v
 	return d, nil

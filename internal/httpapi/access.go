@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kumogo/kumogo/internal/acctlog"
 )
 
 // Auth validates credentials through the policy: the
@@ -85,6 +87,7 @@ func (s *Server) guard(p privilege, next http.Handler) http.Handler {
 		case trustedOnly:
 			allowed = id.Trusted
 		}
+		s.audit(r, p, id, allowed)
 		if !allowed {
 			if id.Authenticated() {
 				jsonError(w, http.StatusForbidden, "access to "+r.URL.Path+" is not permitted for this identity")
@@ -116,6 +119,7 @@ func (s *Server) authenticate(ctx context.Context, header string, id *Identity) 
 			s.log.Error().Err(err).Msg("http_server_validate_auth_basic failed")
 			return http.StatusInternalServerError, "try again later"
 		}
+		s.auditAuthn(ctx, *id, acctlog.Identity{Identity: user, Context: acctlog.HTTPBasicAuth}, ok)
 		if !ok {
 			return http.StatusUnauthorized, "HttpBasicAuth Authentication Failed for " + user
 		}
@@ -126,6 +130,8 @@ func (s *Server) authenticate(ctx context.Context, header string, id *Identity) 
 			s.log.Error().Err(err).Msg("http_server_validate_auth_bearer failed")
 			return http.StatusInternalServerError, "try again later"
 		}
+		// the token itself is a secret: the identity is left empty
+		s.auditAuthn(ctx, *id, acctlog.Identity{Context: acctlog.BearerToken}, ok)
 		if !ok {
 			return http.StatusUnauthorized, "HttpBearerAuth Authentication Failed"
 		}

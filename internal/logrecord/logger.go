@@ -202,6 +202,32 @@ func (l *Logger) LogContext(ctx context.Context, rec *Record, msg *message.Messa
 	}
 }
 
+// LogLine queues one pre-encoded JSON object (without its newline) for
+// the segments of log_dir, for logs of other record kinds that share this
+// writer (the accounting log of kumo.aaa.configure_acct_log). It blocks
+// like LogContext.
+func (l *Logger) LogLine(ctx context.Context, line []byte) error {
+	if len(l.sinks) == 0 {
+		return nil
+	}
+	select {
+	case <-l.stopped:
+		return ErrClosed
+	default:
+	}
+	bp := l.bufs.Get().(*[]byte)
+	b := append((*bp)[:0], line...)
+	*bp = append(b, '\n')
+	select {
+	case l.queue <- item{buf: bp, sink: 0}:
+		return nil
+	case <-l.stopped:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // control sends a flush request and waits for its answer.
 func (l *Logger) control(ctx context.Context) error {
 	done := make(chan error, 1)
