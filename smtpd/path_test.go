@@ -134,3 +134,21 @@ func FuzzPathSyntax(f *testing.F) {
 		}
 	})
 }
+
+// TestSeamPassesGoSMTPRefusals: what go-smtp refuses by itself, without
+// calling the session (an ESMTP parameter it does not take), reaches the
+// client as go-smtp wrote it, and the session stays in step: the next
+// commands get KumoMTA's replies.
+func TestSeamPassesGoSMTPRefusals(t *testing.T) {
+	ts := startServer(t, testConfig(), nullPolicy())
+	c := greet(t, ts.addr)
+	c.Cmd(t, "MAIL FROM:<a@x.com> BODY=BINARYMIME", "504 5.5.4 ")
+	c.Cmd(t, "MAIL FROM:<a@x.com>", "250 OK a@x.com")
+	c.Cmd(t, "RCPT TO:<b@y.com> FROB=1", "500 5.5.4 ")
+	c.Cmd(t, "RCPT TO:<b@y.com>", "250 OK b@y.com")
+	c.Cmd(t, "DATA", "354 Send body; end with CRLF.CRLF")
+	c.SendRaw("Subject: x\r\n\r\nhi\r\n.\r\n")
+	c.Expect(t, "250 OK ids=")
+	c.Cmd(t, "RSET", "250 Reset state")
+	c.Cmd(t, "QUIT", "221 So long, and thanks for all the fish!")
+}
