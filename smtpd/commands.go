@@ -89,7 +89,7 @@ func (ss *session) nextCommand() error {
 	ss.cmdLine, ss.cmdStr, ss.hasStr = line, "", false
 	if tooLong {
 		ss.cmd = ""
-		ss.reply(500, "5.2.3 line too long")
+		ss.reply(500, replyLineTooLong.Message)
 		return nil
 	}
 	if !utf8.Valid(line) {

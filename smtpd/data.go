@@ -192,7 +192,7 @@ func (ss *session) Data(r io.Reader) error {
 		tooLong, badEnding = checkLines(buf[message.Headroom:], cfg.LineLengthHardLimit)
 	}
 	if tooLong {
-		return ss.refuse(rep(500, "5.2.3 line too long"))
+		return ss.refuse(replyLineTooLong)
 	}
 	if badEnding {
 		switch cfg.InvalidLineEndings {

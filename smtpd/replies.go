@@ -9,6 +9,7 @@ import smtp "github.com/emersion/go-smtp"
 var (
 	replyBadRecipient = rep(501, "5.1.3 Invalid recipient address syntax")
 	replyTooBig       = rep(552, "5.3.4 message too big")
+	replyLineTooLong  = rep(500, "5.2.3 line too long")
 	// replyContinue answers a BDAT chunk that is not the last (go-smtp's
 	// text; KumoMTA has no BDAT).
 	replyContinue = rep(250, "2.0.0 Continue")
