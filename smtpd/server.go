@@ -79,7 +79,7 @@ type Server struct {
 	active   atomic.Int64
 	shutting atomic.Bool
 	mu       sync.Mutex
-	conns    map[*frontConn]struct{}
+	conns    map[*session]struct{}
 	served   chan struct{}
 	sessSeq  atomic.Uint64
 
@@ -107,7 +107,7 @@ func New(cfg config.ESMTPListener, deps Deps) (*Server, error) {
 		deps:      deps,
 		log:       deps.Log,
 		tlsConfig: tc,
-		conns:     make(map[*frontConn]struct{}),
+		conns:     make(map[*session]struct{}),
 		served:    make(chan struct{}),
 		budget:    newBodyBudget(cfg.MaxBodyMemory, cfg.MaxMessageSize),
 	}
@@ -140,10 +140,10 @@ func New(cfg config.ESMTPListener, deps Deps) (*Server, error) {
 
 	gs := smtp.NewServer(backend{s})
 	gs.Domain = cfg.Hostname
-	gs.MaxLineLength = 0        // the front end enforces line_length_hard_limit
+	gs.MaxLineLength = 0        // the session enforces line_length_hard_limit
 	gs.MaxMessageBytes = 0      // the session enforces max_message_size
 	gs.MaxRecipients = 0        // the session enforces max_recipients_per_message
-	gs.AllowInsecureAuth = true // AUTH is answered by the front end
+	gs.AllowInsecureAuth = true // AUTH is answered by the session
 	gs.EnableSMTPUTF8 = true
 	gs.ErrorLog = zlogAdapter{deps.Log}
 	s.gs = gs
@@ -234,9 +234,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		n := len(s.conns)
-		for fc := range s.conns {
-			if fc.idle.Load() {
-				fc.raw.SetReadDeadline(time.Now())
+		for ss := range s.conns {
+			if ss.idle.Load() {
+				ss.raw.SetReadDeadline(time.Now())
 			}
 		}
 		s.mu.Unlock()
@@ -246,8 +246,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			s.mu.Lock()
-			for fc := range s.conns {
-				fc.raw.Close()
+			for ss := range s.conns {
+				ss.raw.Close()
 			}
 			s.mu.Unlock()
 			s.gs.Close()
@@ -277,24 +277,27 @@ func (s *Server) SetEnqueuer(e Enqueuer, health func() (ok bool, reason string))
 // ActiveConnections returns the number of open sessions.
 func (s *Server) ActiveConnections() int { return int(s.active.Load()) }
 
-func (s *Server) track(fc *frontConn, add bool) {
+func (s *Server) track(ss *session, add bool) {
 	s.mu.Lock()
 	if add {
-		s.conns[fc] = struct{}{}
+		s.conns[ss] = struct{}{}
 	} else {
-		delete(s.conns, fc)
+		delete(s.conns, ss)
 	}
 	s.mu.Unlock()
 }
 
 type backend struct{ s *Server }
 
+// NewSession returns the session that go-smtp's connection reads from:
+// the one type that owns the connection's state is both its net.Conn and
+// its smtp.Session.
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	fc, ok := c.Conn().(*frontConn)
+	ss, ok := c.Conn().(*session)
 	if !ok {
-		return nil, errors.New("smtpd: connection was not accepted by the front end")
+		return nil, errors.New("smtpd: connection was not accepted by the listener")
 	}
-	return &session{fc: fc, s: b.s}, nil
+	return ss, nil
 }
 
 type zlogAdapter struct{ l zerolog.Logger }
