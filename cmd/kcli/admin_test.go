@@ -53,6 +53,11 @@ end)
 kumo.on('get_egress_path_config', function()
   return kumo.make_egress_path { enable_tls = 'Disabled', prohibited_hosts = {} }
 end)
+kumo.on('http_message_generated', function(msg)
+  if msg:recipient().domain == 'lua-suspend.example' then
+    kumo.api.admin.suspend.suspend { domain = 'lua-held.example', reason = 'from lua', duration = '10m' }
+  end
+end)
 kumo.on('rebind_message', function(msg, data)
   msg:set_meta('routing_domain', data.to)
 end)
@@ -217,6 +222,12 @@ func TestKcliSuspendAndResume(t *testing.T) {
 	}
 	kcliOK(t, endpoint, "suspend-ready-q-cancel", "--id", rid)
 	waitFor(t, "delivery after suspend-ready-q-cancel", 5*time.Second, func() bool { return sink.Messages.Load() == 4 }, diag)
+
+	// the same rules from the policy: kumo.api.admin.suspend.suspend
+	injectTo(t, endpoint, "e@lua-suspend.example")
+	if out := kcliOK(t, endpoint, "suspend-list"); !strings.Contains(out, `"domain": "lua-held.example"`) || !strings.Contains(out, `"reason": "from lua"`) {
+		t.Fatalf("suspend-list after kumo.api.admin.suspend.suspend: %s", out)
+	}
 }
 
 // TestKcliBounce: bounce removes the waiting messages of the matching
