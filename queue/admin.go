@@ -208,8 +208,9 @@ func (m *Manager) readySuspended(rq *readyQueue, e *entry) bool {
 	return false
 }
 
-// takeWaiting removes from the scheduled queues (the timer heap) and, with
-// ready, from the ready queues the messages whose scheduled queue keep
+// takeWaiting removes from the scheduled queues (the timer heap and the
+// messages parked during a destination lookup) and, with ready, from the
+// ready queues the messages whose scheduled queue keep
 // accepts, and returns them. Messages being delivered are not touched.
 func (m *Manager) takeWaiting(keep func(queue string) bool, ready bool) []*entry {
 	var out []*entry
@@ -227,6 +228,14 @@ func (m *Manager) takeWaiting(keep func(queue string) bool, ready bool) []*entry
 	clear(m.timers[len(kept):])
 	m.timers = kept
 	heap.Init(&m.timers)
+	// messages due while their destination is looked up
+	for _, sq := range m.sched {
+		if len(sq.parked) == 0 || !keep(sq.name) {
+			continue
+		}
+		out = append(out, sq.parked...)
+		sq.parked = nil
+	}
 	var rqs []*readyQueue
 	if ready {
 		for _, rq := range m.ready {

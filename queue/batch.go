@@ -55,6 +55,9 @@ func (rq *readyQueue) gather(ctx context.Context, first *entry, size, minSize in
 			}
 			continue
 		}
+		if rq.m.adminIntercept(e, rq.name) || rq.m.readySuspended(rq, e) {
+			continue // bounced, or held by a suspension (admin.go)
+		}
 		batch = append(batch, e)
 	}
 	return batch
