@@ -19,14 +19,14 @@ import (
 func TestMissingKumoFunctionsFailByName(t *testing.T) {
 	r, err := newRuntimeErr(t, `
 kumo.on('init', function()
-  kumo.http.build_client {}
+  kumo.http.connect_websocket 'ws://127.0.0.1:1/'
 end)`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	err = r.Init(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "kumo.http.build_client is not provided by kumogo") || !strings.Contains(err.Error(), "policy.lua:3") {
+	if err == nil || !strings.Contains(err.Error(), "kumo.http.connect_websocket is not provided by kumogo") || !strings.Contains(err.Error(), "policy.lua:3") {
 		t.Fatalf("Init err = %v", err)
 	}
 
@@ -66,7 +66,7 @@ func TestAPIReportCoversDocumentedNames(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"kumo.start_esmtp_listener": "provided", "kumo.dns.lookup_mx": "provided",
-		"kumo.set_smtpsrv_threads": "no effect", "kumo.http.build_client": "not provided",
+		"kumo.set_smtpsrv_threads": "no effect", "kumo.http.connect_websocket": "not provided", "kumo.http.build_client": "provided",
 		"smtp_server_ehlo": "provided", "tsa_init": "other daemon", "Message:dkim_sign": "provided",
 		"ConnectionMeta:get_meta": "provided",
 	} {
