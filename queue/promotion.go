@@ -13,6 +13,9 @@ import (
 // promote moves a due message to the ready queue of its egress path.
 func (m *Manager) promote(e *entry) {
 	ctx := m.ctx
+	if m.adminIntercept(e, "") {
+		return // bounced or suspended by an administrator (admin.go)
+	}
 	if e.shrunk {
 		data, err := m.o.Spool.LoadData(ctx, e.msg.ID())
 		if err != nil {
@@ -50,7 +53,11 @@ func (m *Manager) promote(e *entry) {
 	if m.throttleEvent(e) {
 		return
 	}
-	src := m.pickSource(sq)
+	src, until := m.pickSourceFor(sq, route)
+	if src == "" {
+		m.holdForReadyQueue(e, until) // every ready queue is suspended
+		return
+	}
 	rq, err := m.readyQueue(ctx, sq, route, src)
 	if err != nil {
 		m.transient(e, sq, nil, Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},

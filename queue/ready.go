@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kumogo/kumogo/internal/adminapi"
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/throttle"
 )
@@ -31,6 +32,9 @@ type readyQueue struct {
 	// batch is the batch size of the connections (BatchConn), learnt
 	// from the first one; it scales the dispatcher count down.
 	batch int
+
+	// states for ready-q-states (readystate.go), guarded by mu
+	states map[string]adminapi.QueueState
 
 	// throttles from the egress path (nil when not configured)
 	msgRate  *throttle.Limiter
@@ -230,12 +234,15 @@ func (rq *readyQueue) dispatch() {
 		if ctx.Err() != nil {
 			return // shutting down: the message stays in the spool
 		}
+		if m.adminIntercept(e, rq.name) || m.readySuspended(rq, e) {
+			continue // bounced, or held by a suspension (admin.go)
+		}
 		if conn != nil && (!conn.Usable() || (path.MaxDeliveriesPerConnection > 0 && delivered >= path.MaxDeliveriesPerConnection)) {
 			conn.Close()
 			conn, delivered = nil, 0
 		}
 		if conn == nil {
-			if !waitThrottle(ctx, connRate) {
+			if !rq.waitConnRate(ctx, connRate) {
 				return
 			}
 			c, err := m.o.Connector.Connect(ctx, route, &path, &src)

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	lua "github.com/yuin/gopher-lua"
 
+	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/duration"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 )
@@ -39,10 +40,10 @@ func (st *state) openKumo() *lua.LTable {
 		"configure_log_hook":             st.logHookFunc("configure_log_hook", false),
 		"configure_log_disposition_hook": st.logHookFunc("configure_log_disposition_hook", true),
 		"make_listener_domain":           st.kumoMakeListenerDomain,
-		"make_queue_config":              st.constructor(func(v any) (any, error) { return decodeQueueConfig(v) }),
-		"make_egress_path":               st.constructor(func(v any) (any, error) { return decodeEgressPath(v) }),
-		"make_egress_source":             st.constructor(func(v any) (any, error) { return decodeEgressSource(v) }),
-		"make_egress_pool":               st.constructor(func(v any) (any, error) { return decodeEgressPool(v) }),
+		"make_queue_config":              st.constructor(func(v any) (any, error) { return config.DecodeQueueConfig(v) }),
+		"make_egress_path":               st.constructor(func(v any) (any, error) { return config.DecodeEgressPath(v) }),
+		"make_egress_source":             st.constructor(func(v any) (any, error) { return config.DecodeEgressSource(v) }),
+		"make_egress_pool":               st.constructor(func(v any) (any, error) { return config.DecodeEgressPool(v) }),
 		"available_parallelism":          availableParallelism,
 		"memoize":                        st.kumoMemoize,
 		"make_throttle":                  st.kumoMakeThrottle,
@@ -95,10 +96,16 @@ func (st *state) openKumo() *lua.LTable {
 	dkimT := st.openDKIM()
 	k.RawSetString("dkim", dkimT)
 	k.RawSetString("api", st.openAPI())
+	spfT, dmarcT := st.openSPF(), st.openDMARC()
+	k.RawSetString("spf", spfT)
+	k.RawSetString("dmarc", dmarcT)
 
 	loaded := L.GetField(L.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
 	loaded.RawSetString("kumo.dns", dns)
 	loaded.RawSetString("kumo.dkim", dkimT)
+	loaded.RawSetString("kumo.spf", spfT)
+	loaded.RawSetString("kumo.dmarc", dmarcT)
+	loaded.RawSetString("kumogo.mail_auth", st.openMailAuthExtras())
 	loaded.RawSetString("kumo", k)
 	loaded.RawSetString("kumo.serde", serde)
 	loaded.RawSetString("kumogo.extras_data", st.openExtrasData())
@@ -360,7 +367,7 @@ func (st *state) callCtx() context.Context {
 }
 
 func (st *state) kumoStartESMTPListener(L *lua.LState) int {
-	l, err := decodeESMTPListener(st.tableArg(L), st.rt.hostname)
+	l, err := config.DecodeESMTPListener(st.tableArg(L), st.rt.hostname)
 	if err != nil {
 		L.RaiseError("start_esmtp_listener: %s", err.Error())
 	}
@@ -373,7 +380,7 @@ func (st *state) kumoStartESMTPListener(L *lua.LState) int {
 }
 
 func (st *state) kumoStartHTTPListener(L *lua.LState) int {
-	l, err := decodeHTTPListener(st.tableArg(L), st.rt.hostname)
+	l, err := config.DecodeHTTPListener(st.tableArg(L), st.rt.hostname)
 	if err != nil {
 		L.RaiseError("start_http_listener: %s", err.Error())
 	}
@@ -386,7 +393,7 @@ func (st *state) kumoStartHTTPListener(L *lua.LState) int {
 }
 
 func (st *state) kumoDefineSpool(L *lua.LState) int {
-	s, err := decodeSpool(st.tableArg(L))
+	s, err := config.DecodeSpool(st.tableArg(L))
 	if err != nil {
 		L.RaiseError("define_spool: %s", err.Error())
 	}
@@ -399,7 +406,7 @@ func (st *state) kumoDefineSpool(L *lua.LState) int {
 }
 
 func (st *state) kumoConfigureLocalLogs(L *lua.LState) int {
-	l, err := decodeLocalLogs(st.tableArg(L))
+	l, err := config.DecodeLocalLogs(st.tableArg(L))
 	if err != nil {
 		L.RaiseError("configure_local_logs: %s", err.Error())
 	}
@@ -422,7 +429,7 @@ func (st *state) kumoConfigureAccountingDBPath(L *lua.LState) int {
 }
 
 func (st *state) kumoMakeListenerDomain(L *lua.LState) int {
-	d, err := decodeListenerDomain(st.tableArg(L))
+	d, err := config.DecodeListenerDomain(st.tableArg(L))
 	if err != nil {
 		L.RaiseError("%s", err.Error())
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/kumogo/kumogo/internal/config"
 	lua "github.com/yuin/gopher-lua"
 )
 
@@ -185,7 +186,7 @@ func (st *state) openHTTP() *lua.LTable {
 		},
 		"timeout": func(L *lua.LState) int {
 			ud, r := checkReq(L)
-			d, err := toDuration(luaDurationArg(L, 2))
+			d, err := config.DecodeDuration(luaDurationArg(L, 2))
 			if err != nil {
 				L.RaiseError("kumo.http: timeout: %s", err.Error())
 			}
@@ -300,17 +301,17 @@ func (st *state) tableOpt(L *lua.LState) any {
 
 // buildHTTPClient decodes build_client's parameters.
 func buildHTTPClient(v any) (*httpClient, error) {
-	o := newObj(v, v, "struct ClientParams", "user_agent", "connection_verbose", "pool_idle_timeout", "timeout", "accept_invalid_certs")
+	o := config.NewObject(v, v, "struct ClientParams", "user_agent", "connection_verbose", "pool_idle_timeout", "timeout", "accept_invalid_certs")
 	var ua string
 	verbose, insecure := false, false
 	idle, timeout := 90*time.Second, 60*time.Second
-	o.str("user_agent", &ua)
-	o.boolean("connection_verbose", &verbose)
-	o.dur("pool_idle_timeout", &idle)
-	o.dur("timeout", &timeout)
-	o.boolean("accept_invalid_certs", &insecure)
-	if o.err != nil {
-		return nil, o.err
+	o.Str("user_agent", &ua)
+	o.Bool("connection_verbose", &verbose)
+	o.Duration("pool_idle_timeout", &idle)
+	o.Duration("timeout", &timeout)
+	o.Bool("accept_invalid_certs", &insecure)
+	if o.Err() != nil {
+		return nil, o.Err()
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.IdleConnTimeout = idle

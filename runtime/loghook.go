@@ -28,47 +28,47 @@ type LogHookHost interface {
 // hooks take the same keys.
 func decodeLogHook(v any) (*config.LogHook, error) {
 	h := config.DefaultLogHook()
-	o := newObj(v, v, "struct LogHookParams", "name", "back_pressure", "meta", "headers", "per_record", "deferred_spool")
-	o.str("name", &h.Name)
-	o.integer("back_pressure", &h.BackPressure)
-	o.strList("meta", &h.Meta)
-	o.strList("headers", &h.Headers)
-	o.boolean("deferred_spool", &h.DeferredSpool)
-	if _, ok := o.get("per_record"); ok {
+	o := config.NewObject(v, v, "struct LogHookParams", "name", "back_pressure", "meta", "headers", "per_record", "deferred_spool")
+	o.Str("name", &h.Name)
+	o.Int("back_pressure", &h.BackPressure)
+	o.StrList("meta", &h.Meta)
+	o.StrList("headers", &h.Headers)
+	o.Bool("deferred_spool", &h.DeferredSpool)
+	if _, ok := o.Get("per_record"); ok {
 		var m map[string]any
-		o.mapValue("per_record", &m)
-		if o.err == nil {
+		o.Map("per_record", &m)
+		if o.Err() == nil {
 			h.PerRecord = make(map[string]config.PerRecord, len(m))
 			for _, k := range sortedKeys(m) {
 				if k != logrecord.AnyName {
 					if _, err := logrecord.ParseType(k); err != nil {
-						o.fail("per_record: unknown record type `" + k + "`")
+						o.Fail("per_record: unknown record type `" + k + "`")
 						break
 					}
 				}
 				rec := config.PerRecord{Enable: true}
-				r := newObj(m[k], o.input, "struct LogRecordParams", "suffix", "log_dir", "enable", "template", "segment_header")
-				r.str("suffix", &rec.Suffix)
-				r.str("log_dir", &rec.LogDir)
-				r.boolean("enable", &rec.Enable)
-				r.str("template", &rec.Template)
-				r.str("segment_header", &rec.SegmentHeader)
-				if r.err != nil {
-					o.err = r.err
+				r := config.NewObject(m[k], o.Input(), "struct LogRecordParams", "suffix", "log_dir", "enable", "template", "segment_header")
+				r.Str("suffix", &rec.Suffix)
+				r.Str("log_dir", &rec.LogDir)
+				r.Bool("enable", &rec.Enable)
+				r.Str("template", &rec.Template)
+				r.Str("segment_header", &rec.SegmentHeader)
+				if r.Err() != nil {
+					o.Merge(r)
 					break
 				}
 				h.PerRecord[k] = rec
 			}
 		}
 	}
-	if o.err == nil && h.Name == "" {
-		o.fail("missing field `name`")
+	if o.Err() == nil && h.Name == "" {
+		o.Fail("missing field `name`")
 	}
-	if o.err == nil && h.BackPressure <= 0 {
-		o.fail("invalid value: back_pressure must be at least 1")
+	if o.Err() == nil && h.BackPressure <= 0 {
+		o.Fail("invalid value: back_pressure must be at least 1")
 	}
-	if o.err != nil {
-		return nil, o.err
+	if o.Err() != nil {
+		return nil, o.Err()
 	}
 	return &h, nil
 }

@@ -223,6 +223,8 @@ func (d *daemon) startEngine(ctx context.Context) error {
 		Connector: protoConnector{smtp: &connector{hostname: hostname}, rt: d.rt, hostname: hostname},
 		Log:       d.log,
 		NodeID:    d.nodeID,
+		// admin bounces and suspensions survive restarts (admin.go)
+		AdminStatePath: d.adminStatePath(),
 	}
 	if d.classifier != nil {
 		opts.Classifier = d.classifier

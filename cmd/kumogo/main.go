@@ -446,6 +446,7 @@ func (d *daemon) serve(ctx context.Context) int {
 		h.SetHealth(d.liveness)
 		if d.queue != nil {
 			h.SetInjector(httpInjector{d})
+			h.SetQueueAdmin(d.queue)
 		}
 		go func(h *httpapi.Server) {
 			if err := h.Serve(); err != nil {

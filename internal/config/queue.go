@@ -37,7 +37,7 @@ func (p QueueProtocol) Kind() string {
 	return "smtp"
 }
 
-// QueueConfig is the decoded kumo.make_queue_config table (§3.3).
+// QueueConfig is the decoded kumo.make_queue_config table (KumoMTA docs: "make_queue_config").
 type QueueConfig struct {
 	RetryInterval          time.Duration
 	MaxRetryInterval       time.Duration // 0 = no cap
@@ -69,7 +69,7 @@ func DefaultQueueConfig() QueueConfig {
 	}
 }
 
-// EgressPath is the decoded kumo.make_egress_path table (§3.3).
+// EgressPath is the decoded kumo.make_egress_path table (KumoMTA docs: "make_egress_path").
 type EgressPath struct {
 	ConnectionLimit                            int
 	ConnectionLimitLocal                       bool
