@@ -75,6 +75,9 @@ type frontConn struct {
 	// the Reception record, reused for every message (logReception)
 	rec     logrecord.Record
 	recPeer logrecord.PeerAddress
+	// reports is what the listener domains of the transaction say about
+	// OOB and feedback reports (reports.go), set before receive
+	reports reportPlan
 
 	greeted bool
 	closing bool

@@ -50,6 +50,21 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		return ss.policyErr(err)
 	}
 
+	if plan := fc.reports; plan.oob != "" || plan.arf != "" || !plan.relay {
+		drop, err := s.checkReports(ctx, fc, msg, plan)
+		if err != nil {
+			return fail(err)
+		}
+		if drop { // logged (OOB or Feedback) and not to be relayed
+			fc.idsBuf = msg.AppendID(fc.idsBuf[:0])
+			fc.setDataReply("OK ids=", fc.idsBuf)
+			for _, b := range bufs {
+				putBuf(b)
+			}
+			msg.Release()
+			return nil
+		}
+	}
 	if s.hasData {
 		if err := p.Data(ctx, msg, fc.meta); err != nil {
 			return fail(err)

@@ -319,9 +319,15 @@ func (ss *session) Data(r io.Reader) error {
 			return reply(552, "5.6.0 message data must use CRLF for line endings")
 		}
 	}
+	plan, err := ss.planReports()
+	if err != nil {
+		putBuf(bp)
+		return ss.policyErr(err)
+	}
+	fc.reports = plan
 	ctx, cancel := fc.ctx()
 	defer cancel()
-	err := ss.s.receive(ctx, fc, ss.from, ss.rcpts, bp)
+	err = ss.s.receive(ctx, fc, ss.from, ss.rcpts, bp)
 	return err
 }
 

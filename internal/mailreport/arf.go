@@ -81,10 +81,10 @@ func ParseARF(data []byte) (*ARF, error) {
 		Version:               h.Get("Version"),
 		ArrivalDate:           rfc3339(h.Get("Arrival-Date")),
 		OriginalEnvelopeID:    h.Get("Original-Envelope-Id"),
-		OriginalMailFrom:      strings.Trim(h.Get("Original-Mail-From"), "<> "),
+		OriginalMailFrom:      h.Get("Original-Mail-From"),
 		SourceIP:              h.Get("Source-Ip"),
 		AuthenticationResults: nonNil(h.Values("Authentication-Results")),
-		OriginalRcptTo:        trimAll(h.Values("Original-Rcpt-To")),
+		OriginalRcptTo:        nonNil(h.Values("Original-Rcpt-To")),
 		ReportedDomain:        nonNil(h.Values("Reported-Domain")),
 		ReportedURI:           nonNil(h.Values("Reported-Uri")),
 		Extensions:            map[string][]string{},
@@ -113,14 +113,6 @@ func nonNil(v []string) []string {
 		return []string{}
 	}
 	return v
-}
-
-func trimAll(v []string) []string {
-	out := make([]string, 0, len(v))
-	for _, s := range v {
-		out = append(out, strings.Trim(s, "<> "))
-	}
-	return out
 }
 
 // supplementalTrace decodes the trace header of the original message:

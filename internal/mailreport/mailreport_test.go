@@ -146,7 +146,7 @@ func TestParseARF(t *testing.T) {
 		t.Fatalf("%v %v", rep, err)
 	}
 	if rep.FeedbackType != "abuse" || rep.UserAgent != "SomeGenerator/1.0" || rep.Version != "1" ||
-		rep.OriginalMailFrom != "somespammer@example.net" || len(rep.OriginalRcptTo) != 1 || rep.OriginalRcptTo[0] != "user@example.com" ||
+		rep.OriginalMailFrom != "<somespammer@example.net>" || len(rep.OriginalRcptTo) != 1 || rep.OriginalRcptTo[0] != "<user@example.com>" ||
 		rep.SourceIP != "192.0.2.1" || rep.ReportingMTA == nil || rep.ReportingMTA.Name != "mail.example.com" ||
 		len(rep.ReportedDomain) != 1 || len(rep.ReportedURI) != 1 || len(rep.AuthenticationResults) != 1 ||
 		rep.Extensions["x-custom"][0] != "extra" || rep.ArrivalDate == "" {
