@@ -29,6 +29,9 @@ type readyQueue struct {
 	head   int
 	conns  int
 	notify chan struct{}
+	// batch is the batch size of the connections (BatchConn), learnt
+	// from the first one; it scales the dispatcher count down.
+	batch int
 
 	// states for ready-q-states (readystate.go), guarded by mu
 	states map[string]adminapi.QueueState
@@ -66,6 +69,7 @@ func (rq *readyQueue) update(path config.EgressPath, src config.EgressSource, ro
 	rq.msgRate = limiterFor(rq.msgRate, rq.path.MaxMessageRate, path.MaxMessageRate)
 	rq.connRate = limiterFor(rq.connRate, rq.path.MaxConnectionRate, path.MaxConnectionRate)
 	rq.path, rq.src, rq.route, rq.pool, rq.loaded = path, src, route, pool, time.Now()
+	rq.batch = routeBatch(route)
 	rq.mu.Unlock()
 }
 
@@ -118,7 +122,7 @@ func (rq *readyQueue) push(e *entry) {
 	rq.mu.Lock()
 	rq.items = append(rq.items, e)
 	n := len(rq.items) - rq.head
-	spawn := rq.conns < Dispatchers(rq.path.ConnectionLimit, n)
+	spawn := rq.conns < batchDispatchers(rq.path.ConnectionLimit, n, rq.batch)
 	if spawn {
 		rq.conns++
 	}
@@ -199,7 +203,7 @@ func (rq *readyQueue) dispatch() {
 		rq.mu.Lock()
 		rq.conns--
 		n := len(rq.items) - rq.head
-		respawn := n > 0 && m.ctx.Err() == nil && rq.conns < Dispatchers(rq.path.ConnectionLimit, n)
+		respawn := n > 0 && m.ctx.Err() == nil && rq.conns < batchDispatchers(rq.path.ConnectionLimit, n, rq.batch)
 		if respawn {
 			rq.conns++
 			m.wg.Add(1)
@@ -259,6 +263,18 @@ func (rq *readyQueue) dispatch() {
 		if !waitThrottle(ctx, msgRate) {
 			return
 		}
+		if bc, ok := conn.(BatchConn); ok {
+			if size, minSize, latency := bc.Batching(); size > 1 {
+				rq.setBatch(size)
+				batch := rq.gather(ctx, e, size, minSize, latency)
+				rq.sendBatch(ctx, bc, batch)
+				delivered += len(batch)
+				if ctx.Err() != nil {
+					return
+				}
+				continue
+			}
+		}
 		results := rq.send(ctx, conn, e, path.MaxRecipientsPerBatch)
 		delivered++
 		if ctx.Err() != nil {
@@ -270,6 +286,13 @@ func (rq *readyQueue) dispatch() {
 			return
 		}
 	}
+}
+
+// setBatch records the batch size of the queue's connections.
+func (rq *readyQueue) setBatch(size int) {
+	rq.mu.Lock()
+	rq.batch = size
+	rq.mu.Unlock()
 }
 
 // send delivers e on conn, in batches of at most maxRcpts recipients

@@ -6,6 +6,7 @@ import (
 
 	lua "github.com/yuin/gopher-lua"
 
+	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/mailreport"
 	"github.com/kumogo/kumogo/internal/message"
 )
@@ -53,29 +54,29 @@ func (st *state) pushReport(L *lua.LState, rep any, none bool, err error, fn str
 // original sender) or nil when the record calls for none.
 func (st *state) kumoGenerateRFC3464(L *lua.LState) int {
 	pv := st.tableArg(L)
-	o := newObj(pv, pv, "struct ReportGenerationParams", "include_original_message", "enable_expiration",
+	o := config.NewObject(pv, pv, "struct ReportGenerationParams", "include_original_message", "enable_expiration",
 		"enable_bounce", "reporting_mta", "stable_content")
 	var p mailreport.GenerateParams
-	o.enum("include_original_message", &p.IncludeOriginalMessage, "FullContent", "HeadersOnly", "No")
-	o.boolean("enable_expiration", &p.EnableExpiration)
-	o.boolean("enable_bounce", &p.EnableBounce)
-	o.boolean("stable_content", &p.StableContent)
-	if _, ok := o.get("include_original_message"); !ok && o.err == nil {
-		o.fail("missing field `include_original_message`")
+	o.Enum("include_original_message", &p.IncludeOriginalMessage, "FullContent", "HeadersOnly", "No")
+	o.Bool("enable_expiration", &p.EnableExpiration)
+	o.Bool("enable_bounce", &p.EnableBounce)
+	o.Bool("stable_content", &p.StableContent)
+	if _, ok := o.Get("include_original_message"); !ok && o.Err() == nil {
+		o.Fail("missing field `include_original_message`")
 	}
-	if mv, ok := o.get("reporting_mta"); ok {
-		mo := newObj(mv, pv, "struct RemoteMta", "mta_type", "name")
-		mo.str("mta_type", &p.ReportingMTA.MTAType)
-		mo.str("name", &p.ReportingMTA.Name)
-		if mo.err == nil && (p.ReportingMTA.MTAType == "" || p.ReportingMTA.Name == "") {
-			mo.fail("missing field `mta_type` or `name`")
+	if mv, ok := o.Get("reporting_mta"); ok {
+		mo := config.NewObject(mv, pv, "struct RemoteMta", "mta_type", "name")
+		mo.Str("mta_type", &p.ReportingMTA.MTAType)
+		mo.Str("name", &p.ReportingMTA.Name)
+		if mo.Err() == nil && (p.ReportingMTA.MTAType == "" || p.ReportingMTA.Name == "") {
+			mo.Fail("missing field `mta_type` or `name`")
 		}
-		o.merge(mo)
-	} else if o.err == nil {
-		o.fail("missing field `reporting_mta`")
+		o.Merge(mo)
+	} else if o.Err() == nil {
+		o.Fail("missing field `reporting_mta`")
 	}
-	if o.err != nil {
-		L.RaiseError("generate_rfc3464_message: %s", o.err.Error())
+	if o.Err() != nil {
+		L.RaiseError("generate_rfc3464_message: %s", o.Err().Error())
 	}
 	var orig []byte
 	if ud, ok := L.Get(2).(*lua.LUserData); ok && ud.Metatable == st.msgMT {

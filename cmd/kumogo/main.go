@@ -486,6 +486,7 @@ func (d *daemon) serve(ctx context.Context) int {
 		if err := d.queue.Shutdown(sctx); err != nil {
 			d.log.Warn().Err(err).Msg("delivery shutdown incomplete")
 		}
+		d.loggers.closeHooks(sctx)
 	}
 	if d.spool != nil {
 		if err := d.spool.Close(); err != nil {
