@@ -315,6 +315,9 @@ func (st *state) messageMethods() map[string]lua.LGFunction {
 	for k, v := range st.authMethods() {
 		m[k] = v
 	}
+	for k, v := range st.reportMethods() {
+		m[k] = v
+	}
 	return m
 }
 

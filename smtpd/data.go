@@ -204,6 +204,13 @@ func (ss *session) Data(r io.Reader) error {
 			return ss.refuse(rep(552, "5.6.0 message data must use CRLF for line endings"))
 		}
 	}
+	plan, err := ss.planReports()
+	if err != nil {
+		putBuf(bp)
+		body.bp = nil
+		return ss.refusePolicy(err)
+	}
+	ss.t.reports = plan
 	body.bp = nil // receive owns it from here
 	ctx, cancel := ss.ctx()
 	partial, err := ss.s.receive(ctx, &ss.t, &ss.client, bp)

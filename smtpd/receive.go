@@ -50,6 +50,20 @@ func (s *Server) receive(ctx context.Context, t *txn, c *client, bp *[]byte) (pa
 		return false, err
 	}
 
+	if plan := t.reports; plan.oob != "" || plan.arf != "" || !plan.relay {
+		drop, err := s.checkReports(ctx, c, msg, plan)
+		if err != nil {
+			return fail(err)
+		}
+		if drop { // logged (OOB or Feedback) and not to be relayed
+			t.idsBuf = msg.AppendID(t.idsBuf[:0])
+			for _, b := range bufs {
+				putBuf(b)
+			}
+			msg.Release()
+			return false, nil
+		}
+	}
 	if s.hasData {
 		if err := p.Data(ctx, msg, c.meta); err != nil {
 			return fail(err)

@@ -44,6 +44,9 @@ type txn struct {
 	dataReply []byte
 	rec       logrecord.Record
 	recPeer   logrecord.PeerAddress
+	// reports is what the listener domains of the transaction say about
+	// OOB and feedback reports (reports.go), set before receive
+	reports reportPlan
 }
 
 func (t *txn) reset() {
