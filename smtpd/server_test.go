@@ -741,8 +741,6 @@ func TestShutdownAnswersIdleSessions(t *testing.T) {
 	}
 }
 
-var _ = config.DefaultESMTPListener
-
 func TestDataProcessingTimeout(t *testing.T) {
 	p := &fakePolicy{receivedCtx: func(ctx context.Context, m *message.Message) error {
 		<-ctx.Done() // a handler stuck in kumo.sleep
