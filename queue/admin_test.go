@@ -10,6 +10,7 @@ import (
 	"github.com/kumogo/kumogo/internal/adminapi"
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // TestAdminSuspendHoldsAndCancelResumes: with the scheduled queue
@@ -62,7 +63,7 @@ func TestAdminSuspendHoldsAndCancelResumes(t *testing.T) {
 func TestAdminBounceSweepsAndKeepsBouncing(t *testing.T) {
 	cfg := config.DefaultQueueConfig()
 	cfg.RetryInterval = time.Hour
-	h := newHarness(t, cfg, func(string, int) Response { return Response{Code: 451, Content: "later"} })
+	h := newHarness(t, cfg, func(string, int) smtpreply.Response { return smtpreply.Response{Code: 451, Content: "later"} })
 	for i := 0; i < 5; i++ {
 		h.inject(t, fmt.Sprintf("u%d", i))
 	}
@@ -118,13 +119,13 @@ func TestAdminRebindMovesMessages(t *testing.T) {
 	cfg.RetryInterval = time.Hour
 	fail := true
 	var mu sync.Mutex
-	h := newHarness(t, cfg, func(string, int) Response {
+	h := newHarness(t, cfg, func(string, int) smtpreply.Response {
 		mu.Lock()
 		defer mu.Unlock()
 		if fail {
-			return Response{Code: 451, Content: "later"}
+			return smtpreply.Response{Code: 451, Content: "later"}
 		}
-		return Response{Code: 250, Content: "ok"}
+		return smtpreply.Response{Code: 250, Content: "ok"}
 	})
 	h.inject(t, "u1")
 	h.inject(t, "u2")
@@ -152,9 +153,9 @@ func TestAdminRebindMovesMessages(t *testing.T) {
 // (run with -race) leave every message with exactly one final record,
 // Delivery or AdminBounce, and an empty spool.
 func TestAdminActionsDuringDelivery(t *testing.T) {
-	h := newHarness(t, config.DefaultQueueConfig(), func(string, int) Response {
+	h := newHarness(t, config.DefaultQueueConfig(), func(string, int) smtpreply.Response {
 		time.Sleep(time.Millisecond)
-		return Response{Code: 250, Content: "ok"}
+		return smtpreply.Response{Code: 250, Content: "ok"}
 	})
 	ctx := context.Background()
 	const n = 300

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // BatchConn is a Conn that delivers several messages in one call (the
@@ -88,7 +89,7 @@ func (rq *readyQueue) sendBatch(ctx context.Context, bc BatchConn, batch []*entr
 				text = err.Error()
 			}
 			for _, r := range e.msg.Recipients() {
-				res = append(res, RcptResponse{Recipient: r, Response: Response{Code: 400, Content: "KumoMTA internal: failed to send message: " + text}})
+				res = append(res, RcptResponse{Recipient: r, Response: smtpreply.Response{Code: 400, Content: "KumoMTA internal: failed to send message: " + text}})
 			}
 		}
 		rq.handle(e, &info, res)

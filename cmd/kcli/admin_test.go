@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/internal/testutil"
 )
 
@@ -288,7 +289,7 @@ func TestKcliBounce(t *testing.T) {
 		t.Helper()
 		waitFor(t, fmt.Sprintf("%d AdminBounce records", want), 10*time.Second, func() bool { return len(records(t, dir, logrecord.AdminBounce)) == want }, diag)
 		for _, r := range records(t, dir, logrecord.AdminBounce) {
-			if r.Response.Code != 551 || r.Response.Enhanced == nil || *r.Response.Enhanced != (logrecord.EnhancedCode{Class: 5, Subject: 7, Detail: 1}) ||
+			if r.Response.Code != 551 || r.Response.Enhanced == nil || *r.Response.Enhanced != (smtpreply.EnhancedCode{Class: 5, Subject: 7, Detail: 1}) ||
 				r.Response.Content != "Administrator bounced with reason: bad send" || r.Site != "localhost" || r.Queue != "dead.example" {
 				t.Fatalf("AdminBounce record %+v", r)
 			}
