@@ -53,9 +53,9 @@ func (m *Manager) promote(e *entry) {
 	if m.throttleEvent(e) {
 		return
 	}
-	src, until := m.pickSourceFor(sq, route)
+	src, until, gen := m.pickSourceFor(sq, route)
 	if src == "" {
-		m.holdForReadyQueue(e, until) // every ready queue is suspended
+		m.holdForReadyQueue(e, until, gen) // every ready queue is suspended
 		return
 	}
 	rq, err := m.readyQueue(ctx, sq, route, src)
