@@ -220,7 +220,7 @@ func (d *daemon) startEngine(ctx context.Context) error {
 		Spool:     sp,
 		Logger:    &d.loggers,
 		Router:    protoRouter{smtp: router{res: d.resolver()}},
-		Connector: protoConnector{smtp: &connector{hostname: hostname}, rt: d.rt, hostname: hostname},
+		Connector: protoConnector{smtp: &connector{hostname: hostname, dialer: egress.Dialer{STS: d.mtaSTS()}}, rt: d.rt, hostname: hostname},
 		Log:       d.log,
 		NodeID:    d.nodeID,
 		// admin bounces and suspensions survive restarts (admin.go)
