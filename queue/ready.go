@@ -9,6 +9,7 @@ import (
 
 	"github.com/kumogo/kumogo/internal/adminapi"
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/internal/throttle"
 )
 
@@ -250,8 +251,8 @@ func (rq *readyQueue) dispatch() {
 				if ctx.Err() != nil {
 					return
 				}
-				resp := Response{Code: 400, Content: "KumoMTA internal: failed to connect to any candidate hosts: " + err.Error()}
-				var re *ResponseError
+				resp := smtpreply.Response{Code: 400, Content: "KumoMTA internal: failed to connect to any candidate hosts: " + err.Error()}
+				var re *smtpreply.Error
 				if errors.As(err, &re) {
 					resp = re.Response
 				}
@@ -319,7 +320,7 @@ func (rq *readyQueue) send(ctx context.Context, conn Conn, e *entry, maxRcpts in
 				msg = err.Error()
 			}
 			for _, r := range chunk {
-				res = append(res, RcptResponse{Recipient: r, Response: Response{Code: 400, Content: "KumoMTA internal: failed to send message: " + msg}})
+				res = append(res, RcptResponse{Recipient: r, Response: smtpreply.Response{Code: 400, Content: "KumoMTA internal: failed to send message: " + msg}})
 			}
 		}
 		results = append(results, res...)

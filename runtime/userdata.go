@@ -215,7 +215,8 @@ func (st *state) addrEq(L *lua.LState) int {
 	return 1
 }
 
-// messageMethods are the msg:* methods (KumoMTA §4.1).
+// messageMethods are the msg:* methods (KumoMTA docs: "Message Object";
+// docs/compat.md lists each with kumogo's status).
 func (st *state) messageMethods() map[string]lua.LGFunction {
 	m := map[string]lua.LGFunction{
 		"id": func(L *lua.LState) int {

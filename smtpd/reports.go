@@ -1,7 +1,6 @@
 package smtpd
 
 import (
-	"context"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -31,18 +30,18 @@ func logsReports(v string) bool { return v != "" && v != "Ignore" }
 // planReports reads the listener domains of the transaction (from the
 // session's cache, filled at RCPT).
 func (ss *session) planReports() (reportPlan, error) {
-	fc, from, rcpts := ss.fc, ss.from, ss.rcpts
+	from, rcpts := ss.t.from, ss.t.rcpts
 	if !ss.s.hasListenerDomain {
 		return reportPlan{relay: true}, nil
 	}
 	// a relay host may relay anything, and its reports are logged too
-	plan := reportPlan{relay: fc.cfg.RelayHosts.Contains(fc.peer.Addr())}
+	plan := reportPlan{relay: ss.cfg.RelayHosts.Contains(ss.peer.Addr())}
 	if !from.IsNull() {
 		ld, err := ss.listenerDomain(from.Domain)
 		if err != nil {
 			return plan, err
 		}
-		if ld != nil && ld.RelayFrom.Contains(fc.peer.Addr()) {
+		if ld != nil && ld.RelayFrom.Contains(ss.peer.Addr()) {
 			plan.relay = true
 		}
 	}
@@ -72,7 +71,7 @@ func (ss *session) planReports() (reportPlan, error) {
 // checkReports logs the report that msg carries, if the plan asks for
 // it, and reports whether the message is to be dropped. A message that
 // is neither a report nor relayable is refused.
-func (s *Server) checkReports(ctx context.Context, fc *frontConn, msg *message.Message, plan reportPlan) (bool, error) {
+func (s *Server) checkReports(fc *client, msg *message.Message, plan reportPlan) (bool, error) {
 	if plan.oob == "" && plan.arf == "" {
 		if !plan.relay {
 			return false, relayRefused(fc)
@@ -112,12 +111,12 @@ func (s *Server) checkReports(ctx context.Context, fc *frontConn, msg *message.M
 	return drop, nil
 }
 
-func relayRefused(fc *frontConn) error {
+func relayRefused(fc *client) error {
 	return &smtpreply.Rejection{Code: 550, Text: "5.7.1 relaying not permitted for " + fc.peer.String(), Mode: smtpreply.If421}
 }
 
 // reportRecord is a record of type t about msg, from this session.
-func (s *Server) reportRecord(fc *frontConn, msg *message.Message, t logrecord.Type) logrecord.Record {
+func (s *Server) reportRecord(fc *client, msg *message.Message, t logrecord.Type) logrecord.Record {
 	rc := msg.Recipients()
 	rcpts := make([]string, len(rc))
 	for i, r := range rc {
@@ -125,7 +124,7 @@ func (s *Server) reportRecord(fc *frontConn, msg *message.Message, t logrecord.T
 	}
 	return logrecord.Record{
 		Type: t, ID: msg.ID(), Sender: msg.Sender().String(), Recipient: rcpts, Size: int64(msg.Size()),
-		Response:    logrecord.Response{Code: 250},
+		Response:    smtpreply.Response{Code: 250},
 		PeerAddress: &logrecord.PeerAddress{Name: fc.helo, Addr: fc.peerIP},
 		Timestamp:   time.Now(), Created: msg.Created(), ReceptionProtocol: "ESMTP",
 		NodeID: s.deps.NodeID, SessionID: fc.sessionID,
@@ -135,7 +134,7 @@ func (s *Server) reportRecord(fc *frontConn, msg *message.Message, t logrecord.T
 // logOOB writes one OOB record per failed recipient of the report: the
 // response is the diagnostic (its code, 550 when it has none) with the
 // report's status.
-func (s *Server) logOOB(fc *frontConn, msg *message.Message, dsn *mailreport.DSN) {
+func (s *Server) logOOB(fc *client, msg *message.Message, dsn *mailreport.DSN) {
 	if s.deps.Logger == nil || !s.deps.Logger.Enabled() {
 		return
 	}
@@ -157,8 +156,8 @@ func (s *Server) logOOB(fc *frontConn, msg *message.Message, dsn *mailreport.DSN
 				content = rest
 			}
 		}
-		rec.Response = logrecord.Response{Code: code, Content: content,
-			Enhanced: &logrecord.EnhancedCode{Class: pr.Status.Class, Subject: pr.Status.Subject, Detail: pr.Status.Detail}}
+		rec.Response = smtpreply.Response{Code: code, Content: content,
+			Enhanced: &smtpreply.EnhancedCode{Class: pr.Status.Class, Subject: pr.Status.Subject, Detail: pr.Status.Detail}}
 		if pr.RemoteMTA != nil {
 			rec.PeerAddress = &logrecord.PeerAddress{Name: pr.RemoteMTA.Name}
 		}
@@ -167,7 +166,7 @@ func (s *Server) logOOB(fc *frontConn, msg *message.Message, dsn *mailreport.DSN
 }
 
 // logFeedback writes the Feedback record of an ARF report.
-func (s *Server) logFeedback(fc *frontConn, msg *message.Message, arf *mailreport.ARF) {
+func (s *Server) logFeedback(fc *client, msg *message.Message, arf *mailreport.ARF) {
 	if s.deps.Logger == nil || !s.deps.Logger.Enabled() {
 		return
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/mtasts"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/queue/egress/mx"
 )
 
@@ -41,7 +42,7 @@ func (d *Dialer) applySTS(ctx context.Context, plan *mx.ConnectionPlan, p *confi
 		}
 	}
 	if len(kept.Candidates) == 0 {
-		return nil, nil, &Error{Response: Response{Code: 400,
+		return nil, nil, &smtpreply.Error{Response: smtpreply.Response{Code: 400,
 			Content: "KumoMTA internal: " + pol.String() + " of " + domain + " allows none of the MX hosts " + strings.Join(dedupe(refused), ", ")}}
 	}
 	required := *p

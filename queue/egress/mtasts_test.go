@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kumogo/kumogo/internal/mtasts"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/queue/egress/mx"
 )
 
@@ -52,7 +53,7 @@ func TestMTASTS(t *testing.T) {
 	policy.Store("version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n")
 	_, err := d.Connect(ctx, planFor(withTLS), testPath(), nil, "c")
 	r := ResponseFor(err)
-	if r.Code != 400 || r.Outcome() != TransientFailure || !strings.Contains(r.Content, "MTA-STS policy (mode enforce, mx mx.example.com) of example.com allows none of the MX hosts fake.example") {
+	if r.Code != 400 || r.Outcome() != smtpreply.TransientFailure || !strings.Contains(r.Content, "MTA-STS policy (mode enforce, mx mx.example.com) of example.com allows none of the MX hosts fake.example") {
 		t.Fatalf("MX outside the policy: %+v", r)
 	}
 	// listed: TLS is used even though the path says Opportunistic...
