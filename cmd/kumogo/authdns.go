@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"sync"
 
 	"github.com/kumogo/kumogo/internal/mailauth"
 	"github.com/kumogo/kumogo/internal/mtasts"
@@ -12,11 +13,25 @@ import (
 // define_resolver), with its cache.
 func (a dnsAdapter) AuthResolver() mailauth.Resolver { return a.resolver().AuthResolver() }
 
-// mtaSTS is the MTA-STS policy source of outbound delivery: the _mta-sts
-// records come from the resolver kumo.dns uses, the policy files from
-// HTTPS with the system roots.
+// stsSource is the MTA-STS policy source of a daemon's deliveries: the
+// _mta-sts records come from the resolver kumo.dns uses, the policy files
+// from HTTPS with the system roots. It is made on first use, since
+// kumo.dns.configure_test_mta_sts in init comes before the engine.
+type stsSource struct {
+	once sync.Once
+	f    *mtasts.Fetcher
+}
+
 func (d *daemon) mtaSTS() *mtasts.Fetcher {
-	return &mtasts.Fetcher{LookupTXT: func(ctx context.Context, name string) ([]string, error) {
-		return d.resolver().LookupTXT(ctx, name)
-	}}
+	d.sts.once.Do(func() {
+		d.sts.f = &mtasts.Fetcher{LookupTXT: func(ctx context.Context, name string) ([]string, error) {
+			return d.resolver().LookupTXT(ctx, name)
+		}}
+	})
+	return d.sts.f
+}
+
+// SetTestMTASTS serves kumo.dns.configure_test_mta_sts.
+func (a dnsAdapter) SetTestMTASTS(policies map[string]*mtasts.Policy) {
+	a.d.mtaSTS().SetTest(policies)
 }

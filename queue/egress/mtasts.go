@@ -20,14 +20,21 @@ type PolicySource interface {
 // has enable_mta_sts (KumoMTA's default) and the plan comes from MX
 // records: in enforce mode only the MX hosts the policy lists are tried,
 // with TLS Required (certificates verified); none left is a
-// TransientFailure naming the policy. Testing and none modes change
-// nothing. A policy that cannot be had is no policy (RFC 8461 section 5.1).
+// TransientFailure naming the policy. In testing mode a path with TLS
+// Disabled tries OpportunisticInsecure (KumoMTA's enable_mta_sts page);
+// none changes nothing. A policy that cannot be had is no policy (RFC
+// 8461 section 5.1).
 func (d *Dialer) applySTS(ctx context.Context, plan *mx.ConnectionPlan, p *config.EgressPath) (*mx.ConnectionPlan, *config.EgressPath, error) {
 	if d.STS == nil || !p.EnableMTASTS || plan.MX == nil || plan.MX.IsDomainLiteral {
 		return plan, p, nil
 	}
 	domain := strings.TrimSuffix(plan.MX.DomainName, ".")
 	pol, _ := d.STS.Get(ctx, domain)
+	if pol != nil && pol.Mode == mtasts.ModeTesting && p.EnableTLS == TLSDisabled {
+		raised := *p
+		raised.EnableTLS = TLSOpportunisticInsecure
+		return plan, &raised, nil
+	}
 	if pol == nil || pol.Mode != mtasts.ModeEnforce {
 		return plan, p, nil
 	}

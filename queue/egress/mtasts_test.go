@@ -81,6 +81,14 @@ func TestMTASTS(t *testing.T) {
 	} else {
 		s.Close()
 	}
+	// testing mode raises Disabled to OpportunisticInsecure
+	disabled := testPath()
+	disabled.EnableTLS = TLSDisabled
+	if s, err := d.Connect(ctx, planFor(withTLS), disabled, nil, "c"); err != nil || s.TLS() == nil {
+		t.Fatalf("testing mode with TLS disabled: %v", err)
+	} else {
+		s.Close()
+	}
 	policy.Store("version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n")
 	off := testPath()
 	off.EnableMTASTS = false
