@@ -206,6 +206,8 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	plan, err := ss.planReports()
 	if err != nil {
+		putBuf(bp)
+		body.bp = nil
 		return ss.refusePolicy(err)
 	}
 	ss.t.reports = plan

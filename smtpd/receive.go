@@ -51,7 +51,7 @@ func (s *Server) receive(ctx context.Context, t *txn, c *client, bp *[]byte) (pa
 	}
 
 	if plan := t.reports; plan.oob != "" || plan.arf != "" || !plan.relay {
-		drop, err := s.checkReports(c, msg, plan)
+		drop, err := s.checkReports(ctx, c, msg, plan)
 		if err != nil {
 			return fail(err)
 		}

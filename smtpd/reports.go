@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"context"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -30,18 +31,18 @@ func logsReports(v string) bool { return v != "" && v != "Ignore" }
 // planReports reads the listener domains of the transaction (from the
 // session's cache, filled at RCPT).
 func (ss *session) planReports() (reportPlan, error) {
-	from, rcpts := ss.t.from, ss.t.rcpts
+	fc, from, rcpts := &ss.client, ss.t.from, ss.t.rcpts
 	if !ss.s.hasListenerDomain {
 		return reportPlan{relay: true}, nil
 	}
 	// a relay host may relay anything, and its reports are logged too
-	plan := reportPlan{relay: ss.cfg.RelayHosts.Contains(ss.peer.Addr())}
+	plan := reportPlan{relay: fc.cfg.RelayHosts.Contains(fc.peer.Addr())}
 	if !from.IsNull() {
 		ld, err := ss.listenerDomain(from.Domain)
 		if err != nil {
 			return plan, err
 		}
-		if ld != nil && ld.RelayFrom.Contains(ss.peer.Addr()) {
+		if ld != nil && ld.RelayFrom.Contains(fc.peer.Addr()) {
 			plan.relay = true
 		}
 	}
@@ -71,7 +72,7 @@ func (ss *session) planReports() (reportPlan, error) {
 // checkReports logs the report that msg carries, if the plan asks for
 // it, and reports whether the message is to be dropped. A message that
 // is neither a report nor relayable is refused.
-func (s *Server) checkReports(fc *client, msg *message.Message, plan reportPlan) (bool, error) {
+func (s *Server) checkReports(ctx context.Context, fc *client, msg *message.Message, plan reportPlan) (bool, error) {
 	if plan.oob == "" && plan.arf == "" {
 		if !plan.relay {
 			return false, relayRefused(fc)
