@@ -92,6 +92,7 @@ func (st *state) openKumo() *lua.LTable {
 	k.RawSetString("shaping", st.openShaping())
 
 	dns := st.openDNS()
+	dns.RawSetString("configure_test_mta_sts", L.NewFunction(st.dnsConfigureTestMTASTS))
 	k.RawSetString("dns", dns)
 	dkimT := st.openDKIM()
 	k.RawSetString("dkim", dkimT)

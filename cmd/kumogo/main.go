@@ -297,6 +297,7 @@ type daemon struct {
 	metrics    *metrics.Registry
 	acct       atomic.Pointer[acctlog.Logger] // kumo.aaa.configure_acct_log
 	noted      map[string]bool
+	sts        stsSource // MTA-STS policies of delivery (authdns.go)
 }
 
 var _ runtime.Host = (*daemon)(nil)

@@ -153,3 +153,16 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestSetTest(t *testing.T) {
+	lookups := 0
+	f := &Fetcher{LookupTXT: func(context.Context, string) ([]string, error) { lookups++; return nil, nil }}
+	p, _ := Parse(enforce)
+	f.SetTest(map[string]*Policy{"Example.COM.": p})
+	if got, err := f.Get(context.Background(), "example.com"); got != p || err != nil {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if got, err := f.Get(context.Background(), "other.example"); got != nil || err != nil || lookups != 0 {
+		t.Fatalf("other domain: %+v %v, %d lookups", got, err, lookups)
+	}
+}

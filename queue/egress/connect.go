@@ -38,6 +38,9 @@ func (d *Dialer) Connect(ctx context.Context, plan *mx.ConnectionPlan, p *config
 	if len(filtered.Candidates) == 0 {
 		return nil, &mx.Failure{Code: 451, Text: mx.TextNoHosts}
 	}
+	if filtered, p, err = d.applySTS(ctx, filtered, p); err != nil {
+		return nil, err
+	}
 	var errs []error
 	for _, c := range filtered.Candidates {
 		s, err := d.Dial(ctx, c, p, src, ehloName)

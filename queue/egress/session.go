@@ -49,6 +49,9 @@ type Dialer struct {
 	// Hostname is the EHLO name of last resort (after the path's and the
 	// source's ehlo_domain); "" means os.Hostname.
 	Hostname string
+	// STS gives the MTA-STS policies of recipient domains (mtasts.go);
+	// nil disables MTA-STS.
+	STS PolicySource
 }
 
 // Session is one outbound SMTP connection after the greeting, EHLO and the
