@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
-	"github.com/kumogo/kumogo/internal/throttle"
+	"github.com/kumogo/kumogo/internal/sharedlimit"
 )
 
 // readyQueue holds due messages for one egress path (source, site) and
@@ -29,9 +29,8 @@ type readyQueue struct {
 	conns  int
 	notify chan struct{}
 
-	// throttles from the egress path (nil when not configured)
-	msgRate  *throttle.Limiter
-	connRate *throttle.Limiter
+	// rates and connection limits of the egress path (shaping.go)
+	limits egressLimits
 }
 
 func newReadyQueue(m *Manager, name, site string, path config.EgressPath, src config.EgressSource, route Route, pool string) *readyQueue {
@@ -40,27 +39,10 @@ func newReadyQueue(m *Manager, name, site string, path config.EgressPath, src co
 	return rq
 }
 
-// limiterFor builds a limiter for a throttle spec, keeping the old one when
-// the spec did not change.
-func limiterFor(old *throttle.Limiter, oldSpec, spec string) *throttle.Limiter {
-	if spec == "" {
-		return nil
-	}
-	if old != nil && oldSpec == spec {
-		return old
-	}
-	sp, err := throttle.Parse(spec)
-	if err != nil {
-		return nil // the runtime validated it; nothing sensible to do here
-	}
-	return throttle.NewLimiter(sp)
-}
-
 // update refreshes the egress path settings.
 func (rq *readyQueue) update(path config.EgressPath, src config.EgressSource, route Route, pool string) {
 	rq.mu.Lock()
-	rq.msgRate = limiterFor(rq.msgRate, rq.path.MaxMessageRate, path.MaxMessageRate)
-	rq.connRate = limiterFor(rq.connRate, rq.path.MaxConnectionRate, path.MaxConnectionRate)
+	rq.limits = newEgressLimits(rq.name, path)
 	rq.path, rq.src, rq.route, rq.pool, rq.loaded = path, src, route, pool, time.Now()
 	rq.mu.Unlock()
 }
@@ -70,25 +52,6 @@ func (rq *readyQueue) full() bool {
 	rq.mu.Lock()
 	defer rq.mu.Unlock()
 	return rq.path.MaxReady > 0 && len(rq.items)-rq.head >= rq.path.MaxReady
-}
-
-// wait sleeps for a throttle reservation; false when ctx ended.
-func waitThrottle(ctx context.Context, l *throttle.Limiter) bool {
-	if l == nil {
-		return true
-	}
-	d := l.ReserveAt(time.Now())
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // Dispatchers returns KumoMTA's dispatcher count for a ready queue of n
@@ -177,10 +140,10 @@ func (rq *readyQueue) pop(ctx context.Context, wait time.Duration) *entry {
 	}
 }
 
-func (rq *readyQueue) settings() (config.EgressPath, config.EgressSource, Route, *throttle.Limiter, *throttle.Limiter) {
+func (rq *readyQueue) settings() (config.EgressPath, config.EgressSource, Route, egressLimits) {
 	rq.mu.Lock()
 	defer rq.mu.Unlock()
-	return rq.path, rq.src, rq.route, rq.msgRate, rq.connRate
+	return rq.path, rq.src, rq.route, rq.limits
 }
 
 // dispatch is one dispatcher: a connection that delivers messages until the
@@ -207,14 +170,35 @@ func (rq *readyQueue) dispatch() {
 	}()
 	ctx := m.ctx
 	var conn Conn
+	var leases []*sharedlimit.Lease // connection limit slots held for conn
 	delivered := 0
-	defer func() {
+	ok := false
+	closeConn := func() {
 		if conn != nil {
 			conn.Close()
 		}
-	}()
+		for _, l := range leases {
+			l.Release()
+		}
+		conn, leases, delivered = nil, nil, 0
+	}
+	defer closeConn()
 	for {
-		path, src, route, msgRate, connRate := rq.settings()
+		path, src, route, limits := rq.settings()
+		if conn != nil && (!conn.Usable() || (path.MaxDeliveriesPerConnection > 0 && delivered >= path.MaxDeliveriesPerConnection)) {
+			closeConn()
+		}
+		if leases == nil {
+			// The connection limits are taken before a message is taken,
+			// so that a dispatcher waiting for a slot holds no message
+			// that an open connection could deliver meanwhile.
+			if rq.Len() == 0 {
+				return
+			}
+			if leases, ok = m.acquireConnLeases(ctx, limits.conns); !ok {
+				return
+			}
+		}
 		wait := time.Duration(0)
 		if conn != nil && conn.Usable() {
 			wait = path.IdleTimeout
@@ -226,16 +210,26 @@ func (rq *readyQueue) dispatch() {
 		if ctx.Err() != nil {
 			return // shutting down: the message stays in the spool
 		}
-		if conn != nil && (!conn.Usable() || (path.MaxDeliveriesPerConnection > 0 && delivered >= path.MaxDeliveriesPerConnection)) {
-			conn.Close()
-			conn, delivered = nil, 0
+		// message rates first, so that a long wait never holds an idle
+		// connection open
+		delay, ok := m.takeMessageRates(ctx, limits.msgRates, path.IdleTimeout)
+		if !ok {
+			return
+		}
+		if delay > 0 {
+			m.undefer(ctx, e.msg)
+			m.schedule(e, time.Now().Add(delay))
+			continue
 		}
 		if conn == nil {
-			if !waitThrottle(ctx, connRate) {
-				return
+			if limits.connRate != nil {
+				if _, ok := m.limits.Wait(ctx, limits.connRate.name, limits.connRate.spec); !ok {
+					return
+				}
 			}
 			c, err := m.o.Connector.Connect(ctx, route, &path, &src)
 			if err != nil {
+				closeConn()
 				if ctx.Err() != nil {
 					return
 				}
@@ -248,9 +242,6 @@ func (rq *readyQueue) dispatch() {
 				return
 			}
 			conn = c
-		}
-		if !waitThrottle(ctx, msgRate) {
-			return
 		}
 		results := rq.send(ctx, conn, e, path.MaxRecipientsPerBatch)
 		delivered++

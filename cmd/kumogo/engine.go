@@ -223,6 +223,7 @@ func (d *daemon) startEngine(ctx context.Context) error {
 		Connector: &connector{hostname: hostname},
 		Log:       d.log,
 		NodeID:    d.nodeID,
+		Limits:    d.limits,
 	}
 	if d.classifier != nil {
 		opts.Classifier = d.classifier
