@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/smtp"
 	"sort"
@@ -228,11 +229,13 @@ local D = {
   ['sel.test'] = { path = { source_selection_rate = '2/day' } },
   ['asel.test'] = { src = { { name = 'src-s1', weight = 1 } }, path = { additional_source_selection_rates = { ['src-s1-overall'] = '3/day' } } },
   ['weights.test'] = { src = { { name = 'two', weight = 3 }, { name = 'three', weight = 1 } } },
-  ['ehlo.test'] = { src = { { name = 'two', weight = 1 } }, path = { ehlo_domain = 'path-wins.test' } },
+  -- its own source: the ready queue (and so the path) is per source and site
+  ['ehlo.test'] = { src = { { name = 'two-b', weight = 1 } }, path = { ehlo_domain = 'path-wins.test' } },
 }
 local SOURCES = {
   ['two'] = { source_address = '127.0.0.2', ehlo_domain = 'two.test' },
   ['three'] = { source_address = '127.0.0.3', ehlo_domain = 'three.test' },
+  ['two-b'] = { source_address = '127.0.0.2', ehlo_domain = 'two.test' },
 }
 kumo.on('smtp_server_message_received', function(msg)
   msg:set_meta('queue', msg:recipient().domain)
@@ -357,4 +360,29 @@ func slices3(perConn map[int]int) []int {
 	}
 	sort.Ints(ids)
 	return ids
+}
+
+// TestEgressSourcesBindAndWeights: an egress source's source_address is
+// the address the sink sees (127.0.0.2 and 127.0.0.3, loopback aliases
+// on Linux), its ehlo_domain is the EHLO name unless the egress path
+// names one, and a pool's weights split the messages in proportion.
+func TestEgressSourcesBindAndWeights(t *testing.T) {
+	sink := startCountSink(t, nil)
+	dir := t.TempDir()
+	d := startDaemon(t, nil, "--policy", shapingPolicy(t, dir, sink.addr, ""))
+	sendBatch(t, d.addr, "weights.test", 40)
+	sendBatch(t, d.addr, "ehlo.test", 5)
+	by := map[string]int{}
+	for _, r := range waitCount(t, sink, "weights.test", 40, 15*time.Second) {
+		by[r.peerIP+" "+r.ehlo]++
+	}
+	if want := map[string]int{"127.0.0.2 two.test": 30, "127.0.0.3 three.test": 10}; !maps.Equal(by, want) {
+		t.Errorf("pool two:3, three:1 over 40 messages: %v, want %v", by, want)
+	}
+	for _, r := range waitCount(t, sink, "ehlo.test", 5, 15*time.Second) {
+		if r.peerIP != "127.0.0.2" || r.ehlo != "path-wins.test" {
+			t.Errorf("source two with the path's ehlo_domain: from %s as %s", r.peerIP, r.ehlo)
+		}
+	}
+	d.stop(t, syscall.SIGTERM)
 }
