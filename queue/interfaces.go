@@ -116,6 +116,9 @@ type ConnInfo struct {
 	TLSCipher  string
 	TLSVersion string
 	SessionID  string
+	// DeliveryProtocol names the protocol in records ("" is ESMTP; Lua,
+	// Maildir for the custom_lua and maildir protocols).
+	DeliveryProtocol string
 }
 
 // Clock lets tests control time.

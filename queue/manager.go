@@ -40,6 +40,10 @@ type Options struct {
 	// shared through Redis (kumo.configure_redis_throttles). nil gives
 	// the Manager a local store of its own.
 	Limits *sharedlimit.Store
+	// AdminStatePath is the file that keeps the admin bounces and
+	// suspensions across restarts (adminstore.go); empty keeps them in
+	// memory only.
+	AdminStatePath string
 }
 
 // Classifier sorts a response, given as "<code> <x.y.z> <text>", into a
@@ -82,6 +86,8 @@ type Manager struct {
 	removerDone chan struct{}
 	stopOnce    sync.Once
 	started     atomic.Bool
+
+	admin adminRules // bounces and suspensions (admin.go)
 }
 
 // noteUnimplemented logs, once per option, that a policy asked for
@@ -101,7 +107,9 @@ type entry struct {
 	due   time.Time
 	// shrunk is set while the body lives only in the spool
 	shrunk bool
-	index  int // heap index, -1 when not in the heap
+	// held is set while a suspension delays the message (admin.go)
+	held  bool
+	index int // heap index, -1 when not in the heap
 }
 
 // schedQueue is a scheduled queue: its config, refreshed by TTL, and its
@@ -149,6 +157,10 @@ func New(o Options) (*Manager, error) {
 	}
 	if o.Logger != nil {
 		m.syncer, _ = o.Logger.(RecordSyncer)
+	}
+	m.admin.path, m.admin.log = o.AdminStatePath, o.Log
+	if err := m.admin.load(); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

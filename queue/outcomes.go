@@ -52,6 +52,9 @@ func (m *Manager) record(t logrecord.Type, e *entry, rq *readyQueue, info *ConnI
 		rec.TLSCipher = info.TLSCipher
 		rec.TLSProtocolVersion = info.TLSVersion
 		rec.SessionID = info.SessionID
+		if info.DeliveryProtocol != "" {
+			rec.DeliveryProtocol = info.DeliveryProtocol
+		}
 	}
 	m.o.Logger.Log(rec, e.msg)
 }

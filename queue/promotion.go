@@ -13,6 +13,9 @@ import (
 // promote moves a due message to the ready queue of its egress path.
 func (m *Manager) promote(e *entry) {
 	ctx := m.ctx
+	if m.adminIntercept(e, "") {
+		return // bounced or suspended by an administrator (admin.go)
+	}
 	if e.shrunk {
 		data, err := m.o.Spool.LoadData(ctx, e.msg.ID())
 		if err != nil {
@@ -50,13 +53,17 @@ func (m *Manager) promote(e *entry) {
 	if m.throttleEvent(e) {
 		return
 	}
-	rq, err := m.selectReadyQueue(ctx, sq, route)
+	rq, until, err := m.selectReadyQueue(ctx, sq, route)
 	if err != nil {
 		m.transient(e, sq, nil, Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
 		return
 	}
 	if rq == nil {
+		if !until.IsZero() {
+			m.holdForReadyQueue(e, until) // every ready queue is suspended
+			return
+		}
 		m.noEligibleSource(e, sq)
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kumogo/kumogo/internal/adminapi"
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/sharedlimit"
 )
@@ -28,6 +29,12 @@ type readyQueue struct {
 	head   int
 	conns  int
 	notify chan struct{}
+	// batch is the batch size of the connections (BatchConn), learnt
+	// from the first one; it scales the dispatcher count down.
+	batch int
+
+	// states for ready-q-states (readystate.go), guarded by mu
+	states map[string]adminapi.QueueState
 
 	// rates and connection limits of the egress path (shaping.go)
 	limits egressLimits
@@ -44,6 +51,7 @@ func (rq *readyQueue) update(path config.EgressPath, src config.EgressSource, ro
 	rq.mu.Lock()
 	rq.limits = newEgressLimits(rq.name, path)
 	rq.path, rq.src, rq.route, rq.pool, rq.loaded = path, src, route, pool, time.Now()
+	rq.batch = routeBatch(route)
 	rq.mu.Unlock()
 }
 
@@ -77,7 +85,7 @@ func (rq *readyQueue) push(e *entry) {
 	rq.mu.Lock()
 	rq.items = append(rq.items, e)
 	n := len(rq.items) - rq.head
-	spawn := rq.conns < Dispatchers(rq.path.ConnectionLimit, n)
+	spawn := rq.conns < batchDispatchers(rq.path.ConnectionLimit, n, rq.batch)
 	if spawn {
 		rq.conns++
 	}
@@ -158,7 +166,7 @@ func (rq *readyQueue) dispatch() {
 		rq.mu.Lock()
 		rq.conns--
 		n := len(rq.items) - rq.head
-		respawn := n > 0 && m.ctx.Err() == nil && rq.conns < Dispatchers(rq.path.ConnectionLimit, n)
+		respawn := n > 0 && m.ctx.Err() == nil && rq.conns < batchDispatchers(rq.path.ConnectionLimit, n, rq.batch)
 		if respawn {
 			rq.conns++
 			m.wg.Add(1)
@@ -210,8 +218,11 @@ func (rq *readyQueue) dispatch() {
 		if ctx.Err() != nil {
 			return // shutting down: the message stays in the spool
 		}
-		// message rates first, so that a long wait never holds an idle
-		// connection open
+		if m.adminIntercept(e, rq.name) || m.readySuspended(rq, e) {
+			continue // bounced, or held by a suspension (admin.go)
+		}
+		// message rates before connecting, so that a long wait never
+		// holds an idle connection open
 		delay, ok := m.takeMessageRates(ctx, limits.msgRates, path.IdleTimeout)
 		if !ok {
 			return
@@ -222,10 +233,8 @@ func (rq *readyQueue) dispatch() {
 			continue
 		}
 		if conn == nil {
-			if limits.connRate != nil {
-				if _, ok := m.limits.Wait(ctx, limits.connRate.name, limits.connRate.spec); !ok {
-					return
-				}
+			if !rq.waitConnRate(ctx, limits.connRate) {
+				return
 			}
 			c, err := m.o.Connector.Connect(ctx, route, &path, &src)
 			if err != nil {
@@ -243,6 +252,18 @@ func (rq *readyQueue) dispatch() {
 			}
 			conn = c
 		}
+		if bc, ok := conn.(BatchConn); ok {
+			if size, minSize, latency := bc.Batching(); size > 1 {
+				rq.setBatch(size)
+				batch := rq.gather(ctx, e, size, minSize, latency)
+				rq.sendBatch(ctx, bc, batch)
+				delivered += len(batch)
+				if ctx.Err() != nil {
+					return
+				}
+				continue
+			}
+		}
 		results := rq.send(ctx, conn, e, path.MaxRecipientsPerBatch)
 		delivered++
 		if ctx.Err() != nil {
@@ -254,6 +275,13 @@ func (rq *readyQueue) dispatch() {
 			return
 		}
 	}
+}
+
+// setBatch records the batch size of the queue's connections.
+func (rq *readyQueue) setBatch(size int) {
+	rq.mu.Lock()
+	rq.batch = size
+	rq.mu.Unlock()
 }
 
 // send delivers e on conn, in batches of at most maxRcpts recipients

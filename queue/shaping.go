@@ -138,30 +138,40 @@ func (m *Manager) selectionAllowed(ctx context.Context, rq *readyQueue) bool {
 }
 
 // selectReadyQueue picks the source for a message of sq by weighted round
-// robin, skipping sources whose source_selection_rate is exhausted. nil
-// with a nil error means no source is eligible now.
-func (m *Manager) selectReadyQueue(ctx context.Context, sq *schedQueue, route Route) (*readyQueue, error) {
+// robin, skipping suspended ready queues (admin.go) and sources whose
+// source_selection_rate is exhausted. With no ready queue, a non-zero
+// until means every one is suspended until then; otherwise no source is
+// eligible by its selection rates now.
+func (m *Manager) selectReadyQueue(ctx context.Context, sq *schedQueue, route Route) (*readyQueue, time.Time, error) {
 	tried := map[string]bool{}
+	m.mu.Lock()
 	tries := 0
 	for _, en := range sq.pool.Entries {
 		tries += max(en.Weight, 0)
 	}
+	m.mu.Unlock()
 	tries = max(min(tries, 256), 1)
 	for range tries {
-		src := m.pickSource(sq)
+		src, until := m.pickSourceFor(sq, route)
+		if src == "" {
+			if len(tried) == 0 {
+				return nil, until, nil
+			}
+			break
+		}
 		if tried[src] {
 			continue
 		}
 		tried[src] = true
 		rq, err := m.readyQueue(ctx, sq, route, src)
 		if err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		if m.selectionAllowed(ctx, rq) {
-			return rq, nil
+			return rq, time.Time{}, nil
 		}
 	}
-	return nil, nil
+	return nil, time.Time{}, nil
 }
 
 // noEligibleSource records KumoMTA's TransientFailure for a message whose

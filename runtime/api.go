@@ -23,6 +23,7 @@ func (st *state) openAPI() *lua.LTable {
 	inject := L.NewTable()
 	inject.RawSetString("inject_v1", L.NewFunction(st.apiInjectV1))
 	api.RawSetString("inject", inject)
+	api.RawSetString("admin", st.openAPIAdmin())
 	return api
 }
 

@@ -179,9 +179,10 @@ var kumoAPIAddressFields = []string{
 var kumoAPIUndocumented = map[string][]string{
 	"kumo": {"traceback", "validation_failed", "get_event_registrars", "set_lua_gc_on_put",
 		"spawn_thread_pool", "inject_message", "configure_log_disposition_hook"},
-	"kumo.dns":               {"configure_test_resolver", "configure_test_mta_sts"},
-	"kumo.api.admin.bounce":  {"bounce"},
-	"kumo.api.admin.suspend": {"suspend"},
+	"kumo.dns":                       {"configure_test_resolver", "configure_test_mta_sts"},
+	"kumo.api.admin.bounce":          {"bounce", "delete", "list"},
+	"kumo.api.admin.suspend":         {"delete", "list", "suspend"},
+	"kumo.api.admin.suspend_ready_q": {"delete", "list", "suspend"},
 }
 
 // apiFunctions is every KumoMTA function name by module table.

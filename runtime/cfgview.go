@@ -2,12 +2,12 @@ package runtime
 
 import (
 	"strconv"
-	"strings"
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/duration"
 )
 
 // field is one key of a configuration object as seen from Lua.
@@ -47,14 +47,14 @@ func listenerDomainView(d *config.ListenerDomain) []field {
 
 func queueConfigView(c *config.QueueConfig) []field {
 	return []field{
-		{"retry_interval", formatDuration(c.RetryInterval)},
+		{"retry_interval", duration.Format(c.RetryInterval)},
 		{"max_retry_interval", optDuration(c.MaxRetryInterval)},
-		{"max_age", formatDuration(c.MaxAge)},
+		{"max_age", duration.Format(c.MaxAge)},
 		{"egress_pool", optString(c.EgressPool)},
 		{"max_message_rate", optString(c.MaxMessageRate)},
 		{"protocol", protocolView(&c.Protocol)},
-		{"reap_interval", formatDuration(c.ReapInterval)},
-		{"refresh_interval", formatDuration(c.RefreshInterval)},
+		{"reap_interval", duration.Format(c.ReapInterval)},
+		{"refresh_interval", duration.Format(c.RefreshInterval)},
 		{"refresh_strategy", c.RefreshStrategy},
 		{"strategy", c.Strategy},
 		{"timerwheel_tick_interval", optDuration(c.TimerwheelTickInterval)},
@@ -79,7 +79,7 @@ func protocolView(p *config.QueueProtocol) map[string]any {
 			"constructor":       p.CustomLuaConstructor,
 			"batch_size":        int64(p.BatchSize),
 			"min_batch_size":    int64(p.MinBatchSize),
-			"max_batch_latency": formatDuration(p.MaxBatchLatency),
+			"max_batch_latency": duration.Format(p.MaxBatchLatency),
 		}}
 	}
 	mx := make([]any, len(p.MXList))
@@ -117,17 +117,17 @@ func egressPathView(p *config.EgressPath) []field {
 		{"openssl_cipher_suites", optString(p.OpenSSLCipherSuites)},
 		{"openssl_options", optString(p.OpenSSLOptions)},
 		{"rustls_cipher_suites", stringsView(p.RustlsCipherSuites)},
-		{"connect_timeout", formatDuration(p.ConnectTimeout)},
-		{"banner_timeout", formatDuration(p.BannerTimeout)},
-		{"ehlo_timeout", formatDuration(p.EhloTimeout)},
-		{"mail_from_timeout", formatDuration(p.MailFromTimeout)},
-		{"rcpt_to_timeout", formatDuration(p.RcptToTimeout)},
-		{"data_timeout", formatDuration(p.DataTimeout)},
-		{"data_dot_timeout", formatDuration(p.DataDotTimeout)},
-		{"rset_timeout", formatDuration(p.RsetTimeout)},
-		{"idle_timeout", formatDuration(p.IdleTimeout)},
-		{"starttls_timeout", formatDuration(p.StartTLSTimeout)},
-		{"auth_timeout", formatDuration(p.AuthTimeout)},
+		{"connect_timeout", duration.Format(p.ConnectTimeout)},
+		{"banner_timeout", duration.Format(p.BannerTimeout)},
+		{"ehlo_timeout", duration.Format(p.EhloTimeout)},
+		{"mail_from_timeout", duration.Format(p.MailFromTimeout)},
+		{"rcpt_to_timeout", duration.Format(p.RcptToTimeout)},
+		{"data_timeout", duration.Format(p.DataTimeout)},
+		{"data_dot_timeout", duration.Format(p.DataDotTimeout)},
+		{"rset_timeout", duration.Format(p.RsetTimeout)},
+		{"idle_timeout", duration.Format(p.IdleTimeout)},
+		{"starttls_timeout", duration.Format(p.StartTLSTimeout)},
+		{"auth_timeout", duration.Format(p.AuthTimeout)},
 		{"system_shutdown_timeout", optDuration(p.SystemShutdownTimeout)},
 		{"max_ready", int64(p.MaxReady)},
 		{"consecutive_connection_failures_before_delay", int64(p.ConsecutiveConnectionFailuresBeforeDelay)},
@@ -148,7 +148,7 @@ func egressPathView(p *config.EgressPath) []field {
 		{"ip_lookup_strategy", optString(p.IPLookupStrategy)},
 		{"ehlo_domain", optString(p.EhloDomain)},
 		{"aggressive_connection_opening", p.AggressiveConnectionOpening},
-		{"refresh_interval", formatDuration(p.RefreshInterval)},
+		{"refresh_interval", duration.Format(p.RefreshInterval)},
 		{"refresh_strategy", p.RefreshStrategy},
 		{"dispatcher_wakeup_strategy", p.DispatcherWakeupStrategy},
 		{"maintainer_wakeup_strategy", p.MaintainerWakeupStrategy},
@@ -180,7 +180,7 @@ func egressSourceView(s *config.EgressSource) []field {
 		{"socks5_proxy_password", optString(s.Socks5ProxyPassword)},
 		{"suspend_when_unplumbed", optMap(s.SuspendWhenUnplumbed)},
 		{"suspend_when_proxy_unhealthy", optMap(s.SuspendWhenProxyUnhealthy)},
-		{"ttl", formatDuration(s.TTL)},
+		{"ttl", duration.Format(s.TTL)},
 	}
 }
 
@@ -192,7 +192,7 @@ func egressPoolView(p *config.EgressPool) []field {
 	return []field{
 		{"name", p.Name},
 		{"entries", entries},
-		{"ttl", formatDuration(p.TTL)},
+		{"ttl", duration.Format(p.TTL)},
 	}
 }
 
@@ -245,7 +245,7 @@ func optDuration(d time.Duration) any {
 	if d == 0 {
 		return nil
 	}
-	return formatDuration(d)
+	return duration.Format(d)
 }
 
 func optMap(m map[string]any) any {
@@ -304,51 +304,6 @@ func keySourceView(k config.KeySource) any {
 		return m
 	}
 	return nil
-}
-
-// formatDuration renders d the way humantime does ("20m", "7days",
-// "1h 30m", "1s 500ms"); duration.Parse reads it back exactly.
-func formatDuration(d time.Duration) string {
-	if d <= 0 {
-		return "0s"
-	}
-	const (
-		day   = 24 * time.Hour
-		month = 2_630_016 * time.Second
-		year  = 31_557_600 * time.Second
-	)
-	units := []struct {
-		len         time.Duration
-		one, plural string
-	}{
-		{year, "year", "years"},
-		{month, "month", "months"},
-		{day, "day", "days"},
-		{time.Hour, "h", "h"},
-		{time.Minute, "m", "m"},
-		{time.Second, "s", "s"},
-		{time.Millisecond, "ms", "ms"},
-		{time.Microsecond, "us", "us"},
-		{time.Nanosecond, "ns", "ns"},
-	}
-	var b strings.Builder
-	for _, u := range units {
-		n := d / u.len
-		if n == 0 {
-			continue
-		}
-		d -= n * u.len
-		if b.Len() > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(strconv.FormatInt(int64(n), 10))
-		if n == 1 {
-			b.WriteString(u.one)
-		} else {
-			b.WriteString(u.plural)
-		}
-	}
-	return b.String()
 }
 
 // configUD returns the configuration object in argument 1.

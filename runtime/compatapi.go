@@ -25,7 +25,7 @@ var calledEvents = map[string]string{
 	"smtp_server_message_deferred_inject": "", "smtp_server_message_received": "",
 	"smtp_server_rcpt_to": "", "smtp_server_rewrite_response": "",
 	"smtp_server_split_transaction": "", "spool_message_enumerated": "",
-	"throttle_insert_ready_queue": "",
+	"throttle_insert_ready_queue": "", "rebind_message": "",
 }
 
 // otherDaemonEvents belong to KumoMTA's tsa-daemon and proxy-server.

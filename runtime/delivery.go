@@ -184,7 +184,7 @@ func (r *Runtime) GetEgressPathConfig(ctx context.Context, routingDomain, source
 // handler returning kumo.make_egress_source{...}.
 func (r *Runtime) GetEgressSource(ctx context.Context, name string) (config.EgressSource, error) {
 	if name == "unspecified" {
-		return unspecifiedSource(), nil
+		return config.UnspecifiedSource(), nil
 	}
 	if !r.handlers[EvGetEgressSource] {
 		return config.EgressSource{}, fmt.Errorf("egress source %q: no %s event handler is defined", name, EvGetEgressSource)
@@ -217,7 +217,7 @@ func (r *Runtime) GetEgressSource(ctx context.Context, name string) (config.Egre
 // requires a handler returning kumo.make_egress_pool{...}.
 func (r *Runtime) GetEgressPool(ctx context.Context, name string) (config.EgressPool, error) {
 	if name == "unspecified" {
-		return unspecifiedPool(), nil
+		return config.UnspecifiedPool(), nil
 	}
 	if !r.handlers[EvGetEgressPool] {
 		return config.EgressPool{}, fmt.Errorf("egress pool %q: no %s event handler is defined", name, EvGetEgressPool)

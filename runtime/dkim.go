@@ -114,40 +114,40 @@ func (st *state) dkimMT() *lua.LTable {
 
 func (st *state) decodeDKIMSigner(v any, ed bool) (*dkimSigner, error) {
 	what := "struct SignerParams"
-	o := newObj(v, v, what, dkimFields...)
+	o := config.NewObject(v, v, what, dkimFields...)
 	var domain, selector, auid, hcanon, bcanon string
 	var headers []string
 	var key config.KeySource
 	var expiration, ttl time.Duration
 	var bodyLength, reporting, overSign bool
 	var atps, atpsh string
-	o.str("domain", &domain)
-	o.str("selector", &selector)
-	o.strList("headers", &headers)
-	o.keySource("key", &key)
-	o.str("atps", &atps)
-	o.str("atpsh", &atpsh)
-	o.str("agent_user_identifier", &auid)
-	o.dur("expiration", &expiration)
-	o.boolean("body_length", &bodyLength)
-	o.boolean("reporting", &reporting)
-	o.enum("header_canonicalization", &hcanon, "Relaxed", "Simple")
-	o.enum("body_canonicalization", &bcanon, "Relaxed", "Simple")
-	o.dur("ttl", &ttl)
-	o.boolean("over_sign", &overSign)
+	o.Str("domain", &domain)
+	o.Str("selector", &selector)
+	o.StrList("headers", &headers)
+	o.KeySource("key", &key)
+	o.Str("atps", &atps)
+	o.Str("atpsh", &atpsh)
+	o.Str("agent_user_identifier", &auid)
+	o.Duration("expiration", &expiration)
+	o.Bool("body_length", &bodyLength)
+	o.Bool("reporting", &reporting)
+	o.Enum("header_canonicalization", &hcanon, "Relaxed", "Simple")
+	o.Enum("body_canonicalization", &bcanon, "Relaxed", "Simple")
+	o.Duration("ttl", &ttl)
+	o.Bool("over_sign", &overSign)
 	switch {
-	case o.err != nil:
+	case o.Err() != nil:
 	case domain == "":
-		o.fail("missing field `domain`")
+		o.Fail("missing field `domain`")
 	case selector == "":
-		o.fail("missing field `selector`")
+		o.Fail("missing field `selector`")
 	case headers == nil:
-		o.fail("missing field `headers`")
+		o.Fail("missing field `headers`")
 	case key.IsZero():
-		o.fail("missing field `key`")
+		o.Fail("missing field `key`")
 	}
-	if o.err != nil {
-		return nil, o.err
+	if o.Err() != nil {
+		return nil, o.Err()
 	}
 	for _, opt := range []struct {
 		set  bool

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/kumogo/kumogo/internal/config"
 	lua "github.com/yuin/gopher-lua"
 )
 
@@ -116,23 +117,23 @@ func (st *state) dnsConfigureResolver(L *lua.LState) int {
 // decodeResolverConfig decodes a configure_resolver table into "ip:port"
 // name server addresses.
 func decodeResolverConfig(v any) ([]string, error) {
-	o := newObj(v, v, "struct ResolverConfig", "name_servers", "domain", "search", "options")
+	o := config.NewObject(v, v, "struct ResolverConfig", "name_servers", "domain", "search", "options")
 	var domain string
 	var search []string
 	var options map[string]any
-	o.str("domain", &domain)
-	o.strList("search", &search)
-	o.mapValue("options", &options)
+	o.Str("domain", &domain)
+	o.StrList("search", &search)
+	o.Map("options", &options)
 	var servers []string
-	ns, ok := o.get("name_servers")
-	if !ok && o.err == nil {
-		o.fail("missing field `name_servers`")
+	ns, ok := o.Get("name_servers")
+	if !ok && o.Err() == nil {
+		o.Fail("missing field `name_servers`")
 	}
 	if ok {
 		items, isSeq := ns.([]any)
 		if !isSeq {
 			if m, isMap := ns.(map[string]any); !isMap || len(m) != 0 {
-				o.fail("invalid type: " + describe(ns) + ", expected a sequence of name servers")
+				o.Fail("invalid type: " + config.Describe(ns) + ", expected a sequence of name servers")
 			}
 		}
 		for _, it := range items {
@@ -141,35 +142,35 @@ func decodeResolverConfig(v any) ([]string, error) {
 			case string:
 				s = x
 			case map[string]any:
-				e := newObj(x, o.input, "struct NameServerConfig", "socket_addr", "protocol", "tls_dns_name", "trust_negative_responses", "bind_addr")
-				e.str("socket_addr", &s)
+				e := config.NewObject(x, o.Input(), "struct NameServerConfig", "socket_addr", "protocol", "tls_dns_name", "trust_negative_responses", "bind_addr")
+				e.Str("socket_addr", &s)
 				proto := "udp"
-				e.enum("protocol", &proto, "udp", "tcp")
+				e.Enum("protocol", &proto, "udp", "tcp")
 				var ignored string
 				var b bool
-				e.str("tls_dns_name", &ignored)
-				e.boolean("trust_negative_responses", &b)
-				e.str("bind_addr", &ignored)
-				if e.err == nil && s == "" {
-					e.fail("missing field `socket_addr`")
+				e.Str("tls_dns_name", &ignored)
+				e.Bool("trust_negative_responses", &b)
+				e.Str("bind_addr", &ignored)
+				if e.Err() == nil && s == "" {
+					e.Fail("missing field `socket_addr`")
 				}
-				o.merge(e)
+				o.Merge(e)
 			default:
-				o.fail("invalid type: " + describe(it) + ", expected a name server address string or {socket_addr=...}")
+				o.Fail("invalid type: " + config.Describe(it) + ", expected a name server address string or {socket_addr=...}")
 			}
-			if o.err != nil {
+			if o.Err() != nil {
 				break
 			}
 			addr, err := nameServerAddr(s)
 			if err != nil {
-				o.fail("invalid value: " + describe(s) + ", expected " + err.Error())
+				o.Fail("invalid value: " + config.Describe(s) + ", expected " + err.Error())
 				break
 			}
 			servers = append(servers, addr)
 		}
 	}
-	if o.err != nil {
-		return nil, o.err
+	if o.Err() != nil {
+		return nil, o.Err()
 	}
 	return servers, nil
 }

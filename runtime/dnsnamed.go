@@ -8,6 +8,7 @@ import (
 
 	lua "github.com/yuin/gopher-lua"
 
+	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/dnszone"
 )
 
@@ -67,31 +68,31 @@ func (st *state) dnsDefineResolver(L *lua.LState) int {
 	if err != nil {
 		L.ArgError(2, err.Error())
 	}
-	o := newObj(v, v, "enum ResolverConfig", "Hickory", "Test")
+	o := config.NewObject(v, v, "enum ResolverConfig", "Hickory", "Test")
 	var servers []string
 	var zones *dnszone.Zones
-	if h, ok := o.get("Hickory"); ok {
+	if h, ok := o.Get("Hickory"); ok {
 		servers, err = decodeResolverConfig(h)
 		if err != nil {
-			o.fail(err.Error())
+			o.Fail(err.Error())
 		}
 	}
-	if tv, ok := o.get("Test"); ok {
-		to := newObj(tv, v, "struct TestResolverConfig", "zones")
+	if tv, ok := o.Get("Test"); ok {
+		to := config.NewObject(tv, v, "struct TestResolverConfig", "zones")
 		var texts []string
-		to.strList("zones", &texts)
-		o.merge(to)
-		if o.err == nil {
+		to.StrList("zones", &texts)
+		o.Merge(to)
+		if o.Err() == nil {
 			if zones, err = dnszone.Parse(texts); err != nil {
-				o.fail(err.Error())
+				o.Fail(err.Error())
 			}
 		}
 	}
-	if o.err == nil && len(o.m) != 1 {
-		o.fail("expected exactly one of `Hickory` or `Test`")
+	if o.Err() == nil && o.Len() != 1 {
+		o.Fail("expected exactly one of `Hickory` or `Test`")
 	}
-	if o.err != nil {
-		L.RaiseError("kumo.dns.define_resolver(%q): %s", name, o.err.Error())
+	if o.Err() != nil {
+		L.RaiseError("kumo.dns.define_resolver(%q): %s", name, o.Err().Error())
 	}
 	if st.rt.opts.Validating {
 		return 0

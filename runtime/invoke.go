@@ -91,12 +91,12 @@ func (st *state) invokeGetEgressPathConfig(L *lua.LState) int {
 
 // invokeGetEgressSource is kumo.invoke_get_egress_source(name).
 func (st *state) invokeGetEgressSource(L *lua.LState) int {
-	return invokeNamed(st, L, EvGetEgressSource, "source", "make_egress_source", unspecifiedSource)
+	return invokeNamed(st, L, EvGetEgressSource, "source", "make_egress_source", config.UnspecifiedSource)
 }
 
 // invokeGetEgressPool is kumo.invoke_get_egress_pool(name).
 func (st *state) invokeGetEgressPool(L *lua.LState) int {
-	return invokeNamed(st, L, EvGetEgressPool, "pool", "make_egress_pool", unspecifiedPool)
+	return invokeNamed(st, L, EvGetEgressPool, "pool", "make_egress_pool", config.UnspecifiedPool)
 }
 
 // invokeNamed runs the handler of a by-name config event (egress source or

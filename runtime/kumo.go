@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	lua "github.com/yuin/gopher-lua"
 
+	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/duration"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 )
@@ -21,31 +22,33 @@ func (st *state) openKumo() *lua.LTable {
 	L := st.L
 	k := L.NewTable()
 	L.SetFuncs(k, map[string]lua.LGFunction{
-		"on":                    st.kumoOn,
-		"get_event_registrars":  st.kumoGetEventRegistrars,
-		"reject":                st.kumoReject,
-		"disconnect":            st.kumoDisconnect,
-		"log_error":             st.logFunc(zerolog.ErrorLevel),
-		"log_warn":              st.logFunc(zerolog.WarnLevel),
-		"log_info":              st.logFunc(zerolog.InfoLevel),
-		"log_debug":             st.logFunc(zerolog.DebugLevel),
-		"sleep":                 st.kumoSleep,
-		"validation_failed":     st.kumoValidationFailed,
-		"traceback":             st.kumoTraceback,
-		"start_esmtp_listener":  st.kumoStartESMTPListener,
-		"start_http_listener":   st.kumoStartHTTPListener,
-		"define_spool":          st.kumoDefineSpool,
-		"configure_local_logs":  st.kumoConfigureLocalLogs,
-		"make_listener_domain":  st.kumoMakeListenerDomain,
-		"make_queue_config":     st.constructor(func(v any) (any, error) { return decodeQueueConfig(v) }),
-		"make_egress_path":      st.constructor(func(v any) (any, error) { return decodeEgressPath(v) }),
-		"make_egress_source":    st.constructor(func(v any) (any, error) { return decodeEgressSource(v) }),
-		"make_egress_pool":      st.constructor(func(v any) (any, error) { return decodeEgressPool(v) }),
-		"available_parallelism": availableParallelism,
-		"memoize":               st.kumoMemoize,
-		"make_throttle":         st.kumoMakeThrottle,
-		"spawn_task":            st.kumoSpawnTask,
-		"make_message":          st.kumoMakeMessage,
+		"on":                             st.kumoOn,
+		"get_event_registrars":           st.kumoGetEventRegistrars,
+		"reject":                         st.kumoReject,
+		"disconnect":                     st.kumoDisconnect,
+		"log_error":                      st.logFunc(zerolog.ErrorLevel),
+		"log_warn":                       st.logFunc(zerolog.WarnLevel),
+		"log_info":                       st.logFunc(zerolog.InfoLevel),
+		"log_debug":                      st.logFunc(zerolog.DebugLevel),
+		"sleep":                          st.kumoSleep,
+		"validation_failed":              st.kumoValidationFailed,
+		"traceback":                      st.kumoTraceback,
+		"start_esmtp_listener":           st.kumoStartESMTPListener,
+		"start_http_listener":            st.kumoStartHTTPListener,
+		"define_spool":                   st.kumoDefineSpool,
+		"configure_local_logs":           st.kumoConfigureLocalLogs,
+		"configure_log_hook":             st.logHookFunc("configure_log_hook", false),
+		"configure_log_disposition_hook": st.logHookFunc("configure_log_disposition_hook", true),
+		"make_listener_domain":           st.kumoMakeListenerDomain,
+		"make_queue_config":              st.constructor(func(v any) (any, error) { return config.DecodeQueueConfig(v) }),
+		"make_egress_path":               st.constructor(func(v any) (any, error) { return config.DecodeEgressPath(v) }),
+		"make_egress_source":             st.constructor(func(v any) (any, error) { return config.DecodeEgressSource(v) }),
+		"make_egress_pool":               st.constructor(func(v any) (any, error) { return config.DecodeEgressPool(v) }),
+		"available_parallelism":          availableParallelism,
+		"memoize":                        st.kumoMemoize,
+		"make_throttle":                  st.kumoMakeThrottle,
+		"spawn_task":                     st.kumoSpawnTask,
+		"make_message":                   st.kumoMakeMessage,
 
 		"configure_accounting_db_path":  st.kumoConfigureAccountingDBPath,
 		"configure_bounce_classifier":   st.kumoConfigureBounceClassifier,
@@ -94,10 +97,16 @@ func (st *state) openKumo() *lua.LTable {
 	dkimT := st.openDKIM()
 	k.RawSetString("dkim", dkimT)
 	k.RawSetString("api", st.openAPI())
+	spfT, dmarcT := st.openSPF(), st.openDMARC()
+	k.RawSetString("spf", spfT)
+	k.RawSetString("dmarc", dmarcT)
 
 	loaded := L.GetField(L.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable)
 	loaded.RawSetString("kumo.dns", dns)
 	loaded.RawSetString("kumo.dkim", dkimT)
+	loaded.RawSetString("kumo.spf", spfT)
+	loaded.RawSetString("kumo.dmarc", dmarcT)
+	loaded.RawSetString("kumogo.mail_auth", st.openMailAuthExtras())
 	loaded.RawSetString("kumo", k)
 	loaded.RawSetString("kumo.serde", serde)
 	loaded.RawSetString("kumogo.extras_data", st.openExtrasData())
@@ -359,7 +368,7 @@ func (st *state) callCtx() context.Context {
 }
 
 func (st *state) kumoStartESMTPListener(L *lua.LState) int {
-	l, err := decodeESMTPListener(st.tableArg(L), st.rt.hostname)
+	l, err := config.DecodeESMTPListener(st.tableArg(L), st.rt.hostname)
 	if err != nil {
 		L.RaiseError("start_esmtp_listener: %s", err.Error())
 	}
@@ -372,7 +381,7 @@ func (st *state) kumoStartESMTPListener(L *lua.LState) int {
 }
 
 func (st *state) kumoStartHTTPListener(L *lua.LState) int {
-	l, err := decodeHTTPListener(st.tableArg(L), st.rt.hostname)
+	l, err := config.DecodeHTTPListener(st.tableArg(L), st.rt.hostname)
 	if err != nil {
 		L.RaiseError("start_http_listener: %s", err.Error())
 	}
@@ -385,7 +394,7 @@ func (st *state) kumoStartHTTPListener(L *lua.LState) int {
 }
 
 func (st *state) kumoDefineSpool(L *lua.LState) int {
-	s, err := decodeSpool(st.tableArg(L))
+	s, err := config.DecodeSpool(st.tableArg(L))
 	if err != nil {
 		L.RaiseError("define_spool: %s", err.Error())
 	}
@@ -398,7 +407,7 @@ func (st *state) kumoDefineSpool(L *lua.LState) int {
 }
 
 func (st *state) kumoConfigureLocalLogs(L *lua.LState) int {
-	l, err := decodeLocalLogs(st.tableArg(L))
+	l, err := config.DecodeLocalLogs(st.tableArg(L))
 	if err != nil {
 		L.RaiseError("configure_local_logs: %s", err.Error())
 	}
@@ -421,7 +430,7 @@ func (st *state) kumoConfigureAccountingDBPath(L *lua.LState) int {
 }
 
 func (st *state) kumoMakeListenerDomain(L *lua.LState) int {
-	d, err := decodeListenerDomain(st.tableArg(L))
+	d, err := config.DecodeListenerDomain(st.tableArg(L))
 	if err != nil {
 		L.RaiseError("%s", err.Error())
 	}

@@ -91,11 +91,11 @@ func (st *state) keySourceArg(L *lua.LState, i int, fn string) config.KeySource 
 		L.ArgError(i, err.Error())
 	}
 	in := map[string]any{"key": v}
-	o := newObj(in, v, "KeySource", "key")
+	o := config.NewObject(in, v, "KeySource", "key")
 	var ks config.KeySource
-	o.keySource("key", &ks)
-	if o.err != nil {
-		L.RaiseError("%s: %s", fn, o.err.Error())
+	o.KeySource("key", &ks)
+	if o.Err() != nil {
+		L.RaiseError("%s: %s", fn, o.Err().Error())
 	}
 	return ks
 }

@@ -6,6 +6,7 @@ import (
 
 	lua "github.com/yuin/gopher-lua"
 
+	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/message"
 )
 
@@ -35,15 +36,15 @@ func (f closerFunc) Close() error { return f() }
 // kumo.spawn_task page). Under --validate nothing is spawned.
 func (st *state) kumoSpawnTask(L *lua.LState) int {
 	v := st.tableArg(L)
-	o := newObj(v, v, "struct TaskParams", "event_name", "args")
+	o := config.NewObject(v, v, "struct TaskParams", "event_name", "args")
 	var event string
-	o.str("event_name", &event)
-	args, hasArgs := o.get("args")
-	if o.err == nil && event == "" {
-		o.fail("missing field `event_name`")
+	o.Str("event_name", &event)
+	args, hasArgs := o.Get("args")
+	if o.Err() == nil && event == "" {
+		o.Fail("missing field `event_name`")
 	}
-	if o.err != nil {
-		L.RaiseError("kumo.spawn_task: %s", o.err.Error())
+	if o.Err() != nil {
+		L.RaiseError("kumo.spawn_task: %s", o.Err().Error())
 	}
 	r := st.rt
 	if r.opts.Validating {

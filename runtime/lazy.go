@@ -18,6 +18,7 @@ var lazyModules = map[string]func(*state) *lua.LTable{
 	"string":  (*state).openString,
 	"regex":   (*state).openRegex,
 	"time":    (*state).openTime,
+	"http":    (*state).openHTTP,
 }
 
 // installLazyModules registers package.preload entries for the lazy

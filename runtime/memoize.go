@@ -8,6 +8,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/kumogo/kumogo/internal/config"
 	lua "github.com/yuin/gopher-lua"
 	"golang.org/x/sync/singleflight"
 )
@@ -81,7 +82,7 @@ func (st *state) kumoMemoize(L *lua.LState) int {
 	if err != nil {
 		L.ArgError(2, err.Error())
 	}
-	o := newObj(v, v, "struct MemoizeParams", "name", "ttl", "capacity", "invalidate_with_epoch",
+	o := config.NewObject(v, v, "struct MemoizeParams", "name", "ttl", "capacity", "invalidate_with_epoch",
 		"populate_timeout", "retry_on_populate_timeout", "allow_stale_reads")
 	var (
 		name                         string
@@ -89,23 +90,23 @@ func (st *state) kumoMemoize(L *lua.LState) int {
 		capacity                     int
 		withEpoch, retry, allowStale bool
 	)
-	o.str("name", &name)
-	o.dur("ttl", &ttl)
-	o.uintN("capacity", &capacity, math.MaxInt32, "usize")
-	o.boolean("invalidate_with_epoch", &withEpoch)
-	o.dur("populate_timeout", &populate)
-	o.boolean("retry_on_populate_timeout", &retry)
-	o.boolean("allow_stale_reads", &allowStale)
+	o.Str("name", &name)
+	o.Duration("ttl", &ttl)
+	o.UintN("capacity", &capacity, math.MaxInt32, "usize")
+	o.Bool("invalidate_with_epoch", &withEpoch)
+	o.Duration("populate_timeout", &populate)
+	o.Bool("retry_on_populate_timeout", &retry)
+	o.Bool("allow_stale_reads", &allowStale)
 	for _, req := range []string{"name", "ttl", "capacity"} {
-		if _, ok := o.get(req); !ok && o.err == nil {
-			o.fail("missing field `" + req + "`")
+		if _, ok := o.Get(req); !ok && o.Err() == nil {
+			o.Fail("missing field `" + req + "`")
 		}
 	}
-	if o.err == nil && capacity < 1 {
-		o.fail("invalid value: capacity must be at least 1")
+	if o.Err() == nil && capacity < 1 {
+		o.Fail("invalid value: capacity must be at least 1")
 	}
-	if o.err != nil {
-		L.RaiseError("kumo.memoize: %s", o.err.Error())
+	if o.Err() != nil {
+		L.RaiseError("kumo.memoize: %s", o.Err().Error())
 	}
 	if allowStale {
 		withEpoch = false

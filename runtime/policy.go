@@ -243,7 +243,7 @@ func (r *Runtime) ListenerDomain(ctx context.Context, domain, listener string, c
 		case *lua.LTable:
 			var gv any
 			if gv, err = st.toGo(v); err == nil {
-				out, err = decodeListenerDomain(gv)
+				out, err = config.DecodeListenerDomain(gv)
 			}
 		default:
 			err = fmt.Errorf("get_listener_domain must return kumo.make_listener_domain{...} or nil, got %s", v.Type())

@@ -171,6 +171,8 @@ type Runtime struct {
 	epochN atomic.Uint64 // configuration epoch (epoch.go)
 	epoch  epochState
 
+	hookNames sync.Map // names of the configured log hooks (loghook.go)
+
 	ownMu sync.Mutex
 	owned []io.Closer // closed with the runtime (dnstest.go)
 }

@@ -6,6 +6,7 @@ import (
 
 	lua "github.com/yuin/gopher-lua"
 
+	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/message"
 )
 
@@ -59,31 +60,31 @@ func (st *state) msgSetDue(L *lua.LState) int {
 
 // decodeScheduling decodes a set_scheduling table strictly.
 func decodeScheduling(v any) (*message.Scheduling, error) {
-	o := newObj(v, v, "struct Scheduling", "first_attempt", "expires", "dow", "tz", "start", "end")
+	o := config.NewObject(v, v, "struct Scheduling", "first_attempt", "expires", "dow", "tz", "start", "end")
 	s := &message.Scheduling{}
 	for _, f := range []struct {
 		key string
 		dst *time.Time
 	}{{"first_attempt", &s.FirstAttempt}, {"expires", &s.Expires}} {
 		var str string
-		o.str(f.key, &str)
-		if o.err != nil || str == "" {
+		o.Str(f.key, &str)
+		if o.Err() != nil || str == "" {
 			continue
 		}
 		t, err := parseTimestamp(str)
 		if err != nil {
-			o.fail("invalid value: " + describe(str) + ", expected an ISO 8601 date and time")
+			o.Fail("invalid value: " + config.Describe(str) + ", expected an ISO 8601 date and time")
 			continue
 		}
 		*f.dst = t
 	}
 	var dow, tz, start, end string
-	o.str("dow", &dow)
-	o.str("tz", &tz)
-	o.str("start", &start)
-	o.str("end", &end)
-	if o.err != nil {
-		return nil, o.err
+	o.Str("dow", &dow)
+	o.Str("tz", &tz)
+	o.Str("start", &start)
+	o.Str("end", &end)
+	if o.Err() != nil {
+		return nil, o.Err()
 	}
 	given := 0
 	for _, x := range []string{dow, tz, start, end} {
@@ -96,13 +97,13 @@ func decodeScheduling(v any) (*message.Scheduling, error) {
 	case 4:
 		w, err := message.ParseDeliveryWindow(dow, tz, start, end)
 		if err != nil {
-			o.fail("invalid value: " + err.Error())
-			return nil, o.err
+			o.Fail("invalid value: " + err.Error())
+			return nil, o.Err()
 		}
 		s.Window = w
 	default:
-		o.fail("invalid value: dow, tz, start and end must be given together")
-		return nil, o.err
+		o.Fail("invalid value: dow, tz, start and end must be given together")
+		return nil, o.Err()
 	}
 	return s, nil
 }

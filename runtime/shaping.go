@@ -14,6 +14,7 @@ import (
 
 	lua "github.com/yuin/gopher-lua"
 
+	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/shaping"
 )
 
@@ -69,27 +70,27 @@ func (st *state) shapingLoad(L *lua.LState) int {
 
 // decodeShapingOptions reads the options table strictly.
 func decodeShapingOptions(v any, o *shaping.Options) error {
-	ob := newObj(v, v, "struct ShapingMergeOptions", "provider_overlap", "dns_fail", "null_mx",
+	ob := config.NewObject(v, v, "struct ShapingMergeOptions", "provider_overlap", "dns_fail", "null_mx",
 		"aliased_site", "skip_remote", "remote_load", "local_load", "http_timeout")
 	for key, dst := range map[string]*shaping.Level{
 		"provider_overlap": &o.ProviderOverlap, "dns_fail": &o.DNSFail, "null_mx": &o.NullMX,
 		"aliased_site": &o.AliasedSite, "remote_load": &o.RemoteLoad, "local_load": &o.LocalLoad,
 	} {
 		var s string
-		ob.str(key, &s)
-		if s == "" || ob.err != nil {
+		ob.Str(key, &s)
+		if s == "" || ob.Err() != nil {
 			continue
 		}
 		l, err := shaping.ParseLevel(s)
 		if err != nil {
-			ob.fail("invalid value: " + err.Error())
+			ob.Fail("invalid value: " + err.Error())
 			continue
 		}
 		*dst = l
 	}
-	ob.boolean("skip_remote", &o.SkipRemote)
-	ob.dur("http_timeout", &o.HTTPTimeout)
-	return ob.err
+	ob.Bool("skip_remote", &o.SkipRemote)
+	ob.Duration("http_timeout", &o.HTTPTimeout)
+	return ob.Err()
 }
 
 // shapingEnv connects the shaping merge to kumo.dns, the strict egress
@@ -97,7 +98,7 @@ func decodeShapingOptions(v any, o *shaping.Options) error {
 func (st *state) shapingEnv() shaping.Env {
 	env := shaping.Env{
 		ValidatePath: func(m map[string]any) error {
-			_, err := decodeEgressPath(m)
+			_, err := config.DecodeEgressPath(m)
 			return err
 		},
 		ReadFile: st.rt.readShareFile,

@@ -3,6 +3,7 @@ package runtime
 import (
 	"time"
 
+	"github.com/kumogo/kumogo/internal/duration"
 	lua "github.com/yuin/gopher-lua"
 )
 
@@ -71,7 +72,7 @@ func (st *state) checkTimeDelta(L *lua.LState, n int) time.Duration {
 // intervals.
 func formatSignedDuration(d time.Duration) string {
 	if d < 0 {
-		return "-" + formatDuration(-d)
+		return "-" + duration.Format(-d)
 	}
-	return formatDuration(d)
+	return duration.Format(d)
 }

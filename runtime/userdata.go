@@ -311,6 +311,9 @@ func (st *state) messageMethods() map[string]lua.LGFunction {
 	for k, v := range st.schedulingMethods() {
 		m[k] = v
 	}
+	for k, v := range st.authMethods() {
+		m[k] = v
+	}
 	return m
 }
 

@@ -10,6 +10,8 @@
 #   zstd     to read log segments by hand
 #   python3  helper scripts
 #   python3-dkim  dkimpy: an independent DKIM verifier for kumogo's signatures
+#   python3-authres  lets dkimpy seal ARC sets (the ARC tests verify kumogo's
+#            verifier against dkimpy's seals)
 #   gcc, libc6-dev  cgo, needed by `go test -race`
 #   prometheus  a real Prometheus server that the metrics test starts on
 #            loopback with its own config; the packaged service is kept
@@ -36,7 +38,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=()
-for p in postfix swaks zstd gcc libc6-dev python3-dkim prometheus redis-server; do
+for p in postfix swaks zstd gcc libc6-dev python3-dkim python3-authres prometheus redis-server; do
 	pkg_installed "$p" || missing+=("$p")
 done
 if ! command -v python3 >/dev/null 2>&1; then

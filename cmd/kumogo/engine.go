@@ -219,11 +219,13 @@ func (d *daemon) startEngine(ctx context.Context) error {
 		Policy:    d.rt,
 		Spool:     sp,
 		Logger:    &d.loggers,
-		Router:    router{res: d.resolver()},
-		Connector: &connector{hostname: hostname},
+		Router:    protoRouter{smtp: router{res: d.resolver()}},
+		Connector: protoConnector{smtp: &connector{hostname: hostname}, rt: d.rt, hostname: hostname},
 		Log:       d.log,
 		NodeID:    d.nodeID,
 		Limits:    d.limits,
+		// admin bounces and suspensions survive restarts (admin.go)
+		AdminStatePath: d.adminStatePath(),
 	}
 	if d.classifier != nil {
 		opts.Classifier = d.classifier
@@ -241,6 +243,7 @@ func (d *daemon) startEngine(ctx context.Context) error {
 		l.SetEnqueuer(m, d.health(sp.Health))
 	}
 	m.Start()
+	d.loggers.startHooks(m)
 	start := time.Now()
 	n := 0
 	corrupt, err := sp.Enumerate(ctx, func(msg *message.Message) error {

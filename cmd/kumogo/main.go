@@ -451,6 +451,7 @@ func (d *daemon) serve(ctx context.Context) int {
 		h.SetHealth(d.liveness)
 		if d.queue != nil {
 			h.SetInjector(httpInjector{d})
+			h.SetQueueAdmin(d.queue)
 		}
 		go func(h *httpapi.Server) {
 			if err := h.Serve(); err != nil {
@@ -490,6 +491,7 @@ func (d *daemon) serve(ctx context.Context) int {
 		if err := d.queue.Shutdown(sctx); err != nil {
 			d.log.Warn().Err(err).Msg("delivery shutdown incomplete")
 		}
+		d.loggers.closeHooks(sctx)
 	}
 	if d.spool != nil {
 		if err := d.spool.Close(); err != nil {

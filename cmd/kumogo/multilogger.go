@@ -18,6 +18,7 @@ type multiLogger struct {
 	list    []*logrecord.Logger
 	acct    *accounting.DB // nil without configure_accounting_db_path
 	observe func(rec *logrecord.Record)
+	hooks   []recordHook // log hooks and disposition hooks (loghooks.go)
 }
 
 var _ queue.RecordSyncer = (*multiLogger)(nil)
@@ -26,7 +27,7 @@ var _ queue.RecordSyncer = (*multiLogger)(nil)
 // metrics want records. All are set during init, before any session
 // starts.
 func (m *multiLogger) Enabled() bool {
-	return len(m.list) > 0 || m.acct != nil || m.observe != nil
+	return len(m.list) > 0 || m.acct != nil || m.observe != nil || len(m.hooks) > 0
 }
 
 func (m *multiLogger) Log(rec *logrecord.Record, msg *message.Message) {
@@ -44,6 +45,9 @@ func (m *multiLogger) Log(rec *logrecord.Record, msg *message.Message) {
 	}
 	for _, l := range m.list {
 		l.Log(rec, msg)
+	}
+	for _, h := range m.hooks {
+		h.Log(rec, msg)
 	}
 }
 

@@ -1,7 +1,12 @@
 // Package config holds the typed configuration objects that a policy builds
-// with kumo.* constructors (listener, spool, log and listener-domain
-// parameters). runtime decodes Lua tables into these types; the daemon and
-// the listener consume them. Defaults are KumoMTA's.
+// with kumo.* constructors (listener, spool, log, listener-domain, queue and
+// egress parameters) and their strict decoders, one file per constructor
+// named after it (make_queue_config.go decodes kumo.make_queue_config).
+// runtime converts a Lua table into plain Go values (maps, slices, strings,
+// bools, int64, float64) and hands them to a Decode function; the daemon,
+// the listener and the queue consume the result. Decoding is strict, with
+// serde's wording ("deserialize error: unknown field `x`, ..."), and
+// defaults are KumoMTA's.
 package config
 
 import (

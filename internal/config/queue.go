@@ -37,7 +37,7 @@ func (p QueueProtocol) Kind() string {
 	return "smtp"
 }
 
-// QueueConfig is the decoded kumo.make_queue_config table (§3.3).
+// QueueConfig is the decoded kumo.make_queue_config table (KumoMTA docs: "make_queue_config").
 type QueueConfig struct {
 	RetryInterval          time.Duration
 	MaxRetryInterval       time.Duration // 0 = no cap
@@ -53,8 +53,7 @@ type QueueConfig struct {
 	ProviderName           string
 	ShrinkPolicy           []any
 	// Unimplemented lists given keys that are not honoured yet
-	// ("protocol.maildir_path" / "protocol.custom_lua" /
-	// "protocol.smtp.treat_mx_list_as_secure" for those protocol forms).
+	// ("protocol.smtp.treat_mx_list_as_secure").
 	Unimplemented []string
 }
 
@@ -70,7 +69,7 @@ func DefaultQueueConfig() QueueConfig {
 	}
 }
 
-// EgressPath is the decoded kumo.make_egress_path table (§3.3).
+// EgressPath is the decoded kumo.make_egress_path table (KumoMTA docs: "make_egress_path").
 type EgressPath struct {
 	ConnectionLimit                            int
 	ConnectionLimitLocal                       bool

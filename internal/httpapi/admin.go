@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// Admin is what the /api/admin/* operations need from the daemon. The
-// diagnostic log filter and the inspections are served so far; KumoMTA's
-// queue operations (bounce, suspend, suspend-ready-q, rebind) answer 501
-// until the queue manager offers them.
+// Admin is what the /api/admin/* operations need from the daemon: the
+// diagnostic log filter and the inspections. The queue operations
+// (bounce, suspend, suspend-ready-q, rebind, ready-q-states) are served
+// by the scheduler through SetQueueAdmin (adminq.go).
 type Admin interface {
 	// SetDiagnosticLogFilter applies a KumoMTA log filter
 	// ("kumod=debug,..." or a bare level).

@@ -13,12 +13,14 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/net/netutil"
 
 	"github.com/kumogo/kumogo/internal/acctlog"
+	"github.com/kumogo/kumogo/internal/adminapi"
 	"github.com/kumogo/kumogo/internal/certs"
 	"github.com/kumogo/kumogo/internal/config"
 )
@@ -99,6 +101,8 @@ type Server struct {
 	srv    *http.Server
 	auth   *authCache
 	limits Limits
+	// queueAdmin serves the queue administration endpoints (adminq.go)
+	queueAdmin atomic.Pointer[adminapi.Service]
 }
 
 // New prepares a listener; Listen binds it. With use_tls the configured
@@ -190,6 +194,7 @@ func (s *Server) routes() http.Handler {
 		mux.Handle("GET /metrics.json", s.guard(trustedOnly, s.deps.MetricsJSON))
 	}
 	s.adminRoutes(mux)
+	s.queueAdminRoutes(mux)
 	mux.Handle("/api/admin/", s.guard(trustedOnly, http.HandlerFunc(notYet)))
 	mux.Handle("/", s.guard(trustedOnly, http.HandlerFunc(notYet)))
 	return mux

@@ -445,5 +445,6 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // queue names hold "->", shown as KumoMTA shows them
 	enc.Encode(v)
 }

@@ -1,0 +1,152 @@
+package mailauth
+
+import (
+	"bytes"
+	"context"
+	"strings"
+
+	"github.com/emersion/go-msgauth/dkim"
+)
+
+// MaxDKIMSignatures is how many signatures VerifyDKIM checks; KumoMTA's
+// dkim_verify page sets this limit against crafted messages.
+const MaxDKIMSignatures = 10
+
+// VerifyDKIM verifies the DKIM signatures at the top of data (an RFC 5322
+// message with CRLF line endings) and returns one result per signature,
+// in header order, with props header.d, header.i, header.s, header.a and
+// header.b (the signature's first 8 characters). A message without
+// signatures gives no results.
+func VerifyDKIM(ctx context.Context, r Resolver, data []byte) []Result {
+	sigs := dkimSignatures(data)
+	if len(sigs) == 0 {
+		return nil
+	}
+	if bareLF(data) {
+		return []Result{{Method: "dkim", Result: "permerror", Reason: "message has non-canonical line endings"}}
+	}
+	nr := netResolver{r}
+	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(data), &dkim.VerifyOptions{
+		LookupTXT:        func(name string) ([]string, error) { return nr.LookupTXT(ctx, name) },
+		MaxVerifications: MaxDKIMSignatures,
+	})
+	if len(verifs) == 0 && err != nil {
+		reason := strings.TrimPrefix(err.Error(), "dkim: ")
+		return []Result{{Method: "dkim", Result: "permerror", Reason: reason}}
+	}
+	out := make([]Result, 0, len(verifs))
+	for i, v := range verifs {
+		res := Result{Method: "dkim", Props: map[string]string{}}
+		if i < len(sigs) {
+			tags := sigs[i]
+			for _, t := range []string{"d", "i", "s", "a"} {
+				if val := tags[t]; val != "" {
+					res.Props["header."+t] = val
+				}
+			}
+			if b := tags["b"]; b != "" {
+				res.Props["header.b"] = b[:min(8, len(b))]
+			}
+		}
+		if v.Domain != "" {
+			res.Props["header.d"] = v.Domain
+		}
+		if v.Identifier != "" {
+			res.Props["header.i"] = v.Identifier
+		}
+		switch {
+		case v.Err == nil:
+			res.Result = "pass"
+		case dkim.IsTempFail(v.Err):
+			res.Result = "temperror"
+		case dkim.IsPermFail(v.Err):
+			res.Result = "permerror"
+		default:
+			res.Result = "fail"
+		}
+		if v.Err != nil {
+			res.Reason = strings.TrimPrefix(v.Err.Error(), "dkim: ")
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
+// dkimSignatures returns the tags of the DKIM-Signature fields of data's
+// header, in order, at most MaxDKIMSignatures.
+func dkimSignatures(data []byte) []map[string]string {
+	var out []map[string]string
+	for _, f := range headerFields(data) {
+		if !strings.EqualFold(f.name, "DKIM-Signature") {
+			continue
+		}
+		out = append(out, parseTags(f.value))
+		if len(out) == MaxDKIMSignatures {
+			break
+		}
+	}
+	return out
+}
+
+// parseTags reads a tag=value list (RFC 6376 section 3.2), whitespace
+// removed from values.
+func parseTags(v string) map[string]string {
+	tags := map[string]string{}
+	for _, part := range strings.Split(v, ";") {
+		k, val, ok := strings.Cut(part, "=")
+		if !ok {
+			continue
+		}
+		k = strings.TrimSpace(k)
+		if _, dup := tags[k]; dup || k == "" {
+			continue
+		}
+		tags[k] = strings.Join(strings.Fields(val), "")
+	}
+	return tags
+}
+
+// bareLF reports whether data's lines end in LF without CR.
+func bareLF(data []byte) bool {
+	for i, c := range data {
+		if c == '\n' && (i == 0 || data[i-1] != '\r') {
+			return true
+		}
+	}
+	return false
+}
+
+type field struct {
+	name, value string // value unfolded, CRLFs kept out
+}
+
+// headerFields splits the header of data into fields (names as written,
+// values unfolded).
+func headerFields(data []byte) []field {
+	var out []field
+	for len(data) > 0 {
+		end := bytes.IndexByte(data, '\n')
+		line := data
+		if end >= 0 {
+			line, data = data[:end], data[end+1:]
+		} else {
+			data = nil
+		}
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if n := len(out); n > 0 {
+				out[n-1].value += " " + strings.TrimSpace(string(line))
+			}
+			continue
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		out = append(out, field{name: string(bytes.TrimSpace(name)), value: strings.TrimSpace(string(value))})
+	}
+	return out
+}
