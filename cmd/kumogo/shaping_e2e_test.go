@@ -36,6 +36,7 @@ type countSink struct {
 
 type sinkRec struct {
 	at     time.Time
+	rcpt   string
 	domain string
 	conn   int
 	peerIP string
@@ -91,6 +92,7 @@ type countSession struct {
 	conn    *gosmtp.Conn
 	id      int
 	counted string // EHLO name this session is counted under
+	rcpt    string
 	domain  string
 }
 
@@ -114,6 +116,7 @@ func (s *countSession) Mail(string, *gosmtp.MailOptions) error {
 	return nil
 }
 func (s *countSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	s.rcpt = to
 	_, s.domain, _ = strings.Cut(to, "@")
 	return nil
 }
@@ -126,7 +129,7 @@ func (s *countSession) Data(r io.Reader) error {
 	}
 	host, _, _ := net.SplitHostPort(s.conn.Conn().RemoteAddr().String())
 	s.sink.mu.Lock()
-	s.sink.recs = append(s.sink.recs, sinkRec{at: time.Now(), domain: s.domain, conn: s.id, peerIP: host, ehlo: s.counted})
+	s.sink.recs = append(s.sink.recs, sinkRec{at: time.Now(), rcpt: s.rcpt, domain: s.domain, conn: s.id, peerIP: host, ehlo: s.counted})
 	s.sink.mu.Unlock()
 	return nil
 }
@@ -230,6 +233,9 @@ local D = {
   ['asel.test'] = { src = { { name = 'src-s1', weight = 1 } }, path = { additional_source_selection_rates = { ['src-s1-overall'] = '3/day' } } },
   ['weights.test'] = { src = { { name = 'two', weight = 3 }, { name = 'three', weight = 1 } } },
   -- its own source: the ready queue (and so the path) is per source and site
+  ['cluster-rate.test'] = { path = { max_message_rate = '10/s,max_burst=1' } },
+  ['outage.test'] = { path = { max_message_rate = '40/s,max_burst=1' } },
+  ['hold.test'] = { path = { connection_limit = 10, additional_connection_limits = { ['cluster-conns'] = 2 }, ehlo_domain = 'hold.test' } },
   ['ehlo.test'] = { src = { { name = 'two-b', weight = 1 } }, path = { ehlo_domain = 'path-wins.test' } },
 }
 local SOURCES = {
