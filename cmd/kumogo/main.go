@@ -115,6 +115,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	d := &daemon{log: logger, ids: message.NewIDGenerator(), validating: *validate, nodeID: node, metrics: metrics.New(0)}
 	d.limits = sharedlimit.New(logger)
+	quietRedis(logger)
 	defer d.limits.Close()
 	d.registerGauges(d.metrics)
 	hostname, _ := os.Hostname()
