@@ -31,7 +31,7 @@ type Store struct {
 	log zerolog.Logger
 
 	mu        sync.Mutex
-	throttles map[string]*throttle.Limiter // by name and spec
+	throttles map[localKey]*throttle.Limiter
 	leases    map[string]int               // local leases held, by limit name
 
 	redis atomic.Pointer[Redis]
@@ -39,7 +39,7 @@ type Store struct {
 
 // New returns a Store with local limits only.
 func New(log zerolog.Logger) *Store {
-	return &Store{log: log, throttles: make(map[string]*throttle.Limiter), leases: make(map[string]int)}
+	return &Store{log: log, throttles: make(map[localKey]*throttle.Limiter), leases: make(map[string]int)}
 }
 
 // Shared reports whether limits are currently configured to be shared
@@ -58,7 +58,7 @@ func (s *Store) Close() {
 // the same name and spec share one bucket (KumoMTA's make_throttle page:
 // the name defines the throttle).
 func (s *Store) local(name string, spec throttle.Spec) *throttle.Limiter {
-	key := name + "\x00" + spec.String()
+	key := localKey{name, spec}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l, ok := s.throttles[key]
@@ -67,6 +67,12 @@ func (s *Store) local(name string, spec throttle.Spec) *throttle.Limiter {
 		s.throttles[key] = l
 	}
 	return l
+}
+
+// localKey identifies a local bucket: its name and spec.
+type localKey struct {
+	name string
+	spec throttle.Spec
 }
 
 // Throttle checks one event against the named throttle and counts it when
