@@ -13,6 +13,7 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // Administrative actions (KumoMTA's "bounce", "suspend",
@@ -40,7 +41,7 @@ var _ adminapi.Service = (*Manager)(nil)
 func (m *Manager) rules() *adminRules { return &m.admin }
 
 // adminRecord logs an administrative record for all recipients of e.
-func (m *Manager) adminRecord(t logrecord.Type, e *entry, site string, resp Response) {
+func (m *Manager) adminRecord(t logrecord.Type, e *entry, site string, resp smtpreply.Response) {
 	if m.o.Logger == nil || !m.o.Logger.Enabled() {
 		return
 	}
@@ -58,7 +59,7 @@ func (m *Manager) adminRecord(t logrecord.Type, e *entry, site string, resp Resp
 		Queue:             e.queue,
 		Site:              site,
 		Size:              int64(e.msg.Size()),
-		Response:          logrecord.Response{Code: resp.Code, Enhanced: resp.Enhanced, Content: resp.Content, Command: resp.Command},
+		Response:          resp,
 		Timestamp:         time.Now(),
 		Created:           e.msg.Created(),
 		NumAttempts:       e.msg.Attempts(),
@@ -94,8 +95,8 @@ func (m *Manager) adminIntercept(e *entry, site string) bool {
 // adminBounce removes e with an AdminBounce record.
 func (m *Manager) adminBounce(e *entry, r *bounceRule) {
 	if !r.SuppressLogging {
-		m.adminRecord(logrecord.AdminBounce, e, "localhost", Response{Code: 551,
-			Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 7, Detail: 1},
+		m.adminRecord(logrecord.AdminBounce, e, "localhost", smtpreply.Response{Code: 551,
+			Enhanced: &smtpreply.EnhancedCode{Class: 5, Subject: 7, Detail: 1},
 			Content:  "Administrator bounced with reason: " + r.Reason})
 	}
 	m.rules().countBounce(r, e.queue)
@@ -109,7 +110,7 @@ func (m *Manager) adminBounce(e *entry, r *bounceRule) {
 // KumoMTA does: a TransientFailure record and a retry with the queue's
 // backoff (attempts + 1), but no later than the end of the suspension.
 func (m *Manager) holdSuspended(e *entry, site string, r *suspendRule) {
-	resp := Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
+	resp := smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 		Content: "KumoMTA internal: scheduled queue is suspended: " + r.Reason}
 	m.adminRecord(logrecord.TransientFailure, e, site, resp)
 	cfg := config.DefaultQueueConfig()
@@ -127,7 +128,7 @@ func (m *Manager) holdSuspended(e *entry, site string, r *suspendRule) {
 		due = r.Expires
 	}
 	if age := due.Sub(e.msg.Created()); age > cfg.MaxAge {
-		m.expire(e, nil, Response{Code: 551, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
+		m.expire(e, nil, smtpreply.Response{Code: 551, Enhanced: &smtpreply.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
 			Content: ExpiryText(age, cfg.MaxAge)})
 		return
 	}
@@ -207,8 +208,9 @@ func (m *Manager) readySuspended(rq *readyQueue, e *entry) bool {
 	return false
 }
 
-// takeWaiting removes from the scheduled queues (the timer heap) and, with
-// ready, from the ready queues the messages whose scheduled queue keep
+// takeWaiting removes from the scheduled queues (the timer heap and the
+// messages parked during a destination lookup) and, with ready, from the
+// ready queues the messages whose scheduled queue keep
 // accepts, and returns them. Messages being delivered are not touched.
 func (m *Manager) takeWaiting(keep func(queue string) bool, ready bool) []*entry {
 	var out []*entry
@@ -226,6 +228,14 @@ func (m *Manager) takeWaiting(keep func(queue string) bool, ready bool) []*entry
 	clear(m.timers[len(kept):])
 	m.timers = kept
 	heap.Init(&m.timers)
+	// messages due while their destination is looked up
+	for _, sq := range m.sched {
+		if len(sq.parked) == 0 || !keep(sq.name) {
+			continue
+		}
+		out = append(out, sq.parked...)
+		sq.parked = nil
+	}
 	var rqs []*readyQueue
 	if ready {
 		for _, rq := range m.ready {

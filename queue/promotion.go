@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
-	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // promote moves a due message to the ready queue of its egress path.
@@ -35,7 +35,7 @@ func (m *Manager) promote(e *entry) {
 	}
 	sq, err := m.schedQueue(ctx, e.queue)
 	if err != nil {
-		m.transient(e, nil, nil, Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
+		m.transient(e, nil, nil, smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
 		return
 	}
@@ -55,7 +55,7 @@ func (m *Manager) promote(e *entry) {
 	}
 	rq, until, err := m.selectReadyQueue(ctx, sq, route)
 	if err != nil {
-		m.transient(e, sq, nil, Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
+		m.transient(e, sq, nil, smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/kumogo/kumogo/internal/adminapi"
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/sharedlimit"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // readyQueue holds due messages for one egress path (source, site) and
@@ -242,8 +243,8 @@ func (rq *readyQueue) dispatch() {
 				if ctx.Err() != nil {
 					return
 				}
-				resp := Response{Code: 400, Content: "KumoMTA internal: failed to connect to any candidate hosts: " + err.Error()}
-				var re *ResponseError
+				resp := smtpreply.Response{Code: 400, Content: "KumoMTA internal: failed to connect to any candidate hosts: " + err.Error()}
+				var re *smtpreply.Error
 				if errors.As(err, &re) {
 					resp = re.Response
 				}
@@ -308,7 +309,7 @@ func (rq *readyQueue) send(ctx context.Context, conn Conn, e *entry, maxRcpts in
 				msg = err.Error()
 			}
 			for _, r := range chunk {
-				res = append(res, RcptResponse{Recipient: r, Response: Response{Code: 400, Content: "KumoMTA internal: failed to send message: " + msg}})
+				res = append(res, RcptResponse{Recipient: r, Response: smtpreply.Response{Code: 400, Content: "KumoMTA internal: failed to send message: " + msg}})
 			}
 		}
 		results = append(results, res...)

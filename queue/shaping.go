@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
-	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/sharedlimit"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/internal/throttle"
 )
 
@@ -181,7 +181,7 @@ func (m *Manager) noEligibleSource(e *entry, sq *schedQueue) {
 	if pool == "" {
 		pool = "unspecified"
 	}
-	m.transient(e, sq, nil, Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
+	m.transient(e, sq, nil, smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 		Content: fmt.Sprintf("KumoMTA internal: no sources for %s pool=`%s` are eligible for selection at this time", sq.name, pool)}, "")
 }
 

@@ -97,6 +97,7 @@ func (st *state) openKumo() *lua.LTable {
 	dkimT := st.openDKIM()
 	k.RawSetString("dkim", dkimT)
 	k.RawSetString("api", st.openAPI())
+	k.RawSetString("generate_rfc3464_message", L.NewFunction(st.kumoGenerateRFC3464))
 	spfT, dmarcT := st.openSPF(), st.openDMARC()
 	k.RawSetString("spf", spfT)
 	k.RawSetString("dmarc", dmarcT)

@@ -36,6 +36,7 @@ import (
 	"github.com/yuin/gopher-lua/parse"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/sharedlimit"
 	"github.com/kumogo/kumogo/internal/smtpreply"
@@ -111,13 +112,13 @@ const (
 // multipleEvents are the events whose handlers chain (KumoMTA's
 // CallbackSignature "Multiple"); every other event takes one handler.
 var multipleEvents = map[string]bool{
-	"pre_init":                    true,
-	"validate_config":             true,
-	"get_queue_config":            true,
-	"throttle_insert_ready_queue": true,
-	"requeue_message":             true,
-	"should_enqueue_log_record":   true,
-	"get_acl_definition":          true,
+	event.PreInit:                  true,
+	event.ValidateConfig:           true,
+	event.GetQueueConfig:           true,
+	event.ThrottleInsertReadyQueue: true,
+	event.RequeueMessage:           true,
+	"should_enqueue_log_record":    true,
+	"get_acl_definition":           true,
 }
 
 // IsMultipleEvent reports whether event accepts several chained handlers.
@@ -300,7 +301,7 @@ func (r *Runtime) Init(ctx context.Context) error {
 	if st == nil {
 		return errors.New("runtime: closed")
 	}
-	for _, ev := range [...]string{"pre_init", "init"} {
+	for _, ev := range [...]string{event.PreInit, event.Init} {
 		if _, err := st.callEvent(ctx, ev, nil); err != nil {
 			r.discard(st)
 			return fmt.Errorf("runtime: %s: %w", ev, err)
@@ -314,7 +315,7 @@ func (r *Runtime) Init(ctx context.Context) error {
 // Init) and reports a failure when a handler errored or called
 // kumo.validation_failed().
 func (r *Runtime) Validate(ctx context.Context) error {
-	if _, err := r.Call(ctx, "validate_config"); err != nil {
+	if _, err := r.Call(ctx, event.ValidateConfig); err != nil {
 		return err
 	}
 	if r.ValidationFailed() {

@@ -23,12 +23,12 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/rs/zerolog/log"
 
 	"github.com/kumogo/kumogo/internal/accounting"
 	"github.com/kumogo/kumogo/internal/acctlog"
 	"github.com/kumogo/kumogo/internal/bounceclass"
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/httpapi"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/memguard"
@@ -499,7 +499,7 @@ func (d *daemon) serve(ctx context.Context) int {
 			d.log.Error().Err(err).Msg("closing the spool")
 		}
 	}
-	if _, err := d.rt.Call(sctx, "shutdown_logging"); err != nil && d.rt.HasHandler("shutdown_logging") {
+	if _, err := d.rt.Call(sctx, event.ShutdownLogging); err != nil && d.rt.HasHandler(event.ShutdownLogging) {
 		d.log.Warn().Err(err).Msg("shutdown_logging failed")
 	}
 	for _, h := range d.https {
@@ -541,5 +541,3 @@ func dropPrivileges(name string) error {
 	}
 	return nil
 }
-
-var _ = log.Logger

@@ -46,7 +46,7 @@ type Queue interface {
 
 // workers run the policy and the spool writes of one hook in parallel, so
 // that the spool's group commit covers several records.
-const workers = 4
+const workers = 16
 
 // job is one encoded record waiting for the policy.
 type job struct {
