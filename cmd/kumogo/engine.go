@@ -28,6 +28,7 @@ func (d *daemon) startEngine(ctx context.Context) error {
 		Connector: protoConnector{smtp: &egress.Connector{Dialer: egress.Dialer{Hostname: d.hostname, STS: d.mtaSTS()}}, rt: d.rt, hostname: d.hostname},
 		Log:       d.log,
 		NodeID:    d.nodeID,
+		Limits:    d.limits,
 		// admin bounces and suspensions survive restarts (admin.go)
 		AdminStatePath: d.adminStatePath(),
 	}
