@@ -19,14 +19,14 @@ import (
 func TestMissingKumoFunctionsFailByName(t *testing.T) {
 	r, err := newRuntimeErr(t, `
 kumo.on('init', function()
-  kumo.http.connect_websocket 'ws://127.0.0.1:1/'
+  kumo.amqp.build_client {}
 end)`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	err = r.Init(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "kumo.http.connect_websocket is not provided by kumogo") || !strings.Contains(err.Error(), "policy.lua:3") {
+	if err == nil || !strings.Contains(err.Error(), "kumo.amqp.build_client is not provided by kumogo") || !strings.Contains(err.Error(), "policy.lua:3") {
 		t.Fatalf("Init err = %v", err)
 	}
 
@@ -36,8 +36,8 @@ kumo.on('t', function(msg)
   return kumo.no_such_function == nil, kumo.http.no_such == nil, kumo.no_such_module == nil,
     type(kumo.on), require('kumo.http') == kumo.http,
     msgOf(kumo.apply_supplemental_trace_header, msg),
-    msgOf(function() return msg:arc_seal() end),
-    msgOf(kumo.nats.connect)
+    msgOf(function() return msg:parse_mime() end),
+    msgOf(kumo.jsonl.new_tailer)
 end)`)
 	defer r.Close()
 	msg := message.New(message.NewIDGenerator(), message.Address{User: "s", Domain: "example.com"}, []message.Address{{User: "r", Domain: "example.com"}}, []byte("Subject: x\r\n\r\nbody\r\n"))
@@ -48,7 +48,7 @@ end)`)
 		}
 	}
 	for i, want := range []string{"kumo.apply_supplemental_trace_header is not provided by kumogo",
-		"Message:arc_seal is not provided by kumogo", "kumo.nats.connect is not provided by kumogo"} {
+		"Message:parse_mime is not provided by kumogo", "kumo.jsonl.new_tailer is not provided by kumogo"} {
 		if !strings.Contains(out[5+i].(string), want) {
 			t.Errorf("result %d = %q, want %q", 6+i, out[5+i], want)
 		}
@@ -66,7 +66,7 @@ func TestAPIReportCoversDocumentedNames(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"kumo.start_esmtp_listener": "provided", "kumo.dns.lookup_mx": "provided",
-		"kumo.set_smtpsrv_threads": "no effect", "kumo.http.connect_websocket": "not provided", "kumo.http.build_client": "provided",
+		"kumo.set_smtpsrv_threads": "no effect", "kumo.amqp.build_client": "not provided", "kumo.http.build_client": "provided",
 		"smtp_server_ehlo": "provided", "tsa_init": "other daemon", "Message:dkim_sign": "provided",
 		"ConnectionMeta:get_meta": "provided",
 	} {

@@ -19,6 +19,7 @@ var lazyModules = map[string]func(*state) *lua.LTable{
 	"regex":   (*state).openRegex,
 	"time":    (*state).openTime,
 	"http":    (*state).openHTTP,
+	"nats":    (*state).openNATS,
 }
 
 // installLazyModules registers package.preload entries for the lazy
