@@ -20,6 +20,7 @@ var lazyModules = map[string]func(*state) *lua.LTable{
 	"time":    (*state).openTime,
 	"http":    (*state).openHTTP,
 	"nats":    (*state).openNATS,
+	"kafka":   (*state).openKafka,
 }
 
 // installLazyModules registers package.preload entries for the lazy
