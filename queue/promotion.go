@@ -44,7 +44,7 @@ func (m *Manager) promote(e *entry) {
 		return // parked in its scheduled queue until the lookup ends
 	}
 	if sq.rate != nil {
-		if r := sq.rate.AllowAt(time.Now()); r.Throttled {
+		if r := m.limits.Throttle(ctx, queueRateKey(sq.name), *sq.rate); r.Throttled {
 			// max_message_rate: try again when a slot frees, attempts unchanged
 			m.schedule(e, time.Now().Add(r.RetryAfter))
 			return
@@ -53,15 +53,18 @@ func (m *Manager) promote(e *entry) {
 	if m.throttleEvent(e) {
 		return
 	}
-	src, until := m.pickSourceFor(sq, route)
-	if src == "" {
-		m.holdForReadyQueue(e, until) // every ready queue is suspended
-		return
-	}
-	rq, err := m.readyQueue(ctx, sq, route, src)
+	rq, until, gen, err := m.selectReadyQueue(ctx, sq, route)
 	if err != nil {
 		m.transient(e, sq, nil, smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
+		return
+	}
+	if rq == nil {
+		if !until.IsZero() {
+			m.holdForReadyQueue(e, until, gen) // every ready queue is suspended
+			return
+		}
+		m.noEligibleSource(e, sq)
 		return
 	}
 	if rq.full() {

@@ -57,6 +57,7 @@ func (st *state) openKumo() *lua.LTable {
 		"set_max_spare_lua_contexts":    st.kumoSetMaxSpare,
 	})
 	L.SetFuncs(k, st.invokeFuncs())
+	k.RawSetString("configure_redis_throttles", L.NewFunction(st.kumoConfigureRedisThrottles))
 	// Tuning knobs that change nothing in kumogo but must exist so that
 	// KumoMTA policies load.
 	for _, name := range []string{

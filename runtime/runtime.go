@@ -38,6 +38,7 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/sharedlimit"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
@@ -92,6 +93,10 @@ type Options struct {
 	// LuaMemoryLimit bounds the memory of each Lua state, in bytes (see
 	// limits.go). Zero means DefaultLuaMemoryLimit; negative, no limit.
 	LuaMemoryLimit int64
+	// Limits keeps kumo.make_throttle's buckets, local or shared through
+	// Redis (kumo.configure_redis_throttles); the delivery engine uses the
+	// same store for the egress limits. nil gives the runtime its own.
+	Limits *sharedlimit.Store
 	// EventLatency, when set, is told how long each event call took
 	// (KumoMTA's lua_event_latency metric).
 	EventLatency func(event string, d time.Duration)
@@ -157,10 +162,10 @@ type Runtime struct {
 	dkim   dkimKeys   // parsed DKIM signing keys
 	extras extrasData // data shared by the policy-extras helpers
 
-	memo      memoCaches     // kumo.memoize caches, shared by all states
-	throttles throttles      // kumo.make_throttle limiters, by name and spec
-	tasks     taskCtx        // kumo.spawn_task's context
-	resolvers namedResolvers // kumo.dns.define_resolver
+	memo      memoCaches         // kumo.memoize caches, shared by all states
+	limits    *sharedlimit.Store // kumo.make_throttle's buckets (kumothrottle.go)
+	tasks     taskCtx            // kumo.spawn_task's context
+	resolvers namedResolvers     // kumo.dns.define_resolver
 	idsOnce   sync.Once
 	ids       *message.IDGenerator // kumo.make_message's ids
 
@@ -222,6 +227,10 @@ func New(opts Options) (*Runtime, error) {
 		slots:     make(chan struct{}, maxStates),
 		modCache:  make(map[string]*lua.FunctionProto),
 		memLimit:  memoryLimit(opts.LuaMemoryLimit),
+		limits:    opts.Limits,
+	}
+	if r.limits == nil {
+		r.limits = sharedlimit.New(opts.Log)
 	}
 	if opts.PolicyPath != "" {
 		if abs, err := filepath.Abs(opts.PolicyPath); err == nil {

@@ -34,6 +34,7 @@ import (
 	"github.com/kumogo/kumogo/internal/memguard"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/metrics"
+	"github.com/kumogo/kumogo/internal/sharedlimit"
 	"github.com/kumogo/kumogo/internal/sysutil"
 	"github.com/kumogo/kumogo/policies"
 	"github.com/kumogo/kumogo/queue"
@@ -113,6 +114,9 @@ func run(args []string, stderr io.Writer) int {
 		}
 	}
 	d := &daemon{log: logger, ids: message.NewIDGenerator(), validating: *validate, nodeID: node, metrics: metrics.New(0)}
+	d.limits = sharedlimit.New(logger)
+	quietRedis(logger)
+	defer d.limits.Close()
 	d.registerGauges(d.metrics)
 	hostname, _ := os.Hostname()
 	d.hostname = hostname
@@ -127,6 +131,7 @@ func run(args []string, stderr io.Writer) int {
 		Hostname:   hostname,
 		Version:    "kumogo " + version,
 		DNS:        dnsAdapter{d: d},
+		Limits:     d.limits,
 		EventLatency: func(event string, took time.Duration) {
 			d.metrics.ObserveLuaEvent(event, took)
 		},
@@ -273,6 +278,7 @@ type daemon struct {
 	rt         *runtime.Runtime
 	validating bool
 	nodeID     string
+	limits     *sharedlimit.Store // throttles and connection limits, maybe shared through Redis
 
 	hostname string
 	res      *mx.Resolver
