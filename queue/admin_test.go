@@ -10,6 +10,7 @@ import (
 	"github.com/kumogo/kumogo/internal/adminapi"
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // TestAdminSuspendHoldsAndCancelResumes: with the scheduled queue
@@ -62,7 +63,7 @@ func TestAdminSuspendHoldsAndCancelResumes(t *testing.T) {
 func TestAdminBounceSweepsAndKeepsBouncing(t *testing.T) {
 	cfg := config.DefaultQueueConfig()
 	cfg.RetryInterval = time.Hour
-	h := newHarness(t, cfg, func(string, int) Response { return Response{Code: 451, Content: "later"} })
+	h := newHarness(t, cfg, func(string, int) smtpreply.Response { return smtpreply.Response{Code: 451, Content: "later"} })
 	for i := 0; i < 5; i++ {
 		h.inject(t, fmt.Sprintf("u%d", i))
 	}
@@ -118,13 +119,13 @@ func TestAdminRebindMovesMessages(t *testing.T) {
 	cfg.RetryInterval = time.Hour
 	fail := true
 	var mu sync.Mutex
-	h := newHarness(t, cfg, func(string, int) Response {
+	h := newHarness(t, cfg, func(string, int) smtpreply.Response {
 		mu.Lock()
 		defer mu.Unlock()
 		if fail {
-			return Response{Code: 451, Content: "later"}
+			return smtpreply.Response{Code: 451, Content: "later"}
 		}
-		return Response{Code: 250, Content: "ok"}
+		return smtpreply.Response{Code: 250, Content: "ok"}
 	})
 	h.inject(t, "u1")
 	h.inject(t, "u2")
@@ -144,5 +145,75 @@ func TestAdminRebindMovesMessages(t *testing.T) {
 	}
 	if d := h.log.ByType(logrecord.Delivery)[0]; d.Site != "unspecified->mx.other.example@smtp_client" {
 		t.Fatalf("delivered via %s", d.Site)
+	}
+}
+
+// TestAdminActionsDuringDelivery: bounces, suspensions, ready queue
+// suspensions, rebinds and their cancellations racing with deliveries
+// (run with -race) leave every message with exactly one final record,
+// Delivery or AdminBounce, and an empty spool.
+func TestAdminActionsDuringDelivery(t *testing.T) {
+	h := newHarness(t, config.DefaultQueueConfig(), func(string, int) smtpreply.Response {
+		time.Sleep(time.Millisecond)
+		return smtpreply.Response{Code: 250, Content: "ok"}
+	})
+	ctx := context.Background()
+	const n = 300
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			// long suspensions: a message whose hold raced with the
+			// cancel must still be released by the cancel
+			s, _ := h.m.Suspend(ctx, adminapi.SuspendV1Request{Domain: strp("example.com"), Reason: "r", Duration: strp("10m")})
+			r, _ := h.m.SuspendReadyQueue(ctx, adminapi.SuspendReadyQueueV1Request{Name: "unspecified->mx.example.com@smtp_client", Reason: "r", Duration: strp("10m")})
+			h.m.Rebind(ctx, adminapi.RebindV1Request{Domain: strp("example.com"), Reason: "r", Data: map[string]string{"x": fmt.Sprint(i)}, AlwaysFlush: true})
+			h.m.ReadyQueueStates(nil)
+			h.m.ListSuspensions()
+			time.Sleep(2 * time.Millisecond)
+			h.m.CancelSuspension(s.ID)
+			h.m.CancelReadyQueueSuspension(r.ID)
+			if i%10 == 5 {
+				b, _ := h.m.Bounce(ctx, adminapi.BounceV1Request{Selection: adminapi.Selection{QueueNames: []string{"nothing"}}, Reason: "r", Duration: strp("1s")})
+				h.m.CancelBounce(b.ID)
+			}
+		}
+	}()
+	for i := 0; i < n; i++ {
+		h.inject(t, fmt.Sprintf("u%d", i))
+		if i == n/2 {
+			// bounce what waits of the first half's queue alias now
+			if _, err := h.m.Bounce(ctx, adminapi.BounceV1Request{Selection: adminapi.Selection{Domain: strp("example.com")},
+				Reason: "half", Duration: strp("1ms")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(done) // the churn stops; what it held must now go out
+	wg.Wait()
+	waitFor(t, "every message finished", 20*time.Second, func() bool {
+		return h.log.Count(logrecord.Delivery)+h.log.Count(logrecord.AdminBounce) >= n && h.spool.len() == 0
+	})
+	seen := map[string]int{}
+	for _, r := range h.log.All() {
+		if r.Type == logrecord.Delivery || r.Type == logrecord.AdminBounce {
+			seen[r.ID]++
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d messages finished, want %d", len(seen), n)
+	}
+	for id, c := range seen {
+		if c != 1 {
+			t.Fatalf("message %s has %d final records", id, c)
+		}
 	}
 }

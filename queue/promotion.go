@@ -53,7 +53,7 @@ func (m *Manager) promote(e *entry) {
 	if m.throttleEvent(e) {
 		return
 	}
-	rq, until, err := m.selectReadyQueue(ctx, sq, route)
+	rq, until, gen, err := m.selectReadyQueue(ctx, sq, route)
 	if err != nil {
 		m.transient(e, sq, nil, smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
@@ -61,7 +61,7 @@ func (m *Manager) promote(e *entry) {
 	}
 	if rq == nil {
 		if !until.IsZero() {
-			m.holdForReadyQueue(e, until) // every ready queue is suspended
+			m.holdForReadyQueue(e, until, gen) // every ready queue is suspended
 			return
 		}
 		m.noEligibleSource(e, sq)

@@ -141,8 +141,9 @@ func (m *Manager) selectionAllowed(ctx context.Context, rq *readyQueue) bool {
 // robin, skipping suspended ready queues (admin.go) and sources whose
 // source_selection_rate is exhausted. With no ready queue, a non-zero
 // until means every one is suspended until then; otherwise no source is
-// eligible by its selection rates now.
-func (m *Manager) selectReadyQueue(ctx context.Context, sq *schedQueue, route Route) (*readyQueue, time.Time, error) {
+// eligible by its selection rates now. gen is the suspension
+// generation that holdForReadyQueue takes (admin.go).
+func (m *Manager) selectReadyQueue(ctx context.Context, sq *schedQueue, route Route) (*readyQueue, time.Time, uint64, error) {
 	tried := map[string]bool{}
 	m.mu.Lock()
 	tries := 0
@@ -152,10 +153,10 @@ func (m *Manager) selectReadyQueue(ctx context.Context, sq *schedQueue, route Ro
 	m.mu.Unlock()
 	tries = max(min(tries, 256), 1)
 	for range tries {
-		src, until := m.pickSourceFor(sq, route)
+		src, until, gen := m.pickSourceFor(sq, route)
 		if src == "" {
 			if len(tried) == 0 {
-				return nil, until, nil
+				return nil, until, gen, nil
 			}
 			break
 		}
@@ -165,13 +166,13 @@ func (m *Manager) selectReadyQueue(ctx context.Context, sq *schedQueue, route Ro
 		tried[src] = true
 		rq, err := m.readyQueue(ctx, sq, route, src)
 		if err != nil {
-			return nil, time.Time{}, err
+			return nil, time.Time{}, 0, err
 		}
 		if m.selectionAllowed(ctx, rq) {
-			return rq, time.Time{}, nil
+			return rq, time.Time{}, 0, nil
 		}
 	}
-	return nil, time.Time{}, nil
+	return nil, time.Time{}, 0, nil
 }
 
 // noEligibleSource records KumoMTA's TransientFailure for a message whose

@@ -228,21 +228,18 @@ func (d dataBody) Read(p []byte) (int, error) {
 	}
 }
 
-// readBDAT hands go-smtp the bytes of the last BDAT chunk.
-func (ss *session) readBDAT(p []byte) (int, error) {
+// readCounted reads at most *left bytes of a BDAT chunk from the socket.
+func (ss *session) readCounted(p []byte, left *int64) (int, error) {
 	if ss.rd.Buffered() == 0 {
 		ss.flush()
 	}
-	if int64(len(p)) > ss.bdatLeft {
-		p = p[:ss.bdatLeft]
+	if int64(len(p)) > *left {
+		p = p[:*left]
 	}
 	ss.bodyReadDeadline()
 	n, err := ss.rd.Read(p)
-	ss.bdatLeft -= int64(n)
+	*left -= int64(n)
 	ss.bodyBytes += int64(n)
-	if ss.bdatLeft == 0 {
-		ss.mode = modeCmd
-	}
 	if err != nil {
 		ss.bodyReadFailed(err)
 		return n, errBodyRead
@@ -250,7 +247,16 @@ func (ss *session) readBDAT(p []byte) (int, error) {
 	return n, nil
 }
 
-// chunkReader reads the rest of a BDAT chunk from the socket.
+// readBDAT hands go-smtp the bytes of the last BDAT chunk.
+func (ss *session) readBDAT(p []byte) (int, error) {
+	n, err := ss.readCounted(p, &ss.bdatLeft)
+	if ss.bdatLeft == 0 {
+		ss.mode = modeCmd
+	}
+	return n, err
+}
+
+// chunkReader reads a BDAT chunk that the session reads itself.
 type chunkReader struct {
 	ss   *session
 	left int64
@@ -260,22 +266,7 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	if c.left == 0 {
 		return 0, io.EOF
 	}
-	ss := c.ss
-	if ss.rd.Buffered() == 0 {
-		ss.flush()
-	}
-	if int64(len(p)) > c.left {
-		p = p[:c.left]
-	}
-	ss.bodyReadDeadline()
-	n, err := ss.rd.Read(p)
-	c.left -= int64(n)
-	ss.bodyBytes += int64(n)
-	if err != nil {
-		ss.bodyReadFailed(err)
-		return n, errBodyRead
-	}
-	return n, nil
+	return c.ss.readCounted(p, &c.left)
 }
 
 // readChunk reads a BDAT chunk that is not the last into the

@@ -186,7 +186,7 @@ func TestSmugglingSequences(t *testing.T) {
 			if wantMsgs == 2 {
 				want := strings.TrimPrefix(string(rbody), "H: 1\r\n\r\n")
 				if mode == "Fix" {
-					want = string(fixLineEndings([]byte(want)))
+					want = string(message.CanonicalLineEndings([]byte(want)))
 				}
 				if msgs[0] != want {
 					t.Fatalf("%s %q: body %q, want %q", mode, v, msgs[0], want)
@@ -313,7 +313,7 @@ func TestBDATLineEndings(t *testing.T) {
 			c.Expect(t, "250 OK ids=")
 			want := b
 			if mode == "Fix" {
-				want = string(fixLineEndings([]byte(b)))
+				want = string(message.CanonicalLineEndings([]byte(b)))
 			}
 			if msgs := got()[before:]; len(msgs) != 1 || msgs[0] != want {
 				t.Fatalf("%s %q: received %q, want %q", mode, b, msgs, want)

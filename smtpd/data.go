@@ -198,7 +198,7 @@ func (ss *session) Data(r io.Reader) error {
 		switch cfg.InvalidLineEndings {
 		case "Allow":
 		case "Fix":
-			fixed := fixLineEndings(buf[message.Headroom:])
+			fixed := message.CanonicalLineEndings(buf[message.Headroom:])
 			*bp = append(buf[:message.Headroom], fixed...)
 		default:
 			return ss.refuse(rep(552, "5.6.0 message data must use CRLF for line endings"))
@@ -230,22 +230,4 @@ func (ss *session) Data(r io.Reader) error {
 	t.dataReply = append(append(t.dataReply[:0], prefix...), t.idsBuf...)
 	ss.decide(decision{code: 250, textB: t.dataReply})
 	return nil
-}
-
-// fixLineEndings turns bare CR and bare LF into CRLF.
-func fixLineEndings(b []byte) []byte {
-	out := make([]byte, 0, len(b)+len(b)/64)
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		switch {
-		case c == '\r' && i+1 < len(b) && b[i+1] == '\n':
-			out = append(out, '\r', '\n')
-			i++
-		case c == '\r' || c == '\n':
-			out = append(out, '\r', '\n')
-		default:
-			out = append(out, c)
-		}
-	}
-	return out
 }

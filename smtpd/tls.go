@@ -1,47 +1,26 @@
 package smtpd
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"time"
 
+	"github.com/kumogo/kumogo/internal/certs"
 	"github.com/kumogo/kumogo/internal/config"
 )
 
 // loadTLS builds the listener's TLS configuration: the configured
-// certificate and key, or a freshly generated self-signed certificate for
-// the listener's host name, as KumoMTA does when none is given.
+// certificate and key, or a self-signed certificate for the listener's host
+// name, as KumoMTA does when none is given (internal/certs, shared with the
+// HTTP listener), plus tls_required_client_ca.
 func loadTLS(cfg config.ESMTPListener) (*tls.Config, error) {
-	var cert tls.Certificate
-	var err error
-	switch {
-	case cfg.TLSCertificate.IsZero() && cfg.TLSPrivateKey.IsZero():
-		cert, err = selfSigned(cfg.Hostname)
-	case cfg.TLSCertificate.IsZero() || cfg.TLSPrivateKey.IsZero():
-		return nil, errors.New("tls_certificate and tls_private_key must be given together")
-	default:
-		var certPEM, keyPEM []byte
-		if certPEM, err = cfg.TLSCertificate.Read(); err != nil {
-			return nil, fmt.Errorf("tls_certificate: %w", err)
-		}
-		if keyPEM, err = cfg.TLSPrivateKey.Read(); err != nil {
-			return nil, fmt.Errorf("tls_private_key: %w", err)
-		}
-		cert, err = tls.X509KeyPair(certPEM, keyPEM)
-	}
+	tc, err := certs.ServerConfig(cfg.TLSCertificate, cfg.TLSPrivateKey, cfg.Hostname)
 	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
+		return nil, err
 	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if !cfg.TLSRequiredClientCA.IsZero() {
 		// tls_required_client_ca: a client that starts TLS must present a
 		// certificate signed by one of these CAs; its subject becomes
@@ -58,35 +37,6 @@ func loadTLS(cfg config.ESMTPListener) (*tls.Config, error) {
 		tc.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return tc, nil
-}
-
-func selfSigned(host string) (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: host},
-		DNSNames:              []string{host},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.X509KeyPair(
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
 }
 
 func (ss *session) cmdStartTLS() error {

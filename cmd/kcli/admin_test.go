@@ -215,6 +215,9 @@ func TestKcliSuspendAndResume(t *testing.T) {
 	if !strings.Contains(out, rid) || !strings.Contains(out, site) || !strings.Contains(out, `"expires"`) {
 		t.Fatalf("suspend-ready-q-list: %s", out)
 	}
+	if out := kcliOK(t, endpoint, "queue-summary"); !strings.Contains(out, site+": suspended for 9m") || !strings.Contains(out, ": blocked") {
+		t.Fatalf("queue-summary does not show the suspension:\n%s", out)
+	}
 	injectTo(t, endpoint, "d@free.example")
 	waitFor(t, "the message held in its scheduled queue", 10*time.Second, func() bool { return scheduled(t, endpoint, "free.example") == 1 }, diag)
 	time.Sleep(time.Second)
