@@ -193,3 +193,36 @@ func TestRedisOutage(t *testing.T) {
 		t.Errorf("recovery not logged:\n%s", log.String())
 	}
 }
+
+// TestConfigureWhileRedisDown: a node configured while Redis is down
+// starts with local limits (and says so), and shares them once Redis is
+// up; a malformed URL is an error.
+func TestConfigureWhileRedisDown(t *testing.T) {
+	r := testutil.StartRedis(t)
+	r.Stop()
+	buf := &syncBuf{}
+	s := New(zerolog.New(buf))
+	defer s.Close()
+	if err := s.ConfigureRedis(context.Background(), RedisConfig{Nodes: []string{"http://nope"}}); err == nil {
+		t.Fatal("a non-redis URL was accepted")
+	}
+	if err := s.ConfigureRedis(context.Background(), RedisConfig{Nodes: []string{r.URL()}}); err != nil {
+		t.Fatalf("configuring while Redis is down: %v", err)
+	}
+	if !strings.Contains(buf.String(), "redis shared throttles unavailable") {
+		t.Errorf("outage at start not logged:\n%s", buf.String())
+	}
+	spec, _ := throttle.Parse("10/m")
+	if s.Throttle(context.Background(), "z", spec).Throttled {
+		t.Fatal("the local fallback throttled the first event")
+	}
+	r.Start()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Do("EXISTS", "kumogo:throttle:z") != ":1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no sharing after Redis came up:\n%s", buf.String())
+		}
+		s.Throttle(context.Background(), "z", spec)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
