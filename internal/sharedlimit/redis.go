@@ -188,6 +188,9 @@ func newClient(cfg RedisConfig) (redis.UniversalClient, error) {
 		o.DialTimeout = min(connect, resp)
 		o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = resp, resp, wait
 		o.MaxRetries = -1
+		// one dial per attempt: go-redis's default of 5 dials 100 ms
+		// apart would stall the delivery that first meets an outage
+		o.DialerRetries = 1
 		if cfg.PoolSize > 0 {
 			o.MaxIdleConns = cfg.PoolSize
 		}
@@ -196,7 +199,7 @@ func newClient(cfg RedisConfig) (redis.UniversalClient, error) {
 	co := &redis.ClusterOptions{
 		Username: cfg.Username, Password: cfg.Password, ReadOnly: cfg.ReadFromReplicas,
 		DialTimeout: min(connect, resp), ReadTimeout: resp, WriteTimeout: resp, PoolTimeout: wait,
-		MaxRetries: -1, MaxIdleConns: cfg.PoolSize,
+		MaxRetries: -1, MaxIdleConns: cfg.PoolSize, DialerRetries: 1,
 	}
 	for _, n := range cfg.Nodes {
 		o, err := redis.ParseURL(n)
