@@ -137,6 +137,8 @@ func (p *tsaProc) suspensions(t *testing.T) tsaSuspensions {
 
 const tsaShaping = `["tsa.test"]
 mx_rollup = false
+prohibited_hosts = []
+enable_tls = "Disabled"
 
 [["tsa.test".automation]]
 regex = "4\\.7\\.28 .*rate limited"
