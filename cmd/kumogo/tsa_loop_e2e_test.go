@@ -107,20 +107,25 @@ end)
 	return p
 }
 
-// TestTSAEndToEnd: the sink's "421 4.7.28 ... rate limited" reaches the
-// TSA daemon through the node's log hook; the daemon's Suspend rule
-// (duration 12 s) gives a ready-queue suspension that the node takes from
-// /get_suspension_v1 and applies: mail sent after it is held (the sink,
-// now accepting everything, sees nothing) until the suspension expires,
-// and then all of it is delivered.
+// TestTSAEndToEnd: the sink's "421 4.7.28 ... rate limited" to one of two
+// nodes reaches the TSA daemon through that node's log hook; the daemon's
+// Suspend rule (duration 12 s) gives a ready-queue suspension that both
+// nodes take from /get_suspension_v1 and apply: mail sent to either node
+// after it is held (the sink, now accepting everything, sees nothing)
+// until the suspension expires, and then all of it is delivered.
 func TestTSAEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	shapingFile := writeShaping(t, dir, "12s")
 	tsaP := startTSA(t, writeTSAPolicy(t, dir, shapingFile))
 	sink := startLimitSink(t, 1)
+	var nodes []*daemonProc
+	for _, name := range []string{"node", "node2"} {
+		d := filepath.Join(dir, name)
+		os.MkdirAll(d, 0o755)
+		nodes = append(nodes, startDaemon(t, nil, "--policy", tsaNodePolicy(t, d, tsaP.url, shapingFile, sink.addr)))
+	}
+	node, node2 := nodes[0], nodes[1]
 	nodeDir := filepath.Join(dir, "node")
-	os.MkdirAll(nodeDir, 0o755)
-	node := startDaemon(t, nil, "--policy", tsaNodePolicy(t, nodeDir, tsaP.url, shapingFile, sink.addr))
 
 	sendMessages(t, node.addr, 1, func(int) string { return "first@tsa.test" }, func(int) string { return "first" })
 	deadline := time.Now().Add(15 * time.Second)
@@ -148,7 +153,9 @@ func TestTSAEndToEnd(t *testing.T) {
 	if time.Until(susp.Expires) < 5*time.Second {
 		t.Fatalf("too little of the suspension is left to observe it: %+v", susp)
 	}
+	// node2 never saw the 421 itself: its suspension comes from the daemon.
 	sendMessages(t, node.addr, 5, func(int) string { return "later@tsa.test" }, func(int) string { return "later" })
+	sendMessages(t, node2.addr, 5, func(int) string { return "other@tsa.test" }, func(int) string { return "other" })
 	sentAt := time.Now()
 	for time.Now().Before(susp.Expires.Add(-500 * time.Millisecond)) {
 		if got := sink.acceptedTimes(); len(got) > 0 {
@@ -156,21 +163,23 @@ func TestTSAEndToEnd(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// After expiry everything (the first message's retry and the 5) goes.
+	// After expiry everything (the first message's retry and the 10) goes.
 	end := susp.Expires.Add(15 * time.Second)
-	for time.Now().Before(end) && len(sink.acceptedTimes()) < 6 {
+	for time.Now().Before(end) && len(sink.acceptedTimes()) < 11 {
 		time.Sleep(100 * time.Millisecond)
 	}
 	got := sink.acceptedTimes()
-	if len(got) != 6 {
-		t.Fatalf("delivered %d of 6 after the suspension expired at %v\nnode:\n%s", len(got), susp.Expires, tail(node.log(), 40))
+	if len(got) != 11 {
+		t.Fatalf("delivered %d of 11 after the suspension expired at %v\nnode:\n%s", len(got), susp.Expires, tail(node.log(), 40))
 	}
 	for _, at := range got {
 		if at.Before(susp.Expires.Add(-time.Second)) {
 			t.Fatalf("a message was delivered at %v, before the suspension's end %v", at, susp.Expires)
 		}
 	}
-	if !strings.Contains(node.log(), "ready queue suspension added") {
-		t.Fatalf("the node did not log the suspension:\n%s", tail(node.log(), 40))
+	for _, n := range nodes {
+		if !strings.Contains(n.log(), "ready queue suspension added") {
+			t.Fatalf("a node did not log the suspension:\n%s", tail(n.log(), 40))
+		}
 	}
 }
