@@ -289,14 +289,15 @@ end)
 // their allowance through, the rest failing transiently with KumoMTA's
 // text.
 func TestEgressShapingLimits(t *testing.T) {
-	sink := startCountSink(t, map[string]time.Duration{"conns.test": 30 * time.Millisecond, "limit.test": 30 * time.Millisecond})
+	sink := startCountSink(t, map[string]time.Duration{"conns.test": 30 * time.Millisecond, "limit.test": 150 * time.Millisecond})
 	dir := t.TempDir()
 	d := startDaemon(t, nil, "--policy", shapingPolicy(t, dir, sink.addr, ""))
 	const n = 30
 	for _, dom := range []string{"rate.test", "add1.test", "add2.test", "qrate.test", "mt.test", "conns1.test", "conns2.test"} {
 		sendBatch(t, d.addr, dom, n)
 	}
-	// KumoMTA's dispatcher count reaches a limit of 3 from 100 messages
+	// KumoMTA's dispatcher count reaches a limit of 3 from 48 ready
+	// messages: 150 ms per message at the sink lets them pile up
 	sendBatch(t, d.addr, "limit.test", 100)
 	sendBatch(t, d.addr, "crate.test", 20)
 	sendBatch(t, d.addr, "mdpc.test", 10)
