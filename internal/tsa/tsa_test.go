@@ -44,6 +44,11 @@ duration = "1 hour"
 match_internal = true
 
 [["plain.example".automation]]
+regex = "mailbox gone"
+action = ["Bounce", "BounceCampaign"]
+duration = "10 minutes"
+
+[["plain.example".automation]]
 regex = "shedding"
 action = "Suspend"
 duration = "30 minutes"
@@ -333,5 +338,38 @@ func TestParseRuleErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: err %v, want %q", tc.fields, err, tc.want)
 		}
+	}
+}
+
+// Bounce actions are served by /get_bounce_v1/bounced.json: Bounce for
+// the whole domain, BounceCampaign with the record's tenant and campaign.
+func TestBounceActions(t *testing.T) {
+	f := newFixture(t, "")
+	f.publish(failure("x@plain.example", "mx.plain.example", "ip-1", "550", "5.1.1", "mailbox gone"))
+	var b []SchedQBounce
+	if err := json.Unmarshal([]byte(f.get("/get_bounce_v1/bounced.json")), &b); err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != 2 {
+		t.Fatalf("bounces %+v", b)
+	}
+	var domainWide, campaign bool
+	for _, e := range b {
+		if e.Domain != "plain.example" || !e.Expires.Equal(f.clk.now().Add(10*time.Minute)) {
+			t.Fatalf("bounce %+v", e)
+		}
+		switch {
+		case e.Tenant == nil && e.Campaign == nil:
+			domainWide = true
+		case e.Tenant != nil && *e.Tenant == "tenant1" && e.Campaign != nil && *e.Campaign == "camp1":
+			campaign = true
+		}
+	}
+	if !domainWide || !campaign {
+		t.Fatalf("bounces %+v", b)
+	}
+	f.clk.add(11 * time.Minute)
+	if got := strings.TrimSpace(f.get("/get_bounce_v1/bounced.json")); got != "[]" {
+		t.Fatalf("expired bounces served: %s", got)
 	}
 }
