@@ -13,6 +13,7 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // Administrative actions (KumoMTA's "bounce", "suspend",
@@ -40,7 +41,7 @@ var _ adminapi.Service = (*Manager)(nil)
 func (m *Manager) rules() *adminRules { return &m.admin }
 
 // adminRecord logs an administrative record for all recipients of e.
-func (m *Manager) adminRecord(t logrecord.Type, e *entry, site string, resp Response) {
+func (m *Manager) adminRecord(t logrecord.Type, e *entry, site string, resp smtpreply.Response) {
 	if m.o.Logger == nil || !m.o.Logger.Enabled() {
 		return
 	}
@@ -58,7 +59,7 @@ func (m *Manager) adminRecord(t logrecord.Type, e *entry, site string, resp Resp
 		Queue:             e.queue,
 		Site:              site,
 		Size:              int64(e.msg.Size()),
-		Response:          logrecord.Response{Code: resp.Code, Enhanced: resp.Enhanced, Content: resp.Content, Command: resp.Command},
+		Response:          resp,
 		Timestamp:         time.Now(),
 		Created:           e.msg.Created(),
 		NumAttempts:       e.msg.Attempts(),
@@ -76,6 +77,7 @@ func (m *Manager) adminIntercept(e *entry, site string) bool {
 	if a.n.Load() == 0 || e.queue == message.DeferredInjectQueue {
 		return false
 	}
+	gen := a.cancels.Load()
 	now := time.Now()
 	if r := a.bounceFor(e.queue, now); r != nil {
 		m.adminBounce(e, r)
@@ -85,7 +87,7 @@ func (m *Manager) adminIntercept(e *entry, site string) bool {
 		if site == "" {
 			site = e.queue
 		}
-		m.holdSuspended(e, site, r)
+		m.holdSuspended(e, site, r, gen)
 		return true
 	}
 	return false
@@ -94,8 +96,8 @@ func (m *Manager) adminIntercept(e *entry, site string) bool {
 // adminBounce removes e with an AdminBounce record.
 func (m *Manager) adminBounce(e *entry, r *bounceRule) {
 	if !r.SuppressLogging {
-		m.adminRecord(logrecord.AdminBounce, e, "localhost", Response{Code: 551,
-			Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 7, Detail: 1},
+		m.adminRecord(logrecord.AdminBounce, e, "localhost", smtpreply.Response{Code: 551,
+			Enhanced: &smtpreply.EnhancedCode{Class: 5, Subject: 7, Detail: 1},
 			Content:  "Administrator bounced with reason: " + r.Reason})
 	}
 	m.rules().countBounce(r, e.queue)
@@ -108,8 +110,8 @@ func (m *Manager) adminBounce(e *entry, r *bounceRule) {
 // holdSuspended delays a message of a suspended scheduled queue as
 // KumoMTA does: a TransientFailure record and a retry with the queue's
 // backoff (attempts + 1), but no later than the end of the suspension.
-func (m *Manager) holdSuspended(e *entry, site string, r *suspendRule) {
-	resp := Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
+func (m *Manager) holdSuspended(e *entry, site string, r *suspendRule, gen uint64) {
+	resp := smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 		Content: "KumoMTA internal: scheduled queue is suspended: " + r.Reason}
 	m.adminRecord(logrecord.TransientFailure, e, site, resp)
 	cfg := config.DefaultQueueConfig()
@@ -127,7 +129,7 @@ func (m *Manager) holdSuspended(e *entry, site string, r *suspendRule) {
 		due = r.Expires
 	}
 	if age := due.Sub(e.msg.Created()); age > cfg.MaxAge {
-		m.expire(e, nil, Response{Code: 551, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
+		m.expire(e, nil, smtpreply.Response{Code: 551, Enhanced: &smtpreply.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
 			Content: ExpiryText(age, cfg.MaxAge)})
 		return
 	}
@@ -135,13 +137,23 @@ func (m *Manager) holdSuspended(e *entry, site string, r *suspendRule) {
 	if closed {
 		return
 	}
+	m.hold(e, due, gen)
+}
+
+// hold schedules a message held by a suspension. A suspension cancelled
+// since gen was read (the hold decision raced with the cancel, whose wake
+// ran before the message was back in the heap) releases it at once.
+func (m *Manager) hold(e *entry, due time.Time, gen uint64) {
 	e.held = true
 	m.schedule(e, due)
+	if m.rules().cancels.Load() != gen {
+		m.wakeHeld(func(x *entry) bool { return x == e })
+	}
 }
 
 // holdForReadyQueue puts a message back into its scheduled queue until a
 // ready queue suspension ends; no attempt is counted.
-func (m *Manager) holdForReadyQueue(e *entry, until time.Time) {
+func (m *Manager) holdForReadyQueue(e *entry, until time.Time, gen uint64) {
 	m.undefer(context.Background(), e.msg)
 	m.mu.Lock()
 	closed := m.closed
@@ -149,8 +161,7 @@ func (m *Manager) holdForReadyQueue(e *entry, until time.Time) {
 	if closed {
 		return
 	}
-	e.held = true
-	m.schedule(e, until)
+	m.hold(e, until, gen)
 }
 
 // readyName is the name of the ready queue for (source, route).
@@ -160,17 +171,19 @@ func readyName(source string, route Route) string {
 
 // pickSourceFor chooses the next source of the queue's pool whose ready
 // queue is not suspended. When all are, it returns "" and the earliest
-// end of their suspensions.
-func (m *Manager) pickSourceFor(sq *schedQueue, route Route) (string, time.Time) {
-	src := m.pickSource(sq)
+// end of their suspensions, with the cancel generation read before the
+// lookups (for holdForReadyQueue).
+func (m *Manager) pickSourceFor(sq *schedQueue, route Route) (string, time.Time, uint64) {
 	a := m.rules()
+	gen := a.cancels.Load()
+	src := m.pickSource(sq)
 	if a.n.Load() == 0 {
-		return src, time.Time{}
+		return src, time.Time{}, 0
 	}
 	now := time.Now()
 	r := a.readySuspensionFor(readyName(src, route), now)
 	if r == nil {
-		return src, time.Time{}
+		return src, time.Time{}, 0
 	}
 	until := r.Expires
 	// one turn of the weighted round robin visits every source
@@ -184,13 +197,13 @@ func (m *Manager) pickSourceFor(sq *schedQueue, route Route) (string, time.Time)
 		alt := m.pickSource(sq)
 		ar := a.readySuspensionFor(readyName(alt, route), now)
 		if ar == nil {
-			return alt, time.Time{}
+			return alt, time.Time{}, 0
 		}
 		if ar.Expires.Before(until) {
 			until = ar.Expires
 		}
 	}
-	return "", until
+	return "", until, gen
 }
 
 // readySuspended holds e when rq is suspended; the dispatcher calls it
@@ -200,15 +213,17 @@ func (m *Manager) readySuspended(rq *readyQueue, e *entry) bool {
 	if a.n.Load() == 0 {
 		return false
 	}
+	gen := a.cancels.Load()
 	if r := a.readySuspensionFor(rq.name, time.Now()); r != nil {
-		m.holdForReadyQueue(e, r.Expires)
+		m.holdForReadyQueue(e, r.Expires, gen)
 		return true
 	}
 	return false
 }
 
-// takeWaiting removes from the scheduled queues (the timer heap) and, with
-// ready, from the ready queues the messages whose scheduled queue keep
+// takeWaiting removes from the scheduled queues (the timer heap and the
+// messages parked during a destination lookup) and, with ready, from the
+// ready queues the messages whose scheduled queue keep
 // accepts, and returns them. Messages being delivered are not touched.
 func (m *Manager) takeWaiting(keep func(queue string) bool, ready bool) []*entry {
 	var out []*entry
@@ -226,6 +241,14 @@ func (m *Manager) takeWaiting(keep func(queue string) bool, ready bool) []*entry
 	clear(m.timers[len(kept):])
 	m.timers = kept
 	heap.Init(&m.timers)
+	// messages due while their destination is looked up
+	for _, sq := range m.sched {
+		if len(sq.parked) == 0 || !keep(sq.name) {
+			continue
+		}
+		out = append(out, sq.parked...)
+		sq.parked = nil
+	}
 	var rqs []*readyQueue
 	if ready {
 		for _, rq := range m.ready {
@@ -360,6 +383,7 @@ func cancelRule[T any](m *Manager, list *[]*T, id string, idOf func(*T) string) 
 	if found == nil {
 		return nil, false, nil
 	}
+	a.cancels.Add(1)
 	return found, true, a.save()
 }
 
@@ -447,8 +471,9 @@ func (m *Manager) SuspendReadyQueue(ctx context.Context, req adminapi.SuspendRea
 	rq := m.ready[req.Name]
 	m.mu.Unlock()
 	if rq != nil {
+		gen := a.cancels.Load()
 		for _, e := range rq.take(func(string) bool { return true }) {
-			m.holdForReadyQueue(e, expires)
+			m.holdForReadyQueue(e, expires, gen)
 		}
 	}
 	return adminapi.SuspendV1Response{ID: r.ID}, serr

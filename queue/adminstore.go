@@ -53,10 +53,12 @@ type adminRules struct {
 	path string
 	log  zerolog.Logger
 
-	mu     sync.Mutex
-	file   adminFile
-	n      atomic.Int32
-	saveMu sync.Mutex // orders the writes of the file
+	mu   sync.Mutex
+	file adminFile
+	n    atomic.Int32
+	// cancels counts cancelled rules (see Manager.hold)
+	cancels atomic.Uint64
+	saveMu  sync.Mutex // orders the writes of the file
 }
 
 type adminFile struct {

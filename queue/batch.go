@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // BatchConn is a Conn that delivers several messages in one call (the
@@ -54,6 +55,9 @@ func (rq *readyQueue) gather(ctx context.Context, first *entry, size, minSize in
 			}
 			continue
 		}
+		if rq.m.adminIntercept(e, rq.name) || rq.m.readySuspended(rq, e) {
+			continue // bounced, or held by a suspension (admin.go)
+		}
 		batch = append(batch, e)
 	}
 	return batch
@@ -85,7 +89,7 @@ func (rq *readyQueue) sendBatch(ctx context.Context, bc BatchConn, batch []*entr
 				text = err.Error()
 			}
 			for _, r := range e.msg.Recipients() {
-				res = append(res, RcptResponse{Recipient: r, Response: Response{Code: 400, Content: "KumoMTA internal: failed to send message: " + text}})
+				res = append(res, RcptResponse{Recipient: r, Response: smtpreply.Response{Code: 400, Content: "KumoMTA internal: failed to send message: " + text}})
 			}
 		}
 		rq.handle(e, &info, res)

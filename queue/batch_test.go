@@ -11,6 +11,7 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // batchRoute and batchConnector make BatchConns that record each batch:
@@ -62,7 +63,7 @@ func (b *batchConn) SendBatch(ctx context.Context, msgs []*message.Message) ([][
 	out := make([][]RcptResponse, len(msgs))
 	for i, m := range msgs {
 		for _, r := range m.Recipients() {
-			out[i] = append(out[i], RcptResponse{Recipient: r, Response: Response{Code: 200, Content: "ok"}})
+			out[i] = append(out[i], RcptResponse{Recipient: r, Response: smtpreply.Response{Code: 200, Content: "ok"}})
 		}
 	}
 	return out, nil

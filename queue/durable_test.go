@@ -12,6 +12,7 @@ import (
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // syncLog is a record log whose records become durable only through Sync;
@@ -91,11 +92,11 @@ func (s *checkingSpool) Remove(ctx context.Context, id string) error {
 func TestRecordsDurableBeforeAckAndRemoval(t *testing.T) {
 	lg := &syncLog{last: map[string]int{}, recv: map[string]int{}}
 	sp := &checkingSpool{memSpool: memSpool{ids: map[string]bool{}}, log: lg}
-	conn := &fakeConnector{tries: map[string]int{}, script: func(u string, _ int) Response {
+	conn := &fakeConnector{tries: map[string]int{}, script: func(u string, _ int) smtpreply.Response {
 		if u[0] == 'b' {
-			return Response{Code: 550, Content: "no"}
+			return smtpreply.Response{Code: 550, Content: "no"}
 		}
-		return Response{Code: 250, Content: "ok"}
+		return smtpreply.Response{Code: 250, Content: "ok"}
 	}}
 	pol := &fakePolicy{cfg: config.DefaultQueueConfig(), path: config.DefaultEgressPath()}
 	m, err := New(Options{Policy: pol, Spool: sp, Logger: lg, Router: &fakeRouter{}, Connector: conn, Log: zerolog.Nop()})
@@ -164,14 +165,14 @@ func (p prefixClassifier) Classify(resp string) string {
 // TestBounceClassification: Bounce and TransientFailure records carry the
 // classifier's class of "<code> <x.y.z> <text>"; Delivery records do not.
 func TestBounceClassification(t *testing.T) {
-	h := newHarness(t, config.DefaultQueueConfig(), func(u string, _ int) Response {
+	h := newHarness(t, config.DefaultQueueConfig(), func(u string, _ int) smtpreply.Response {
 		switch u {
 		case "gone":
-			return Response{Code: 550, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 1, Detail: 1}, Content: "no such user"}
+			return smtpreply.Response{Code: 550, Enhanced: &smtpreply.EnhancedCode{Class: 5, Subject: 1, Detail: 1}, Content: "no such user"}
 		case "full":
-			return Response{Code: 452, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 2, Detail: 2}, Content: "mailbox full"}
+			return smtpreply.Response{Code: 452, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 2, Detail: 2}, Content: "mailbox full"}
 		}
-		return Response{Code: 250, Content: "ok"}
+		return smtpreply.Response{Code: 250, Content: "ok"}
 	})
 	h.m.o.Classifier = prefixClassifier{"550 5.1.1 ": "InvalidRecipient", "452 4.2.2 ": "QuotaIssues", "250": "Wrong"}
 	h.inject(t, "gone")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/smtpreply"
@@ -22,19 +23,19 @@ func (m *Manager) deferredInject(e *entry) {
 	// the handler sets the real queue, or the default naming applies
 	msg.DeleteMeta("queue")
 	var err error
-	if dp, ok := m.o.Policy.(DeferredInjectPolicy); ok && m.o.Policy.HasHandler("smtp_server_message_deferred_inject") {
+	if dp, ok := m.o.Policy.(DeferredInjectPolicy); ok && m.o.Policy.HasHandler(event.DeferredInject) {
 		ctx, cancel := context.WithTimeout(m.ctx, time.Minute)
 		err = dp.DeferredInject(ctx, msg)
 		cancel()
 	}
 	if err != nil {
 		msg.SetMeta("queue", message.DeferredInjectQueue)
-		resp := Response{Code: 400, Content: "smtp_server_message_deferred_inject: " + err.Error()}
+		resp := smtpreply.Response{Code: 400, Content: "smtp_server_message_deferred_inject: " + err.Error()}
 		var rej *smtpreply.Rejection
 		if errors.As(err, &rej) {
-			resp = Response{Code: rej.Code, Content: rej.Text}
+			resp = smtpreply.Response{Code: rej.Code, Content: rej.Text}
 			if cl, sub, det, rest, ok := smtpreply.SplitEnhanced(rej.Text); ok {
-				resp.Enhanced = &logrecord.EnhancedCode{Class: cl, Subject: sub, Detail: det}
+				resp.Enhanced = &smtpreply.EnhancedCode{Class: cl, Subject: sub, Detail: det}
 				resp.Content = rest
 			}
 		}
@@ -51,7 +52,7 @@ func (m *Manager) deferredInject(e *entry) {
 		msg.DeleteMeta("queue") // the handler put it back: use the default naming
 		e.queue = msg.QueueName()
 	}
-	m.record(logrecord.DeferredInjectionRebind, e, nil, nil, Response{}, msg.Recipients())
+	m.record(logrecord.DeferredInjectionRebind, e, nil, nil, smtpreply.Response{}, msg.Recipients())
 	if e.queue == "null" {
 		// as at reception: queue null discards the message
 		if err := m.o.Spool.Remove(context.Background(), msg.ID()); err != nil {
@@ -65,9 +66,9 @@ func (m *Manager) deferredInject(e *entry) {
 // requeueEvent runs requeue_message for a transient failure. moved is true
 // when the policy changed the message's queue (it is then due at once in
 // its new queue); done is true when the policy rejected it (it bounced).
-func (m *Manager) requeueEvent(e *entry, resp Response) (moved, done bool) {
+func (m *Manager) requeueEvent(e *entry, resp smtpreply.Response) (moved, done bool) {
 	ep, ok := m.o.Policy.(EventPolicy)
-	if !ok || !m.o.Policy.HasHandler("requeue_message") {
+	if !ok || !m.o.Policy.HasHandler(event.RequeueMessage) {
 		return false, false
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, time.Minute)
@@ -76,7 +77,7 @@ func (m *Manager) requeueEvent(e *entry, resp Response) (moved, done bool) {
 	err := ep.RequeueMessage(ctx, e.msg, resp.String(), []string{"TransientFailure"}, true, nil)
 	var rej interface{ Closes() bool }
 	if err != nil && errors.As(err, &rej) {
-		m.finish(e, nil, nil, nil, logrecord.Bounce, Response{Code: 500, Content: err.Error()}, e.msg.Recipients())
+		m.finish(e, nil, nil, nil, logrecord.Bounce, smtpreply.Response{Code: 500, Content: err.Error()}, e.msg.Recipients())
 		return false, true
 	}
 	if err != nil {
@@ -92,12 +93,12 @@ func (m *Manager) requeueEvent(e *entry, resp Response) (moved, done bool) {
 
 // rewriteStatus runs smtp_client_rewrite_delivery_status for a non-2xx
 // response and applies a changed code, noting the change in the text.
-func (m *Manager) rewriteStatus(e *entry, r Response) Response {
+func (m *Manager) rewriteStatus(e *entry, r smtpreply.Response) smtpreply.Response {
 	if r.Code >= 200 && r.Code < 300 {
 		return r
 	}
 	ep, ok := m.o.Policy.(EventPolicy)
-	if !ok || !m.o.Policy.HasHandler("smtp_client_rewrite_delivery_status") {
+	if !ok || !m.o.Policy.HasHandler(event.RewriteDeliveryStatus) {
 		return r
 	}
 	p := message.ParseQueueName(e.queue)
@@ -125,7 +126,7 @@ func (m *Manager) rewriteStatus(e *entry, r Response) Response {
 // attempt, and true is returned.
 func (m *Manager) throttleEvent(e *entry) bool {
 	ep, ok := m.o.Policy.(EventPolicy)
-	if !ok || !m.o.Policy.HasHandler("throttle_insert_ready_queue") {
+	if !ok || !m.o.Policy.HasHandler(event.ThrottleInsertReadyQueue) {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, time.Minute)

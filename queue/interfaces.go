@@ -2,12 +2,12 @@ package queue
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // Policy is what the scheduler needs from the policy engine (implemented by
@@ -83,30 +83,8 @@ type Conn interface {
 // RcptResponse is the final response for one recipient.
 type RcptResponse struct {
 	Recipient message.Address
-	Response  Response
+	Response  smtpreply.Response
 }
-
-// Response is an SMTP response as recorded in log records.
-type Response struct {
-	Code     int
-	Enhanced *logrecord.EnhancedCode
-	Content  string
-	Command  string
-}
-
-// String renders "<code> <x.y.z> <content>".
-func (r Response) String() string {
-	if r.Enhanced != nil {
-		return fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.Enhanced.Class, r.Enhanced.Subject, r.Enhanced.Detail, r.Content)
-	}
-	return fmt.Sprintf("%d %s", r.Code, r.Content)
-}
-
-// ResponseError is an error carrying the SMTP response to record (for
-// example a null MX bounce or a connect failure).
-type ResponseError struct{ Response Response }
-
-func (e *ResponseError) Error() string { return e.Response.String() }
 
 // ConnInfo describes an outbound connection for log records.
 type ConnInfo struct {
@@ -120,12 +98,3 @@ type ConnInfo struct {
 	// Maildir for the custom_lua and maildir protocols).
 	DeliveryProtocol string
 }
-
-// Clock lets tests control time.
-type Clock interface {
-	Now() time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }

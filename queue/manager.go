@@ -13,6 +13,7 @@ import (
 
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/sharedlimit"
 	"github.com/kumogo/kumogo/internal/throttle"
 )
 
@@ -35,6 +36,10 @@ type Options struct {
 	// TransientFailure records (kumo.configure_bounce_classifier); nil
 	// leaves them "Uncategorized".
 	Classifier Classifier
+	// Limits holds the named throttles and connection limits, local or
+	// shared through Redis (kumo.configure_redis_throttles). nil gives
+	// the Manager a local store of its own.
+	Limits *sharedlimit.Store
 	// AdminStatePath is the file that keeps the admin bounces and
 	// suspensions across restarts (adminstore.go); empty keeps them in
 	// memory only.
@@ -70,6 +75,8 @@ type Manager struct {
 	deferred map[string]*message.Message
 
 	noted sync.Map // option names already reported as not implemented
+
+	limits *sharedlimit.Store // throttles and connection limits (shaping.go)
 
 	// durable records (durable.go)
 	syncer      RecordSyncer // nil when the logger cannot sync
@@ -113,8 +120,8 @@ type schedQueue struct {
 	cfg    config.QueueConfig
 	loaded time.Time
 	pool   config.EgressPool
-	rr     int               // weighted round robin position
-	rate   *throttle.Limiter // max_message_rate for scheduled → ready
+	rr     int            // weighted round robin position
+	rate   *throttle.Spec // max_message_rate for scheduled → ready
 
 	// Guarded by Manager.mu: the resolved destination (nil until the
 	// first lookup succeeded) and when it was resolved, the messages due
@@ -133,9 +140,12 @@ func New(o Options) (*Manager, error) {
 	if o.ConfigTTL == 0 {
 		o.ConfigTTL = time.Minute
 	}
+	if o.Limits == nil {
+		o.Limits = sharedlimit.New(o.Log)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
-		o: o, log: o.Log, ctx: ctx, cancel: cancel,
+		o: o, log: o.Log, ctx: ctx, cancel: cancel, limits: o.Limits,
 		sched:       map[string]*schedQueue{},
 		ready:       map[string]*readyQueue{},
 		wake:        make(chan struct{}, 1),
@@ -249,13 +259,13 @@ func (m *Manager) schedQueue(ctx context.Context, name string) (*schedQueue, err
 	sq = &schedQueue{name: name, parts: parts, cfg: cfg, loaded: time.Now(), pool: pool}
 	if old != nil {
 		sq.rr = old.rr
-		sq.rate = limiterFor(old.rate, old.cfg.MaxMessageRate, cfg.MaxMessageRate)
+		sq.rate = queueRate(cfg.MaxMessageRate)
 		// The destination is not looked up again here: promotion does
 		// that, in the background, while the old route keeps serving.
 		sq.route, sq.routed, sq.parked, sq.resolving = old.route, old.routed, old.parked, old.resolving
 		old.parked = nil
 	} else {
-		sq.rate = limiterFor(nil, "", cfg.MaxMessageRate)
+		sq.rate = queueRate(cfg.MaxMessageRate)
 	}
 	m.sched[name] = sq
 	return sq, nil

@@ -103,7 +103,7 @@ type fakeConnector struct {
 	sends   atomic.Int64
 	mu      sync.Mutex
 	tries   map[string]int
-	script  func(user string, attempt int) Response
+	script  func(user string, attempt int) smtpreply.Response
 	connErr error
 }
 
@@ -150,7 +150,7 @@ type harness struct {
 	gen   *message.IDGenerator
 }
 
-func newHarness(t *testing.T, cfg config.QueueConfig, script func(string, int) Response) *harness {
+func newHarness(t *testing.T, cfg config.QueueConfig, script func(string, int) smtpreply.Response) *harness {
 	t.Helper()
 	h := &harness{spool: &memSpool{ids: map[string]bool{}}, log: &recLog{},
 		conn: &fakeConnector{tries: map[string]int{}, script: script},
@@ -198,7 +198,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-func ok250(string, int) Response { return Response{Code: 250, Content: "ok"} }
+func ok250(string, int) smtpreply.Response { return smtpreply.Response{Code: 250, Content: "ok"} }
 
 func TestDeliveryRemovesFromSpoolAndReusesConnections(t *testing.T) {
 	h := newHarness(t, config.DefaultQueueConfig(), ok250)
@@ -222,11 +222,11 @@ func TestDeliveryRemovesFromSpoolAndReusesConnections(t *testing.T) {
 func TestTransientRetryThenDelivery(t *testing.T) {
 	cfg := config.DefaultQueueConfig()
 	cfg.RetryInterval = 300 * time.Millisecond
-	h := newHarness(t, cfg, func(u string, n int) Response {
+	h := newHarness(t, cfg, func(u string, n int) smtpreply.Response {
 		if n < 2 {
-			return Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 3, Detail: 0}, Content: "try later"}
+			return smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 3, Detail: 0}, Content: "try later"}
 		}
-		return Response{Code: 250, Content: "ok"}
+		return smtpreply.Response{Code: 250, Content: "ok"}
 	})
 	start := time.Now()
 	h.inject(t, "r")
@@ -252,14 +252,14 @@ func TestTransientRetryThenDelivery(t *testing.T) {
 func TestBounceAndPartial(t *testing.T) {
 	cfg := config.DefaultQueueConfig()
 	cfg.RetryInterval = 200 * time.Millisecond
-	h := newHarness(t, cfg, func(u string, n int) Response {
+	h := newHarness(t, cfg, func(u string, n int) smtpreply.Response {
 		switch {
 		case u == "perm":
-			return Response{Code: 550, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 1, Detail: 1}, Content: "no such user"}
+			return smtpreply.Response{Code: 550, Enhanced: &smtpreply.EnhancedCode{Class: 5, Subject: 1, Detail: 1}, Content: "no such user"}
 		case u == "temp" && n == 0:
-			return Response{Code: 452, Content: "mailbox full"}
+			return smtpreply.Response{Code: 452, Content: "mailbox full"}
 		}
-		return Response{Code: 250, Content: "ok"}
+		return smtpreply.Response{Code: 250, Content: "ok"}
 	})
 	h.inject(t, "perm", "temp", "good")
 	waitFor(t, "final", 5*time.Second, func() bool { return h.spool.len() == 0 })
@@ -277,7 +277,7 @@ func TestExpiration(t *testing.T) {
 	cfg := config.DefaultQueueConfig()
 	cfg.RetryInterval = 2 * time.Second
 	cfg.MaxAge = time.Second
-	h := newHarness(t, cfg, func(string, int) Response { return Response{Code: 421, Content: "busy"} })
+	h := newHarness(t, cfg, func(string, int) smtpreply.Response { return smtpreply.Response{Code: 421, Content: "busy"} })
 	h.inject(t, "r")
 	waitFor(t, "expiration", 5*time.Second, func() bool { return h.log.Count(logrecord.Expiration) == 1 })
 	var exp logrecord.Record
@@ -294,7 +294,7 @@ func TestExpiration(t *testing.T) {
 
 func TestRouteErrors(t *testing.T) {
 	h := newHarness(t, config.DefaultQueueConfig(), ok250)
-	h.m.o.Router = &fakeRouter{err: &ResponseError{Response: Response{Code: 556, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 1, Detail: 10}, Content: "Recipient address has a null MX"}}}
+	h.m.o.Router = &fakeRouter{err: &smtpreply.Error{Response: smtpreply.Response{Code: 556, Enhanced: &smtpreply.EnhancedCode{Class: 5, Subject: 1, Detail: 10}, Content: "Recipient address has a null MX"}}}
 	h.inject(t, "r")
 	waitFor(t, "bounce", 2*time.Second, func() bool { return h.log.Count(logrecord.Bounce) == 1 })
 	if h.spool.len() != 0 {
@@ -346,11 +346,11 @@ func TestDispatchersFormula(t *testing.T) {
 func TestDeferredSpool(t *testing.T) {
 	cfg := config.DefaultQueueConfig()
 	cfg.RetryInterval = 200 * time.Millisecond
-	h := newHarness(t, cfg, func(u string, n int) Response {
+	h := newHarness(t, cfg, func(u string, n int) smtpreply.Response {
 		if u == "later" && n == 0 {
-			return Response{Code: 451, Content: "later"}
+			return smtpreply.Response{Code: 451, Content: "later"}
 		}
-		return Response{Code: 250, Content: "ok"}
+		return smtpreply.Response{Code: 250, Content: "ok"}
 	})
 	ctx := context.Background()
 	mk := func(u string) *message.Message {
@@ -446,8 +446,8 @@ func TestRecipientBatchesAndRates(t *testing.T) {
 func TestRewriteStatusAndRequeueMove(t *testing.T) {
 	cfg := config.DefaultQueueConfig()
 	cfg.RetryInterval = time.Hour
-	h := newHarness(t, cfg, func(u string, n int) Response {
-		return Response{Code: 550, Content: "blocked for now"}
+	h := newHarness(t, cfg, func(u string, n int) smtpreply.Response {
+		return smtpreply.Response{Code: 550, Content: "blocked for now"}
 	})
 	ep := &eventPolicy{fakePolicy: h.pol}
 	ep.rewrite = func(resp string) (int, bool) {
@@ -477,9 +477,9 @@ func TestRewriteStatusAndRequeueMove(t *testing.T) {
 }
 
 func TestMaxReadyOverflowGoesBack(t *testing.T) {
-	h := newHarness(t, config.DefaultQueueConfig(), func(string, int) Response {
+	h := newHarness(t, config.DefaultQueueConfig(), func(string, int) smtpreply.Response {
 		time.Sleep(50 * time.Millisecond)
-		return Response{Code: 250, Content: "ok"}
+		return smtpreply.Response{Code: 250, Content: "ok"}
 	})
 	h.pol.path.MaxReady = 2
 	h.pol.path.ConnectionLimit = 1
@@ -514,11 +514,11 @@ func TestThrottleInsertReadyQueueDelays(t *testing.T) {
 func TestSetSchedulingFirstAttemptAndExpires(t *testing.T) {
 	cfg := config.DefaultQueueConfig()
 	cfg.RetryInterval = 300 * time.Millisecond
-	h := newHarness(t, cfg, func(u string, n int) Response {
+	h := newHarness(t, cfg, func(u string, n int) smtpreply.Response {
 		if u == "temp" {
-			return Response{Code: 451, Content: "later"}
+			return smtpreply.Response{Code: 451, Content: "later"}
 		}
-		return Response{Code: 250, Content: "ok"}
+		return smtpreply.Response{Code: 250, Content: "ok"}
 	})
 	ctx := context.Background()
 	mk := func(u string) *message.Message {
@@ -550,17 +550,17 @@ func TestDelayedMessagesDropTheirBodies(t *testing.T) {
 	cfg.RetryInterval = 2500 * time.Millisecond
 	var mu sync.Mutex
 	var seen []string
-	h := newHarness(t, cfg, func(u string, n int) Response {
+	h := newHarness(t, cfg, func(u string, n int) smtpreply.Response {
 		if n == 0 {
-			return Response{Code: 451, Content: "later"}
+			return smtpreply.Response{Code: 451, Content: "later"}
 		}
-		return Response{Code: 250, Content: "ok"}
+		return smtpreply.Response{Code: 250, Content: "ok"}
 	})
-	h.conn.script = func(u string, n int) Response {
+	h.conn.script = func(u string, n int) smtpreply.Response {
 		if n == 0 {
-			return Response{Code: 451, Content: "later"}
+			return smtpreply.Response{Code: 451, Content: "later"}
 		}
-		return Response{Code: 250, Content: "ok"}
+		return smtpreply.Response{Code: 250, Content: "ok"}
 	}
 	var held *message.Message
 	h.conn.onSend = func(m *message.Message) {

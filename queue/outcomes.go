@@ -3,16 +3,16 @@ package queue
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // record writes one log record for rcpts of e.
-func (m *Manager) record(t logrecord.Type, e *entry, rq *readyQueue, info *ConnInfo, resp Response, rcpts []message.Address) {
+func (m *Manager) record(t logrecord.Type, e *entry, rq *readyQueue, info *ConnInfo, resp smtpreply.Response, rcpts []message.Address) {
 	if m.o.Logger == nil || !m.o.Logger.Enabled() {
 		return
 	}
@@ -28,7 +28,7 @@ func (m *Manager) record(t logrecord.Type, e *entry, rq *readyQueue, info *ConnI
 		Recipient:         list,
 		Queue:             e.queue,
 		Size:              int64(e.msg.Size()),
-		Response:          logrecord.Response{Code: resp.Code, Enhanced: resp.Enhanced, Content: resp.Content, Command: resp.Command},
+		Response:          smtpreply.Response{Code: resp.Code, Enhanced: resp.Enhanced, Content: resp.Content, Command: resp.Command},
 		Timestamp:         time.Now(),
 		Created:           e.msg.Created(),
 		NumAttempts:       e.msg.Attempts(),
@@ -61,7 +61,7 @@ func (m *Manager) record(t logrecord.Type, e *entry, rq *readyQueue, info *ConnI
 
 // finish logs a final disposition for rcpts and removes the message from the
 // spool when no recipient is left.
-func (m *Manager) finish(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInfo, t logrecord.Type, resp Response, rcpts []message.Address) {
+func (m *Manager) finish(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInfo, t logrecord.Type, resp smtpreply.Response, rcpts []message.Address) {
 	m.record(t, e, rq, info, resp, rcpts)
 	remaining := withoutRecipients(e.msg.Recipients(), rcpts)
 	if len(remaining) > 0 {
@@ -96,11 +96,11 @@ func withoutRecipients(all, done []message.Address) []message.Address {
 
 // transient logs a TransientFailure and reschedules the message with
 // backoff, or expires it when the next attempt would exceed max_age.
-func (m *Manager) transient(e *entry, sq *schedQueue, rq *readyQueue, resp Response, _ string) {
+func (m *Manager) transient(e *entry, sq *schedQueue, rq *readyQueue, resp smtpreply.Response, _ string) {
 	m.transientWithInfo(e, sq, rq, nil, resp)
 }
 
-func (m *Manager) transientWithInfo(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInfo, resp Response) {
+func (m *Manager) transientWithInfo(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInfo, resp smtpreply.Response) {
 	m.record(logrecord.TransientFailure, e, rq, info, resp, e.msg.Recipients())
 	if moved, done := m.requeueEvent(e, resp); done {
 		return
@@ -125,13 +125,13 @@ func (m *Manager) transientWithInfo(e *entry, sq *schedQueue, rq *readyQueue, in
 	if sch != nil && !sch.Expires.IsZero() {
 		// set_scheduling's expires replaces max_age
 		if sch.CheckExpiry(due) != nil {
-			m.expire(e, sq, Response{Code: 551, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
+			m.expire(e, sq, smtpreply.Response{Code: 551, Enhanced: &smtpreply.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
 				Content: fmt.Sprintf("Next delivery time would be at %s which exceeds the expiry time %s configured via set_scheduling",
 					due.UTC().Format(time.RFC3339), sch.Expires.UTC().Format(time.RFC3339))})
 			return
 		}
 	} else if age+delay > cfg.MaxAge {
-		m.expire(e, sq, Response{Code: 551, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
+		m.expire(e, sq, smtpreply.Response{Code: 551, Enhanced: &smtpreply.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
 			Content: ExpiryText(age+delay, cfg.MaxAge)})
 		return
 	}
@@ -142,7 +142,7 @@ func (m *Manager) transientWithInfo(e *entry, sq *schedQueue, rq *readyQueue, in
 	m.schedule(e, due)
 }
 
-func (m *Manager) expire(e *entry, sq *schedQueue, resp Response) {
+func (m *Manager) expire(e *entry, sq *schedQueue, resp smtpreply.Response) {
 	m.record(logrecord.Expiration, e, nil, nil, resp, e.msg.Recipients())
 	if m.dropDeferred(e.msg.ID()) {
 		return
@@ -151,7 +151,7 @@ func (m *Manager) expire(e *entry, sq *schedQueue, resp Response) {
 }
 
 // outcome applies one response to the given recipients of e.
-func (m *Manager) outcome(e *entry, rq *readyQueue, info *ConnInfo, resp Response, rcpts []message.Address) {
+func (m *Manager) outcome(e *entry, rq *readyQueue, info *ConnInfo, resp smtpreply.Response, rcpts []message.Address) {
 	m.mu.Lock()
 	sq := m.sched[e.queue]
 	m.mu.Unlock()
@@ -166,20 +166,16 @@ func (m *Manager) outcome(e *entry, rq *readyQueue, info *ConnInfo, resp Respons
 	}
 }
 
-// classify maps a response to Delivery, TransientFailure or Bounce as
-// KumoMTA's dispatcher does: 2xx delivered; 4xx, 503 and "too many
-// recipients" retried; any other 5xx bounced.
-func classify(r Response) logrecord.Type {
-	switch {
-	case r.Code >= 200 && r.Code < 300:
+// classify maps a response to the record type of its outcome
+// (smtpreply.Classify).
+func classify(r smtpreply.Response) logrecord.Type {
+	switch r.Outcome() {
+	case smtpreply.Delivery:
 		return logrecord.Delivery
-	case r.Code == 503 || strings.Contains(strings.ToLower(r.Content), "too many recipients"):
-		return logrecord.TransientFailure
-	case r.Code >= 500:
+	case smtpreply.Bounce:
 		return logrecord.Bounce
-	default:
-		return logrecord.TransientFailure
 	}
+	return logrecord.TransientFailure
 }
 
 // handle groups per-recipient results by identical response and records
@@ -187,7 +183,7 @@ func classify(r Response) logrecord.Type {
 func (rq *readyQueue) handle(e *entry, info *ConnInfo, results []RcptResponse) {
 	m := rq.m
 	type group struct {
-		resp  Response
+		resp  smtpreply.Response
 		rcpts []message.Address
 	}
 	var groups []group
@@ -197,7 +193,7 @@ func (rq *readyQueue) handle(e *entry, info *ConnInfo, results []RcptResponse) {
 	for _, r := range results {
 		found := false
 		for i := range groups {
-			if groups[i].resp == r.Response || (groups[i].resp.Code == r.Response.Code && groups[i].resp.Content == r.Response.Content && groups[i].resp.Command == r.Response.Command && sameEnhanced(groups[i].resp.Enhanced, r.Response.Enhanced)) {
+			if groups[i].resp.Equal(r.Response) {
 				groups[i].rcpts = append(groups[i].rcpts, r.Recipient)
 				found = true
 				break
@@ -211,7 +207,7 @@ func (rq *readyQueue) handle(e *entry, info *ConnInfo, results []RcptResponse) {
 	sq := m.sched[e.queue]
 	m.mu.Unlock()
 	var retry []message.Address
-	var retryResp *Response
+	var retryResp *smtpreply.Response
 	for _, g := range groups {
 		switch classify(g.resp) {
 		case logrecord.TransientFailure:
@@ -226,11 +222,4 @@ func (rq *readyQueue) handle(e *entry, info *ConnInfo, results []RcptResponse) {
 		e.msg.SetRecipients(retry)
 		m.transientWithInfo(e, sq, rq, info, *retryResp)
 	}
-}
-
-func sameEnhanced(a, b *logrecord.EnhancedCode) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return *a == *b
 }

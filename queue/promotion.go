@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
-	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // promote moves a due message to the ready queue of its egress path.
@@ -35,7 +35,7 @@ func (m *Manager) promote(e *entry) {
 	}
 	sq, err := m.schedQueue(ctx, e.queue)
 	if err != nil {
-		m.transient(e, nil, nil, Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
+		m.transient(e, nil, nil, smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
 		return
 	}
@@ -44,7 +44,7 @@ func (m *Manager) promote(e *entry) {
 		return // parked in its scheduled queue until the lookup ends
 	}
 	if sq.rate != nil {
-		if r := sq.rate.AllowAt(time.Now()); r.Throttled {
+		if r := m.limits.Throttle(ctx, queueRateKey(sq.name), *sq.rate); r.Throttled {
 			// max_message_rate: try again when a slot frees, attempts unchanged
 			m.schedule(e, time.Now().Add(r.RetryAfter))
 			return
@@ -53,15 +53,18 @@ func (m *Manager) promote(e *entry) {
 	if m.throttleEvent(e) {
 		return
 	}
-	src, until := m.pickSourceFor(sq, route)
-	if src == "" {
-		m.holdForReadyQueue(e, until) // every ready queue is suspended
+	rq, until, gen, err := m.selectReadyQueue(ctx, sq, route)
+	if err != nil {
+		m.transient(e, sq, nil, smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
+			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
 		return
 	}
-	rq, err := m.readyQueue(ctx, sq, route, src)
-	if err != nil {
-		m.transient(e, sq, nil, Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
-			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
+	if rq == nil {
+		if !until.IsZero() {
+			m.holdForReadyQueue(e, until, gen) // every ready queue is suspended
+			return
+		}
+		m.noEligibleSource(e, sq)
 		return
 	}
 	if rq.full() {

@@ -9,7 +9,8 @@ import (
 
 	"github.com/kumogo/kumogo/internal/adminapi"
 	"github.com/kumogo/kumogo/internal/config"
-	"github.com/kumogo/kumogo/internal/throttle"
+	"github.com/kumogo/kumogo/internal/sharedlimit"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // readyQueue holds due messages for one egress path (source, site) and
@@ -36,9 +37,8 @@ type readyQueue struct {
 	// states for ready-q-states (readystate.go), guarded by mu
 	states map[string]adminapi.QueueState
 
-	// throttles from the egress path (nil when not configured)
-	msgRate  *throttle.Limiter
-	connRate *throttle.Limiter
+	// rates and connection limits of the egress path (shaping.go)
+	limits egressLimits
 }
 
 func newReadyQueue(m *Manager, name, site string, path config.EgressPath, src config.EgressSource, route Route, pool string) *readyQueue {
@@ -47,27 +47,10 @@ func newReadyQueue(m *Manager, name, site string, path config.EgressPath, src co
 	return rq
 }
 
-// limiterFor builds a limiter for a throttle spec, keeping the old one when
-// the spec did not change.
-func limiterFor(old *throttle.Limiter, oldSpec, spec string) *throttle.Limiter {
-	if spec == "" {
-		return nil
-	}
-	if old != nil && oldSpec == spec {
-		return old
-	}
-	sp, err := throttle.Parse(spec)
-	if err != nil {
-		return nil // the runtime validated it; nothing sensible to do here
-	}
-	return throttle.NewLimiter(sp)
-}
-
 // update refreshes the egress path settings.
 func (rq *readyQueue) update(path config.EgressPath, src config.EgressSource, route Route, pool string) {
 	rq.mu.Lock()
-	rq.msgRate = limiterFor(rq.msgRate, rq.path.MaxMessageRate, path.MaxMessageRate)
-	rq.connRate = limiterFor(rq.connRate, rq.path.MaxConnectionRate, path.MaxConnectionRate)
+	rq.limits = newEgressLimits(rq.name, path)
 	rq.path, rq.src, rq.route, rq.pool, rq.loaded = path, src, route, pool, time.Now()
 	rq.batch = routeBatch(route)
 	rq.mu.Unlock()
@@ -78,25 +61,6 @@ func (rq *readyQueue) full() bool {
 	rq.mu.Lock()
 	defer rq.mu.Unlock()
 	return rq.path.MaxReady > 0 && len(rq.items)-rq.head >= rq.path.MaxReady
-}
-
-// wait sleeps for a throttle reservation; false when ctx ended.
-func waitThrottle(ctx context.Context, l *throttle.Limiter) bool {
-	if l == nil {
-		return true
-	}
-	d := l.ReserveAt(time.Now())
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // Dispatchers returns KumoMTA's dispatcher count for a ready queue of n
@@ -185,10 +149,10 @@ func (rq *readyQueue) pop(ctx context.Context, wait time.Duration) *entry {
 	}
 }
 
-func (rq *readyQueue) settings() (config.EgressPath, config.EgressSource, Route, *throttle.Limiter, *throttle.Limiter) {
+func (rq *readyQueue) settings() (config.EgressPath, config.EgressSource, Route, egressLimits) {
 	rq.mu.Lock()
 	defer rq.mu.Unlock()
-	return rq.path, rq.src, rq.route, rq.msgRate, rq.connRate
+	return rq.path, rq.src, rq.route, rq.limits
 }
 
 // dispatch is one dispatcher: a connection that delivers messages until the
@@ -215,14 +179,35 @@ func (rq *readyQueue) dispatch() {
 	}()
 	ctx := m.ctx
 	var conn Conn
+	var leases []*sharedlimit.Lease // connection limit slots held for conn
 	delivered := 0
-	defer func() {
+	ok := false
+	closeConn := func() {
 		if conn != nil {
 			conn.Close()
 		}
-	}()
+		for _, l := range leases {
+			l.Release()
+		}
+		conn, leases, delivered = nil, nil, 0
+	}
+	defer closeConn()
 	for {
-		path, src, route, msgRate, connRate := rq.settings()
+		path, src, route, limits := rq.settings()
+		if conn != nil && (!conn.Usable() || (path.MaxDeliveriesPerConnection > 0 && delivered >= path.MaxDeliveriesPerConnection)) {
+			closeConn()
+		}
+		if leases == nil {
+			// The connection limits are taken before a message is taken,
+			// so that a dispatcher waiting for a slot holds no message
+			// that an open connection could deliver meanwhile.
+			if rq.Len() == 0 {
+				return
+			}
+			if leases, ok = m.acquireConnLeases(ctx, limits.conns); !ok {
+				return
+			}
+		}
 		wait := time.Duration(0)
 		if conn != nil && conn.Usable() {
 			wait = path.IdleTimeout
@@ -237,21 +222,29 @@ func (rq *readyQueue) dispatch() {
 		if m.adminIntercept(e, rq.name) || m.readySuspended(rq, e) {
 			continue // bounced, or held by a suspension (admin.go)
 		}
-		if conn != nil && (!conn.Usable() || (path.MaxDeliveriesPerConnection > 0 && delivered >= path.MaxDeliveriesPerConnection)) {
-			conn.Close()
-			conn, delivered = nil, 0
+		// message rates before connecting, so that a long wait never
+		// holds an idle connection open
+		delay, ok := m.takeMessageRates(ctx, limits.msgRates, path.IdleTimeout)
+		if !ok {
+			return
+		}
+		if delay > 0 {
+			m.undefer(ctx, e.msg)
+			m.schedule(e, time.Now().Add(delay))
+			continue
 		}
 		if conn == nil {
-			if !rq.waitConnRate(ctx, connRate) {
+			if !rq.waitConnRate(ctx, limits.connRate) {
 				return
 			}
 			c, err := m.o.Connector.Connect(ctx, route, &path, &src)
 			if err != nil {
+				closeConn()
 				if ctx.Err() != nil {
 					return
 				}
-				resp := Response{Code: 400, Content: "KumoMTA internal: failed to connect to any candidate hosts: " + err.Error()}
-				var re *ResponseError
+				resp := smtpreply.Response{Code: 400, Content: "KumoMTA internal: failed to connect to any candidate hosts: " + err.Error()}
+				var re *smtpreply.Error
 				if errors.As(err, &re) {
 					resp = re.Response
 				}
@@ -259,9 +252,6 @@ func (rq *readyQueue) dispatch() {
 				return
 			}
 			conn = c
-		}
-		if !waitThrottle(ctx, msgRate) {
-			return
 		}
 		if bc, ok := conn.(BatchConn); ok {
 			if size, minSize, latency := bc.Batching(); size > 1 {
@@ -319,7 +309,7 @@ func (rq *readyQueue) send(ctx context.Context, conn Conn, e *entry, maxRcpts in
 				msg = err.Error()
 			}
 			for _, r := range chunk {
-				res = append(res, RcptResponse{Recipient: r, Response: Response{Code: 400, Content: "KumoMTA internal: failed to send message: " + msg}})
+				res = append(res, RcptResponse{Recipient: r, Response: smtpreply.Response{Code: 400, Content: "KumoMTA internal: failed to send message: " + msg}})
 			}
 		}
 		results = append(results, res...)

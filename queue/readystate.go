@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/adminapi"
-	"github.com/kumogo/kumogo/internal/throttle"
 )
 
 // Ready queue states for GET /api/admin/ready-q-states/v1. KumoMTA
@@ -19,33 +18,28 @@ import (
 
 // waitConnRate waits for a connection slot of max_connection_rate, noting
 // the throttled state while it waits; false when ctx ended.
-func (rq *readyQueue) waitConnRate(ctx context.Context, l *throttle.Limiter) bool {
-	if l == nil {
+func (rq *readyQueue) waitConnRate(ctx context.Context, r *namedRate) bool {
+	if r == nil {
 		return true
 	}
-	d := l.ReserveAt(time.Now())
-	rq.mu.Lock()
-	if d > 0 {
+	res := rq.m.limits.Throttle(ctx, r.name, r.spec)
+	for res.Throttled {
+		rq.mu.Lock()
 		if rq.states == nil {
 			rq.states = map[string]adminapi.QueueState{}
 		}
 		rq.states["connection_rate_throttled"] = adminapi.QueueState{
-			Context: fmt.Sprintf("max_connection_rate throttling for %s", d.Round(time.Millisecond)), Since: time.Now().UTC()}
-	} else {
-		delete(rq.states, "connection_rate_throttled")
+			Context: fmt.Sprintf("max_connection_rate throttling for %s", res.RetryAfter.Round(time.Millisecond)), Since: time.Now().UTC()}
+		rq.mu.Unlock()
+		if !sleepCtx(ctx, max(res.RetryAfter, time.Millisecond)) {
+			return false
+		}
+		res = rq.m.limits.Throttle(ctx, r.name, r.spec)
 	}
+	rq.mu.Lock()
+	delete(rq.states, "connection_rate_throttled")
 	rq.mu.Unlock()
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return true
 }
 
 // ReadyQueueStates serves GET /api/admin/ready-q-states/v1: the states of

@@ -6,8 +6,10 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/adminapi"
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // RebindPolicy is the optional part of Policy that runs the
@@ -56,7 +58,7 @@ func (m *Manager) Rebind(ctx context.Context, req adminapi.RebindV1Request) (adm
 func (m *Manager) rebindOne(ctx context.Context, e *entry, req *adminapi.RebindV1Request) bool {
 	msg := e.msg
 	if req.TriggerRebindEvent {
-		if rp, ok := m.o.Policy.(RebindPolicy); ok && m.o.Policy.HasHandler("rebind_message") {
+		if rp, ok := m.o.Policy.(RebindPolicy); ok && m.o.Policy.HasHandler(event.RebindMessage) {
 			if e.shrunk {
 				// the handler sees the whole message
 				if data, err := m.o.Spool.LoadData(ctx, msg.ID()); err == nil {
@@ -83,7 +85,7 @@ func (m *Manager) rebindOne(ctx context.Context, e *entry, req *adminapi.RebindV
 	if moved {
 		e.queue = now
 		if !req.SuppressLogging {
-			m.adminRecord(logrecord.AdminRebind, e, "", Response{Code: 250,
+			m.adminRecord(logrecord.AdminRebind, e, "", smtpreply.Response{Code: 250,
 				Content: fmt.Sprintf("Rebound from %s to %s: %s", old, now, req.Reason)})
 		}
 		if now == "null" {

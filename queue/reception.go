@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // Spool resolves the message's scheduled queue (running get_queue_config)
@@ -110,7 +110,7 @@ func (m *Manager) Restore(ctx context.Context, msg *message.Message) error {
 		expired = sch.CheckExpiry(time.Now()) != nil
 	}
 	if expired {
-		m.expire(&entry{msg: msg, queue: q}, sq, Response{Code: 551, Enhanced: &logrecord.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
+		m.expire(&entry{msg: msg, queue: q}, sq, smtpreply.Response{Code: 551, Enhanced: &smtpreply.EnhancedCode{Class: 5, Subject: 4, Detail: 7},
 			Content: ExpiryText(age, sq.cfg.MaxAge)})
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // A scheduled queue's destination (MX lookup, or the mx_list) is resolved
@@ -97,12 +98,12 @@ func (m *Manager) resolve(name string) {
 
 // routeFailed records a failed destination lookup for e.
 func (m *Manager) routeFailed(e *entry, sq *schedQueue, err error) {
-	var re *ResponseError
+	var re *smtpreply.Error
 	if errors.As(err, &re) && re.Response.Code >= 500 {
 		m.finish(e, sq, nil, nil, logrecord.Bounce, re.Response, e.msg.Recipients())
 		return
 	}
-	resp := Response{Code: 451, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
+	resp := smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 		Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}
 	if errors.As(err, &re) {
 		resp = re.Response

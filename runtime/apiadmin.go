@@ -7,12 +7,9 @@ import (
 	lua "github.com/yuin/gopher-lua"
 
 	"github.com/kumogo/kumogo/internal/adminapi"
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/message"
 )
-
-// EvRebindMessage is fired for each message of an admin rebind that asks
-// for it (trigger_rebind_event).
-const EvRebindMessage = "rebind_message"
 
 // QueueAdmin is the optional part of Host that serves kumo.api.admin.*:
 // the scheduler's administration service, or an error while the spool is
@@ -24,10 +21,10 @@ type QueueAdmin interface {
 // RebindMessage runs rebind_message(message, data) for a message an admin
 // rebind selected; data is the request's data table.
 func (r *Runtime) RebindMessage(ctx context.Context, msg *message.Message, data map[string]string) error {
-	if !r.handlers[EvRebindMessage] {
+	if !r.handlers[event.RebindMessage] {
 		return nil
 	}
-	return r.dispatch(ctx, EvRebindMessage, func(st *state) []lua.LValue {
+	return r.dispatch(ctx, event.RebindMessage, func(st *state) []lua.LValue {
 		t := st.L.CreateTable(0, len(data))
 		for k, v := range data {
 			t.RawSetString(k, lua.LString(v))

@@ -11,20 +11,8 @@ import (
 	lua "github.com/yuin/gopher-lua"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/message"
-)
-
-// Event names of the delivery engine (§2.4).
-const (
-	EvGetQueueConfig           = "get_queue_config"
-	EvGetEgressPathConfig      = "get_egress_path_config"
-	EvGetEgressSource          = "get_egress_source"
-	EvGetEgressPool            = "get_egress_pool"
-	EvRequeueMessage           = "requeue_message"
-	EvRewriteDeliveryStatus    = "smtp_client_rewrite_delivery_status"
-	EvSpoolMessageEnumerated   = "spool_message_enumerated"
-	EvThrottleInsertReadyQueue = "throttle_insert_ready_queue"
-	EvDeferredInject           = "smtp_server_message_deferred_inject"
 )
 
 // DeferredInject runs smtp_server_message_deferred_inject(msg, conn_meta)
@@ -32,14 +20,14 @@ const (
 // conn_meta is rebuilt from the message's meta, which holds a copy of the
 // connection's. Without a handler it does nothing.
 func (r *Runtime) DeferredInject(ctx context.Context, msg *message.Message) error {
-	if !r.handlers[EvDeferredInject] {
+	if !r.handlers[event.DeferredInject] {
 		return nil
 	}
 	cm := message.NewConnMeta()
 	for k, v := range msg.MetaMap() {
 		cm.Set(k, v)
 	}
-	return r.dispatch(ctx, EvDeferredInject, func(st *state) []lua.LValue {
+	return r.dispatch(ctx, event.DeferredInject, func(st *state) []lua.LValue {
 		return []lua.LValue{st.newMessage(msg), st.newConnMeta(cm)}
 	}, nil)
 }
@@ -128,14 +116,14 @@ func optArg(s *string) lua.LValue {
 // handler or a value the result is config.DefaultQueueConfig(). Returning
 // anything else (a plain table included) is an error, as in KumoMTA.
 func (r *Runtime) GetQueueConfig(ctx context.Context, domain string, tenant, campaign, routingDomain *string) (config.QueueConfig, error) {
-	if !r.handlers[EvGetQueueConfig] {
+	if !r.handlers[event.GetQueueConfig] {
 		return config.DefaultQueueConfig(), nil
 	}
 	out := config.DefaultQueueConfig()
-	err := r.dispatch(ctx, EvGetQueueConfig, func(*state) []lua.LValue {
+	err := r.dispatch(ctx, event.GetQueueConfig, func(*state) []lua.LValue {
 		return []lua.LValue{lua.LString(domain), optArg(tenant), optArg(campaign), optArg(routingDomain)}
 	}, func(_ *state, res []lua.LValue) error {
-		c, err := configResult[config.QueueConfig](EvGetQueueConfig, "make_queue_config", res)
+		c, err := configResult[config.QueueConfig](event.GetQueueConfig, "make_queue_config", res)
 		if err == errNoValue {
 			return nil
 		}
@@ -156,16 +144,16 @@ func (r *Runtime) GetQueueConfig(ctx context.Context, domain string, tenant, cam
 // result is config.DefaultEgressPath(); a handler that returns nothing is
 // an error.
 func (r *Runtime) GetEgressPathConfig(ctx context.Context, routingDomain, source, siteName string) (config.EgressPath, error) {
-	if !r.handlers[EvGetEgressPathConfig] {
+	if !r.handlers[event.GetEgressPathConfig] {
 		return config.DefaultEgressPath(), nil
 	}
 	var out config.EgressPath
-	err := r.dispatch(ctx, EvGetEgressPathConfig, func(*state) []lua.LValue {
+	err := r.dispatch(ctx, event.GetEgressPathConfig, func(*state) []lua.LValue {
 		return []lua.LValue{lua.LString(routingDomain), lua.LString(source), lua.LString(siteName)}
 	}, func(_ *state, res []lua.LValue) error {
-		p, err := configResult[config.EgressPath](EvGetEgressPathConfig, "make_egress_path", res)
+		p, err := configResult[config.EgressPath](event.GetEgressPathConfig, "make_egress_path", res)
 		if err == errNoValue {
-			return fmt.Errorf("%s did not return a value for routing_domain=%q source=%q site=%q: it must return kumo.make_egress_path{...}", EvGetEgressPathConfig, routingDomain, source, siteName)
+			return fmt.Errorf("%s did not return a value for routing_domain=%q source=%q site=%q: it must return kumo.make_egress_path{...}", event.GetEgressPathConfig, routingDomain, source, siteName)
 		}
 		if err != nil {
 			return err
@@ -186,16 +174,16 @@ func (r *Runtime) GetEgressSource(ctx context.Context, name string) (config.Egre
 	if name == "unspecified" {
 		return config.UnspecifiedSource(), nil
 	}
-	if !r.handlers[EvGetEgressSource] {
-		return config.EgressSource{}, fmt.Errorf("egress source %q: no %s event handler is defined", name, EvGetEgressSource)
+	if !r.handlers[event.GetEgressSource] {
+		return config.EgressSource{}, fmt.Errorf("egress source %q: no %s event handler is defined", name, event.GetEgressSource)
 	}
 	var out config.EgressSource
-	err := r.dispatch(ctx, EvGetEgressSource, func(*state) []lua.LValue {
+	err := r.dispatch(ctx, event.GetEgressSource, func(*state) []lua.LValue {
 		return []lua.LValue{lua.LString(name)}
 	}, func(_ *state, res []lua.LValue) error {
-		s, err := configResult[config.EgressSource](EvGetEgressSource, "make_egress_source", res)
+		s, err := configResult[config.EgressSource](event.GetEgressSource, "make_egress_source", res)
 		if err == errNoValue {
-			return fmt.Errorf("%s did not return a value for source %q", EvGetEgressSource, name)
+			return fmt.Errorf("%s did not return a value for source %q", event.GetEgressSource, name)
 		}
 		if err != nil {
 			return err
@@ -219,16 +207,16 @@ func (r *Runtime) GetEgressPool(ctx context.Context, name string) (config.Egress
 	if name == "unspecified" {
 		return config.UnspecifiedPool(), nil
 	}
-	if !r.handlers[EvGetEgressPool] {
-		return config.EgressPool{}, fmt.Errorf("egress pool %q: no %s event handler is defined", name, EvGetEgressPool)
+	if !r.handlers[event.GetEgressPool] {
+		return config.EgressPool{}, fmt.Errorf("egress pool %q: no %s event handler is defined", name, event.GetEgressPool)
 	}
 	var out config.EgressPool
-	err := r.dispatch(ctx, EvGetEgressPool, func(*state) []lua.LValue {
+	err := r.dispatch(ctx, event.GetEgressPool, func(*state) []lua.LValue {
 		return []lua.LValue{lua.LString(name)}
 	}, func(_ *state, res []lua.LValue) error {
-		p, err := configResult[config.EgressPool](EvGetEgressPool, "make_egress_pool", res)
+		p, err := configResult[config.EgressPool](event.GetEgressPool, "make_egress_pool", res)
 		if err == errNoValue {
-			return fmt.Errorf("%s did not return a value for pool %q", EvGetEgressPool, name)
+			return fmt.Errorf("%s did not return a value for pool %q", event.GetEgressPool, name)
 		}
 		if err != nil {
 			return err
@@ -249,10 +237,10 @@ func (r *Runtime) GetEgressPool(ctx context.Context, name string) (config.Egress
 // queue). kumo.reject becomes a *smtpreply.Rejection error (the caller
 // bounces the message); other errors are annotated Lua errors.
 func (r *Runtime) RequeueMessage(ctx context.Context, msg *message.Message, response string, insertContext []string, incrementAttempts bool, delay *time.Duration) error {
-	if !r.handlers[EvRequeueMessage] {
+	if !r.handlers[event.RequeueMessage] {
 		return nil
 	}
-	return r.dispatch(ctx, EvRequeueMessage, func(st *state) []lua.LValue {
+	return r.dispatch(ctx, event.RequeueMessage, func(st *state) []lua.LValue {
 		ic := st.L.CreateTable(len(insertContext), 0)
 		for i, s := range insertContext {
 			ic.RawSetInt(i+1, lua.LString(s))
@@ -271,13 +259,13 @@ func (r *Runtime) RequeueMessage(ctx context.Context, msg *message.Message, resp
 // domain. changed reports whether the handler returned a status code
 // (code is then that code, 100..599).
 func (r *Runtime) RewriteDeliveryStatus(ctx context.Context, response, domain, tenant, campaign, routingDomain string) (code int, changed bool, err error) {
-	if !r.handlers[EvRewriteDeliveryStatus] {
+	if !r.handlers[event.RewriteDeliveryStatus] {
 		return 0, false, nil
 	}
 	if routingDomain == "" {
 		routingDomain = domain
 	}
-	err = r.dispatch(ctx, EvRewriteDeliveryStatus, func(*state) []lua.LValue {
+	err = r.dispatch(ctx, event.RewriteDeliveryStatus, func(*state) []lua.LValue {
 		opt := func(s string) lua.LValue {
 			if s == "" {
 				return lua.LNil
@@ -291,10 +279,10 @@ func (r *Runtime) RewriteDeliveryStatus(ctx context.Context, response, domain, t
 		}
 		n, ok := res[0].(lua.LNumber)
 		if !ok {
-			return fmt.Errorf("%s must return a status code number or nil, got %s", EvRewriteDeliveryStatus, res[0].Type().String())
+			return fmt.Errorf("%s must return a status code number or nil, got %s", event.RewriteDeliveryStatus, res[0].Type().String())
 		}
 		if !isInteger(n) || n < 100 || n > 599 {
-			return fmt.Errorf("%s returned an invalid status code %v", EvRewriteDeliveryStatus, n)
+			return fmt.Errorf("%s returned an invalid status code %v", event.RewriteDeliveryStatus, n)
 		}
 		code, changed = int(n), true
 		return nil
@@ -308,14 +296,14 @@ func (r *Runtime) RewriteDeliveryStatus(ctx context.Context, response, domain, t
 // SpoolMessageEnumerated runs spool_message_enumerated(message) — a
 // Single event — for a message loaded from the spool at start-up.
 func (r *Runtime) SpoolMessageEnumerated(ctx context.Context, msg *message.Message) error {
-	return r.messageOnly(ctx, EvSpoolMessageEnumerated, msg)
+	return r.messageOnly(ctx, event.SpoolMessageEnumerated, msg)
 }
 
 // ThrottleInsertReadyQueue runs throttle_insert_ready_queue(message) — a
 // Multiple event — before a message moves from its scheduled queue to a
 // ready queue. A handler that delays the message changes msg.Due().
 func (r *Runtime) ThrottleInsertReadyQueue(ctx context.Context, msg *message.Message) error {
-	return r.messageOnly(ctx, EvThrottleInsertReadyQueue, msg)
+	return r.messageOnly(ctx, event.ThrottleInsertReadyQueue, msg)
 }
 
 func (r *Runtime) messageOnly(ctx context.Context, event string, msg *message.Message) error {

@@ -372,7 +372,7 @@ end)
 	errc := make(chan error, 16)
 	for i := range 16 {
 		go func() {
-			for j := range 50 {
+			for range 50 {
 				d := strings.Repeat("x", i%4+1) + ".example"
 				c, err := r.GetQueueConfig(ctx, d, nil, nil, nil)
 				if err == nil && c.EgressPool != d {
@@ -389,7 +389,6 @@ end)
 					errc <- err
 					return
 				}
-				_ = j
 			}
 			errc <- nil
 		}()

@@ -6,21 +6,64 @@ import (
 	"net/netip"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/event"
 	lua "github.com/yuin/gopher-lua"
 )
 
 // DNS is the resolver behind kumo.dns.*. The delivery engine implements
 // it; the runtime only converts arguments and results.
 type DNS interface {
-	// LookupMX resolves domain's MX records into KumoMTA's lookup_mx
-	// table shape (§3.7): domain_name, hosts (by preference), by_pref
-	// (preference → hosts), site_name, is_domain_literal, is_secure,
-	// is_mx. Integer-keyed maps and slices are converted to Lua tables.
-	LookupMX(ctx context.Context, domain string) (map[string]any, error)
+	// LookupMX resolves domain's MX records; the runtime turns the answer
+	// into kumo.dns.lookup_mx's table.
+	LookupMX(ctx context.Context, domain string) (*MXAnswer, error)
 	// LookupAddr resolves name to IP address strings (A and AAAA).
 	LookupAddr(ctx context.Context, name string) ([]string, error)
 	// Configure replaces the name servers ("ip:port") used for lookups.
 	Configure(servers []string) error
+}
+
+// MXAnswer is the answer of kumo.dns.lookup_mx, KumoMTA's MailExchanger
+// (KumoMTA docs: "kumo.dns.lookup_mx").
+type MXAnswer struct {
+	// DomainName is the queried domain as an FQDN with the trailing dot.
+	DomainName string
+	// Hosts are the exchangers in preference order.
+	Hosts []string
+	// ByPref groups Hosts by preference.
+	ByPref map[uint16][]string
+	// SiteName names the set of hosts (the ready queue's site).
+	SiteName        string
+	IsDomainLiteral bool
+	IsSecure        bool
+	// IsMX is false for an implicit MX (the domain's own addresses) and
+	// for a domain literal.
+	IsMX bool
+}
+
+// table renders a as KumoMTA's lookup_mx table: domain_name, hosts,
+// by_pref (integer preference → hosts), site_name, is_domain_literal,
+// is_secure, is_mx.
+func (a *MXAnswer) table(L *lua.LState) *lua.LTable {
+	strs := func(list []string) *lua.LTable {
+		t := L.CreateTable(len(list), 0)
+		for _, s := range list {
+			t.Append(lua.LString(s))
+		}
+		return t
+	}
+	byPref := L.CreateTable(0, len(a.ByPref))
+	for p, hosts := range a.ByPref {
+		byPref.RawSetInt(int(p), strs(hosts))
+	}
+	t := L.CreateTable(0, 7)
+	t.RawSetString("domain_name", lua.LString(a.DomainName))
+	t.RawSetString("hosts", strs(a.Hosts))
+	t.RawSetString("by_pref", byPref)
+	t.RawSetString("site_name", lua.LString(a.SiteName))
+	t.RawSetString("is_domain_literal", lua.LBool(a.IsDomainLiteral))
+	t.RawSetString("is_secure", lua.LBool(a.IsSecure))
+	t.RawSetString("is_mx", lua.LBool(a.IsMX))
+	return t
 }
 
 // openDNS builds the kumo.dns module.
@@ -55,7 +98,7 @@ func (st *state) dnsLookupMX(L *lua.LState) int {
 	if err != nil {
 		L.RaiseError("kumo.dns.lookup_mx(%q): %s", domain, err.Error())
 	}
-	L.Push(st.fromGo(res))
+	L.Push(res.table(L))
 	return 1
 }
 
@@ -92,7 +135,7 @@ func (st *state) dnsLookupAddr(L *lua.LState) int {
 // domain?, search?, options?}; it is allowed in init only. Name servers
 // are "ip", "ip:port" or {socket_addr="ip:port", protocol="udp"|"tcp"}.
 func (st *state) dnsConfigureResolver(L *lua.LState) int {
-	if st.event != "init" && st.event != "pre_init" {
+	if st.event != event.Init && st.event != event.PreInit {
 		where := st.event
 		if where == "" {
 			where = "the top level of the policy"

@@ -14,18 +14,16 @@ type fakeDNS struct {
 	servers [][]string
 }
 
-func (f *fakeDNS) LookupMX(_ context.Context, domain string) (map[string]any, error) {
+func (f *fakeDNS) LookupMX(_ context.Context, domain string) (*MXAnswer, error) {
 	if domain == "nxdomain.example" {
 		return nil, errors.New("NXDOMAIN")
 	}
-	return map[string]any{
-		"domain_name":       domain + ".",
-		"hosts":             []string{"mx1." + domain + ".", "mx2." + domain + "."},
-		"by_pref":           map[uint16][]string{5: {"mx1." + domain + "."}, 10: {"mx2." + domain + "."}},
-		"site_name":         "(mx1|mx2)." + domain,
-		"is_domain_literal": false,
-		"is_secure":         false,
-		"is_mx":             true,
+	return &MXAnswer{
+		DomainName: domain + ".",
+		Hosts:      []string{"mx1." + domain + ".", "mx2." + domain + "."},
+		ByPref:     map[uint16][]string{5: {"mx1." + domain + "."}, 10: {"mx2." + domain + "."}},
+		SiteName:   "(mx1|mx2)." + domain,
+		IsMX:       true,
 	}, nil
 }
 

@@ -78,7 +78,7 @@ func TestOnInsideEvent(t *testing.T) {
 
 func TestPreInitThenInit(t *testing.T) {
 	h := &fakeHost{}
-	r := newRuntime(t, `
+	newRuntime(t, `
 order = {}
 kumo.on('pre_init', function() table.insert(order, 'p1') end)
 kumo.on('init', function()
@@ -87,7 +87,6 @@ kumo.on('init', function()
 end)
 kumo.on('pre_init', function() table.insert(order, 'p2') end)
 `, func(o *Options) { o.Host = h })
-	_ = r
 	if h.acctPath != "p1,p2,init:init" {
 		t.Fatalf("order = %q", h.acctPath)
 	}
@@ -143,13 +142,12 @@ func TestInitHostBindError(t *testing.T) {
 
 func TestValidatingSkipsHost(t *testing.T) {
 	h := &fakeHost{}
-	r := newRuntime(t, `
+	newRuntime(t, `
 kumo.on('init', function()
   assert(_VALIDATING_CONFIG == true)
   kumo.start_esmtp_listener{listen='0:2026'}
   kumo.define_spool{name='data', path='/tmp/x'}
 end)`, func(o *Options) { o.Host = h; o.Validating = true })
-	_ = r
 	if len(h.esmtp) != 0 || len(h.spools) != 0 {
 		t.Fatal("host called while validating")
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/policies"
 )
 
@@ -336,8 +335,6 @@ func TestPolicyExtrasThroughPolicy(t *testing.T) {
 		t.Fatalf("validate: %v", err)
 	}
 }
-
-var _ = message.Address{}
 
 // TestPolicyExtrasDataFileErrors: a bad data file fails validation with
 // a message naming the file and the line (syntax) or the key (unknown

@@ -4,10 +4,12 @@ import (
 	lua "github.com/yuin/gopher-lua"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/message"
 )
 
-// invokeFuncs are KumoMTA's introspection helpers (§3.3): they run the
+// invokeFuncs are KumoMTA's introspection helpers (KumoMTA docs:
+// "kumo.invoke_get_queue_config" and its siblings): they run the
 // configuration events in the calling state, with the same defaults as
 // the typed Runtime methods, and return the configuration object.
 func (st *state) invokeFuncs() map[string]lua.LGFunction {
@@ -60,13 +62,13 @@ func (st *state) invokeGetQueueConfig(L *lua.LState) int {
 		}
 		return lua.LString(s)
 	}
-	v, _ := st.invokeChain(L, EvGetQueueConfig, lua.LString(p.Domain), opt(p.Tenant, p.HasTenant), opt(p.Campaign, p.HasCampaign), opt(p.RoutingDomain, p.HasRoutingDomain))
+	v, _ := st.invokeChain(L, event.GetQueueConfig, lua.LString(p.Domain), opt(p.Tenant, p.HasTenant), opt(p.Campaign, p.HasCampaign), opt(p.RoutingDomain, p.HasRoutingDomain))
 	if v == lua.LNil {
 		c := config.DefaultQueueConfig()
 		L.Push(st.newConfigObject(&c))
 		return 1
 	}
-	checkConfigResult[config.QueueConfig](L, EvGetQueueConfig, "make_queue_config", v)
+	checkConfigResult[config.QueueConfig](L, event.GetQueueConfig, "make_queue_config", v)
 	L.Push(v)
 	return 1
 }
@@ -75,28 +77,28 @@ func (st *state) invokeGetQueueConfig(L *lua.LState) int {
 // routing_domain, source, site_name).
 func (st *state) invokeGetEgressPathConfig(L *lua.LState) int {
 	rd, src, site := L.CheckString(1), L.CheckString(2), L.CheckString(3)
-	v, defined := st.invokeChain(L, EvGetEgressPathConfig, lua.LString(rd), lua.LString(src), lua.LString(site))
+	v, defined := st.invokeChain(L, event.GetEgressPathConfig, lua.LString(rd), lua.LString(src), lua.LString(site))
 	if !defined {
 		p := config.DefaultEgressPath()
 		L.Push(st.newConfigObject(&p))
 		return 1
 	}
 	if v == lua.LNil {
-		L.RaiseError("%s did not return a value for routing_domain=%q source=%q site=%q", EvGetEgressPathConfig, rd, src, site)
+		L.RaiseError("%s did not return a value for routing_domain=%q source=%q site=%q", event.GetEgressPathConfig, rd, src, site)
 	}
-	checkConfigResult[config.EgressPath](L, EvGetEgressPathConfig, "make_egress_path", v)
+	checkConfigResult[config.EgressPath](L, event.GetEgressPathConfig, "make_egress_path", v)
 	L.Push(v)
 	return 1
 }
 
 // invokeGetEgressSource is kumo.invoke_get_egress_source(name).
 func (st *state) invokeGetEgressSource(L *lua.LState) int {
-	return invokeNamed(st, L, EvGetEgressSource, "source", "make_egress_source", config.UnspecifiedSource)
+	return invokeNamed(st, L, event.GetEgressSource, "source", "make_egress_source", config.UnspecifiedSource)
 }
 
 // invokeGetEgressPool is kumo.invoke_get_egress_pool(name).
 func (st *state) invokeGetEgressPool(L *lua.LState) int {
-	return invokeNamed(st, L, EvGetEgressPool, "pool", "make_egress_pool", config.UnspecifiedPool)
+	return invokeNamed(st, L, event.GetEgressPool, "pool", "make_egress_pool", config.UnspecifiedPool)
 }
 
 // invokeNamed runs the handler of a by-name config event (egress source or

@@ -57,6 +57,7 @@ func (st *state) openKumo() *lua.LTable {
 		"set_max_spare_lua_contexts":    st.kumoSetMaxSpare,
 	})
 	L.SetFuncs(k, st.invokeFuncs())
+	k.RawSetString("configure_redis_throttles", L.NewFunction(st.kumoConfigureRedisThrottles))
 	// Tuning knobs that change nothing in kumogo but must exist so that
 	// KumoMTA policies load.
 	for _, name := range []string{
@@ -92,10 +93,12 @@ func (st *state) openKumo() *lua.LTable {
 	k.RawSetString("shaping", st.openShaping())
 
 	dns := st.openDNS()
+	dns.RawSetString("configure_test_mta_sts", L.NewFunction(st.dnsConfigureTestMTASTS))
 	k.RawSetString("dns", dns)
 	dkimT := st.openDKIM()
 	k.RawSetString("dkim", dkimT)
 	k.RawSetString("api", st.openAPI())
+	k.RawSetString("generate_rfc3464_message", L.NewFunction(st.kumoGenerateRFC3464))
 	spfT, dmarcT := st.openSPF(), st.openDMARC()
 	k.RawSetString("spf", spfT)
 	k.RawSetString("dmarc", dmarcT)

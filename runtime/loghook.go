@@ -6,6 +6,7 @@ import (
 	lua "github.com/yuin/gopher-lua"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
 )
@@ -79,7 +80,7 @@ func decodeLogHook(v any) (*config.LogHook, error) {
 // error.
 func (st *state) logHookFunc(fname string, disposition bool) lua.LGFunction {
 	return func(L *lua.LState) int {
-		if st.event != "init" && st.event != "pre_init" {
+		if st.event != event.Init && st.event != event.PreInit {
 			L.RaiseError("%s must be called from the init (or pre_init) event", fname)
 		}
 		h, err := decodeLogHook(st.tableArg(L))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kumogo/kumogo/internal/mailauth"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/mtasts"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
@@ -346,4 +347,42 @@ func authResultFrom(v lua.LValue) (mailauth.Result, string) {
 		bad = "missing field `method` or `result`"
 	}
 	return r, bad
+}
+
+// TestMTASTS is implemented by a DNS whose delivery side takes MTA-STS
+// policies from kumo.dns.configure_test_mta_sts.
+type TestMTASTS interface {
+	SetTestMTASTS(policies map[string]*mtasts.Policy)
+}
+
+// dnsConfigureTestMTASTS is kumo.dns.configure_test_mta_sts{DOMAIN =
+// POLICY_TEXT, ...}: those policies replace the _mta-sts lookups and
+// HTTPS fetches of delivery, so that a policy's own tests are hermetic.
+func (st *state) dnsConfigureTestMTASTS(L *lua.LState) int {
+	t := L.CheckTable(1)
+	policies := map[string]*mtasts.Policy{}
+	var bad string
+	t.ForEach(func(k, v lua.LValue) {
+		if bad != "" {
+			return
+		}
+		p, err := mtasts.Parse(v.String())
+		if err != nil {
+			bad = k.String() + ": " + err.Error()
+			return
+		}
+		policies[k.String()] = p
+	})
+	if bad != "" {
+		L.RaiseError("kumo.dns.configure_test_mta_sts: %s", bad)
+	}
+	if st.rt.opts.Validating {
+		return 0
+	}
+	d, ok := st.dns(L, "configure_test_mta_sts").(TestMTASTS)
+	if !ok {
+		L.RaiseError("kumo.dns.configure_test_mta_sts: this process does not deliver mail")
+	}
+	d.SetTestMTASTS(policies)
+	return 0
 }

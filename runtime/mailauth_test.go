@@ -31,12 +31,12 @@ func (d *resolverDNS) r() *mx.Resolver {
 	return d.res
 }
 
-func (d *resolverDNS) LookupMX(ctx context.Context, domain string) (map[string]any, error) {
+func (d *resolverDNS) LookupMX(ctx context.Context, domain string) (*MXAnswer, error) {
 	res, err := d.r().LookupMX(ctx, domain)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"hosts": res.Hosts}, nil
+	return &MXAnswer{Hosts: res.Hosts}, nil
 }
 
 func (d *resolverDNS) LookupAddr(ctx context.Context, name string) ([]string, error) {

@@ -9,21 +9,8 @@ import (
 	lua "github.com/yuin/gopher-lua"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/message"
-)
-
-// Event names of the SMTP listener.
-const (
-	EvConnectionAccepted = "smtp_server_connection_accepted"
-	EvEhlo               = "smtp_server_ehlo"
-	EvAuthPlain          = "smtp_server_auth_plain"
-	EvMailFrom           = "smtp_server_mail_from"
-	EvListenerDomain     = "get_listener_domain"
-	EvRcptTo             = "smtp_server_rcpt_to"
-	EvData               = "smtp_server_data"
-	EvSplitTransaction   = "smtp_server_split_transaction"
-	EvMessageReceived    = "smtp_server_message_received"
-	EvRewriteResponse    = "smtp_server_rewrite_response"
 )
 
 // single borrows a state and starts event on it with its (single)
@@ -96,7 +83,7 @@ func (r *Runtime) finish(st *state, event string, err error) error {
 
 // ConnectionAccepted runs smtp_server_connection_accepted(conn_meta).
 func (r *Runtime) ConnectionAccepted(ctx context.Context, cm *message.ConnMeta) error {
-	return r.connOnly(ctx, EvConnectionAccepted, cm)
+	return r.connOnly(ctx, event.ConnectionAccepted, cm)
 }
 
 func (r *Runtime) connOnly(ctx context.Context, event string, cm *message.ConnMeta) error {
@@ -115,10 +102,10 @@ func (r *Runtime) connOnly(ctx context.Context, event string, cm *message.ConnMe
 // (exts == nil) passes only two arguments. A nil result keeps the default
 // extension list.
 func (r *Runtime) Ehlo(ctx context.Context, domain string, cm *message.ConnMeta, exts []string) ([]string, error) {
-	if !r.handlers[EvEhlo] {
+	if !r.handlers[event.Ehlo] {
 		return nil, nil
 	}
-	st, err := r.single(ctx, EvEhlo)
+	st, err := r.single(ctx, event.Ehlo)
 	if err != nil {
 		return nil, err
 	}
@@ -152,17 +139,17 @@ func (r *Runtime) Ehlo(ctx context.Context, domain string, cm *message.ConnMeta,
 	if err != nil {
 		out = nil
 	}
-	return out, r.finish(st, EvEhlo, err)
+	return out, r.finish(st, event.Ehlo, err)
 }
 
 // AuthPlain runs smtp_server_auth_plain(authz, authc, password,
 // conn_meta). The handler returns a boolean or an AuthInfo table (which
 // counts as success).
 func (r *Runtime) AuthPlain(ctx context.Context, authz, authc, password string, cm *message.ConnMeta) (bool, error) {
-	if !r.handlers[EvAuthPlain] {
+	if !r.handlers[event.AuthPlain] {
 		return false, nil
 	}
-	st, err := r.single(ctx, EvAuthPlain)
+	st, err := r.single(ctx, event.AuthPlain)
 	if err != nil {
 		return false, err
 	}
@@ -184,17 +171,17 @@ func (r *Runtime) AuthPlain(ctx context.Context, authz, authc, password string, 
 			err = fmt.Errorf("smtp_server_auth_plain must return a boolean or an AuthInfo table, got %s", v.Type())
 		}
 	}
-	return ok && err == nil, r.finish(st, EvAuthPlain, err)
+	return ok && err == nil, r.finish(st, event.AuthPlain, err)
 }
 
 // MailFrom runs smtp_server_mail_from(sender, conn_meta).
 func (r *Runtime) MailFrom(ctx context.Context, sender message.Address, cm *message.ConnMeta) error {
-	return r.addrEvent(ctx, EvMailFrom, sender, cm)
+	return r.addrEvent(ctx, event.MailFrom, sender, cm)
 }
 
 // RcptTo runs smtp_server_rcpt_to(recipient, conn_meta).
 func (r *Runtime) RcptTo(ctx context.Context, rcpt message.Address, cm *message.ConnMeta) error {
-	return r.addrEvent(ctx, EvRcptTo, rcpt, cm)
+	return r.addrEvent(ctx, event.RcptTo, rcpt, cm)
 }
 
 func (r *Runtime) addrEvent(ctx context.Context, event string, a message.Address, cm *message.ConnMeta) error {
@@ -218,10 +205,10 @@ func (r *Runtime) addrEvent(ctx context.Context, event string, a message.Address
 // The handler returns kumo.make_listener_domain{...} (a plain table is
 // decoded the same way) or nil.
 func (r *Runtime) ListenerDomain(ctx context.Context, domain, listener string, cm *message.ConnMeta) (*config.ListenerDomain, error) {
-	if !r.handlers[EvListenerDomain] {
+	if !r.handlers[event.ListenerDomain] {
 		return nil, nil
 	}
-	st, err := r.single(ctx, EvListenerDomain)
+	st, err := r.single(ctx, event.ListenerDomain)
 	if err != nil {
 		return nil, err
 	}
@@ -252,17 +239,17 @@ func (r *Runtime) ListenerDomain(ctx context.Context, domain, listener string, c
 	if err != nil {
 		out = nil
 	}
-	return out, r.finish(st, EvListenerDomain, err)
+	return out, r.finish(st, event.ListenerDomain, err)
 }
 
 // Data runs smtp_server_data(message, conn_meta).
 func (r *Runtime) Data(ctx context.Context, msg *message.Message, cm *message.ConnMeta) error {
-	return r.msgEvent(ctx, EvData, msg, cm)
+	return r.msgEvent(ctx, event.Data, msg, cm)
 }
 
 // MessageReceived runs smtp_server_message_received(message, conn_meta).
 func (r *Runtime) MessageReceived(ctx context.Context, msg *message.Message, cm *message.ConnMeta) error {
-	return r.msgEvent(ctx, EvMessageReceived, msg, cm)
+	return r.msgEvent(ctx, event.MessageReceived, msg, cm)
 }
 
 func (r *Runtime) msgEvent(ctx context.Context, event string, msg *message.Message, cm *message.ConnMeta) error {
@@ -282,10 +269,10 @@ func (r *Runtime) msgEvent(ctx context.Context, event string, msg *message.Messa
 // conn_meta): an array of arrays of addresses, or nil for the listener's
 // batch_handling.
 func (r *Runtime) SplitTransaction(ctx context.Context, msg *message.Message, cm *message.ConnMeta) ([][]message.Address, error) {
-	if !r.handlers[EvSplitTransaction] {
+	if !r.handlers[event.SplitTransaction] {
 		return nil, nil
 	}
-	st, err := r.single(ctx, EvSplitTransaction)
+	st, err := r.single(ctx, event.SplitTransaction)
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +284,7 @@ func (r *Runtime) SplitTransaction(ctx context.Context, msg *message.Message, cm
 	if err == nil {
 		out, err = st.splitResult(L.Get(-1))
 	}
-	return out, r.finish(st, EvSplitTransaction, err)
+	return out, r.finish(st, event.SplitTransaction, err)
 }
 
 func (st *state) splitResult(v lua.LValue) ([][]message.Address, error) {
@@ -344,10 +331,10 @@ func (st *state) splitResult(v lua.LValue) ([][]message.Address, error) {
 // The returned code and text are the originals where the handler returned
 // nil (or failed).
 func (r *Runtime) RewriteResponse(ctx context.Context, code int, text, command string, cm *message.ConnMeta) (int, string, error) {
-	if !r.handlers[EvRewriteResponse] {
+	if !r.handlers[event.RewriteResponse] {
 		return code, text, nil
 	}
-	st, err := r.single(ctx, EvRewriteResponse)
+	st, err := r.single(ctx, event.RewriteResponse)
 	if err != nil {
 		return code, text, err
 	}
@@ -387,5 +374,5 @@ func (r *Runtime) RewriteResponse(ctx context.Context, code int, text, command s
 	if err != nil {
 		newCode, newText = code, text
 	}
-	return newCode, newText, r.finish(st, EvRewriteResponse, err)
+	return newCode, newText, r.finish(st, event.RewriteResponse, err)
 }

@@ -243,11 +243,10 @@ func TestEgressPathAllKeys(t *testing.T) {
 		NoMemoryReductionPolicy:           "NoShrink",
 		DispatcherProgressWatchdogTimeout: 90 * s,
 		Unimplemented: []string{
-			"additional_connection_limits", "enable_dane", "tls_prefer_openssl",
+			"enable_dane", "tls_prefer_openssl",
 			"openssl_cipher_list", "openssl_cipher_suites", "openssl_options",
 			"rustls_cipher_suites", "system_shutdown_timeout", "consecutive_connection_failures_before_delay",
-			"allow_smtp_auth_plain_without_valid_certificate", "additional_message_rate_throttles",
-			"source_selection_rate", "additional_source_selection_rates",
+			"allow_smtp_auth_plain_without_valid_certificate",
 			"aggressive_connection_opening", "refresh_interval", "refresh_strategy",
 			"dispatcher_wakeup_strategy", "maintainer_wakeup_strategy", "provider_name",
 			"remember_broken_tls", "use_lmtp",

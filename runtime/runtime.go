@@ -36,7 +36,9 @@ import (
 	"github.com/yuin/gopher-lua/parse"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/sharedlimit"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
@@ -91,6 +93,10 @@ type Options struct {
 	// LuaMemoryLimit bounds the memory of each Lua state, in bytes (see
 	// limits.go). Zero means DefaultLuaMemoryLimit; negative, no limit.
 	LuaMemoryLimit int64
+	// Limits keeps kumo.make_throttle's buckets, local or shared through
+	// Redis (kumo.configure_redis_throttles); the delivery engine uses the
+	// same store for the egress limits. nil gives the runtime its own.
+	Limits *sharedlimit.Store
 	// EventLatency, when set, is told how long each event call took
 	// (KumoMTA's lua_event_latency metric).
 	EventLatency func(event string, d time.Duration)
@@ -106,13 +112,13 @@ const (
 // multipleEvents are the events whose handlers chain (KumoMTA's
 // CallbackSignature "Multiple"); every other event takes one handler.
 var multipleEvents = map[string]bool{
-	"pre_init":                    true,
-	"validate_config":             true,
-	"get_queue_config":            true,
-	"throttle_insert_ready_queue": true,
-	"requeue_message":             true,
-	"should_enqueue_log_record":   true,
-	"get_acl_definition":          true,
+	event.PreInit:                  true,
+	event.ValidateConfig:           true,
+	event.GetQueueConfig:           true,
+	event.ThrottleInsertReadyQueue: true,
+	event.RequeueMessage:           true,
+	"should_enqueue_log_record":    true,
+	"get_acl_definition":           true,
 }
 
 // IsMultipleEvent reports whether event accepts several chained handlers.
@@ -156,10 +162,10 @@ type Runtime struct {
 	dkim   dkimKeys   // parsed DKIM signing keys
 	extras extrasData // data shared by the policy-extras helpers
 
-	memo      memoCaches     // kumo.memoize caches, shared by all states
-	throttles throttles      // kumo.make_throttle limiters, by name and spec
-	tasks     taskCtx        // kumo.spawn_task's context
-	resolvers namedResolvers // kumo.dns.define_resolver
+	memo      memoCaches         // kumo.memoize caches, shared by all states
+	limits    *sharedlimit.Store // kumo.make_throttle's buckets (kumothrottle.go)
+	tasks     taskCtx            // kumo.spawn_task's context
+	resolvers namedResolvers     // kumo.dns.define_resolver
 	idsOnce   sync.Once
 	ids       *message.IDGenerator // kumo.make_message's ids
 
@@ -221,6 +227,10 @@ func New(opts Options) (*Runtime, error) {
 		slots:     make(chan struct{}, maxStates),
 		modCache:  make(map[string]*lua.FunctionProto),
 		memLimit:  memoryLimit(opts.LuaMemoryLimit),
+		limits:    opts.Limits,
+	}
+	if r.limits == nil {
+		r.limits = sharedlimit.New(opts.Log)
 	}
 	if opts.PolicyPath != "" {
 		if abs, err := filepath.Abs(opts.PolicyPath); err == nil {
@@ -291,7 +301,7 @@ func (r *Runtime) Init(ctx context.Context) error {
 	if st == nil {
 		return errors.New("runtime: closed")
 	}
-	for _, ev := range [...]string{"pre_init", "init"} {
+	for _, ev := range [...]string{event.PreInit, event.Init} {
 		if _, err := st.callEvent(ctx, ev, nil); err != nil {
 			r.discard(st)
 			return fmt.Errorf("runtime: %s: %w", ev, err)
@@ -305,7 +315,7 @@ func (r *Runtime) Init(ctx context.Context) error {
 // Init) and reports a failure when a handler errored or called
 // kumo.validation_failed().
 func (r *Runtime) Validate(ctx context.Context) error {
-	if _, err := r.Call(ctx, "validate_config"); err != nil {
+	if _, err := r.Call(ctx, event.ValidateConfig); err != nil {
 		return err
 	}
 	if r.ValidationFailed() {

@@ -11,7 +11,8 @@ import (
 )
 
 // schedulingMethods are the msg:* methods for attempts and scheduling
-// (§4.1).
+// (KumoMTA docs: "msg:set_scheduling", "msg:num_attempts",
+// "msg:increment_num_attempts").
 func (st *state) schedulingMethods() map[string]lua.LGFunction {
 	return map[string]lua.LGFunction{
 		"num_attempts": func(L *lua.LState) int {

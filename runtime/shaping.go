@@ -110,17 +110,7 @@ func (st *state) shapingEnv() shaping.Env {
 			if err != nil {
 				return shaping.MX{}, err
 			}
-			mx := shaping.MX{}
-			mx.SiteName, _ = res["site_name"].(string)
-			switch hosts := res["hosts"].(type) {
-			case []string:
-				mx.Hosts = hosts
-			case []any:
-				for _, h := range hosts {
-					mx.Hosts = append(mx.Hosts, fmt.Sprint(h))
-				}
-			}
-			return mx, nil
+			return shaping.MX{SiteName: res.SiteName, Hosts: res.Hosts}, nil
 		}
 	}
 	return env

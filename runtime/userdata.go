@@ -215,7 +215,8 @@ func (st *state) addrEq(L *lua.LState) int {
 	return 1
 }
 
-// messageMethods are the msg:* methods (KumoMTA §4.1).
+// messageMethods are the msg:* methods (KumoMTA docs: "Message Object";
+// docs/compat.md lists each with kumogo's status).
 func (st *state) messageMethods() map[string]lua.LGFunction {
 	m := map[string]lua.LGFunction{
 		"id": func(L *lua.LState) int {
@@ -312,6 +313,9 @@ func (st *state) messageMethods() map[string]lua.LGFunction {
 		m[k] = v
 	}
 	for k, v := range st.authMethods() {
+		m[k] = v
+	}
+	for k, v := range st.reportMethods() {
 		m[k] = v
 	}
 	return m

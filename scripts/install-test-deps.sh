@@ -16,6 +16,9 @@
 #   prometheus  a real Prometheus server that the metrics test starts on
 #            loopback with its own config; the packaged service is kept
 #            from starting (policy-rc.d) and is never left running
+#   redis-server  the shared-throttle tests start their own instance on a
+#            loopback port with a temporary directory; the packaged service
+#            is kept from starting the same way and stopped if it runs
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -35,7 +38,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=()
-for p in postfix swaks zstd gcc libc6-dev python3-dkim python3-authres prometheus; do
+for p in postfix swaks zstd gcc libc6-dev python3-dkim python3-authres prometheus redis-server; do
 	pkg_installed "$p" || missing+=("$p")
 done
 if ! command -v python3 >/dev/null 2>&1; then
@@ -87,7 +90,14 @@ if command -v postfix >/dev/null 2>&1 && [ -f /etc/postfix/main.cf ]; then
 	fi
 fi
 
-for tool in smtp-source smtp-sink swaks zstd python3 prometheus; do
+# The packaged redis service must not hold port 6379 either: tests run their
+# own redis-server on a free loopback port.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+	log "stopping the packaged redis-server"
+	"${SUDO[@]}" systemctl stop redis-server >/dev/null 2>&1 || true
+fi
+
+for tool in smtp-source smtp-sink swaks zstd python3 prometheus redis-server; do
 	if ! command -v "$tool" >/dev/null 2>&1; then
 		log "expected $tool on PATH after install, not found"
 		exit 1

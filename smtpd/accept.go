@@ -12,7 +12,7 @@ import (
 
 // acceptor wraps the listening socket: it enforces max_connections before
 // go-smtp sees a connection, answers clients when the process is out of
-// file descriptors, and wraps every connection in the front end.
+// file descriptors, and wraps every connection in a session.
 type acceptor struct {
 	net.Listener
 	s *Server
@@ -45,7 +45,7 @@ func (a *acceptor) Accept() (net.Conn, error) {
 			go writeAndClose(c, 421, textTooManySessions(s.cfg.Hostname))
 			continue
 		}
-		return newFrontConn(s, c), nil
+		return newSession(s, c), nil
 	}
 }
 

@@ -8,14 +8,27 @@ import (
 	"time"
 )
 
-// The DATA body has exactly one scanner: bodyScan, run by the front end on
-// the socket's buffered reader. It decides where the body ends, removes the
-// stuffing dots and notes over-long lines and bare line endings. go-smtp's
-// own DATA reader never sees the body: the session reads it through
-// dataBody, and once the end is found go-smtp's reader is handed the bare
-// end-of-data line (".\r\n", see frontConn.Read), so that the two can
-// never disagree about where a body ends whatever bare CRs and LFs the
-// client sends (SMTP smuggling).
+// Bodies are read by the session's own readers, the fast paths of the
+// listener.
+//
+// DATA: the body has exactly one scanner, bodyScan, run on the socket's
+// buffered reader. It decides where the body ends, removes the stuffing
+// dots and notes over-long lines and bare line endings. go-smtp's own DATA
+// reader never sees the body: Data reads it through dataBody, and once the
+// end is found go-smtp's reader reads the client's end-of-data line and
+// nothing else (session.Read), so that the two can never disagree about
+// where a body ends whatever bare CRs and LFs the client sends (SMTP
+// smuggling).
+//
+// BDAT: a chunk that is not the last is read here (readChunk) into the
+// transaction's body and answered by the session; only the last chunk goes
+// through go-smtp, whose Data call completes the body. go-smtp runs Data
+// of a BDAT transaction on a goroutine of its own, and its reset (RSET,
+// EHLO) closes that body's pipe without waiting for the goroutine, whose
+// late result can then answer the next transaction's last chunk (conn.go
+// of github.com/emersion/go-smtp v0.26.0: handleBdat, reset). With the
+// earlier chunks read here, go-smtp holds a BDAT body only while it reads
+// the last chunk, so no reset can fall inside one.
 //
 // The end of a body is the line "." that follows a CRLF, that is the byte
 // sequence CRLF "." CRLF with the CRLF before the dot counted from the start
@@ -27,14 +40,11 @@ import (
 
 // bodyScan is the state of the DATA framing between reads.
 type bodyScan struct {
-	limit   int  // line_length_hard_limit (0: none)
-	lineLen int  // raw bytes of the current line seen so far
-	startOK bool // the current line started after CRLF (or opens the body)
-	first   byte // the current line's first byte
-	prevCR  bool // the last byte seen was a CR
-	// held: the current line is ".\r" so far; its CR is kept back until
-	// the next byte tells whether the line is the end-of-data line
-	held      bool
+	limit     int  // line_length_hard_limit (0: none)
+	lineLen   int  // raw bytes of the current line seen so far
+	startOK   bool // the current line started after CRLF (or opens the body)
+	first     byte // the current line's first byte
+	prevCR    bool // the last byte seen was a CR
 	tooLong   bool
 	badEnding bool
 }
@@ -43,27 +53,32 @@ func (b *bodyScan) reset(limit int) {
 	*b = bodyScan{limit: limit, startOK: true}
 }
 
+// endLine is the end-of-data line that follows a CRLF.
+const endLine = ".\r\n"
+
 // scan copies body bytes from src to dst, leaving out the stuffing dot at
-// the start of every line that starts after a CRLF and the end-of-data
-// line. It returns the bytes written and read (no more than dst holds), and
-// whether the end of the body was read.
+// the start of every line that starts after a CRLF. It returns the bytes
+// written and read (no more than dst holds), and whether the end-of-data
+// line follows what was read: that line itself is never consumed, so that
+// go-smtp's DATA reader reads the client's own end of data. A line that
+// starts with "." or ".\r" at the end of src cannot be told from the end
+// line yet: scan stops before it, and returns 0, 0, false when it is all
+// src holds (the caller must then read more).
 func (b *bodyScan) scan(dst, src []byte) (nw, nr int, end bool) {
-	if b.held && len(src) > 0 {
-		if src[0] == '\n' {
-			b.held, b.lineLen, b.prevCR = false, 0, false
-			return 0, 1, true
-		}
-		if len(dst) == 0 {
-			return 0, 0, false
-		}
-		b.held = false
-		dst[0] = '\r' // the line was not the end after all
-		nw = 1
-	}
-	if len(src) > len(dst)-nw {
-		src = src[:len(dst)-nw]
+	full := src
+	if len(src) > len(dst) {
+		src = src[:len(dst)]
 	}
 	for nr < len(src) {
+		if b.lineLen == 0 && b.startOK && src[nr] == '.' {
+			rest := full[nr:]
+			if len(rest) >= len(endLine) && string(rest[:len(endLine)]) == endLine {
+				return nw, nr, true
+			}
+			if len(rest) < len(endLine) && string(rest) == endLine[:len(rest)] {
+				return nw, nr, false // maybe the end line: read more first
+			}
+		}
 		seg := src[nr:]
 		j := bytes.IndexByte(seg, '\n')
 		if j >= 0 {
@@ -73,7 +88,7 @@ func (b *bodyScan) scan(dst, src []byte) (nw, nr int, end bool) {
 		if b.lineLen == 0 {
 			b.first = seg[0]
 			if b.first == '.' && b.startOK {
-				out = seg[1:] // a stuffing dot, or the end-of-data line
+				out = seg[1:] // a stuffing dot
 			}
 		}
 		if b.prevCR && seg[0] != '\n' {
@@ -86,10 +101,6 @@ func (b *bodyScan) scan(dst, src []byte) (nw, nr int, end bool) {
 			}
 			b.prevCR = seg[len(seg)-1] == '\r'
 			b.lineLen += len(seg)
-			if b.first == '.' && b.startOK && b.lineLen == 2 && b.prevCR {
-				out = out[:len(out)-1] // ".\r": wait for the next byte
-				b.held = true
-			}
 			nw += copy(dst[nw:], out)
 			nr += len(seg)
 			return nw, nr, false
@@ -113,20 +124,12 @@ func (b *bodyScan) scan(dst, src []byte) (nw, nr int, end bool) {
 			b.tooLong = true
 		}
 		nr += len(seg)
-		if b.startOK && crlf && total == 3 && b.first == '.' {
-			b.lineLen, b.prevCR = 0, false
-			return nw, nr, true
-		}
 		nw += copy(dst[nw:], out)
 		b.startOK = crlf
 		b.lineLen, b.prevCR = 0, false
 	}
 	return nw, nr, false
 }
-
-// endOfData is what go-smtp's DATA reader is handed once the front end has
-// read a body: the end-of-data line alone.
-var endOfData = []byte(".\r\n")
 
 // minBodyRate is the slowest average rate, in bytes per second, at which a
 // client may send a body (DATA, or one BDAT chunk) once client_timeout has
@@ -137,70 +140,78 @@ var endOfData = []byte(".\r\n")
 const minBodyRate = 1024
 
 // startBody starts the clock of a body transfer.
-func (f *frontConn) startBody() {
-	f.bodyStart, f.bodyBytes = time.Now(), 0
+func (ss *session) startBody() {
+	ss.bodyStart, ss.bodyBytes = time.Now(), 0
 }
 
 // bodyReadDeadline sets the read deadline for the next read of a body:
 // client_timeout from now, but never past the body's own deadline.
-func (f *frontConn) bodyReadDeadline() {
+func (ss *session) bodyReadDeadline() {
 	now := time.Now()
-	d := now.Add(f.cfg.ClientTimeout)
-	limit := f.bodyStart.Add(f.cfg.ClientTimeout + time.Duration(f.bodyBytes)*time.Second/minBodyRate)
+	d := now.Add(ss.cfg.ClientTimeout)
+	limit := ss.bodyStart.Add(ss.cfg.ClientTimeout + time.Duration(ss.bodyBytes)*time.Second/minBodyRate)
 	if limit.Before(d) {
 		d = limit
 	}
-	f.raw.SetReadDeadline(d)
+	ss.raw.SetReadDeadline(d)
 }
 
 // bodyReadFailed answers a body read that failed: a timeout (a stall, or a
 // transfer slower than minBodyRate) gets KumoMTA's idle reply; either way
 // the session ends. No error text reaches the client.
-func (f *frontConn) bodyReadFailed(err error) {
+func (ss *session) bodyReadFailed(err error) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		if time.Since(f.bodyStart) >= f.cfg.ClientTimeout {
-			f.s.log.Info().Str("peer", f.peer.String()).Int64("bytes", f.bodyBytes).Dur("elapsed", time.Since(f.bodyStart)).Msg("body transfer stalled or too slow; ending session")
+		if time.Since(ss.bodyStart) >= ss.cfg.ClientTimeout {
+			ss.s.log.Info().Str("peer", ss.peer.String()).Int64("bytes", ss.bodyBytes).Dur("elapsed", time.Since(ss.bodyStart)).Msg("body transfer stalled or too slow; ending session")
 		}
-		f.reply(421, textIdleTooLong(f.host()))
-		f.flush()
+		ss.reply(421, textIdleTooLong(ss.host()))
+		ss.flush()
 	}
-	f.closing = true
-	f.ended = true // go-smtp's answer to the failed read is never sent
+	ss.closing = true
+	ss.ended = true // go-smtp's answer to the failed read is never sent
 }
 
-// errBodyRead ends a Data whose body could not be read; the front end has
-// answered already (bodyReadFailed), so its reply is never sent.
+// errBodyRead ends a body read that failed; the client has been answered
+// already (bodyReadFailed), so nothing more is said.
 var errBodyRead = errors.New("smtpd: reading the message body failed")
 
-// dataBody reads a DATA body through the front end's scanner; it returns
-// io.EOF once the end-of-data line has been read.
-type dataBody struct{ f *frontConn }
+// startData starts a DATA body, once go-smtp has accepted the command
+// (it calls Data only then): the session's 354 replaces go-smtp's.
+func (ss *session) startData() {
+	ss.dropHeld()
+	ss.reply(354, "Send body; end with CRLF.CRLF")
+	ss.mode = modeData
+	ss.scan.reset(ss.cfg.LineLengthHardLimit)
+	ss.startBody()
+}
+
+// dataBody reads a DATA body through the scanner; it returns io.EOF once
+// the end-of-data line is next, leaving that line buffered for go-smtp.
+type dataBody struct{ ss *session }
 
 func (d dataBody) Read(p []byte) (int, error) {
-	f := d.f
-	if f.mode != modeData {
+	ss := d.ss
+	if ss.mode != modeData {
 		return 0, io.EOF
 	}
+	need := 1 // bytes that must be buffered before scanning
 	for {
-		if f.rd.Buffered() == 0 {
-			f.flush()
-			f.bodyReadDeadline()
-			if _, err := f.rd.Peek(1); err != nil {
-				f.bodyReadFailed(err)
+		if ss.rd.Buffered() < need {
+			ss.flush()
+			ss.bodyReadDeadline()
+			if _, err := ss.rd.Peek(need); err != nil {
+				ss.bodyReadFailed(err)
 				return 0, errBodyRead
 			}
 		}
-		n := f.rd.Buffered()
-		if n > len(p) {
-			n = len(p)
-		}
-		chunk, _ := f.rd.Peek(n)
-		nw, nr, end := f.scan.scan(p, chunk)
-		f.rd.Discard(nr)
-		f.bodyBytes += int64(nr)
+		n := ss.rd.Buffered()
+		chunk, _ := ss.rd.Peek(n)
+		nw, nr, end := ss.scan.scan(p, chunk)
+		ss.rd.Discard(nr)
+		ss.bodyBytes += int64(nr)
 		if end {
-			f.mode = modeDataEnd
+			ss.mode = modeDataEnd
 			if nw == 0 {
 				return 0, io.EOF
 			}
@@ -209,30 +220,66 @@ func (d dataBody) Read(p []byte) (int, error) {
 		if nw > 0 {
 			return nw, nil
 		}
-		// only a stuffing dot was read: read on
+		need = 1
+		if nr == 0 {
+			// a line that may be the end line needs its next bytes
+			need = ss.rd.Buffered() + 1
+		}
 	}
 }
 
-// readBDAT hands go-smtp the bytes of the current BDAT chunk.
-func (f *frontConn) readBDAT(p []byte) (int, error) {
-	if f.rd.Buffered() == 0 {
-		f.flush()
+// readCounted reads at most *left bytes of a BDAT chunk from the socket.
+func (ss *session) readCounted(p []byte, left *int64) (int, error) {
+	if ss.rd.Buffered() == 0 {
+		ss.flush()
 	}
-	if int64(len(p)) > f.bdatLeft {
-		p = p[:f.bdatLeft]
+	if int64(len(p)) > *left {
+		p = p[:*left]
 	}
-	f.bodyReadDeadline()
-	n, err := f.rd.Read(p)
-	f.bdatLeft -= int64(n)
-	f.bodyBytes += int64(n)
-	if f.bdatLeft == 0 {
-		f.mode = modeCmd
-	}
+	ss.bodyReadDeadline()
+	n, err := ss.rd.Read(p)
+	*left -= int64(n)
+	ss.bodyBytes += int64(n)
 	if err != nil {
-		f.bodyReadFailed(err)
+		ss.bodyReadFailed(err)
 		return n, errBodyRead
 	}
 	return n, nil
+}
+
+// readBDAT hands go-smtp the bytes of the last BDAT chunk.
+func (ss *session) readBDAT(p []byte) (int, error) {
+	n, err := ss.readCounted(p, &ss.bdatLeft)
+	if ss.bdatLeft == 0 {
+		ss.mode = modeCmd
+	}
+	return n, err
+}
+
+// chunkReader reads a BDAT chunk that the session reads itself.
+type chunkReader struct {
+	ss   *session
+	left int64
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if c.left == 0 {
+		return 0, io.EOF
+	}
+	return c.ss.readCounted(p, &c.left)
+}
+
+// readChunk reads a BDAT chunk that is not the last into the
+// transaction's body. It reports false when the read failed (the client
+// has been answered and the session ends).
+func (ss *session) readChunk(size int64) bool {
+	t := &ss.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	cfg := ss.cfg
+	ss.chunk = chunkReader{ss: ss, left: size}
+	err := t.body.fill(&ss.chunk, ss.s.budget, cfg.MaxMessageSize, cfg.ClientTimeout)
+	return err == nil
 }
 
 // checkLines applies DATA's line checks to a body received with BDAT: it

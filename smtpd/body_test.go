@@ -41,10 +41,11 @@ func refFrame(s []byte) (body, rest []byte, bad, ok bool) {
 func scanAll(s []byte, sizes []byte) (body []byte, consumed int, bad, end bool) {
 	var b bodyScan
 	b.reset(0)
+	extra := 0
 	for k := 0; consumed < len(s); k++ {
 		n := len(s) - consumed
 		if len(sizes) > 0 {
-			if m := int(sizes[k%len(sizes)]) + 1; m < n {
+			if m := int(sizes[k%len(sizes)]) + 1 + extra; m < n {
 				n = m
 			}
 		}
@@ -56,11 +57,19 @@ func scanAll(s []byte, sizes []byte) (body []byte, consumed int, bad, end bool) 
 		body = append(body, dst[:nw]...)
 		consumed += nr
 		if e {
-			return body, consumed, b.badEnding, true
+			// the end line is left for go-smtp's reader
+			return body, consumed + len(endLine), b.badEnding, true
 		}
 		if nr == 0 && nw == 0 {
-			panic("scan made no progress")
+			// a line that may be the end line: the next read must be
+			// longer (the listener peeks one more byte)
+			if consumed+n >= len(s) {
+				break
+			}
+			extra++
+			continue
 		}
+		extra = 0
 	}
 	return body, consumed, b.badEnding, false
 }
@@ -87,7 +96,9 @@ func FuzzDataFraming(f *testing.F) {
 			t.Fatalf("%q: end %v, reference %v", in, end, rend)
 		}
 		if !end {
-			if consumed != len(in) {
+			// all consumed, but for the start of a line that may still be
+			// the end line (the scanner waits for its next bytes)
+			if held := string(in[consumed:]); len(held) >= len(endLine) || !strings.HasPrefix(endLine, held) {
 				t.Fatalf("%q: %d bytes consumed without an end", in, consumed)
 			}
 			return
@@ -175,7 +186,7 @@ func TestSmugglingSequences(t *testing.T) {
 			if wantMsgs == 2 {
 				want := strings.TrimPrefix(string(rbody), "H: 1\r\n\r\n")
 				if mode == "Fix" {
-					want = string(fixLineEndings([]byte(want)))
+					want = string(message.CanonicalLineEndings([]byte(want)))
 				}
 				if msgs[0] != want {
 					t.Fatalf("%s %q: body %q, want %q", mode, v, msgs[0], want)
@@ -302,7 +313,7 @@ func TestBDATLineEndings(t *testing.T) {
 			c.Expect(t, "250 OK ids=")
 			want := b
 			if mode == "Fix" {
-				want = string(fixLineEndings([]byte(b)))
+				want = string(message.CanonicalLineEndings([]byte(b)))
 			}
 			if msgs := got()[before:]; len(msgs) != 1 || msgs[0] != want {
 				t.Fatalf("%s %q: received %q, want %q", mode, b, msgs, want)

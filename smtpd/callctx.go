@@ -84,23 +84,23 @@ func (c *callCtx) Value(any) any { return nil }
 // ctx returns the context for one policy call (data_processing_timeout)
 // and the function that ends it. The session's reusable context serves
 // every call that is not nested in another one.
-func (f *frontConn) ctx() (context.Context, context.CancelFunc) {
-	if f.call == nil {
-		f.call = newCallCtx()
-		f.endCall = func() {
-			if !f.inCall {
+func (ss *session) ctx() (context.Context, context.CancelFunc) {
+	if ss.call == nil {
+		ss.call = newCallCtx()
+		ss.endCall = func() {
+			if !ss.inCall {
 				return
 			}
-			if f.call.disarm() {
-				f.call = nil // expired: never re-armed
+			if ss.call.disarm() {
+				ss.call = nil // expired: never re-armed
 			}
-			f.inCall = false
+			ss.inCall = false
 		}
 	}
-	if f.inCall {
-		return context.WithTimeout(context.Background(), f.cfg.DataProcessingTimeout)
+	if ss.inCall {
+		return context.WithTimeout(context.Background(), ss.cfg.DataProcessingTimeout)
 	}
-	f.inCall = true
-	f.call.arm(f.cfg.DataProcessingTimeout)
-	return f.call, f.endCall
+	ss.inCall = true
+	ss.call.arm(ss.cfg.DataProcessingTimeout)
+	return ss.call, ss.endCall
 }

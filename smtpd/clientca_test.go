@@ -101,20 +101,7 @@ func TestTLSRequiredClientCA(t *testing.T) {
 	if err != nil {
 		t.Fatalf("STARTTLS with a valid client certificate: %v", err)
 	}
-	if err := cl.Mail("a@x.com"); err != nil {
-		t.Fatal(err)
-	}
-	if err := cl.Rcpt("b@y.com"); err != nil {
-		t.Fatal(err)
-	}
-	w, err := cl.Data()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Write([]byte("Subject: mtls\r\n\r\nhi\r\n"))
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	clientSend(t, cl, "mtls")
 	cl.Quit()
 	mu.Lock()
 	defer mu.Unlock()

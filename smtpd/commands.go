@@ -1,6 +1,6 @@
 package smtpd
 
-// Commands: the front end reads each command line and answers it, or
+// Commands: the session reads each command line and answers it, or
 // forwards it to go-smtp.
 
 import (
@@ -16,93 +16,92 @@ import (
 	"unicode/utf8"
 )
 
-func (f *frontConn) defaultExtensions() []string {
+func (ss *session) defaultExtensions() []string {
 	exts := []string{"PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8", "CHUNKING"}
-	if f.tls == nil && f.tlsConf != nil {
+	if ss.tls == nil && ss.tlsConf != nil {
 		exts = append(exts, "STARTTLS")
 	}
-	if f.tls != nil {
+	if ss.tls != nil {
 		exts = append(exts, "AUTH PLAIN")
 	}
-	if f.cfg.AllowXClient {
+	if ss.cfg.AllowXClient {
 		exts = append(exts, xclientExtension)
 	}
 	return exts
 }
 
-func (f *frontConn) helloDone() {
-	f.ehloOK = true
-	f.endTxn()
-	f.meta.Set("ehlo_domain", f.helo)
-	if f.cmd == "HELO" {
-		f.reply(250, "Hello "+f.helo+"!")
-		return
+// helloReply is the reply to an accepted EHLO or HELO.
+func (ss *session) helloReply(verb, domain string, exts []string) string {
+	if verb == "HELO" {
+		return "Hello " + domain + "!"
 	}
 	var sb strings.Builder
-	sb.WriteString(f.host())
+	sb.WriteString(ss.host())
 	sb.WriteString(" Aloha ")
-	sb.WriteString(f.helo)
-	for _, e := range f.pendExts {
+	sb.WriteString(domain)
+	for _, e := range exts {
 		sb.WriteByte('\n')
 		sb.WriteString(e)
 	}
-	f.reply(250, sb.String())
+	return sb.String()
 }
 
 // nextCommand reads one command line. It either forwards it to go-smtp
-// (f.fwd) or answers it itself.
-func (f *frontConn) nextCommand() error {
-	s := f.s
-	if f.rd.Buffered() == 0 {
-		f.flush()
-		if f.closing {
+// (ss.fwd), having checked it, or answers it itself.
+func (ss *session) nextCommand() error {
+	s := ss.s
+	ss.passHeld()
+	ss.goReplies = 0
+	if ss.rd.Buffered() == 0 {
+		ss.flush()
+		if ss.closing {
 			return io.EOF
 		}
 	}
 	// until a line is read, a reply answers no command
-	f.cmd, f.cmdLine, f.cmdStr, f.hasStr = "", nil, "", false
-	f.idle.Store(true)
-	if s.shutting.Load() && f.rd.Buffered() == 0 {
-		f.idle.Store(false)
-		f.reply(421, textShuttingDown(f.host()))
-		f.flush()
+	ss.cmd, ss.cmdLine, ss.cmdStr, ss.hasStr = "", nil, "", false
+	ss.idle.Store(true)
+	if s.shutting.Load() && ss.rd.Buffered() == 0 {
+		ss.idle.Store(false)
+		ss.reply(421, textShuttingDown(ss.host()))
+		ss.flush()
 		return io.EOF
 	}
-	f.raw.SetReadDeadline(time.Now().Add(f.cfg.ClientTimeout))
-	line, tooLong, err := f.readLine(f.cmdBuf)
-	f.idle.Store(false)
+	ss.raw.SetReadDeadline(time.Now().Add(ss.cfg.ClientTimeout))
+	line, tooLong, err := ss.readLine(ss.cmdBuf)
+	ss.idle.Store(false)
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			if s.shutting.Load() {
-				f.reply(421, textShuttingDown(f.host()))
+				ss.reply(421, textShuttingDown(ss.host()))
 			} else {
-				f.reply(421, textIdleTooLong(f.host()))
+				ss.reply(421, textIdleTooLong(ss.host()))
 			}
-			f.flush()
+			ss.flush()
 		}
-		f.closing = true
+		ss.closing = true
 		return io.EOF
 	}
 	if line != nil {
-		f.cmdBuf = line[:0] // keep the grown buffer for the next command
+		ss.cmdBuf = line[:0] // keep the grown buffer for the next command
 	}
-	f.cmdLine, f.cmdStr, f.hasStr = line, "", false
+	ss.cmdLine, ss.cmdStr, ss.hasStr = line, "", false
 	if tooLong {
-		f.cmd = ""
-		f.reply(500, "5.2.3 line too long")
+		ss.cmd = ""
+		ss.reply(500, replyLineTooLong.Message)
 		return nil
 	}
 	if !utf8.Valid(line) {
-		f.cmd = ""
-		f.reply(501, "5.5.2 Invalid UTF-8 in command")
+		ss.cmd = ""
+		ss.reply(501, "5.5.2 Invalid UTF-8 in command")
 		return nil
 	}
 	if hasControl(line) {
 		// A bare CR (or NUL, ESC, ...) is never part of a valid command,
 		// and echoing it (EHLO's "Aloha <domain>") would break the reply.
-		f.cmd = ""
-		f.reply(501, "Syntax error in command or arguments: control character in command")
+		ss.cmd = ""
+		ss.reply(501, "Syntax error in command or arguments: control character in command")
 		return nil
 	}
 	verb, arg := line, []byte(nil)
@@ -119,58 +118,64 @@ func (f *frontConn) nextCommand() error {
 			}
 			ub[i] = c
 		}
-		if f.cmd = knownVerb(string(ub[:len(verb)])); f.cmd == "" {
-			f.cmd = string(ub[:len(verb)])
+		if ss.cmd = knownVerb(string(ub[:len(verb)])); ss.cmd == "" {
+			ss.cmd = string(ub[:len(verb)])
 		}
 	} else {
-		f.cmd = strings.ToUpper(string(verb))
+		ss.cmd = strings.ToUpper(string(verb))
 	}
-	switch f.cmd {
+	switch ss.cmd {
 	case "EHLO", "HELO":
-		return f.cmdHello(f.cmd, string(arg))
+		return ss.cmdHello(ss.cmd, string(arg))
 	case "MAIL":
 		switch {
-		case !f.ehloOK:
-			f.reply(503, textEhloFirst)
-		case f.hasMail:
-			f.reply(503, "5.5.0 MAIL FROM already issued; you must RSET first")
+		case !ss.ehloOK:
+			ss.reply(503, textEhloFirst)
+		case ss.t.hasMail:
+			ss.reply(503, "5.5.0 MAIL FROM already issued; you must RSET first")
+		case !pathSyntaxOK(arg, "FROM:", false):
+			ss.reply(501, replyBadSender(argOf(ss.cmdString())).Message)
 		default:
-			f.forward(line)
+			ss.forward(line)
 		}
 	case "RCPT":
-		if !f.hasMail {
-			f.reply(503, "5.5.0 MAIL FROM must be issued first")
-		} else {
-			f.forward(line)
+		switch {
+		case !ss.t.hasMail:
+			ss.reply(503, "5.5.0 MAIL FROM must be issued first")
+		case !pathSyntaxOK(arg, "TO:", true):
+			ss.reply(501, replyBadRecipient.Message)
+		default:
+			ss.forward(line)
 		}
 	case "DATA":
 		switch {
-		case !f.hasMail || f.nrcpt == 0:
-			f.reply(503, textRcptFirst)
+		case len(ss.t.rcpts) == 0:
+			ss.reply(503, textRcptFirst)
 		case len(arg) > 0:
-			f.reply(501, "Syntax error in command or arguments: DATA takes no arguments")
+			ss.reply(501, "Syntax error in command or arguments: DATA takes no arguments")
 		default:
-			f.forward(line)
+			ss.forward(line)
 		}
 	case "BDAT":
-		f.cmdBDAT(line, arg)
+		ss.cmdBDAT(line, arg)
 	case "RSET":
-		f.closeOpenBDAT()
-		f.forward(line)
+		ss.decide(decision{code: 250, text: "Reset state"})
+		ss.forward(line)
 	case "QUIT":
-		f.forward(line)
+		ss.decide(decision{code: 221, text: "So long, and thanks for all the fish!", quit: true})
+		ss.forward(line)
 	case "NOOP":
-		f.reply(250, "the goggles do nothing")
+		ss.reply(250, "the goggles do nothing")
 	case "STARTTLS":
-		return f.cmdStartTLS()
+		return ss.cmdStartTLS()
 	case "AUTH":
-		f.cmdAuth(string(arg))
+		ss.cmdAuth(string(arg))
 	case "XCLIENT":
-		f.cmdXClient(string(arg))
+		ss.cmdXClient(string(arg))
 	case "":
-		f.reply(501, "Syntax error in command or arguments: empty command")
+		ss.reply(501, "Syntax error in command or arguments: empty command")
 	default:
-		f.reply(502, textUnimplemented)
+		ss.reply(502, textUnimplemented)
 	}
 	return nil
 }
@@ -178,15 +183,15 @@ func (f *frontConn) nextCommand() error {
 // readLine reads a command line without its line ending, appending it to
 // dst[:0]. Lines longer than line_length_hard_limit are consumed and
 // reported as tooLong.
-func (f *frontConn) readLine(dst []byte) ([]byte, bool, error) {
-	limit := f.cfg.LineLengthHardLimit
+func (ss *session) readLine(dst []byte) ([]byte, bool, error) {
+	limit := ss.cfg.LineLengthHardLimit
 	if limit <= 0 || limit > maxCommandLine {
 		limit = maxCommandLine // a command line is never unbounded
 	}
 	var long []byte
 	over := false
 	for {
-		chunk, err := f.rd.ReadSlice('\n')
+		chunk, err := ss.rd.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
 			if !over {
 				long = append(long, chunk...)
@@ -212,7 +217,7 @@ func (f *frontConn) readLine(dst []byte) ([]byte, bool, error) {
 	}
 }
 
-// knownVerb returns the constant name of a command the front end handles,
+// knownVerb returns the constant name of a command the session handles,
 // or "". v does not escape, so callers may pass a temporary conversion.
 func knownVerb(v string) string {
 	for _, k := range [...]string{"EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "QUIT", "NOOP", "STARTTLS", "AUTH", "XCLIENT"} {
@@ -238,13 +243,13 @@ func isASCII(b []byte) bool {
 // by the arguments as the client sent them, with MAIL's "FROM:" and RCPT's
 // "TO:" in upper case. It is "" (nil for the policy) for an unknown
 // command and for replies that answer no command (banner, idle timeout).
-func (f *frontConn) canonicalCommand() string {
-	if knownVerb(f.cmd) == "" {
+func (ss *session) canonicalCommand() string {
+	if knownVerb(ss.cmd) == "" {
 		return ""
 	}
-	_, arg, ok := strings.Cut(f.cmdString(), " ")
+	_, arg, ok := strings.Cut(ss.cmdString(), " ")
 	if !ok {
-		return f.cmd
+		return ss.cmd
 	}
 	arg = strings.TrimLeft(arg, " ")
 	for _, kw := range [...]string{"FROM:", "TO:"} {
@@ -252,100 +257,92 @@ func (f *frontConn) canonicalCommand() string {
 			arg = kw + arg[len(kw):]
 		}
 	}
-	return f.cmd + " " + arg
+	return ss.cmd + " " + arg
 }
 
 // cmdString returns the current command line as a string (converted once
 // per command, only when a reply needs it).
-func (f *frontConn) cmdString() string {
-	if !f.hasStr {
-		f.cmdStr, f.hasStr = string(f.cmdLine), true
+func (ss *session) cmdString() string {
+	if !ss.hasStr {
+		ss.cmdStr, ss.hasStr = string(ss.cmdLine), true
 	}
-	return f.cmdStr
+	return ss.cmdStr
 }
 
-func (f *frontConn) forward(line []byte) {
-	f.fwdBuf = append(append(f.fwdBuf[:0], f.pre...), line...)
-	f.pre = nil
-	f.fwdBuf = append(f.fwdBuf, '\r', '\n')
-	f.fwd = f.fwdBuf
+// forward hands the client's command line to go-smtp.
+func (ss *session) forward(line []byte) {
+	ss.fwdBuf = append(append(ss.fwdBuf[:0], line...), '\r', '\n')
+	ss.fwd = ss.fwdBuf
 }
 
-func (f *frontConn) cmdHello(verb, arg string) error {
+func (ss *session) cmdHello(verb, arg string) error {
 	domain := arg
 	if i := strings.IndexByte(domain, ' '); i >= 0 {
 		domain = domain[:i]
 	}
 	if domain == "" {
-		f.reply(501, "Syntax error in command or arguments: "+verb+" requires a domain")
+		ss.reply(501, "Syntax error in command or arguments: "+verb+" requires a domain")
 		return nil
 	}
 	var exts []string
 	if verb == "EHLO" {
-		exts = f.defaultExtensions()
+		exts = ss.defaultExtensions()
 	}
-	if f.s.hasEhlo {
-		ctx, cancel := f.ctx()
-		got, err := f.s.deps.Policy.Ehlo(ctx, domain, f.meta, exts)
+	if ss.s.hasEhlo {
+		ctx, cancel := ss.ctx()
+		got, err := ss.s.deps.Policy.Ehlo(ctx, domain, ss.meta, exts)
 		cancel()
 		if err != nil {
-			f.policyFailure(err)
+			ss.answer(ss.policyReply(err))
 			return nil
 		}
 		if got != nil && verb == "EHLO" {
 			exts = got
 		}
 	}
-	f.helo = domain
-	f.pendExts = exts
-	f.closeOpenBDAT()
-	f.forward([]byte(verb + " " + domain))
+	// go-smtp takes the same domain (the argument up to a space) and
+	// resets its transaction, which calls Reset
+	ss.helo = domain
+	ss.ehloOK = true
+	ss.meta.Set("ehlo_domain", domain)
+	ss.decide(decision{code: 250, text: ss.helloReply(verb, domain, exts)})
+	ss.forward(ss.cmdLine)
 	return nil
 }
 
-func (f *frontConn) cmdBDAT(line, arg []byte) {
+// cmdBDAT answers BDAT. A chunk that is not the last is read by the
+// session itself into the transaction's body and answered here (body.go
+// says why); the last chunk goes to go-smtp, whose Data call completes the
+// body and answers it.
+func (ss *session) cmdBDAT(line, arg []byte) {
 	sizeArg, rest := nextField(arg)
 	last, rest := nextField(rest)
 	extra, _ := nextField(rest)
 	if len(sizeArg) == 0 || len(extra) > 0 || (len(last) > 0 && !bytes.EqualFold(last, []byte("LAST"))) {
-		f.reply(501, "Syntax error in command or arguments: BDAT <size> [LAST]")
+		ss.reply(501, "Syntax error in command or arguments: BDAT <size> [LAST]")
 		return
 	}
 	size, ok := parseChunkSize(sizeArg)
 	if !ok {
-		f.reply(501, "Syntax error in command or arguments: invalid BDAT size")
+		ss.reply(501, "Syntax error in command or arguments: invalid BDAT size")
 		return
 	}
-	if !f.hasMail || f.nrcpt == 0 {
-		f.reply(503, textRcptFirst)
-		f.skipBytes(int64(size))
+	if len(ss.t.rcpts) == 0 {
+		ss.reply(503, textRcptFirst)
+		ss.skipBytes(int64(size))
 		return
 	}
-	f.forward(line)
-	f.mode = modeBDAT
-	f.startBody()
-	f.bdatLeft = int64(size)
-	f.bdatOpen = len(last) == 0
+	ss.startBody()
+	if len(last) == 0 {
+		if ss.readChunk(int64(size)) {
+			ss.reply(250, replyContinue.Message)
+		}
+		return
+	}
+	ss.forward(line)
+	ss.mode = modeBDAT
+	ss.bdatLeft = int64(size)
 }
-
-// closeOpenBDAT prepares the end of a BDAT transaction that go-smtp holds
-// open, ahead of a command that resets the transaction (RSET, EHLO, HELO,
-// STARTTLS's synthetic RSET). go-smtp would abort it by closing the body's
-// pipe without waiting for the goroutine reading it, and that goroutine's
-// late result can then answer the next transaction's last chunk. So the
-// transaction is closed the orderly way first: a synthetic "BDAT 0 LAST"
-// (its reply dropped), whose Data returns at once because of bdatAbort.
-func (f *frontConn) closeOpenBDAT() {
-	if !f.bdatOpen {
-		return
-	}
-	f.bdatOpen = false
-	f.bdatAbort = true
-	f.swallow++
-	f.pre = bdatAbortLine
-}
-
-var bdatAbortLine = []byte("BDAT 0 LAST\r\n")
 
 // nextField returns the first whitespace-separated field of b (as
 // strings.Fields splits) and what follows it.
@@ -387,11 +384,11 @@ func parseChunkSize(b []byte) (uint64, bool) {
 }
 
 // skipBytes discards n bytes of input (the chunk of a refused BDAT).
-func (f *frontConn) skipBytes(n int64) {
-	f.flush()
-	f.raw.SetReadDeadline(time.Now().Add(f.cfg.ClientTimeout))
-	if _, err := f.rd.Discard(int(n)); err != nil {
-		f.closing = true
+func (ss *session) skipBytes(n int64) {
+	ss.flush()
+	ss.raw.SetReadDeadline(time.Now().Add(ss.cfg.ClientTimeout))
+	if _, err := ss.rd.Discard(int(n)); err != nil {
+		ss.closing = true
 	}
 }
 
@@ -404,4 +401,13 @@ func hasControl(line []byte) bool {
 		}
 	}
 	return false
+}
+
+// argOf returns what follows the colon of a MAIL or RCPT line (the whole
+// line when there is none).
+func argOf(line string) string {
+	if i := strings.IndexByte(line, ':'); i >= 0 {
+		return strings.TrimSpace(line[i+1:])
+	}
+	return line
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/smtp"
 	"sync"
 	"testing"
 	"time"
@@ -175,4 +176,24 @@ func (e *fakeEnqueuer) Unspool(ctx context.Context, m *message.Message) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.events = append(e.events, "unspool")
+}
+
+// clientSend sends one message from a@x.com to b@y.com with subject
+// through a net/smtp client.
+func clientSend(t *testing.T, cl *smtp.Client, subject string) {
+	t.Helper()
+	if err := cl.Mail("a@x.com"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Rcpt("b@y.com"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := cl.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("Subject: " + subject + "\r\n\r\nhi\r\n"))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The HAProxy PROXY protocol (require_proxy_protocol): a load balancer
@@ -134,4 +135,39 @@ func readProxyV2(r *bufio.Reader) (proxyHeader, error) {
 	sport := binary.BigEndian.Uint16(body[2*size:])
 	dport := binary.BigEndian.Uint16(body[2*size+2:])
 	return proxyHeader{src: netip.AddrPortFrom(src.Unmap(), sport), dst: netip.AddrPortFrom(dst.Unmap(), dport), ok: true}, nil
+}
+
+// readProxy reads the PROXY protocol header that require_proxy_protocol
+// demands before anything else on the connection. The addresses it names
+// become the session's peer and local addresses (received_from and
+// received_via; the connection's own ones are kept as orig_received_from
+// and orig_received_via). It reports false, having logged why, when the
+// connection does not start with a valid header and must be closed.
+func (ss *session) readProxy() bool {
+	ss.raw.SetReadDeadline(time.Now().Add(ss.cfg.ClientTimeout))
+	h, err := readProxyHeader(ss.rd)
+	if err != nil {
+		ss.s.log.Warn().Err(err).Str("peer", ss.peer.String()).Msg("closing connection: require_proxy_protocol is set and it did not start with a valid PROXY header")
+		return false
+	}
+	if h.ok { // not UNKNOWN or LOCAL, where the connection's own addresses stand
+		ss.rebind(h.src, h.dst)
+	}
+	return true
+}
+
+// rebind makes peer and local the session's addresses (PROXY header,
+// XCLIENT): received_from and received_via, the relay check, trace headers
+// and records follow them; the connection's own are kept, once, as
+// orig_received_from and orig_received_via.
+func (ss *session) rebind(peer, local netip.AddrPort) {
+	if _, ok := ss.meta.Get("orig_received_from"); !ok {
+		ss.meta.Set("orig_received_from", ss.peer.String())
+		ss.meta.Set("orig_received_via", ss.local.String())
+	}
+	ss.peer, ss.local = peer, local
+	ss.peerIP, ss.localIP = peer.Addr().String(), local.Addr().String()
+	ss.meta.Set("received_from", peer.String())
+	ss.meta.Set("received_via", local.String())
+	ss.applyConfig() // peer and via blocks follow the new addresses
 }

@@ -9,30 +9,31 @@ import (
 	"github.com/kumogo/kumogo/internal/message"
 )
 
-// receive runs the DATA-time events for one transaction and disposes of the
-// resulting messages. It returns the reply for the DATA (or last BDAT)
-// command: nil for success, whose text (in fc.dataReply) the front end puts
-// in place of go-smtp's. bp holds the body with message.Headroom spare bytes
-// in front; receive owns it from here on.
+// receive runs the DATA-time events for transaction t of client c and
+// disposes of the resulting messages. On success the ids of the accepted
+// messages are in t.idsBuf, and partial tells that some batches failed. An
+// error is a reply (*smtp.SMTPError) or a policy error, which Data turns
+// into one (policyReply). bp holds the body with message.Headroom spare
+// bytes in front; receive owns it from here on.
 //
 // Messages come from the message pool. One whose queue is "null" (or that
 // is refused for want of a queue) is released back to it once its
 // Reception record is written: nothing refers to it then (the logger reads
 // it during Log, Lua handles end with their event). Messages handed to the
 // queue are never released here.
-func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Address, rcpts []message.Address, bp *[]byte) error {
+func (s *Server) receive(ctx context.Context, t *txn, c *client, bp *[]byte) (partial bool, err error) {
 	p := s.deps.Policy
-	msg := message.Acquire(s.deps.IDs, from, rcpts, *bp, message.Headroom)
-	msg.CopyConnMeta(fc.meta)
-	bufs := append(fc.bufs[:0], bp)
-	msgs := fc.msgs[:0]
+	msg := message.Acquire(s.deps.IDs, t.from, t.rcpts, *bp, message.Headroom)
+	msg.CopyConnMeta(c.meta)
+	bufs := append(t.bufs[:0], bp)
+	msgs := t.msgs[:0]
 	defer func() {
 		clear(msgs)
-		fc.msgs = msgs[:0]
+		t.msgs = msgs[:0]
 		clear(bufs)
-		fc.bufs = bufs[:0]
+		t.bufs = bufs[:0]
 	}()
-	fail := func(err error) error {
+	fail := func(err error) (bool, error) {
 		for _, b := range bufs {
 			putBuf(b)
 		}
@@ -43,30 +44,43 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 			m.Release()
 		}
 		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
-			s.log.Warn().Err(err).Str("peer", fc.peer.String()).Msg("data_processing_timeout exceeded")
-			return reply(451, "4.4.5 data_processing_timeout exceeded (rx)")
+			s.log.Warn().Err(err).Str("peer", c.peer.String()).Msg("data_processing_timeout exceeded")
+			return false, rep(451, "4.4.5 data_processing_timeout exceeded (rx)")
 		}
-		ss := &session{fc: fc, s: s}
-		return ss.policyErr(err)
+		return false, err
 	}
 
+	if plan := t.reports; plan.oob != "" || plan.arf != "" || !plan.relay {
+		drop, err := s.checkReports(ctx, c, msg, plan)
+		if err != nil {
+			return fail(err)
+		}
+		if drop { // logged (OOB or Feedback) and not to be relayed
+			t.idsBuf = msg.AppendID(t.idsBuf[:0])
+			for _, b := range bufs {
+				putBuf(b)
+			}
+			msg.Release()
+			return false, nil
+		}
+	}
 	if s.hasData {
-		if err := p.Data(ctx, msg, fc.meta); err != nil {
+		if err := p.Data(ctx, msg, c.meta); err != nil {
 			return fail(err)
 		}
 	}
 	var batches [][]message.Address
 	if s.hasSplit {
 		var err error
-		if batches, err = p.SplitTransaction(ctx, msg, fc.meta); err != nil {
+		if batches, err = p.SplitTransaction(ctx, msg, c.meta); err != nil {
 			return fail(err)
 		}
 	}
 	if batches == nil {
-		batches = defaultBatches(fc.batches[:0], msg.Recipients(), fc.cfg.BatchHandling)
+		batches = defaultBatches(t.batches[:0], msg.Recipients(), c.cfg.BatchHandling)
 		defer func() {
 			clear(batches)
-			fc.batches = batches[:0]
+			t.batches = batches[:0]
 		}()
 	}
 
@@ -87,22 +101,22 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 				m.SetMeta(k, v)
 			}
 		}
-		if fc.cfg.TraceHeaders.ReceivedHeader {
+		if c.cfg.TraceHeaders.ReceivedHeader {
 			proto := "ESMTP"
-			if fc.tls != nil {
+			if c.tls != nil {
 				proto = "ESMTPS"
-				if fc.authed {
+				if c.authed {
 					proto = "ESMTPSA"
 				}
 			}
-			fc.hdrBuf = m.AppendReceived(fc.hdrBuf[:0], fc.helo, fc.peerIP, fc.cfg.Hostname, fc.localIP, proto, fc.tlsInfo(), now)
-			m.PrependRaw(fc.hdrBuf)
+			t.hdrBuf = m.AppendReceived(t.hdrBuf[:0], c.helo, c.peerIP, c.cfg.Hostname, c.localIP, proto, c.tlsInfo(), now)
+			m.PrependRaw(t.hdrBuf)
 		}
 		msgs = append(msgs, m)
 	}
 
 	switch {
-	case fc.cfg.DeferredQueue:
+	case c.cfg.DeferredQueue:
 		// deferred_queue: smtp_server_message_received is not called; the
 		// messages wait in the internal queue for
 		// smtp_server_message_deferred_inject
@@ -111,13 +125,13 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		}
 	case s.hasReceived:
 		for _, m := range msgs {
-			if err := p.MessageReceived(ctx, m, fc.meta); err != nil {
+			if err := p.MessageReceived(ctx, m, c.meta); err != nil {
 				return fail(err)
 			}
 		}
 	}
 
-	ids := fc.idsBuf[:0] // of the accepted messages, space separated
+	ids := t.idsBuf[:0] // of the accepted messages, space separated
 	accepted, failed := 0, 0
 	var spoolErr, policyErr error
 	var keep []*[]byte
@@ -131,7 +145,7 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 	for i, m := range msgs {
 		q := m.QueueName()
 		if q == "null" {
-			s.logReception(fc, m, q)
+			s.logReception(c, t, m, q)
 			addID(m)
 			m.Release()
 			continue
@@ -145,10 +159,10 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 		// The queue may read the id from several goroutines: make the
 		// string now, while the message is still ours alone.
 		m.ID()
-		if fc.cfg.TraceHeaders.SupplementalHeader {
-			m.PrependHeader(fc.cfg.TraceHeaders.HeaderName, supplemental(m, fc.cfg.TraceHeaders.IncludeMetaNames))
+		if c.cfg.TraceHeaders.SupplementalHeader {
+			m.PrependHeader(c.cfg.TraceHeaders.HeaderName, supplemental(m, c.cfg.TraceHeaders.IncludeMetaNames))
 		}
-		if err := s.deps.Enqueuer.Spool(ctx, m, fc.cfg.DeferredSpool); err != nil {
+		if err := s.deps.Enqueuer.Spool(ctx, m, c.cfg.DeferredSpool); err != nil {
 			failed++
 			var pe interface{ PolicyFailure() bool }
 			if errors.As(err, &pe) {
@@ -159,11 +173,11 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 			s.log.Error().Err(err).Str("queue", q).Str("id", m.ID()).Msg("spool write failed")
 			continue
 		}
-		s.logReception(fc, m, q)
+		s.logReception(c, t, m, q)
 		if err := s.deps.Enqueuer.Insert(ctx, m); err != nil {
 			failed++
 			s.deps.Enqueuer.Unspool(ctx, m)
-			s.logInternalBounce(fc, m, q, "KumoMTA internal: QueueManager::insert failed during reception: "+err.Error())
+			s.logInternalBounce(c, m, q, "KumoMTA internal: QueueManager::insert failed during reception: "+err.Error())
 			s.log.Error().Err(err).Str("queue", q).Str("id", m.ID()).Msg("queue insert failed")
 			continue
 		}
@@ -178,24 +192,22 @@ func (s *Server) receive(ctx context.Context, fc *frontConn, from message.Addres
 			putBuf(b)
 		}
 	}
-	fc.idsBuf = ids
+	t.idsBuf = ids
 	switch {
 	case failed == 0:
-		fc.setDataReply("OK ids=", ids)
-		return nil
+		return false, nil
 	case accepted > 0:
-		fc.setDataReply("PARTIAL ids=", ids)
-		return nil
+		return true, nil
 	case s.deps.Enqueuer == nil:
-		return reply(451, "4.3.0 "+fc.cfg.Hostname+" only queue \"null\" is available: no delivery engine is configured")
+		return false, rep(451, "4.3.0 "+c.cfg.Hostname+" only queue \"null\" is available: no delivery engine is configured")
 	case ctx.Err() != nil:
-		return reply(451, "4.4.5 data_processing_timeout exceeded (spool)")
+		return false, rep(451, "4.4.5 data_processing_timeout exceeded (spool)")
 	case policyErr != nil:
-		return (&session{fc: fc, s: s}).policyErr(policyErr)
+		return false, policyErr
 	case spoolErr != nil:
-		return reply(421, "4.3.2 "+fc.cfg.Hostname+" the spool is not accepting writes. Try later")
+		return false, rep(421, "4.3.2 "+c.cfg.Hostname+" the spool is not accepting writes. Try later")
 	default:
-		return reply(421, textTechnicalDifficulties(fc.cfg.Hostname))
+		return false, rep(421, textTechnicalDifficulties(c.cfg.Hostname))
 	}
 }
 

@@ -10,61 +10,61 @@ import (
 )
 
 // logReception writes the Reception record of an accepted message. The
-// record and its peer address are the session's own, reused for every
+// record and its peer address are the transaction's scratch, reused for every
 // message; its id, sender and recipients are left for the encoder to take
 // from m, so that logging a message allocates nothing here.
-func (s *Server) logReception(fc *frontConn, m *message.Message, queue string) {
+func (s *Server) logReception(c *client, t *txn, m *message.Message, queue string) {
 	if s.deps.Logger == nil || !s.deps.Logger.Enabled() {
 		return
 	}
-	fc.recPeer = logrecord.PeerAddress{Name: fc.helo, Addr: fc.peerIP}
-	fc.rec = logrecord.Record{
+	t.recPeer = logrecord.PeerAddress{Name: c.helo, Addr: c.peerIP}
+	t.rec = logrecord.Record{
 		Type:              logrecord.Reception,
 		Queue:             queue,
 		Size:              int64(m.Size()),
-		Response:          logrecord.Response{Code: 250},
-		PeerAddress:       &fc.recPeer,
+		Response:          smtpreply.Response{Code: 250},
+		PeerAddress:       &t.recPeer,
 		Timestamp:         time.Now(),
 		Created:           m.Created(),
 		ReceptionProtocol: "ESMTP",
 		NodeID:            s.deps.NodeID,
-		SessionID:         fc.sessionID,
+		SessionID:         c.sessionID,
 	}
-	if fc.tls != nil {
-		fc.rec.TLSCipher = fc.meta.GetString("tls_cipher")
-		fc.rec.TLSProtocolVersion = fc.meta.GetString("tls_protocol_version")
+	if c.tls != nil {
+		t.rec.TLSCipher = c.meta.GetString("tls_cipher")
+		t.rec.TLSProtocolVersion = c.meta.GetString("tls_protocol_version")
 	}
-	s.deps.Logger.Log(&fc.rec, m)
+	s.deps.Logger.Log(&t.rec, m)
 }
 
 // logRejection writes the Rejection record for a 4xx/5xx reply.
-func (f *frontConn) logRejection(code int, text string) {
-	s := f.s
+func (ss *session) logRejection(code int, text string) {
+	s := ss.s
 	if s.deps.Logger == nil || !s.deps.Logger.Enabled() {
 		return
 	}
 	content := strings.ReplaceAll(text, "\n", " ")
-	resp := logrecord.Response{Code: code, Content: content}
+	resp := smtpreply.Response{Code: code, Content: content}
 	if cl, sub, det, rest, ok := smtpreply.SplitEnhanced(content); ok {
-		resp.Enhanced = &logrecord.EnhancedCode{Class: cl, Subject: sub, Detail: det}
+		resp.Enhanced = &smtpreply.EnhancedCode{Class: cl, Subject: sub, Detail: det}
 		resp.Content = rest
 	}
-	if len(f.cmdLine) > 0 {
-		resp.Command = f.cmdString() + "\r\n"
+	if len(ss.cmdLine) > 0 {
+		resp.Command = ss.cmdString() + "\r\n"
 	}
 	rec := &logrecord.Record{
 		Type:              logrecord.Rejection,
 		ID:                s.deps.IDs.NewString(),
-		Sender:            replyAddr(f.mailReply),
+		Sender:            replyAddr(ss.t.mailReply),
 		Response:          resp,
-		PeerAddress:       &logrecord.PeerAddress{Name: f.helo, Addr: f.peerIP},
+		PeerAddress:       &logrecord.PeerAddress{Name: ss.helo, Addr: ss.peerIP},
 		Timestamp:         time.Now(),
 		ReceptionProtocol: "ESMTP",
 		NodeID:            s.deps.NodeID,
-		SessionID:         f.sessionID,
+		SessionID:         ss.sessionID,
 	}
 	rec.Created = rec.Timestamp
-	if rcpt := replyAddr(f.rcptReply); rcpt != "" {
+	if rcpt := replyAddr(ss.t.rcptReply); rcpt != "" {
 		rec.Recipient = []string{rcpt}
 	}
 	s.deps.Logger.Log(rec, nil)
@@ -81,7 +81,7 @@ func replyAddr(okReply []byte) string {
 
 // logInternalBounce records the internal Bounce of a message that was
 // spooled but could not be queued.
-func (s *Server) logInternalBounce(fc *frontConn, m *message.Message, queue, text string) {
+func (s *Server) logInternalBounce(c *client, m *message.Message, queue, text string) {
 	if s.deps.Logger == nil || !s.deps.Logger.Enabled() {
 		return
 	}
@@ -92,7 +92,7 @@ func (s *Server) logInternalBounce(fc *frontConn, m *message.Message, queue, tex
 	}
 	s.deps.Logger.Log(&logrecord.Record{
 		Type: logrecord.Bounce, ID: m.ID(), Sender: m.Sender().String(), Recipient: rcpts, Queue: queue,
-		Size: int64(m.Size()), Response: logrecord.Response{Code: 500, Content: text},
-		Timestamp: time.Now(), Created: m.Created(), ReceptionProtocol: "ESMTP", NodeID: s.deps.NodeID, SessionID: fc.sessionID,
+		Size: int64(m.Size()), Response: smtpreply.Response{Code: 500, Content: text},
+		Timestamp: time.Now(), Created: m.Created(), ReceptionProtocol: "ESMTP", NodeID: s.deps.NodeID, SessionID: c.sessionID,
 	}, m)
 }

@@ -16,12 +16,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
 )
 
 // Enqueuer takes accepted messages whose queue is not "null", in KumoMTA's
-// order (§9): Spool (queue resolution and the durable write), then the
+// order (docs/flow.md): Spool (queue resolution and the durable write), then the
 // listener logs the Reception record, then Insert into the scheduled
 // queue; only then does the client get its 250. If Insert fails the
 // listener calls Unspool.
@@ -78,7 +79,7 @@ type Server struct {
 	active   atomic.Int64
 	shutting atomic.Bool
 	mu       sync.Mutex
-	conns    map[*frontConn]struct{}
+	conns    map[*session]struct{}
 	served   chan struct{}
 	sessSeq  atomic.Uint64
 
@@ -106,7 +107,7 @@ func New(cfg config.ESMTPListener, deps Deps) (*Server, error) {
 		deps:      deps,
 		log:       deps.Log,
 		tlsConfig: tc,
-		conns:     make(map[*frontConn]struct{}),
+		conns:     make(map[*session]struct{}),
 		served:    make(chan struct{}),
 		budget:    newBodyBudget(cfg.MaxBodyMemory, cfg.MaxMessageSize),
 	}
@@ -126,23 +127,23 @@ func New(cfg config.ESMTPListener, deps Deps) (*Server, error) {
 		}
 	}
 	p := deps.Policy
-	s.hasEhlo = p.HasHandler("smtp_server_ehlo")
-	s.hasConnAccepted = p.HasHandler("smtp_server_connection_accepted")
-	s.hasMail = p.HasHandler("smtp_server_mail_from")
-	s.hasRcpt = p.HasHandler("smtp_server_rcpt_to")
-	s.hasData = p.HasHandler("smtp_server_data")
-	s.hasSplit = p.HasHandler("smtp_server_split_transaction")
-	s.hasReceived = p.HasHandler("smtp_server_message_received")
-	s.hasRewrite = p.HasHandler("smtp_server_rewrite_response")
-	s.hasListenerDomain = p.HasHandler("get_listener_domain")
-	s.hasAuth = p.HasHandler("smtp_server_auth_plain")
+	s.hasEhlo = p.HasHandler(event.Ehlo)
+	s.hasConnAccepted = p.HasHandler(event.ConnectionAccepted)
+	s.hasMail = p.HasHandler(event.MailFrom)
+	s.hasRcpt = p.HasHandler(event.RcptTo)
+	s.hasData = p.HasHandler(event.Data)
+	s.hasSplit = p.HasHandler(event.SplitTransaction)
+	s.hasReceived = p.HasHandler(event.MessageReceived)
+	s.hasRewrite = p.HasHandler(event.RewriteResponse)
+	s.hasListenerDomain = p.HasHandler(event.ListenerDomain)
+	s.hasAuth = p.HasHandler(event.AuthPlain)
 
 	gs := smtp.NewServer(backend{s})
 	gs.Domain = cfg.Hostname
-	gs.MaxLineLength = 0        // the front end enforces line_length_hard_limit
+	gs.MaxLineLength = 0        // the session enforces line_length_hard_limit
 	gs.MaxMessageBytes = 0      // the session enforces max_message_size
 	gs.MaxRecipients = 0        // the session enforces max_recipients_per_message
-	gs.AllowInsecureAuth = true // AUTH is answered by the front end
+	gs.AllowInsecureAuth = true // AUTH is answered by the session
 	gs.EnableSMTPUTF8 = true
 	gs.ErrorLog = zlogAdapter{deps.Log}
 	s.gs = gs
@@ -233,9 +234,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		n := len(s.conns)
-		for fc := range s.conns {
-			if fc.idle.Load() {
-				fc.raw.SetReadDeadline(time.Now())
+		for ss := range s.conns {
+			if ss.idle.Load() {
+				ss.raw.SetReadDeadline(time.Now())
 			}
 		}
 		s.mu.Unlock()
@@ -245,8 +246,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			s.mu.Lock()
-			for fc := range s.conns {
-				fc.raw.Close()
+			for ss := range s.conns {
+				ss.raw.Close()
 			}
 			s.mu.Unlock()
 			s.gs.Close()
@@ -276,24 +277,27 @@ func (s *Server) SetEnqueuer(e Enqueuer, health func() (ok bool, reason string))
 // ActiveConnections returns the number of open sessions.
 func (s *Server) ActiveConnections() int { return int(s.active.Load()) }
 
-func (s *Server) track(fc *frontConn, add bool) {
+func (s *Server) track(ss *session, add bool) {
 	s.mu.Lock()
 	if add {
-		s.conns[fc] = struct{}{}
+		s.conns[ss] = struct{}{}
 	} else {
-		delete(s.conns, fc)
+		delete(s.conns, ss)
 	}
 	s.mu.Unlock()
 }
 
 type backend struct{ s *Server }
 
+// NewSession returns the session that go-smtp's connection reads from:
+// the one type that owns the connection's state is both its net.Conn and
+// its smtp.Session.
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	fc, ok := c.Conn().(*frontConn)
+	ss, ok := c.Conn().(*session)
 	if !ok {
-		return nil, errors.New("smtpd: connection was not accepted by the front end")
+		return nil, errors.New("smtpd: connection was not accepted by the listener")
 	}
-	return &session{fc: fc, s: b.s}, nil
+	return ss, nil
 }
 
 type zlogAdapter struct{ l zerolog.Logger }

@@ -590,20 +590,7 @@ func TestStartTLSAndAuthPlain(t *testing.T) {
 	if err := cl.Auth(smtp.PlainAuth("", "daniel", "tiger", "127.0.0.1")); err != nil {
 		t.Fatalf("auth: %v", err)
 	}
-	if err := cl.Mail("a@x.com"); err != nil {
-		t.Fatal(err)
-	}
-	if err := cl.Rcpt("b@y.com"); err != nil {
-		t.Fatal(err)
-	}
-	w, err := cl.Data()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Write([]byte("Subject: tls\r\n\r\nhi\r\n"))
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	clientSend(t, cl, "tls")
 	cl.Quit()
 	if !authed || !sawTLSMeta {
 		t.Fatalf("authed=%v tlsMeta=%v", authed, sawTLSMeta)
@@ -740,8 +727,6 @@ func TestShutdownAnswersIdleSessions(t *testing.T) {
 		t.Fatal("listener still accepting")
 	}
 }
-
-var _ = config.DefaultESMTPListener
 
 func TestDataProcessingTimeout(t *testing.T) {
 	p := &fakePolicy{receivedCtx: func(ctx context.Context, m *message.Message) error {

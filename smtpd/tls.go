@@ -1,47 +1,26 @@
 package smtpd
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"time"
 
+	"github.com/kumogo/kumogo/internal/certs"
 	"github.com/kumogo/kumogo/internal/config"
 )
 
 // loadTLS builds the listener's TLS configuration: the configured
-// certificate and key, or a freshly generated self-signed certificate for
-// the listener's host name, as KumoMTA does when none is given.
+// certificate and key, or a self-signed certificate for the listener's host
+// name, as KumoMTA does when none is given (internal/certs, shared with the
+// HTTP listener), plus tls_required_client_ca.
 func loadTLS(cfg config.ESMTPListener) (*tls.Config, error) {
-	var cert tls.Certificate
-	var err error
-	switch {
-	case cfg.TLSCertificate.IsZero() && cfg.TLSPrivateKey.IsZero():
-		cert, err = selfSigned(cfg.Hostname)
-	case cfg.TLSCertificate.IsZero() || cfg.TLSPrivateKey.IsZero():
-		return nil, errors.New("tls_certificate and tls_private_key must be given together")
-	default:
-		var certPEM, keyPEM []byte
-		if certPEM, err = cfg.TLSCertificate.Read(); err != nil {
-			return nil, fmt.Errorf("tls_certificate: %w", err)
-		}
-		if keyPEM, err = cfg.TLSPrivateKey.Read(); err != nil {
-			return nil, fmt.Errorf("tls_private_key: %w", err)
-		}
-		cert, err = tls.X509KeyPair(certPEM, keyPEM)
-	}
+	tc, err := certs.ServerConfig(cfg.TLSCertificate, cfg.TLSPrivateKey, cfg.Hostname)
 	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
+		return nil, err
 	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if !cfg.TLSRequiredClientCA.IsZero() {
 		// tls_required_client_ca: a client that starts TLS must present a
 		// certificate signed by one of these CAs; its subject becomes
@@ -60,95 +39,64 @@ func loadTLS(cfg config.ESMTPListener) (*tls.Config, error) {
 	return tc, nil
 }
 
-func selfSigned(host string) (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: host},
-		DNSNames:              []string{host},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.X509KeyPair(
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
-}
-
-func (f *frontConn) cmdStartTLS() error {
-	if f.tls != nil {
-		f.reply(501, "Cannot STARTTLS as TLS is already active")
+func (ss *session) cmdStartTLS() error {
+	if ss.tls != nil {
+		ss.reply(501, "Cannot STARTTLS as TLS is already active")
 		return nil
 	}
-	if f.tlsConf == nil {
-		f.reply(502, textUnimplemented)
+	if ss.tlsConf == nil {
+		ss.reply(502, textUnimplemented)
 		return nil
 	}
-	f.reply(220, "Ready to Start TLS")
-	f.flush()
-	if f.closing {
+	ss.reply(220, "Ready to Start TLS")
+	ss.flush()
+	if ss.closing {
 		return io.EOF
 	}
 	// Anything pipelined after STARTTLS was sent in clear text: drop it.
-	if n := f.rd.Buffered(); n > 0 {
-		f.rd.Discard(n)
+	if n := ss.rd.Buffered(); n > 0 {
+		ss.rd.Discard(n)
 	}
-	tc := tls.Server(f.raw, f.tlsConf)
-	f.raw.SetDeadline(time.Now().Add(f.cfg.ClientTimeout))
+	tc := tls.Server(ss.raw, ss.tlsConf)
+	ss.raw.SetDeadline(time.Now().Add(ss.cfg.ClientTimeout))
 	if err := tc.Handshake(); err != nil {
-		f.s.log.Debug().Err(err).Str("peer", f.peer.String()).Msg("TLS handshake failed")
-		f.closing = true
+		ss.s.log.Debug().Err(err).Str("peer", ss.peer.String()).Msg("TLS handshake failed")
+		ss.closing = true
 		return io.EOF
 	}
-	f.raw.SetWriteDeadline(time.Time{})
+	ss.raw.SetWriteDeadline(time.Time{})
 	st := tc.ConnectionState()
-	f.tls = &st
-	f.cur = tc
-	f.rd.Reset(tc)
-	f.meta.Set("tls_cipher", tls.CipherSuiteName(st.CipherSuite))
-	f.meta.Set("tls_protocol_version", tls.VersionName(st.Version))
+	ss.tls = &st
+	ss.cur = tc
+	ss.rd.Reset(tc)
+	ss.meta.Set("tls_cipher", tls.CipherSuiteName(st.CipherSuite))
+	ss.meta.Set("tls_protocol_version", tls.VersionName(st.Version))
 	if len(st.PeerCertificates) > 0 {
-		f.meta.Set("tls_peer_subject_name", st.PeerCertificates[0].Subject.String())
+		ss.meta.Set("tls_peer_subject_name", st.PeerCertificates[0].Subject.String())
 	}
 	// RFC 3207: forget the EHLO and any transaction.
-	f.startOver()
+	ss.startOver()
 	return nil
 }
 
-// startOver forgets the greeting and any transaction (after STARTTLS or
-// XCLIENT). The client has to say EHLO again, and go-smtp forgets its
-// transaction when that EHLO reaches it; until then the front end refuses
-// every command that would find it (MAIL needs the EHLO, RCPT, DATA and
-// BDAT a MAIL), so go-smtp is not told anything now. An open BDAT
-// transaction is closed ahead of the next command forwarded.
-func (f *frontConn) startOver() {
-	f.ehloOK = false
-	f.endTxn()
-	f.closeOpenBDAT()
+// startOver forgets the greeting and the transaction (after STARTTLS or
+// XCLIENT, which go-smtp never sees). The client has to say EHLO again,
+// and go-smtp forgets its own transaction when that EHLO reaches it; until
+// then the session refuses every command that would find it (MAIL needs
+// the EHLO; RCPT, DATA and BDAT a MAIL).
+func (ss *session) startOver() {
+	ss.ehloOK = false
+	ss.t.reset()
 }
 
 // tlsInfo renders "<version>:<cipher>" for the Received header (made
 // once per session).
-func (f *frontConn) tlsInfo() string {
-	if f.tls == nil {
+func (c *client) tlsInfo() string {
+	if c.tls == nil {
 		return ""
 	}
-	if f.tlsText == "" {
-		f.tlsText = tls.VersionName(f.tls.Version) + ":" + tls.CipherSuiteName(f.tls.CipherSuite)
+	if c.tlsText == "" {
+		c.tlsText = tls.VersionName(c.tls.Version) + ":" + tls.CipherSuiteName(c.tls.CipherSuite)
 	}
-	return f.tlsText
+	return c.tlsText
 }

@@ -19,30 +19,30 @@ import (
 // xclientExtension is the EHLO keyword line when allow_xclient is set.
 const xclientExtension = "XCLIENT ADDR PORT DESTADDR DESTPORT"
 
-func (f *frontConn) cmdXClient(arg string) {
-	if !f.cfg.AllowXClient {
-		f.reply(550, "insufficient authorization")
+func (ss *session) cmdXClient(arg string) {
+	if !ss.cfg.AllowXClient {
+		ss.reply(550, "insufficient authorization")
 		return
 	}
-	if f.hasMail {
-		f.reply(503, "5.5.1 XCLIENT is not allowed during a mail transaction")
+	if ss.t.hasMail {
+		ss.reply(503, "5.5.1 XCLIENT is not allowed during a mail transaction")
 		return
 	}
-	peer, local := f.peer, f.local
+	peer, local := ss.peer, ss.local
 	fields := strings.Fields(arg)
 	if len(fields) == 0 {
-		f.reply(501, "5.5.4 XCLIENT needs attributes: ADDR, PORT, DESTADDR, DESTPORT")
+		ss.reply(501, "5.5.4 XCLIENT needs attributes: ADDR, PORT, DESTADDR, DESTPORT")
 		return
 	}
 	for _, field := range fields {
 		name, value, ok := strings.Cut(field, "=")
 		if !ok {
-			f.reply(501, "5.5.4 XCLIENT attribute without a value: "+field)
+			ss.reply(501, "5.5.4 XCLIENT attribute without a value: "+field)
 			return
 		}
 		value, err := xtextDecode(value)
 		if err != nil {
-			f.reply(501, "5.5.4 XCLIENT "+name+": "+err.Error())
+			ss.reply(501, "5.5.4 XCLIENT "+name+": "+err.Error())
 			return
 		}
 		if value == "[UNAVAILABLE]" || value == "[TEMPUNAVAIL]" {
@@ -52,40 +52,40 @@ func (f *frontConn) cmdXClient(arg string) {
 		case "ADDR":
 			a, err := parseXClientAddr(value)
 			if err != nil {
-				f.reply(501, "5.5.4 XCLIENT ADDR: "+err.Error())
+				ss.reply(501, "5.5.4 XCLIENT ADDR: "+err.Error())
 				return
 			}
 			peer = netip.AddrPortFrom(a, peer.Port())
 		case "PORT":
 			p, err := strconv.ParseUint(value, 10, 16)
 			if err != nil {
-				f.reply(501, "5.5.4 XCLIENT PORT: invalid port "+value)
+				ss.reply(501, "5.5.4 XCLIENT PORT: invalid port "+value)
 				return
 			}
 			peer = netip.AddrPortFrom(peer.Addr(), uint16(p))
 		case "DESTADDR":
 			a, err := parseXClientAddr(value)
 			if err != nil {
-				f.reply(501, "5.5.4 XCLIENT DESTADDR: "+err.Error())
+				ss.reply(501, "5.5.4 XCLIENT DESTADDR: "+err.Error())
 				return
 			}
 			local = netip.AddrPortFrom(a, local.Port())
 		case "DESTPORT":
 			p, err := strconv.ParseUint(value, 10, 16)
 			if err != nil {
-				f.reply(501, "5.5.4 XCLIENT DESTPORT: invalid port "+value)
+				ss.reply(501, "5.5.4 XCLIENT DESTPORT: invalid port "+value)
 				return
 			}
 			local = netip.AddrPortFrom(local.Addr(), uint16(p))
 		default:
-			f.reply(501, "5.5.4 XCLIENT attribute not supported: "+name)
+			ss.reply(501, "5.5.4 XCLIENT attribute not supported: "+name)
 			return
 		}
 	}
-	f.rebind(peer, local)
-	f.startOver()
-	f.helo = ""
-	f.reply(220, f.host()+" "+f.cfg.Banner)
+	ss.rebind(peer, local)
+	ss.startOver()
+	ss.helo = ""
+	ss.reply(220, ss.host()+" "+ss.cfg.Banner)
 }
 
 // parseXClientAddr parses an XCLIENT address: IPv4, or IPv6 with the

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/logrecord"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/internal/testutil"
 )
 
@@ -52,6 +53,11 @@ kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
 end)
 kumo.on('get_egress_path_config', function()
   return kumo.make_egress_path { enable_tls = 'Disabled', prohibited_hosts = {} }
+end)
+kumo.on('http_message_generated', function(msg)
+  if msg:recipient().domain == 'lua-suspend.example' then
+    kumo.api.admin.suspend.suspend { domain = 'lua-held.example', reason = 'from lua', duration = '10m' }
+  end
 end)
 kumo.on('rebind_message', function(msg, data)
   msg:set_meta('routing_domain', data.to)
@@ -209,6 +215,9 @@ func TestKcliSuspendAndResume(t *testing.T) {
 	if !strings.Contains(out, rid) || !strings.Contains(out, site) || !strings.Contains(out, `"expires"`) {
 		t.Fatalf("suspend-ready-q-list: %s", out)
 	}
+	if out := kcliOK(t, endpoint, "queue-summary"); !strings.Contains(out, site+": suspended for 9m") || !strings.Contains(out, ": blocked") {
+		t.Fatalf("queue-summary does not show the suspension:\n%s", out)
+	}
 	injectTo(t, endpoint, "d@free.example")
 	waitFor(t, "the message held in its scheduled queue", 10*time.Second, func() bool { return scheduled(t, endpoint, "free.example") == 1 }, diag)
 	time.Sleep(time.Second)
@@ -217,6 +226,38 @@ func TestKcliSuspendAndResume(t *testing.T) {
 	}
 	kcliOK(t, endpoint, "suspend-ready-q-cancel", "--id", rid)
 	waitFor(t, "delivery after suspend-ready-q-cancel", 5*time.Second, func() bool { return sink.Messages.Load() == 4 }, diag)
+
+	// ready-q-states and bump-config-epoch answer as KumoMTA's do
+	resp, err := http.Get(endpoint + "/api/admin/ready-q-states/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states struct {
+		States map[string]map[string]struct {
+			Context string `json:"context"`
+			Since   string `json:"since"`
+		} `json:"states_by_ready_queue"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&states)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || states.States == nil {
+		t.Fatalf("ready-q-states: %d %v %+v", resp.StatusCode, err, states)
+	}
+	resp, err = http.Post(endpoint+"/api/admin/bump-config-epoch", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("bump-config-epoch: %d", resp.StatusCode)
+	}
+	waitFor(t, "the epoch bump in the log", 5*time.Second, func() bool { return strings.Contains(d.logText(), "config epoch bumped") }, diag)
+
+	// the same rules from the policy: kumo.api.admin.suspend.suspend
+	injectTo(t, endpoint, "e@lua-suspend.example")
+	if out := kcliOK(t, endpoint, "suspend-list"); !strings.Contains(out, `"domain": "lua-held.example"`) || !strings.Contains(out, `"reason": "from lua"`) {
+		t.Fatalf("suspend-list after kumo.api.admin.suspend.suspend: %s", out)
+	}
 }
 
 // TestKcliBounce: bounce removes the waiting messages of the matching
@@ -248,7 +289,7 @@ func TestKcliBounce(t *testing.T) {
 		t.Helper()
 		waitFor(t, fmt.Sprintf("%d AdminBounce records", want), 10*time.Second, func() bool { return len(records(t, dir, logrecord.AdminBounce)) == want }, diag)
 		for _, r := range records(t, dir, logrecord.AdminBounce) {
-			if r.Response.Code != 551 || r.Response.Enhanced == nil || *r.Response.Enhanced != (logrecord.EnhancedCode{Class: 5, Subject: 7, Detail: 1}) ||
+			if r.Response.Code != 551 || r.Response.Enhanced == nil || *r.Response.Enhanced != (smtpreply.EnhancedCode{Class: 5, Subject: 7, Detail: 1}) ||
 				r.Response.Content != "Administrator bounced with reason: bad send" || r.Site != "localhost" || r.Queue != "dead.example" {
 				t.Fatalf("AdminBounce record %+v", r)
 			}

@@ -96,6 +96,7 @@ func printJSON(w io.Writer, b []byte) error {
 		return err
 	}
 	var out bytes.Buffer
+	b = bytes.TrimSpace(b)
 	if err := json.Indent(&out, b, "", "  "); err != nil {
 		_, err := w.Write(b)
 		return err

@@ -151,6 +151,7 @@ func queueSummary(ctx context.Context, c *client, args []string, w io.Writer) er
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t\n", r.site, r.source, r.proto, r.d, r.t, r.f, r.q, r.c)
 	}
 	tw.Flush()
+	readyStates(ctx, c, w, func(name string) bool { return *domain == "" || strings.Contains(name, *domain) })
 	fmt.Fprintln(w)
 	names := make([]string, 0, len(s.scheduled))
 	for n := range s.scheduled {

@@ -1,8 +1,37 @@
 package main
 
-import "github.com/kumogo/kumogo/internal/mailauth"
+import (
+	"context"
+	"sync"
+
+	"github.com/kumogo/kumogo/internal/mailauth"
+	"github.com/kumogo/kumogo/internal/mtasts"
+)
 
 // AuthResolver serves kumo.spf, kumo.dmarc and msg:dkim_verify from the
 // resolver kumo.dns uses (configure_resolver, configure_test_resolver or
 // define_resolver), with its cache.
 func (a dnsAdapter) AuthResolver() mailauth.Resolver { return a.resolver().AuthResolver() }
+
+// stsSource is the MTA-STS policy source of a daemon's deliveries: the
+// _mta-sts records come from the resolver kumo.dns uses, the policy files
+// from HTTPS with the system roots. It is made on first use, since
+// kumo.dns.configure_test_mta_sts in init comes before the engine.
+type stsSource struct {
+	once sync.Once
+	f    *mtasts.Fetcher
+}
+
+func (d *daemon) mtaSTS() *mtasts.Fetcher {
+	d.sts.once.Do(func() {
+		d.sts.f = &mtasts.Fetcher{LookupTXT: func(ctx context.Context, name string) ([]string, error) {
+			return d.resolver().LookupTXT(ctx, name)
+		}}
+	})
+	return d.sts.f
+}
+
+// SetTestMTASTS serves kumo.dns.configure_test_mta_sts.
+func (a dnsAdapter) SetTestMTASTS(policies map[string]*mtasts.Policy) {
+	a.d.mtaSTS().SetTest(policies)
+}

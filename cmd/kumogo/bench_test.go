@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -219,5 +218,4 @@ func BenchmarkSink100KB(b *testing.B) {
 	}
 }
 
-var _ = io.Discard
 var _ smtpd.Policy = (*runtime.Runtime)(nil)

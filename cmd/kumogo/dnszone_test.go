@@ -26,6 +26,7 @@ mx    600 A 127.0.0.9
   }
   local mx = kumo.dns.lookup_mx 'zone.test'
   kumo.log_info('RESULT mx=' .. table.concat(mx.hosts, ',')
+    .. ' pref10=' .. table.concat(mx.by_pref[10], ',') .. ' is_mx=' .. tostring(mx.is_mx)
     .. ' addr=' .. table.concat(kumo.dns.lookup_addr 'mx.zone.test', ',')
     .. ' ptr=' .. table.concat(kumo.dns.lookup_ptr '127.0.0.9', ',')
     .. ' txt=' .. table.concat(kumo.dns.lookup_txt 'zone.test', ',')
@@ -49,7 +50,7 @@ $ORIGIN rbl.domain.
 kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'null') end)
 `)
 	d := startDaemon(t, nil, "--policy", policy)
-	want := "RESULT mx=mx.zone.test. addr=127.0.0.9 ptr=mx.zone.test. txt=v=spf1 -all localhost=127.0.0.1,::1"
+	want := "RESULT mx=mx.zone.test. pref10=mx.zone.test. is_mx=true addr=127.0.0.9 ptr=mx.zone.test. txt=v=spf1 -all localhost=127.0.0.1,::1"
 	if !strings.Contains(d.log(), want) {
 		t.Fatalf("want %q in\n%s", want, d.log())
 	}

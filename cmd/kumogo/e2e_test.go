@@ -571,8 +571,8 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// kumoStyleSink is a policy shaped like KumoMTA's own sink (§8.1 of the
-// reference): accounting, an open ESMTP listener, an HTTP listener with
+// kumoStyleSink is a policy shaped like KumoMTA's own sink (KumoMTA docs:
+// "Configuring KumoMTA as a sink"; policies/sink.lua): accounting, an open ESMTP listener, an HTTP listener with
 // trusted hosts, spools, and both reception handlers.
 const kumoStyleSink = `local kumo = require 'kumo'
 local TMP = os.getenv('SINK_TMP')

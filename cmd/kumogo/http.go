@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/httpapi"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
@@ -43,11 +44,11 @@ func (d *daemon) StartHTTPListener(ctx context.Context, l *config.HTTPListener) 
 type httpAuth struct{ d *daemon }
 
 func (a httpAuth) ValidateBasic(ctx context.Context, user, password string) (bool, error) {
-	return a.call(ctx, "http_server_validate_auth_basic", user, password)
+	return a.call(ctx, event.HTTPValidateAuthBasic, user, password)
 }
 
 func (a httpAuth) ValidateBearer(ctx context.Context, token string) (bool, error) {
-	return a.call(ctx, "http_server_validate_auth_bearer", token)
+	return a.call(ctx, event.HTTPValidateAuthBearer, token)
 }
 
 func (a httpAuth) call(ctx context.Context, event string, args ...any) (bool, error) {
@@ -72,7 +73,7 @@ func (a httpAuth) call(ctx context.Context, event string, args ...any) (bool, er
 type httpInjector struct{ d *daemon }
 
 func (h httpInjector) Generated(ctx context.Context, msg *message.Message, auth map[string]any) error {
-	_, err := h.d.rt.Call(ctx, "http_message_generated", msg, auth)
+	_, err := h.d.rt.Call(ctx, event.HTTPMessageGenerated, msg, auth)
 	return err
 }
 

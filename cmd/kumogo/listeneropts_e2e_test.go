@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/kumogo/kumogo/internal/testutil"
 )
@@ -44,6 +45,10 @@ kumo.on('smtp_server_message_received', function(msg) msg:set_meta('queue', 'nul
 	tl.Expect(t, "421 4.7.0 auth.test too many failed authentication attempts")
 	if _, _, err := tl.ReadReply(); err == nil {
 		t.Fatal("the session went on after the 421")
+	}
+	// the log is read from the daemon's stderr on another goroutine
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(d.log(), "too many failed AUTH attempts") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
 	}
 	if !strings.Contains(d.log(), "too many failed AUTH attempts") {
 		t.Errorf("the closing is not logged:\n%s", tail(d.log(), 2000))

@@ -23,17 +23,18 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/rs/zerolog/log"
 
 	"github.com/kumogo/kumogo/internal/accounting"
 	"github.com/kumogo/kumogo/internal/acctlog"
 	"github.com/kumogo/kumogo/internal/bounceclass"
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/httpapi"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/memguard"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/metrics"
+	"github.com/kumogo/kumogo/internal/sharedlimit"
 	"github.com/kumogo/kumogo/internal/sysutil"
 	"github.com/kumogo/kumogo/policies"
 	"github.com/kumogo/kumogo/queue"
@@ -113,6 +114,9 @@ func run(args []string, stderr io.Writer) int {
 		}
 	}
 	d := &daemon{log: logger, ids: message.NewIDGenerator(), validating: *validate, nodeID: node, metrics: metrics.New(0)}
+	d.limits = sharedlimit.New(logger)
+	quietRedis(logger)
+	defer d.limits.Close()
 	d.registerGauges(d.metrics)
 	hostname, _ := os.Hostname()
 	d.hostname = hostname
@@ -127,6 +131,7 @@ func run(args []string, stderr io.Writer) int {
 		Hostname:   hostname,
 		Version:    "kumogo " + version,
 		DNS:        dnsAdapter{d: d},
+		Limits:     d.limits,
 		EventLatency: func(event string, took time.Duration) {
 			d.metrics.ObserveLuaEvent(event, took)
 		},
@@ -273,6 +278,7 @@ type daemon struct {
 	rt         *runtime.Runtime
 	validating bool
 	nodeID     string
+	limits     *sharedlimit.Store // throttles and connection limits, maybe shared through Redis
 
 	hostname string
 	res      *mx.Resolver
@@ -297,6 +303,7 @@ type daemon struct {
 	metrics    *metrics.Registry
 	acct       atomic.Pointer[acctlog.Logger] // kumo.aaa.configure_acct_log
 	noted      map[string]bool
+	sts        stsSource // MTA-STS policies of delivery (authdns.go)
 }
 
 var _ runtime.Host = (*daemon)(nil)
@@ -493,7 +500,7 @@ func (d *daemon) serve(ctx context.Context) int {
 			d.log.Error().Err(err).Msg("closing the spool")
 		}
 	}
-	if _, err := d.rt.Call(sctx, "shutdown_logging"); err != nil && d.rt.HasHandler("shutdown_logging") {
+	if _, err := d.rt.Call(sctx, event.ShutdownLogging); err != nil && d.rt.HasHandler(event.ShutdownLogging) {
 		d.log.Warn().Err(err).Msg("shutdown_logging failed")
 	}
 	for _, h := range d.https {
@@ -535,5 +542,3 @@ func dropPrivileges(name string) error {
 	}
 	return nil
 }
-
-var _ = log.Logger

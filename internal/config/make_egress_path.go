@@ -47,6 +47,8 @@ var egressPathHonoured = map[string]bool{
 	"allow_smtp_auth_plain_without_tls": true, "ignore_8bit_checks": true,
 	"opportunistic_tls_reconnect_on_failed_handshake": true,
 	"tls_certificate": true, "tls_private_key": true, "ip_lookup_strategy": true,
+	"additional_connection_limits": true, "additional_message_rate_throttles": true,
+	"source_selection_rate": true, "additional_source_selection_rates": true,
 }
 
 // DecodeEgressPath decodes a make_egress_path table strictly on top of

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // Injector is what POST /api/inject/v1 needs from the daemon. The queue
@@ -416,7 +417,7 @@ func (g *generation) queue(ctx context.Context, msg *message.Message) error {
 			Type:              logrecord.Bounce,
 			Queue:             q,
 			Size:              int64(msg.Size()),
-			Response:          logrecord.Response{Code: 500, Content: "KumoMTA internal: QueueManager::insert failed during reception: " + err.Error()},
+			Response:          smtpreply.Response{Code: 500, Content: "KumoMTA internal: QueueManager::insert failed during reception: " + err.Error()},
 			Timestamp:         time.Now(),
 			Created:           msg.Created(),
 			ReceptionProtocol: "HTTP",
@@ -432,7 +433,7 @@ func (g *generation) logReception(msg *message.Message, q string) {
 		Type:              logrecord.Reception,
 		Queue:             q,
 		Size:              int64(msg.Size()),
-		Response:          logrecord.Response{Code: 250},
+		Response:          smtpreply.Response{Code: 250},
 		PeerAddress:       &logrecord.PeerAddress{Addr: g.id.PeerIP.String()},
 		Timestamp:         time.Now(),
 		Created:           msg.Created(),

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 var segmentNameRE = regexp.MustCompile(`^\d{8}-\d{6}\.\d{8}$`)
@@ -74,7 +75,7 @@ func segments(t *testing.T, dir string) (names []string, writable []bool) {
 
 func rec(i int) *Record {
 	return &Record{Type: Delivery, ID: fmt.Sprintf("id-%06d", i), Sender: "s@example.com",
-		Recipient: []string{"r@example.org"}, Response: Response{Code: 250, Content: "OK"}, Timestamp: testTS}
+		Recipient: []string{"r@example.org"}, Response: smtpreply.Response{Code: 250, Content: "OK"}, Timestamp: testTS}
 }
 
 func checkIDs(t *testing.T, recs []Record, n int) {
@@ -477,7 +478,7 @@ func BenchmarkLogReception(b *testing.B) {
 		peer := &PeerAddress{Name: "client.example.com", Addr: "10.0.0.1"}
 		b.ReportAllocs()
 		for b.Loop() {
-			r := Record{Type: Reception, Response: Response{Code: 250}, PeerAddress: peer, SessionID: "sess"}
+			r := Record{Type: Reception, Response: smtpreply.Response{Code: 250}, PeerAddress: peer, SessionID: "sess"}
 			l.Log(&r, m)
 		}
 		if err := l.Close(context.Background()); err != nil {
@@ -497,7 +498,7 @@ func BenchmarkAppendJSON(b *testing.B) {
 	m := testMessage(b)
 	e := recordEncoder{msg: m, metaSel: newSelector([]string{"tenant", "campaign", "x_*"}, false),
 		hdrSel: newSelector([]string{"Subject", "X-*"}, true), nodeID: "node-1"}
-	r := Record{Type: Reception, Response: Response{Code: 250}, PeerAddress: &PeerAddress{Name: "c", Addr: "10.0.0.1"}}
+	r := Record{Type: Reception, Response: smtpreply.Response{Code: 250}, PeerAddress: &PeerAddress{Name: "c", Addr: "10.0.0.1"}}
 	buf := make([]byte, 0, 2048)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -14,6 +14,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // Type is the kind of a log record.
@@ -90,22 +92,6 @@ func (t *Type) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// EnhancedCode is an RFC 3463 enhanced status code.
-type EnhancedCode struct {
-	Class   int `json:"class"`
-	Subject int `json:"subject"`
-	Detail  int `json:"detail"`
-}
-
-// Response is the SMTP response the record is about. Enhanced nil and
-// Command "" encode as JSON null.
-type Response struct {
-	Code     int           `json:"code"`
-	Enhanced *EnhancedCode `json:"enhanced_code"`
-	Content  string        `json:"content"`
-	Command  string        `json:"command"`
-}
-
 // PeerAddress is the remote party: EHLO name and IP for receptions, MX host
 // and ip[:port] for deliveries.
 type PeerAddress struct {
@@ -143,7 +129,7 @@ type Record struct {
 	Queue                string
 	Site                 string
 	Size                 int64
-	Response             Response
+	Response             smtpreply.Response
 	PeerAddress          *PeerAddress
 	Timestamp            time.Time
 	Created              time.Time
@@ -183,35 +169,35 @@ func (r Record) MarshalJSON() ([]byte, error) {
 
 // jsonRecord is the decoding shape of a record.
 type jsonRecord struct {
-	Type                 Type            `json:"type"`
-	ID                   string          `json:"id"`
-	Sender               string          `json:"sender"`
-	Recipient            json.RawMessage `json:"recipient"`
-	Queue                string          `json:"queue"`
-	Site                 string          `json:"site"`
-	Size                 int64           `json:"size"`
-	Response             Response        `json:"response"`
-	PeerAddress          *PeerAddress    `json:"peer_address"`
-	Timestamp            int64           `json:"timestamp"`
-	EventTime            string          `json:"event_time"`
-	Created              int64           `json:"created"`
-	CreatedTime          string          `json:"created_time"`
-	NumAttempts          int             `json:"num_attempts"`
-	BounceClassification string          `json:"bounce_classification"`
-	EgressPool           string          `json:"egress_pool"`
-	EgressSource         string          `json:"egress_source"`
-	SourceAddress        *SourceAddress  `json:"source_address"`
-	FeedbackReport       json.RawMessage `json:"feedback_report"`
-	Meta                 map[string]any  `json:"meta"`
-	Headers              map[string]any  `json:"headers"`
-	DeliveryProtocol     string          `json:"delivery_protocol"`
-	ReceptionProtocol    string          `json:"reception_protocol"`
-	NodeID               string          `json:"nodeid"`
-	TLSCipher            string          `json:"tls_cipher"`
-	TLSProtocolVersion   string          `json:"tls_protocol_version"`
-	TLSPeerSubjectName   string          `json:"tls_peer_subject_name"`
-	ProviderName         string          `json:"provider_name"`
-	SessionID            string          `json:"session_id"`
+	Type                 Type               `json:"type"`
+	ID                   string             `json:"id"`
+	Sender               string             `json:"sender"`
+	Recipient            json.RawMessage    `json:"recipient"`
+	Queue                string             `json:"queue"`
+	Site                 string             `json:"site"`
+	Size                 int64              `json:"size"`
+	Response             smtpreply.Response `json:"response"`
+	PeerAddress          *PeerAddress       `json:"peer_address"`
+	Timestamp            int64              `json:"timestamp"`
+	EventTime            string             `json:"event_time"`
+	Created              int64              `json:"created"`
+	CreatedTime          string             `json:"created_time"`
+	NumAttempts          int                `json:"num_attempts"`
+	BounceClassification string             `json:"bounce_classification"`
+	EgressPool           string             `json:"egress_pool"`
+	EgressSource         string             `json:"egress_source"`
+	SourceAddress        *SourceAddress     `json:"source_address"`
+	FeedbackReport       json.RawMessage    `json:"feedback_report"`
+	Meta                 map[string]any     `json:"meta"`
+	Headers              map[string]any     `json:"headers"`
+	DeliveryProtocol     string             `json:"delivery_protocol"`
+	ReceptionProtocol    string             `json:"reception_protocol"`
+	NodeID               string             `json:"nodeid"`
+	TLSCipher            string             `json:"tls_cipher"`
+	TLSProtocolVersion   string             `json:"tls_protocol_version"`
+	TLSPeerSubjectName   string             `json:"tls_peer_subject_name"`
+	ProviderName         string             `json:"provider_name"`
+	SessionID            string             `json:"session_id"`
 }
 
 func decodeTime(rfc string, unix int64) time.Time {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 var (
@@ -27,7 +28,7 @@ func TestRecordJSONGolden(t *testing.T) {
 				Type: Delivery, ID: "0123456789abcdef0123456789abcdef", Sender: "s@example.com",
 				Recipient: []string{"r@example.org"}, Queue: "camp:ten@example.org", Site: "src->mx.example.org@smtp_client",
 				Size: 1234,
-				Response: Response{Code: 250, Enhanced: &EnhancedCode{Class: 2, Subject: 0, Detail: 0},
+				Response: smtpreply.Response{Code: 250, Enhanced: &smtpreply.EnhancedCode{Class: 2, Subject: 0, Detail: 0},
 					Content: "OK \"queued\"\tas <x&y>", Command: ".\r\n"},
 				PeerAddress: &PeerAddress{Name: "mx.example.org.", Addr: "10.0.0.9:25"},
 				Timestamp:   testTS, Created: testCreated, NumAttempts: 1,
@@ -56,7 +57,7 @@ func TestRecordJSONGolden(t *testing.T) {
 		{
 			name: "minimal, nulls and omissions",
 			rec: Record{Type: Bounce, ID: "id", Recipient: []string{"a@x", "b@x"}, Timestamp: testTS,
-				Response: Response{Code: 550, Content: "no"}, BounceClassification: "InvalidRecipient"},
+				Response: smtpreply.Response{Code: 550, Content: "no"}, BounceClassification: "InvalidRecipient"},
 			want: `{"type":"Bounce","id":"id","sender":"","recipient":["a@x","b@x"],"queue":"","site":"","size":0,` +
 				`"response":{"code":550,"enhanced_code":null,"content":"no","command":null},"peer_address":null,` +
 				`"timestamp":1709622489,"event_time":"2024-03-05T07:08:09.123456789Z",` +
@@ -191,7 +192,7 @@ func TestEncodeFromMessageWithSelection(t *testing.T) {
 		hdrSel:  newSelector([]string{"subject", "X-*"}, true),
 		nodeID:  "node",
 	}
-	rec := Record{Type: Reception, Timestamp: testTS, Response: Response{Code: 250},
+	rec := Record{Type: Reception, Timestamp: testTS, Response: smtpreply.Response{Code: 250},
 		PeerAddress: &PeerAddress{Name: "ehlo.example", Addr: "10.0.0.1"}, Meta: map[string]any{"tenant": "override"}}
 	got := string(e.append(nil, &rec))
 	var obj map[string]any

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/rs/zerolog"
 )
 
@@ -111,7 +112,7 @@ func BenchmarkLogSync(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					r := Record{Type: Reception, Response: Response{Code: 250}, SessionID: "sess"}
+					r := Record{Type: Reception, Response: smtpreply.Response{Code: 250}, SessionID: "sess"}
 					l.Log(&r, m)
 					if sync {
 						if err := l.Sync(context.Background()); err != nil {

@@ -138,7 +138,7 @@ func (m *Message) FixConformance(fix Conformance, now time.Time, hostname string
 	have := m.CheckConformance()
 	fix &= have
 	if fix&NonCanonicalLineEndings != 0 {
-		m.SetData(canonicalLineEndings(m.Data()))
+		m.SetData(CanonicalLineEndings(m.Data()))
 	}
 	if fix&NameEndsWithSpace != 0 {
 		m.SetData(trimHeaderNames(m.Data()))
@@ -154,8 +154,9 @@ func (m *Message) FixConformance(fix Conformance, now time.Time, hostname string
 	}
 }
 
-// canonicalLineEndings turns bare LF and bare CR into CRLF.
-func canonicalLineEndings(data []byte) []byte {
+// CanonicalLineEndings turns bare LF and bare CR into CRLF (check_fix_conformance,
+// and the listener's invalid_line_endings = "Fix").
+func CanonicalLineEndings(data []byte) []byte {
 	out := make([]byte, 0, len(data)+len(data)/32)
 	for i := 0; i < len(data); i++ {
 		switch c := data[i]; {

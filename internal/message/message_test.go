@@ -186,7 +186,7 @@ func TestParseQueueName(t *testing.T) {
 		{"c:t@d.com", QueueNameParts{Campaign: "c", Tenant: "t", Domain: "d.com", HasCampaign: true, HasTenant: true}},
 		{"c:t@d.com!r.com", QueueNameParts{Campaign: "c", Tenant: "t", Domain: "d.com", RoutingDomain: "r.com", HasCampaign: true, HasTenant: true, HasRoutingDomain: true}},
 		{"t@d.com", QueueNameParts{Tenant: "t", Domain: "d.com", HasTenant: true}},
-		{"c:@d.com", QueueNameParts{Campaign: "c", Domain: "d.com", HasCampaign: true, HasTenant: true}}, // §5.1: "campaign:" means tenant "",
+		{"c:@d.com", QueueNameParts{Campaign: "c", Domain: "d.com", HasCampaign: true, HasTenant: true}}, // KumoMTA docs "Queues": "campaign:" means tenant "",
 		{"d.com", QueueNameParts{Domain: "d.com"}},
 		{"d.com!r.com:2025", QueueNameParts{Domain: "d.com", RoutingDomain: "r.com:2025", HasRoutingDomain: true}},
 		{"foo.com:2025", QueueNameParts{Domain: "foo.com:2025"}},

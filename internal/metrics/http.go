@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -56,7 +56,9 @@ func (f *family) appendText(b []byte, prefix string) []byte {
 	}
 	name := prefix + f.name
 	b = append(b, "# HELP "+name+" "+f.help+"\n# TYPE "+name+" "+f.typ+"\n"...)
-	sort.Slice(f.points, func(i, j int) bool { return f.points[i].label < f.points[j].label })
+	// slices.SortFunc, not sort.Slice: no reflection on the swaps, which
+	// matters with 10,000 queues per scrape
+	slices.SortFunc(f.points, func(a, b point) int { return strings.Compare(a.label, b.label) })
 	for _, p := range f.points {
 		b = append(b, name...)
 		if f.label != "" {

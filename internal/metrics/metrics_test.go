@@ -123,10 +123,9 @@ func TestTenThousandQueuesCardinality(t *testing.T) {
 	if v, _ := value(fams["ready_count"], "service", "smtp_client"); v != 5000 {
 		t.Fatalf("aggregate ready_count %v", v)
 	}
-	t.Logf("scrape of 10,000 queues took %v (machine shared)", took)
-	if took > time.Second {
-		t.Errorf("scrape took %v", took)
-	}
+	// the time is reported, not asserted: the target is measured by a
+	// benchmark (BENCHMARKS.md), never by a timed test
+	t.Logf("scrape of 10,000 queues took %v", took)
 	// an hour later with the queues drained: only the aggregates remain
 	now = now.Add(time.Hour)
 	sched, ready = map[string]int{}, map[string]int{}

@@ -1,5 +1,9 @@
-// Package smtpreply holds the SMTP reply type that policy code raises
-// (kumo.reject / kumo.disconnect) and that the listener writes on the wire.
+// Package smtpreply is kumogo's one model of an SMTP response: Response
+// (code, enhanced code, text, the command it answered) with its
+// classification into Delivery, TransientFailure and Bounce, used by the
+// queue, the egress client and log records; and Rejection, the reply that
+// policy code raises (kumo.reject / kumo.disconnect) and that the listener
+// writes on the wire. It depends on the standard library only.
 package smtpreply
 
 import (

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/queue/egress/mx"
 )
 
@@ -14,7 +15,7 @@ import (
 // until a session is established, KumoMTA's ConnectNextHost. When a TLS
 // handshake fails and p.OpportunisticTLSReconnectOnFailedHandshake is set
 // (and TLS is not Required), the same candidate is tried again without
-// TLS. When every candidate fails the error is an *Error with
+// TLS. When every candidate fails the error is an *smtpreply.Error with
 // "400 KumoMTA internal: failed to connect to any candidate hosts: <last
 // failure>" (a TransientFailure); the individual failures are joined in
 // its Err.
@@ -37,6 +38,9 @@ func (d *Dialer) Connect(ctx context.Context, plan *mx.ConnectionPlan, p *config
 	if len(filtered.Candidates) == 0 {
 		return nil, &mx.Failure{Code: 451, Text: mx.TextNoHosts}
 	}
+	if filtered, p, err = d.applySTS(ctx, filtered, p); err != nil {
+		return nil, err
+	}
 	var errs []error
 	for _, c := range filtered.Candidates {
 		s, err := d.Dial(ctx, c, p, src, ehloName)
@@ -55,12 +59,14 @@ func (d *Dialer) Connect(ctx context.Context, plan *mx.ConnectionPlan, p *config
 	}
 	last := errs[len(errs)-1]
 	detail := last.Error()
-	var pe *Error
+	var pe *smtpreply.Error
 	if errors.As(last, &pe) {
-		detail = fmt.Sprintf("%s responded %s", filtered.Candidates[len(errs)-1].String(), pe.Response.String())
+		c := filtered.Candidates[len(errs)-1]
+		c.Port = targetPort(c, p, src)
+		detail = fmt.Sprintf("%s responded %s", c.String(), pe.Response.String())
 	}
-	return nil, &Error{
-		Response: Response{Code: 400, Content: "KumoMTA internal: failed to connect to any candidate hosts: " + detail},
+	return nil, &smtpreply.Error{
+		Response: smtpreply.Response{Code: 400, Content: textConnectFailed + detail},
 		Err:      errors.Join(errs...),
 	}
 }

@@ -1,8 +1,11 @@
 // Package egress is kumogo's outbound SMTP: the client sessions that
 // deliver messages to the hosts that queue/egress/mx resolves, and the
-// classification of their responses (reference §5.3–§5.5). It is a library
+// classification of their responses (internal/smtpreply; KumoMTA docs:
+// "Log Record" for the outcomes and synthetic texts). It is a library
 // for the delivery engine in package queue, which owns ready queues,
-// connection limits and retries; egress knows nothing of them.
+// connection limits and retries; egress knows nothing of them beyond the
+// scheduler's interfaces, which Router and Connector (scheduler.go)
+// implement: cmd/kumogo only builds them.
 //
 // A delivery goes:
 //

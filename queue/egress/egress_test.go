@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
-	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/queue/egress/mx"
 )
 
@@ -65,12 +65,12 @@ func TestDeliverPipelined(t *testing.T) {
 		t.Errorf("SIZE param %q", v)
 	}
 	res := send(t, s, env(t, "a@x.example", "b@y.example", "c@y.example"), body1)
-	want := Response{Code: 250, Enhanced: &logrecord.EnhancedCode{Class: 2}, Content: "Ok: queued as 1234", Command: ".\r\n"}
+	want := smtpreply.Response{Code: 250, Enhanced: &smtpreply.EnhancedCode{Class: 2}, Content: "Ok: queued as 1234", Command: ".\r\n"}
 	for i, r := range res.Responses {
 		if r.Code != want.Code || *r.Enhanced != *want.Enhanced || r.Content != want.Content || r.Command != want.Command {
 			t.Errorf("response %d = %+v", i, r)
 		}
-		if r.Outcome() != Delivery {
+		if r.Outcome() != smtpreply.Delivery {
 			t.Errorf("outcome %v", r.Outcome())
 		}
 	}
@@ -262,7 +262,7 @@ func TestRejections(t *testing.T) {
 		code    int
 		content string
 		command string
-		outcome Outcome
+		outcome smtpreply.Outcome
 	}
 	cases := []struct {
 		name     string
@@ -273,25 +273,25 @@ func TestRejections(t *testing.T) {
 		bodies   int
 	}{
 		{name: "MAIL 550", respond: rejectAt("MAIL", "550 5.7.1 sender refused"), pipeline: true,
-			wants: []want{{550, "sender refused", "MAIL FROM:<a@x.example>\r\n", Bounce}, {550, "sender refused", "MAIL FROM:<a@x.example>\r\n", Bounce}}},
+			wants: []want{{550, "sender refused", "MAIL FROM:<a@x.example>\r\n", smtpreply.Bounce}, {550, "sender refused", "MAIL FROM:<a@x.example>\r\n", smtpreply.Bounce}}},
 		{name: "MAIL 451 lockstep", respond: rejectAt("MAIL", "451 4.3.0 try later"), pipeline: false,
-			wants: []want{{451, "try later", "MAIL FROM:<a@x.example>\r\n", TransientFailure}, {451, "try later", "MAIL FROM:<a@x.example>\r\n", TransientFailure}}},
+			wants: []want{{451, "try later", "MAIL FROM:<a@x.example>\r\n", smtpreply.TransientFailure}, {451, "try later", "MAIL FROM:<a@x.example>\r\n", smtpreply.TransientFailure}}},
 		{name: "one RCPT 550", respond: rejectAt("RCPT TO:<b@", "550 5.1.1 no such user"), pipeline: true, bodies: 1,
-			wants: []want{{550, "no such user", "RCPT TO:<b@y.example>\r\n", Bounce}, {250, "Ok: queued as 1234", ".\r\n", Delivery}}},
+			wants: []want{{550, "no such user", "RCPT TO:<b@y.example>\r\n", smtpreply.Bounce}, {250, "Ok: queued as 1234", ".\r\n", smtpreply.Delivery}}},
 		{name: "all RCPT 4xx", respond: rejectAt("RCPT", "452 4.5.3 Too many recipients"), pipeline: true,
-			wants: []want{{452, "Too many recipients", "RCPT TO:<b@y.example>\r\n", TransientFailure}, {452, "Too many recipients", "RCPT TO:<c@y.example>\r\n", TransientFailure}}},
+			wants: []want{{452, "Too many recipients", "RCPT TO:<b@y.example>\r\n", smtpreply.TransientFailure}, {452, "Too many recipients", "RCPT TO:<c@y.example>\r\n", smtpreply.TransientFailure}}},
 		{name: "all RCPT 5xx lockstep", respond: rejectAt("RCPT", "550 5.1.1 nope"), pipeline: false,
-			wants: []want{{550, "nope", "RCPT TO:<b@y.example>\r\n", Bounce}, {550, "nope", "RCPT TO:<c@y.example>\r\n", Bounce}}},
+			wants: []want{{550, "nope", "RCPT TO:<b@y.example>\r\n", smtpreply.Bounce}, {550, "nope", "RCPT TO:<c@y.example>\r\n", smtpreply.Bounce}}},
 		{name: "DATA 451", respond: rejectAt("DATA", "451 4.3.0 not now"), pipeline: true,
-			wants: []want{{451, "not now", "DATA\r\n", TransientFailure}, {451, "not now", "DATA\r\n", TransientFailure}}},
+			wants: []want{{451, "not now", "DATA\r\n", smtpreply.TransientFailure}, {451, "not now", "DATA\r\n", smtpreply.TransientFailure}}},
 		{name: "DATA 554", respond: rejectAt("DATA", "554 5.7.1 no"), pipeline: false,
-			wants: []want{{554, "no", "DATA\r\n", Bounce}, {554, "no", "DATA\r\n", Bounce}}},
+			wants: []want{{554, "no", "DATA\r\n", smtpreply.Bounce}, {554, "no", "DATA\r\n", smtpreply.Bounce}}},
 		{name: "after dot 550", final: func(*peerSession, []byte) string { return "550 5.7.1 spam" }, pipeline: true, bodies: 1,
-			wants: []want{{550, "spam", ".\r\n", Bounce}, {550, "spam", ".\r\n", Bounce}}},
+			wants: []want{{550, "spam", ".\r\n", smtpreply.Bounce}, {550, "spam", ".\r\n", smtpreply.Bounce}}},
 		{name: "after dot 452", final: func(*peerSession, []byte) string { return "452 4.2.2 mailbox full" }, pipeline: true, bodies: 1,
-			wants: []want{{452, "mailbox full", ".\r\n", TransientFailure}, {452, "mailbox full", ".\r\n", TransientFailure}}},
+			wants: []want{{452, "mailbox full", ".\r\n", smtpreply.TransientFailure}, {452, "mailbox full", ".\r\n", smtpreply.TransientFailure}}},
 		{name: "after dot 503", final: func(*peerSession, []byte) string { return "503 5.5.1 bad sequence" }, pipeline: true, bodies: 1,
-			wants: []want{{503, "bad sequence", ".\r\n", TransientFailure}, {503, "bad sequence", ".\r\n", TransientFailure}}},
+			wants: []want{{503, "bad sequence", ".\r\n", smtpreply.TransientFailure}, {503, "bad sequence", ".\r\n", smtpreply.TransientFailure}}},
 		{name: "DATA 354 although no recipient", respond: func(ps *peerSession, line string) string {
 			switch {
 			case strings.HasPrefix(line, "RCPT"):
@@ -301,7 +301,7 @@ func TestRejections(t *testing.T) {
 			}
 			return ""
 		}, pipeline: true, bodies: 1,
-			wants: []want{{550, "nope", "RCPT TO:<b@y.example>\r\n", Bounce}, {550, "nope", "RCPT TO:<c@y.example>\r\n", Bounce}}},
+			wants: []want{{550, "nope", "RCPT TO:<b@y.example>\r\n", smtpreply.Bounce}, {550, "nope", "RCPT TO:<c@y.example>\r\n", smtpreply.Bounce}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -361,41 +361,11 @@ func TestPipelinedBDATRejections(t *testing.T) {
 	}
 }
 
-func TestClassify(t *testing.T) {
-	cases := []struct {
-		code    int
-		content string
-		want    Outcome
-	}{
-		{250, "ok", Delivery},
-		{251, "forwarded", Delivery},
-		{421, "bye", TransientFailure},
-		{451, "later", TransientFailure},
-		{354, "odd", TransientFailure},
-		{503, "bad sequence", TransientFailure},
-		{550, "no such user", Bounce},
-		{554, "Too Many Recipients for this message", TransientFailure},
-		{552, "too many recipients", TransientFailure},
-		{500, "syntax", Bounce},
-		{400, "KumoMTA internal: failed to send message: x", TransientFailure},
-		{0, "", TransientFailure},
-		{600, "", TransientFailure},
-	}
-	for _, c := range cases {
-		if got := Classify(c.code, c.content); got != c.want {
-			t.Errorf("Classify(%d, %q) = %v, want %v", c.code, c.content, got, c.want)
-		}
-	}
-	if Delivery.String() != "Delivery" || Bounce.String() != "Bounce" || TransientFailure.String() != "TransientFailure" {
-		t.Error("outcome names")
-	}
-}
-
 func Test421MakesSessionUnusable(t *testing.T) {
 	p := startPeer(t, peerOpts{ext: []string{"PIPELINING"}, respond: rejectAt("MAIL", "421 4.3.2 shutting down")})
 	s := dial(t, p, testPath())
 	res, _ := s.Send(t.Context(), env(t, "a@x.example", "b@y.example"), []byte(body1))
-	if r := res.Responses[0]; r.Code != 421 || r.Content != "shutting down" || r.Outcome() != TransientFailure {
+	if r := res.Responses[0]; r.Code != 421 || r.Content != "shutting down" || r.Outcome() != smtpreply.TransientFailure {
 		t.Errorf("response %+v", r)
 	}
 	if s.Usable() {
@@ -431,7 +401,7 @@ func TestDisconnects(t *testing.T) {
 					t.Fatal("no error")
 				}
 				for _, r := range res.Responses {
-					if r.Code != 400 || !strings.HasPrefix(r.Content, "KumoMTA internal: failed to send message: ") || r.Outcome() != TransientFailure {
+					if r.Code != 400 || !strings.HasPrefix(r.Content, "KumoMTA internal: failed to send message: ") || r.Outcome() != smtpreply.TransientFailure {
 						t.Errorf("response %+v", r)
 					}
 				}
@@ -456,8 +426,8 @@ func TestTimeouts(t *testing.T) {
 		}
 		r := res.Responses[0]
 		want := `KumoMTA internal: failed to send message: Timed Out waiting 150ms for response to "MAIL FROM:<a@x.example>"`
-		if r.Code != 421 || r.Enhanced == nil || *r.Enhanced != (logrecord.EnhancedCode{Class: 4, Subject: 4, Detail: 2}) ||
-			r.Content != want || r.Command != "MAIL FROM:<a@x.example>\r\n" || r.Outcome() != TransientFailure {
+		if r.Code != 421 || r.Enhanced == nil || *r.Enhanced != (smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 2}) ||
+			r.Content != want || r.Command != "MAIL FROM:<a@x.example>\r\n" || r.Outcome() != smtpreply.TransientFailure {
 			t.Errorf("response %+v", r)
 		}
 		if r.String() != "421 4.4.2 "+want {
@@ -649,7 +619,7 @@ func TestEightBitChecks(t *testing.T) {
 			}
 			lines := p.session(0).Lines()
 			if c.mailLine == "" {
-				if r.Outcome() != Bounce || len(lines) != 1 {
+				if r.Outcome() != smtpreply.Bounce || len(lines) != 1 {
 					t.Errorf("outcome %v, lines %q", r.Outcome(), lines)
 				}
 			} else if !slices.Contains(lines, c.mailLine) {
@@ -657,7 +627,7 @@ func TestEightBitChecks(t *testing.T) {
 			}
 		})
 	}
-	if r := (Response{Code: 554, Enhanced: enh(5, 6, 3), Content: "x"}); r.String() != "554 5.6.3 x" {
+	if r := (smtpreply.Response{Code: 554, Enhanced: enh(5, 6, 3), Content: "x"}); r.String() != "554 5.6.3 x" {
 		t.Error(r.String())
 	}
 }
@@ -666,7 +636,7 @@ func TestSizeLimit(t *testing.T) {
 	p := startPeer(t, peerOpts{ext: []string{"SIZE 10"}})
 	s := dial(t, p, testPath())
 	res := send(t, s, env(t, "a@x.example", "b@y.example"), body1)
-	if r := res.Responses[0]; r.Code != 552 || r.Outcome() != Bounce {
+	if r := res.Responses[0]; r.Code != 552 || r.Outcome() != smtpreply.Bounce {
 		t.Errorf("%+v", r)
 	}
 }
@@ -681,7 +651,7 @@ func TestHELOFallbackAndBanner(t *testing.T) {
 
 	p = startPeer(t, peerOpts{banner: "554 5.7.1 go away"})
 	_, err := Dial(t.Context(), p.candidate(), testPath(), nil, "c")
-	var e *Error
+	var e *smtpreply.Error
 	if !errors.As(err, &e) || e.Response.Code != 554 || e.Response.Content != "go away" {
 		t.Errorf("err = %v", err)
 	}
@@ -748,7 +718,7 @@ func TestConnectNextHost(t *testing.T) {
 
 	_, err = Connect(t.Context(), &mx.ConnectionPlan{Candidates: []mx.Candidate{deadCand}}, testPath(), nil, "c")
 	r := ResponseFor(err)
-	if r.Code != 400 || !strings.HasPrefix(r.Content, "KumoMTA internal: failed to connect to any candidate hosts: ") || r.Outcome() != TransientFailure {
+	if r.Code != 400 || !strings.HasPrefix(r.Content, "KumoMTA internal: failed to connect to any candidate hosts: ") || r.Outcome() != smtpreply.TransientFailure {
 		t.Errorf("all dead: %+v", r)
 	}
 
@@ -756,7 +726,7 @@ func TestConnectNextHost(t *testing.T) {
 	path.ProhibitedHosts = config.DefaultEgressPath().ProhibitedHosts
 	_, err = Connect(t.Context(), plan, path, nil, "c")
 	r = ResponseFor(err)
-	if r.Code != 550 || r.Enhanced == nil || r.Content != deadAP.Addr().String()+" is on the list of prohibited_hosts" || r.Outcome() != Bounce {
+	if r.Code != 550 || r.Enhanced == nil || r.Content != deadAP.Addr().String()+" is on the list of prohibited_hosts" || r.Outcome() != smtpreply.Bounce {
 		t.Errorf("prohibited: %+v", r)
 	}
 	path = testPath()
@@ -786,7 +756,7 @@ func TestConnectNextHost(t *testing.T) {
 	if r := ResponseFor(err); r.String() != "451 4.4.4 MX didn't resolve to any hosts" {
 		t.Errorf("Ipv6Only with only IPv4 addresses: %q", r.String())
 	}
-	if r := ResponseFor(&mx.Failure{Code: 556, Text: mx.TextNullMX}); r.String() != "556 5.1.10 Recipient address has a null MX" || r.Outcome() != Bounce {
+	if r := ResponseFor(&mx.Failure{Code: 556, Text: mx.TextNullMX}); r.String() != "556 5.1.10 Recipient address has a null MX" || r.Outcome() != smtpreply.Bounce {
 		t.Errorf("null MX: %+v", r)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // Envelope is the sender and recipients of one transaction.
@@ -27,7 +28,7 @@ type Envelope struct {
 // internal 554 for 8-bit content the peer cannot take, or the synthetic
 // 400/421 of a transport failure). Group equal responses for log records.
 type Result struct {
-	Responses []Response
+	Responses []smtpreply.Response
 }
 
 // Send runs one mail transaction on the session: RSET first when the
@@ -52,12 +53,12 @@ type Result struct {
 // it unusable but is not an error.
 func (s *Session) Send(ctx context.Context, env Envelope, data []byte) (Result, error) {
 	n := len(env.Recipients)
-	res := Result{Responses: make([]Response, n)}
+	res := Result{Responses: make([]smtpreply.Response, n)}
 	if n == 0 {
 		return res, errors.New("egress: no recipients")
 	}
 	if !s.Usable() {
-		fillAll(res.Responses, Response{Code: 400, Content: textSendFailed + ErrUnusable.Error()})
+		fillAll(res.Responses, smtpreply.Response{Code: 400, Content: textSendFailed + ErrUnusable.Error()})
 		return res, ErrUnusable
 	}
 
@@ -71,18 +72,18 @@ func (s *Session) Send(ctx context.Context, env Envelope, data []byte) (Result, 
 	_, hasUTF8 := s.ext["SMTPUTF8"]
 	if !s.path.Ignore8BitChecks {
 		if body8 && !has8bitmime {
-			fillAll(res.Responses, Response{Code: 554, Enhanced: enh(5, 6, 3), Content: text8BitData})
+			fillAll(res.Responses, smtpreply.Response{Code: 554, Enhanced: enh(5, 6, 3), Content: text8BitData})
 			return res, nil
 		}
 		if env8 && !hasUTF8 {
-			fillAll(res.Responses, Response{Code: 554, Enhanced: enh(5, 6, 7), Content: text8BitEnvelope})
+			fillAll(res.Responses, smtpreply.Response{Code: 554, Enhanced: enh(5, 6, 7), Content: text8BitEnvelope})
 			return res, nil
 		}
 	}
 	sizeParam, hasSize := s.ext["SIZE"]
 	if hasSize {
 		if limit, err := strconv.ParseInt(strings.TrimSpace(sizeParam), 10, 64); err == nil && limit > 0 && int64(len(data)) > limit {
-			fillAll(res.Responses, Response{Code: 552, Enhanced: enh(5, 3, 4), Content: fmt.Sprintf(
+			fillAll(res.Responses, smtpreply.Response{Code: 552, Enhanced: enh(5, 3, 4), Content: fmt.Sprintf(
 				"KumoMTA internal: message size %d exceeds the size limit %d advertised by %s", len(data), limit, s.peer())})
 			return res, nil
 		}
@@ -155,7 +156,7 @@ func (s *Session) Send(ctx context.Context, env Envelope, data []byte) (Result, 
 	}
 	mailResp := resps[i]
 	rcptResps := resps[i+1:]
-	var tailResp *Response // DATA's or the pipelined BDAT's
+	var tailResp *smtpreply.Response // DATA's or the pipelined BDAT's
 	if len(rcptResps) > n {
 		tailResp = &rcptResps[n]
 		rcptResps = rcptResps[:n]
@@ -191,7 +192,7 @@ func (s *Session) Send(ctx context.Context, env Envelope, data []byte) (Result, 
 		return res, nil
 	}
 
-	var final Response
+	var final smtpreply.Response
 	switch {
 	case payload != nil:
 		final = *tailResp
@@ -224,8 +225,8 @@ type command struct {
 // one at a time, stopping after a refused MAIL FROM (RSET excepted) and
 // before DATA when no recipient was accepted. It returns the responses
 // read before any transport error.
-func (s *Session) exchange(ctx context.Context, cmds []command, pipeline bool, payload []byte) ([]Response, error) {
-	resps := make([]Response, 0, len(cmds))
+func (s *Session) exchange(ctx context.Context, cmds []command, pipeline bool, payload []byte) ([]smtpreply.Response, error) {
+	resps := make([]smtpreply.Response, 0, len(cmds))
 	if pipeline {
 		var total time.Duration
 		buf := s.cmdBuf[:0]
@@ -283,15 +284,15 @@ func (s *Session) exchange(ctx context.Context, cmds []command, pipeline bool, p
 
 // dataBody sends the dot-stuffed body and the terminating dot (only the
 // dot when data is nil) and reads the final response.
-func (s *Session) dataBody(ctx context.Context, data []byte) (Response, error) {
+func (s *Session) dataBody(ctx context.Context, data []byte) (smtpreply.Response, error) {
 	const dot = ".\r\n"
 	timeout := s.path.DataTimeout
 	if err := s.deadline(ctx, true, timeout); err != nil {
-		return Response{}, s.fail(ctx, dot, true, timeout, err)
+		return smtpreply.Response{}, s.fail(ctx, dot, true, timeout, err)
 	}
 	bufs := dataWire(data)
 	if _, err := bufs.WriteTo(s.conn); err != nil {
-		return Response{}, s.fail(ctx, dot, true, timeout, err)
+		return smtpreply.Response{}, s.fail(ctx, dot, true, timeout, err)
 	}
 	return s.read(ctx, dot, s.path.DataDotTimeout)
 }
@@ -333,15 +334,15 @@ func dataWire(data []byte) net.Buffers {
 }
 
 // bdat sends data as one last chunk and reads the response.
-func (s *Session) bdat(ctx context.Context, data []byte) (Response, error) {
+func (s *Session) bdat(ctx context.Context, data []byte) (smtpreply.Response, error) {
 	cmd := "BDAT " + strconv.Itoa(len(data)) + " LAST\r\n"
 	timeout := s.path.DataTimeout
 	if err := s.deadline(ctx, true, timeout); err != nil {
-		return Response{}, s.fail(ctx, cmd, true, timeout, err)
+		return smtpreply.Response{}, s.fail(ctx, cmd, true, timeout, err)
 	}
 	bufs := net.Buffers{[]byte(cmd), data}
 	if _, err := bufs.WriteTo(s.conn); err != nil {
-		return Response{}, s.fail(ctx, cmd, true, timeout, err)
+		return smtpreply.Response{}, s.fail(ctx, cmd, true, timeout, err)
 	}
 	return s.read(ctx, cmd, s.path.DataDotTimeout)
 }
@@ -374,22 +375,22 @@ var (
 	dotOnly = []byte(".")
 )
 
-func transportResponse(err error) Response {
+func transportResponse(err error) smtpreply.Response {
 	var ie *ioError
 	if errors.As(err, &ie) {
 		return ie.response()
 	}
-	return Response{Code: 400, Content: textSendFailed + err.Error()}
+	return smtpreply.Response{Code: 400, Content: textSendFailed + err.Error()}
 }
 
-func fillAll(dst []Response, r Response) {
+func fillAll(dst []smtpreply.Response, r smtpreply.Response) {
 	for i := range dst {
 		dst[i] = r
 	}
 }
 
 // fillAccepted sets r for every recipient whose RCPT was accepted.
-func fillAccepted(dst, rcpt []Response, mail Response, r Response) {
+func fillAccepted(dst, rcpt []smtpreply.Response, mail smtpreply.Response, r smtpreply.Response) {
 	if mail.Code/100 != 2 {
 		return
 	}

@@ -3,22 +3,18 @@ package egress
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/queue/egress/mx"
 )
 
@@ -53,6 +49,9 @@ type Dialer struct {
 	// Hostname is the EHLO name of last resort (after the path's and the
 	// source's ehlo_domain); "" means os.Hostname.
 	Hostname string
+	// STS gives the MTA-STS policies of recipient domains (mtasts.go);
+	// nil disables MTA-STS.
+	STS PolicySource
 }
 
 // Session is one outbound SMTP connection after the greeting, EHLO and the
@@ -69,8 +68,8 @@ type Session struct {
 	local    netip.AddrPort
 	ehloName string
 
-	banner Response
-	ehlo   Response
+	banner smtpreply.Response
+	ehlo   smtpreply.Response
 	ext    map[string]string // EHLO keyword (upper case) → parameters
 	tls    *tls.ConnectionState
 
@@ -98,7 +97,7 @@ func Dial(ctx context.Context, cand mx.Candidate, p *config.EgressPath, src *con
 // ehlo_timeout, starttls_timeout, auth_timeout); ctx bounds the whole.
 //
 // A refusal by the peer (non-2xx banner, EHLO and HELO refused, STARTTLS
-// refused, AUTH refused, TLS required but not offered) is an *Error
+// refused, AUTH refused, TLS required but not offered) is an *smtpreply.Error
 // carrying the response; transport failures (connect, timeouts, TLS
 // handshake) are plain errors. Either way the caller moves on to the next
 // candidate; ResponseFor gives the response to record when none is left.
@@ -106,14 +105,9 @@ func (d *Dialer) Dial(ctx context.Context, cand mx.Candidate, p *config.EgressPa
 	return d.dial(ctx, cand, p, src, ehloName, p.EnableTLS)
 }
 
-func (d *Dialer) dial(ctx context.Context, cand mx.Candidate, p *config.EgressPath, src *config.EgressSource, ehloName, tlsMode string) (*Session, error) {
-	switch tlsMode {
-	case "":
-		tlsMode = TLSOpportunistic
-	case TLSOpportunistic, TLSOpportunisticInsecure, TLSRequired, TLSRequiredInsecure, TLSDisabled:
-	default:
-		return nil, fmt.Errorf("egress: unknown enable_tls mode %q", tlsMode)
-	}
+// targetPort is the port Dial connects to: src.RemotePort when set, else
+// cand.Port, else p.SMTPPort, else 25.
+func targetPort(cand mx.Candidate, p *config.EgressPath, src *config.EgressSource) int {
 	port := cand.Port
 	if src != nil && src.RemotePort > 0 {
 		port = src.RemotePort
@@ -124,6 +118,18 @@ func (d *Dialer) dial(ctx context.Context, cand mx.Candidate, p *config.EgressPa
 	if port == 0 {
 		port = 25
 	}
+	return port
+}
+
+func (d *Dialer) dial(ctx context.Context, cand mx.Candidate, p *config.EgressPath, src *config.EgressSource, ehloName, tlsMode string) (*Session, error) {
+	switch tlsMode {
+	case "":
+		tlsMode = TLSOpportunistic
+	case TLSOpportunistic, TLSOpportunisticInsecure, TLSRequired, TLSRequiredInsecure, TLSDisabled:
+	default:
+		return nil, fmt.Errorf("egress: unknown enable_tls mode %q", tlsMode)
+	}
+	port := targetPort(cand, p, src)
 	if ehloName == "" {
 		ehloName = d.ehloName(p, src)
 	}
@@ -176,181 +182,6 @@ func (d *Dialer) ehloName(p *config.EgressPath, src *config.EgressSource) string
 	return "localhost"
 }
 
-func (s *Session) handshake(ctx context.Context, d *Dialer, tlsMode string) error {
-	defer s.watch(ctx)()
-	banner, err := s.read(ctx, "", s.path.BannerTimeout)
-	if err != nil {
-		return s.annotate("reading banner", err)
-	}
-	s.banner = banner
-	if banner.Code < 200 || banner.Code >= 300 {
-		s.quit(ctx)
-		return &Error{Response: banner}
-	}
-	if err := s.hello(ctx); err != nil {
-		return err
-	}
-	_, offered := s.ext["STARTTLS"]
-	switch tlsMode {
-	case TLSRequired, TLSRequiredInsecure:
-		if !offered {
-			s.quit(ctx)
-			return &Error{Response: Response{Code: 400, Content: fmt.Sprintf(
-				"KumoMTA internal: tls policy is %s but STARTTLS is not advertised by %s", tlsMode, s.peer())}}
-		}
-	case TLSDisabled:
-		offered = false
-	}
-	if offered {
-		insecure := tlsMode == TLSOpportunisticInsecure || tlsMode == TLSRequiredInsecure
-		if err := s.starttls(ctx, d, insecure); err != nil {
-			return err
-		}
-		if err := s.hello(ctx); err != nil {
-			return err
-		}
-	}
-	if s.path.SMTPAuthPlainUsername != "" {
-		if err := s.auth(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// hello says EHLO, falling back to HELO when the peer refuses EHLO with a
-// 5xx.
-func (s *Session) hello(ctx context.Context) error {
-	cmd := "EHLO " + s.ehloName + "\r\n"
-	resp, err := s.roundTrip(ctx, cmd, s.path.EhloTimeout)
-	if err != nil {
-		return s.annotate("EHLO", err)
-	}
-	if resp.Code == 250 {
-		s.ehlo = resp
-		s.ext = parseExtensions(resp.Content)
-		return nil
-	}
-	if resp.Code >= 500 && resp.Code < 600 {
-		cmd = "HELO " + s.ehloName + "\r\n"
-		hresp, err := s.roundTrip(ctx, cmd, s.path.EhloTimeout)
-		if err != nil {
-			return s.annotate("HELO", err)
-		}
-		if hresp.Code == 250 {
-			s.ehlo = hresp
-			s.ext = map[string]string{}
-			return nil
-		}
-		resp = hresp
-	}
-	s.quit(ctx)
-	return &Error{Response: resp}
-}
-
-// parseExtensions reads the keywords of an EHLO response (every line after
-// the first; the enhanced-code stripping never applies to EHLO lines).
-func parseExtensions(content string) map[string]string {
-	ext := make(map[string]string)
-	lines := strings.Split(content, "\n")
-	for _, l := range lines[1:] {
-		kw, params, _ := strings.Cut(strings.TrimSpace(l), " ")
-		if kw != "" {
-			ext[strings.ToUpper(kw)] = params
-		}
-	}
-	return ext
-}
-
-func (s *Session) starttls(ctx context.Context, d *Dialer, insecure bool) error {
-	resp, err := s.roundTrip(ctx, "STARTTLS\r\n", s.path.StartTLSTimeout)
-	if err != nil {
-		return s.annotate("STARTTLS", err)
-	}
-	if resp.Code != 220 {
-		s.quit(ctx)
-		return &Error{Response: resp}
-	}
-	cfg := &tls.Config{
-		ServerName:         strings.TrimSuffix(s.cand.Name, "."),
-		InsecureSkipVerify: insecure,
-		RootCAs:            d.RootCAs,
-	}
-	if cfg.ServerName == "" {
-		// Verified against the certificate's IP addresses; no SNI is sent.
-		cfg.ServerName = s.cand.Addr.String()
-	}
-	if !s.path.TLSCertificate.IsZero() || !s.path.TLSPrivateKey.IsZero() {
-		cert, err := loadKeyPair(s.path.TLSCertificate, s.path.TLSPrivateKey)
-		if err != nil {
-			return fmt.Errorf("egress: client certificate: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	tc := tls.Client(s.conn, cfg)
-	hctx, cancel := context.WithTimeout(ctx, s.path.StartTLSTimeout)
-	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
-		s.broken = true
-		return &tlsHandshakeError{fmt.Errorf("egress: TLS handshake with %s failed: %w", s.peer(), err)}
-	}
-	st := tc.ConnectionState()
-	s.tls = &st
-	s.conn = tc
-	s.r.Reset(tc)
-	s.w.Reset(tc)
-	return nil
-}
-
-// tlsHandshakeError marks failed handshakes, after which Connect may
-// reconnect without TLS (opportunistic_tls_reconnect_on_failed_handshake).
-type tlsHandshakeError struct{ error }
-
-func (e *tlsHandshakeError) Unwrap() error { return e.error }
-
-func loadKeyPair(certSrc, keySrc config.KeySource) (tls.Certificate, error) {
-	certPEM, err := certSrc.Read()
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	keyPEM, err := keySrc.Read()
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.X509KeyPair(certPEM, keyPEM)
-}
-
-func (s *Session) auth(ctx context.Context) error {
-	p := s.path
-	if s.tls == nil && !p.AllowSMTPAuthPlainWithoutTLS {
-		s.quit(ctx)
-		return &Error{Response: Response{Code: 400, Content: fmt.Sprintf(
-			"KumoMTA internal: TLS is not enabled and AUTH PLAIN is required. Skipping (%s)", s.peer())}}
-	}
-	var password []byte
-	if !p.SMTPAuthPlainPassword.IsZero() {
-		pw, err := p.SMTPAuthPlainPassword.Read()
-		if err != nil {
-			return fmt.Errorf("egress: smtp_auth_plain_password: %w", err)
-		}
-		password = pw
-	}
-	raw := make([]byte, 0, 2+len(p.SMTPAuthPlainUsername)+len(password))
-	raw = append(raw, 0)
-	raw = append(raw, p.SMTPAuthPlainUsername...)
-	raw = append(raw, 0)
-	raw = append(raw, password...)
-	resp, err := s.roundTrip(ctx, "AUTH PLAIN "+base64.StdEncoding.EncodeToString(raw)+"\r\n", p.AuthTimeout)
-	if err != nil {
-		return s.annotate("AUTH", err)
-	}
-	if resp.Code != 235 {
-		s.quit(ctx)
-		return &Error{Response: resp}
-	}
-	return nil
-}
-
 // ID is the session id for log records (a random UUID).
 func (s *Session) ID() string { return s.id }
 
@@ -373,10 +204,10 @@ func (s *Session) PeerAddr() string { return netip.AddrPortFrom(s.cand.Addr, uin
 func (s *Session) LocalAddr() netip.AddrPort { return s.local }
 
 // Banner is the peer's greeting.
-func (s *Session) Banner() Response { return s.banner }
+func (s *Session) Banner() smtpreply.Response { return s.banner }
 
 // EHLOResponse is the response to the last EHLO (or HELO).
-func (s *Session) EHLOResponse() Response { return s.ehlo }
+func (s *Session) EHLOResponse() smtpreply.Response { return s.ehlo }
 
 // Extension reports whether the peer advertised keyword (upper case) in
 // its last EHLO response, and its parameters.
@@ -465,224 +296,4 @@ func (s *Session) peer() string {
 
 func (s *Session) annotate(what string, err error) error {
 	return fmt.Errorf("egress: %s %s: %w", what, s.peer(), err)
-}
-
-// ---- wire helpers ----
-
-// ioError is a transport failure of one command: a broken connection or a
-// timeout. The session is unusable afterwards.
-type ioError struct {
-	cmd     string        // the command line (with CRLF) or "" for the banner
-	write   bool          // failed while writing
-	timeout time.Duration // > 0 when the deadline passed
-	err     error
-}
-
-func (e *ioError) Error() string {
-	cmd := strings.TrimRight(e.cmd, "\r\n")
-	if e.timeout > 0 {
-		if e.write {
-			return fmt.Sprintf("Timed Out writing %s %q", fmtDuration(e.timeout), cmd)
-		}
-		if e.cmd == "" {
-			return fmt.Sprintf("Timed Out waiting %s for response", fmtDuration(e.timeout))
-		}
-		return fmt.Sprintf("Timed Out waiting %s for response to %q", fmtDuration(e.timeout), cmd)
-	}
-	return e.err.Error()
-}
-
-func (e *ioError) Unwrap() error { return e.err }
-
-// response is the synthetic response recorded for a transport failure
-// (reference §5.5): 421 4.4.2 for timeouts, 400 otherwise.
-func (e *ioError) response() Response {
-	if e.timeout > 0 {
-		return Response{Code: 421, Enhanced: enh(4, 4, 2), Content: textSendFailed + e.Error(), Command: e.cmd}
-	}
-	return Response{Code: 400, Content: textSendFailed + e.Error()}
-}
-
-// fmtDuration renders like Rust's Duration debug form for whole seconds
-// ("300s") and like Go otherwise ("250ms").
-func fmtDuration(d time.Duration) string {
-	if d%time.Second == 0 {
-		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
-	}
-	return d.String()
-}
-
-var longAgo = time.Unix(1, 0)
-
-// watch makes ctx's end interrupt blocked reads and writes. The returned
-// function stops watching.
-func (s *Session) watch(ctx context.Context) func() {
-	if ctx.Done() == nil {
-		return func() {}
-	}
-	conn := s.conn
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(longAgo) })
-	return func() { stop() }
-}
-
-// deadline sets the read or write deadline and fails if ctx already ended
-// (the watcher may have fired before the deadline was set).
-func (s *Session) deadline(ctx context.Context, write bool, d time.Duration) error {
-	var t time.Time
-	if d > 0 {
-		t = time.Now().Add(d)
-	}
-	var err error
-	if write {
-		err = s.conn.SetWriteDeadline(t)
-	} else {
-		err = s.conn.SetReadDeadline(t)
-	}
-	if err != nil {
-		return err
-	}
-	return ctx.Err()
-}
-
-// fail wraps a transport error of cmd and marks the session broken.
-func (s *Session) fail(ctx context.Context, cmd string, write bool, timeout time.Duration, err error) error {
-	s.broken = true
-	e := &ioError{cmd: cmd, write: write, err: err}
-	if ce := ctx.Err(); ce != nil {
-		e.err = ce
-		return e
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		e.timeout = timeout
-	}
-	return e
-}
-
-// flush writes the buffered commands within timeout.
-func (s *Session) flush(ctx context.Context, cmds string, timeout time.Duration) error {
-	if err := s.deadline(ctx, true, timeout); err != nil {
-		return s.fail(ctx, cmds, true, timeout, err)
-	}
-	if err := s.w.Flush(); err != nil {
-		return s.fail(ctx, cmds, true, timeout, err)
-	}
-	return nil
-}
-
-// roundTrip writes one command and reads its response.
-func (s *Session) roundTrip(ctx context.Context, cmd string, timeout time.Duration) (Response, error) {
-	_, _ = s.w.WriteString(cmd)
-	if err := s.flush(ctx, cmd, timeout); err != nil {
-		return Response{}, err
-	}
-	return s.read(ctx, cmd, timeout)
-}
-
-// read reads one complete response to cmd within timeout. A 421 marks the
-// session unusable.
-func (s *Session) read(ctx context.Context, cmd string, timeout time.Duration) (Response, error) {
-	if err := s.deadline(ctx, false, timeout); err != nil {
-		return Response{}, s.fail(ctx, cmd, false, timeout, err)
-	}
-	resp := Response{Command: cmd}
-	var content strings.Builder
-	for n := 0; ; n++ {
-		line, err := s.r.ReadSlice('\n')
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				return Response{}, s.fail(ctx, cmd, false, timeout, errors.New("response line is too long"))
-			}
-			if errors.Is(err, io.EOF) {
-				err = errors.New("connection closed by peer")
-			}
-			return Response{}, s.fail(ctx, cmd, false, timeout, err)
-		}
-		line = trimCRLF(line)
-		code, more, text, ok := parseLine(line)
-		if !ok || (n > 0 && code != resp.Code) {
-			return Response{}, s.fail(ctx, cmd, false, timeout, fmt.Errorf("malformed response line %q", line))
-		}
-		if n == 0 {
-			resp.Code = code
-			if e, rest, ok := splitEnhanced(text, code); ok {
-				resp.Enhanced, text = e, rest
-			}
-		} else {
-			content.WriteByte('\n')
-			if resp.Enhanced != nil {
-				if e, rest, ok := splitEnhanced(text, code); ok && *e == *resp.Enhanced {
-					text = rest
-				}
-			}
-		}
-		content.WriteString(text)
-		if !more {
-			break
-		}
-		if n+1 >= maxLines {
-			return Response{}, s.fail(ctx, cmd, false, timeout, errors.New("response has too many lines"))
-		}
-	}
-	resp.Content = content.String()
-	if resp.Code == 421 {
-		s.broken = true
-	}
-	return resp, nil
-}
-
-func trimCRLF(b []byte) []byte {
-	if n := len(b); n > 0 && b[n-1] == '\n' {
-		b = b[:n-1]
-	}
-	if n := len(b); n > 0 && b[n-1] == '\r' {
-		b = b[:n-1]
-	}
-	return b
-}
-
-// parseLine splits "NNN-text", "NNN text" or "NNN".
-func parseLine(line []byte) (code int, more bool, text string, ok bool) {
-	if len(line) < 3 {
-		return 0, false, "", false
-	}
-	for i := 0; i < 3; i++ {
-		c := line[i]
-		if c < '0' || c > '9' {
-			return 0, false, "", false
-		}
-		code = code*10 + int(c-'0')
-	}
-	if code < 100 {
-		return 0, false, "", false
-	}
-	if len(line) == 3 {
-		return code, false, "", true
-	}
-	switch line[3] {
-	case ' ':
-	case '-':
-		more = true
-	default:
-		return 0, false, "", false
-	}
-	return code, more, string(line[4:]), true
-}
-
-func newSessionID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var out [36]byte
-	hex.Encode(out[0:8], b[0:4])
-	out[8] = '-'
-	hex.Encode(out[9:13], b[4:6])
-	out[13] = '-'
-	hex.Encode(out[14:18], b[6:8])
-	out[18] = '-'
-	hex.Encode(out[19:23], b[8:10])
-	out[23] = '-'
-	hex.Encode(out[24:], b[10:])
-	return string(out[:])
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/internal/testutil"
 	"github.com/kumogo/kumogo/queue/egress/mx"
 )
@@ -59,7 +60,7 @@ func TestDeliverToGoSMTP(t *testing.T) {
 					t.Fatalf("message %d: %v", i, err)
 				}
 				for _, r := range res.Responses {
-					if r.Outcome() != Delivery {
+					if r.Outcome() != smtpreply.Delivery {
 						t.Fatalf("message %d: %+v", i, r)
 					}
 				}

@@ -68,7 +68,7 @@ func TestRecordsBecomeMessages(t *testing.T) {
 	h.Log(rec(logrecord.Reception, "keep", "ESMTP"), nil)
 	h.Start(q)
 	h.Log(rec(logrecord.Delivery, "drop", "ESMTP"), nil)
-	h.Log(rec(logrecord.TransientFailure, "off", "ESMTP"), nil)    // per_record enable=false
+	h.Log(rec(logrecord.TransientFailure, "off", "ESMTP"), nil)      // per_record enable=false
 	h.Log(rec(logrecord.Delivery, "hooked", ReceptionProtocol), nil) // a log-record message's own record
 	if err := h.Close(context.Background()); err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
-	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/queue"
@@ -110,9 +109,9 @@ func (c *Conn) Send(ctx context.Context, msg *message.Message) ([]queue.RcptResp
 
 // result classifies one send outcome; a non-nil error is a failed
 // session.
-func (c *Conn) result(disposition string, err error) (queue.Response, error) {
+func (c *Conn) result(disposition string, err error) (smtpreply.Response, error) {
 	if err == nil {
-		return queue.Response{Code: 200, Content: disposition}, nil
+		return smtpreply.Response{Code: 200, Content: disposition}, nil
 	}
 	var rej *smtpreply.Rejection
 	if errors.As(err, &rej) {
@@ -122,21 +121,21 @@ func (c *Conn) result(disposition string, err error) (queue.Response, error) {
 		return rejectionResponse(rej), nil
 	}
 	c.broken = true
-	return queue.Response{}, err
+	return smtpreply.Response{}, err
 }
 
 // rejectionResponse is the response of a kumo.reject: its code and text
 // (an enhanced status code at the start of the text is kept as such).
-func rejectionResponse(rej *smtpreply.Rejection) queue.Response {
-	resp := queue.Response{Code: rej.Code, Content: rej.Text}
+func rejectionResponse(rej *smtpreply.Rejection) smtpreply.Response {
+	resp := smtpreply.Response{Code: rej.Code, Content: rej.Text}
 	if class, subject, detail, rest, ok := smtpreply.SplitEnhanced(rej.Text); ok {
-		resp.Enhanced = &logrecord.EnhancedCode{Class: class, Subject: subject, Detail: detail}
+		resp.Enhanced = &smtpreply.EnhancedCode{Class: class, Subject: subject, Detail: detail}
 		resp.Content = rest
 	}
 	return resp
 }
 
-func perRecipient(msg *message.Message, resp queue.Response) []queue.RcptResponse {
+func perRecipient(msg *message.Message, resp smtpreply.Response) []queue.RcptResponse {
 	rcpts := msg.Recipients()
 	out := make([]queue.RcptResponse, len(rcpts))
 	for i, r := range rcpts {

@@ -20,8 +20,8 @@ import (
 	"github.com/flosch/pongo2/v6"
 
 	"github.com/kumogo/kumogo/internal/config"
-	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/queue"
 )
 
@@ -120,11 +120,11 @@ func (c *Conn) Send(ctx context.Context, msg *message.Message) ([]queue.RcptResp
 		out[i].Recipient = rcpt
 		id, err := c.deliver(msg, rcpt)
 		if err != nil {
-			out[i].Response = queue.Response{Code: 400, Enhanced: &logrecord.EnhancedCode{Class: 4, Subject: 3, Detail: 0},
+			out[i].Response = smtpreply.Response{Code: 400, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 3, Detail: 0},
 				Content: fmt.Sprintf("%s: failed to write to maildir: %v", rcpt, err)}
 			continue
 		}
-		out[i].Response = queue.Response{Code: 200, Content: fmt.Sprintf("%s: wrote to maildir with id=%s", rcpt, id)}
+		out[i].Response = smtpreply.Response{Code: 200, Content: fmt.Sprintf("%s: wrote to maildir with id=%s", rcpt, id)}
 	}
 	return out, ctx.Err()
 }

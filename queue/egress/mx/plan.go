@@ -35,7 +35,8 @@ func (f *Failure) Unwrap() error { return f.Err }
 // transient failure.
 func (f *Failure) Permanent() bool { return f.Code >= 500 }
 
-// Response texts of routing failures (reference §5.3, §3.3).
+// Response texts of routing failures, KumoMTA's (KumoMTA docs: "Log
+// Record"; null MX per RFC 7505).
 const (
 	TextNullMX       = "5.1.10 Recipient address has a null MX"
 	TextNoHosts      = "4.4.4 MX didn't resolve to any hosts"

@@ -1,5 +1,6 @@
 // Package mx resolves where mail for a routing domain goes, the way
-// KumoMTA's mail exchanger does (reference §5.3): MX records grouped by
+// KumoMTA's mail exchanger does (KumoMTA docs: "kumo.dns.lookup_mx" and
+// "Routing Messages via Custom MX Lists"): MX records grouped by
 // preference with the implicit-MX fallback, null MX, domain literals,
 // mx_list overrides, the factored site name that lets domains sharing MX
 // hosts share a ready queue, and the ordered connection plan of

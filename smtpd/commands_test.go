@@ -48,7 +48,8 @@ func TestCommandLineParsing(t *testing.T) {
 	if last.Response.Command != "data\r\n" {
 		t.Fatalf("rejection record: command %q", last.Response.Command)
 	}
-	// and the transaction's sender and (last) recipient (reference §6)
+	// and the transaction's sender and (last) recipient, as KumoMTA's
+	// Rejection records carry them (KumoMTA docs: "Log Record")
 	if last.Sender != "a@x.com" || len(last.Recipient) != 1 || last.Recipient[0] != "b@y.com" {
 		t.Fatalf("rejection record after DATA: sender %q recipients %q", last.Sender, last.Recipient)
 	}

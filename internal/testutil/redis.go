@@ -1,0 +1,129 @@
+package testutil
+
+import (
+	"bufio"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// RedisServer is a redis-server (Debian's package, installed by
+// scripts/install-test-deps.sh) on a free 127.0.0.1 port with its own
+// temporary directory and no persistence, stopped when the test ends.
+type RedisServer struct {
+	Addr string
+	dir  string
+	tb   testing.TB
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+// StartRedis starts a redis-server for tb.
+func StartRedis(tb testing.TB) *RedisServer {
+	tb.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		tb.Fatal("redis-server is not installed: run scripts/install-test-deps.sh")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	r := &RedisServer{Addr: addr, dir: tb.TempDir(), tb: tb}
+	r.Start()
+	tb.Cleanup(r.Stop)
+	return r
+}
+
+// URL is the server's redis:// URL.
+func (r *RedisServer) URL() string { return "redis://" + r.Addr + "/" }
+
+// Start (re)starts the server on its address and waits until it answers.
+func (r *RedisServer) Start() {
+	r.tb.Helper()
+	_, port, _ := net.SplitHostPort(r.Addr)
+	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", r.dir,
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning")
+	if err := cmd.Start(); err != nil {
+		r.tb.Fatal(err)
+	}
+	r.mu.Lock()
+	r.cmd = cmd
+	r.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for !r.ping() {
+		if time.Now().After(deadline) {
+			r.tb.Fatalf("redis-server on %s did not answer PING", r.Addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop stops the server (SIGTERM, then SIGKILL after 5 s); safe to call
+// when it is not running.
+func (r *RedisServer) Stop() {
+	r.mu.Lock()
+	cmd := r.cmd
+	r.cmd = nil
+	r.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+func (r *RedisServer) ping() bool {
+	return strings.HasPrefix(r.Do("PING"), "+PONG")
+}
+
+// Do sends one command in RESP and returns the first line of the reply
+// ("" when the server cannot be reached). Integer replies read ":N".
+func (r *RedisServer) Do(args ...string) string {
+	c, err := net.DialTimeout("tcp", r.Addr, time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	var b strings.Builder
+	b.WriteString("*" + strconv.Itoa(len(args)) + "\r\n")
+	for _, a := range args {
+		b.WriteString("$" + strconv.Itoa(len(a)) + "\r\n" + a + "\r\n")
+	}
+	if _, err := c.Write([]byte(b.String())); err != nil {
+		return ""
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return ""
+	}
+	return strings.TrimRight(line, "\r\n")
+}
+
+// Int runs a command whose reply is an integer; -1 on any other reply.
+func (r *RedisServer) Int(args ...string) int {
+	s := r.Do(args...)
+	if !strings.HasPrefix(s, ":") {
+		return -1
+	}
+	n, err := strconv.Atoi(s[1:])
+	if err != nil {
+		return -1
+	}
+	return n
+}
