@@ -26,11 +26,13 @@ var calledEvents = map[string]string{
 	"smtp_server_rcpt_to": "", "smtp_server_rewrite_response": "",
 	"smtp_server_split_transaction": "", "spool_message_enumerated": "",
 	"throttle_insert_ready_queue": "", "rebind_message": "",
+	"tsa_init": "fired by `kumogo tsa` (KumoMTA's tsa-daemon)", "tsa_load_shaping_data": "fired by `kumogo tsa`",
 }
 
-// otherDaemonEvents belong to KumoMTA's tsa-daemon and proxy-server.
+// otherDaemonEvents belong to KumoMTA's proxy-server (the tsa-daemon's
+// events are fired by `kumogo tsa`).
 var otherDaemonEvents = map[string]bool{
-	"tsa_init": true, "tsa_load_shaping_data": true, "proxy_init": true, "proxy_server_auth_rfc1929": true,
+	"proxy_init": true, "proxy_server_auth_rfc1929": true,
 }
 
 // noEffectFunctions are accepted so that KumoMTA policies load, but

@@ -67,7 +67,7 @@ func TestAPIReportCoversDocumentedNames(t *testing.T) {
 	for name, want := range map[string]string{
 		"kumo.start_esmtp_listener": "provided", "kumo.dns.lookup_mx": "provided",
 		"kumo.set_smtpsrv_threads": "no effect", "kumo.amqp.build_client": "not provided", "kumo.http.build_client": "provided",
-		"smtp_server_ehlo": "provided", "tsa_init": "other daemon", "Message:dkim_sign": "provided",
+		"smtp_server_ehlo": "provided", "tsa_init": "provided", "proxy_init": "other daemon", "Message:dkim_sign": "provided",
 		"ConnectionMeta:get_meta": "provided",
 	} {
 		if status[name] != want {

@@ -110,6 +110,9 @@ func (st *state) openKumo() *lua.LTable {
 	loaded.RawSetString("kumo.dmarc", dmarcT)
 	loaded.RawSetString("kumogo.mail_auth", st.openMailAuthExtras())
 	loaded.RawSetString("kumo", k)
+	if h := st.rt.opts.TSA; h != nil {
+		loaded.RawSetString("tsa", st.openTSA(h))
+	}
 	loaded.RawSetString("kumo.serde", serde)
 	loaded.RawSetString("kumogo.extras_data", st.openExtrasData())
 	return k

@@ -97,6 +97,10 @@ type Options struct {
 	// Redis (kumo.configure_redis_throttles); the delivery engine uses the
 	// same store for the egress limits. nil gives the runtime its own.
 	Limits *sharedlimit.Store
+	// TSA, when set, provides the `tsa` module of the traffic shaping
+	// automation daemon (kumogo tsa); nil leaves `require 'tsa'` failing
+	// as in kumod.
+	TSA TSAHost
 	// EventLatency, when set, is told how long each event call took
 	// (KumoMTA's lua_event_latency metric).
 	EventLatency func(event string, d time.Duration)

@@ -54,6 +54,9 @@ func main() {
 }
 
 func run(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "tsa" {
+		return runTSA(args[1:], stderr)
+	}
 	fs := flag.NewFlagSet("kumogo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	policyFlag := fs.String("policy", "/opt/kumomta/etc/policy/init.lua", "policy file, or the bare name of a bundled policy (sink.lua, route-to-sink.lua)")

@@ -12,12 +12,15 @@
 --
 -- The default file '/opt/kumomta/share/policy-extras/shaping.toml' comes
 -- first unless no_default_files = true; when it is not installed, kumogo's
--- bundled copy is used. kumogo has no traffic shaping automation daemon
--- yet: publish and subscribe are accepted and logged once, automation
--- rules in the files are checked but not acted on.
+-- bundled copy is used. With publish/subscribe URLs of a TSA daemon
+-- (`kumogo tsa`), setup_publish() (call it in init) publishes delivery
+-- outcomes to it and applies the suspensions it serves, and its
+-- configuration overrides are loaded as one more shaping file
+-- (policy-extras.shaping_tsa).
 local kumo = require 'kumo'
 local utils = require 'policy-extras.policy_utils'
 local kg = require 'policy-extras.kumogo'
+local tsa = require 'policy-extras.shaping_tsa'
 
 local mod = {}
 local HELPER = 'policy-extras.shaping'
@@ -88,19 +91,10 @@ function mod:setup_with_automation(options)
   for _, f in ipairs(options.extra_files or {}) do
     file_names[#file_names + 1] = f
   end
-  local automation = #(options.publish or {}) > 0 or #(options.subscribe or {}) > 0
-  local warned = false
-  -- Said from setup_publish (called once, in init) and --validate.
-  local function warn_automation()
-    if automation and not warned then
-      warned = true
-      kumo.log_warn(
-        HELPER
-          .. ': traffic shaping automation (publish/subscribe to a TSA daemon) is not provided by kumogo yet; '
-          .. 'the shaping files apply, their automation rules do not'
-      )
-    end
+  for _, f in ipairs(tsa.config_files(options)) do
+    file_names[#file_names + 1] = f
   end
+  local setup_publish = tsa.register(options)
 
   -- The shaping object is shared by the Lua states: kumo.shaping.load
   -- resolves the MX of every rolled-up domain.
@@ -124,7 +118,7 @@ function mod:setup_with_automation(options)
     _options = options,
     load_shaping_data = get_data,
     get_egress_path_config = get_egress_path_config,
-    setup_publish = warn_automation,
+    setup_publish = setup_publish,
   }
   return mod.CONFIGURED
 end
@@ -151,7 +145,6 @@ kumo.on('validate_config', function()
     kg.report(HELPER, result)
     return
   end
-  mod.CONFIGURED.setup_publish()
   for _, err in ipairs(result:get_errors()) do
     kg.report(HELPER, err)
   end

@@ -1,0 +1,206 @@
+-- policy-extras.shaping_tsa: the node side of traffic shaping automation,
+-- used by policy-extras.shaping's setup_with_automation (KumoMTA's user
+-- guide, "Traffic Shaping Automation").
+--
+-- publish: a log hook per publish URL (named '<N>.tsa.kumomta'; its queue
+-- delivers through a custom_lua constructor 'make.<hook name>') POSTs each
+-- interesting log record to URL/publish_log_v1. Reception, Rejection,
+-- Delayed, AdminRebind, DeferredInjectionRebind, XferIn and XferOut are
+-- skipped by default, as in KumoMTA (skip_log_record_types,
+-- additional_skip_log_record_types).
+--
+-- subscribe: a task per subscribe URL ('kumo.tsa.suspension.subscriber')
+-- polls URL/get_suspension_v1/suspended.json every second and applies
+-- new or extended suspensions with kumo.api.admin (suspend_ready_q for
+-- Suspend, suspend for SuspendTenant/SuspendCampaign) and bounces from
+-- URL/get_bounce_v1/bounced.json with kumo.api.admin.bounce. KumoMTA
+-- pushes these over a websocket; kumogo polls. Configuration overrides
+-- come from URL/get_config_v1/shaping.toml, which the shaping helper
+-- loads as one more shaping file.
+local kumo = require 'kumo'
+
+local mod = {}
+
+local POLL_SECONDS = 1
+
+local UNINTERESTING = {
+  AdminRebind = true,
+  DeferredInjectionRebind = true,
+  Delayed = true,
+  Reception = true,
+  Rejection = true,
+  XferIn = true,
+  XferOut = true,
+}
+
+local function strip_slash(url)
+  return (url:gsub('/+$', ''))
+end
+
+-- skip_types builds the set of record types that are not published.
+local function skip_types(options)
+  local skip = {}
+  if options.skip_log_record_types == nil then
+    for k in pairs(UNINTERESTING) do
+      skip[k] = true
+    end
+  else
+    for _, k in ipairs(options.skip_log_record_types) do
+      skip[k] = true
+    end
+  end
+  for _, k in ipairs(options.additional_skip_log_record_types or {}) do
+    skip[k] = true
+  end
+  return skip
+end
+
+-- config_files returns the override shaping files served by the
+-- subscribe URLs.
+function mod.config_files(options)
+  local out = {}
+  for _, url in ipairs(options.subscribe or {}) do
+    out[#out + 1] = strip_slash(url) .. '/get_config_v1/shaping.toml'
+  end
+  return out
+end
+
+-- register installs the event handlers (at the policy's top level, so that
+-- every Lua state has them) and returns the function to call from init.
+function mod.register(options)
+  local hooks = {}
+  local skip = skip_types(options)
+  for i, url in ipairs(options.publish or {}) do
+    local hook = string.format('%d.tsa.kumomta', i)
+    local endpoint = strip_slash(url) .. '/publish_log_v1'
+    hooks[hook] = endpoint
+    kumo.on('make.' .. hook, function()
+      local client = kumo.http.build_client { timeout = '10s' }
+      local conn = {}
+      function conn:send(message)
+        local response = client:post(endpoint):header('Content-Type', 'application/json'):body(message:get_data()):send()
+        local disposition = string.format('%d %s', response:status_code(), response:status_reason())
+        if response:status_is_success() then
+          return disposition
+        end
+        kumo.reject(400, disposition .. ': ' .. response:text())
+      end
+      function conn:close()
+        client:close()
+      end
+      return conn
+    end)
+  end
+
+  if next(hooks) then
+    kumo.on('should_enqueue_log_record', function(msg, hook_name)
+      if not hooks[hook_name] then
+        return nil
+      end
+      local rec = msg:get_meta 'log_record'
+      if skip[rec.type] or hooks[rec.queue] then
+        return false
+      end
+      msg:set_meta('queue', hook_name)
+      return true
+    end)
+    kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+      if hooks[domain] then
+        return kumo.make_queue_config {
+          retry_interval = '5s',
+          max_retry_interval = '1m',
+          protocol = { custom_lua = { constructor = 'make.' .. domain } },
+        }
+      end
+    end)
+  end
+
+  return function()
+    for hook in pairs(hooks) do
+      kumo.configure_log_hook { name = hook }
+    end
+    for _, url in ipairs(options.subscribe or {}) do
+      kumo.spawn_task { event_name = 'kumo.tsa.suspension.subscriber', args = { url = strip_slash(url) } }
+    end
+  end
+end
+
+local function get_json(client, url)
+  local ok, response = pcall(function()
+    return client:get(url):send()
+  end)
+  if not ok then
+    return nil, tostring(response)
+  end
+  if not response:status_is_success() then
+    return nil, string.format('%s: %d %s', url, response:status_code(), response:status_reason())
+  end
+  return kumo.json_parse(response:text())
+end
+
+local function apply(applied, key, expires, fn)
+  if applied[key] == expires then
+    return
+  end
+  local ok, err = pcall(fn)
+  if ok then
+    applied[key] = expires
+  else
+    kumo.log_error('policy-extras.shaping: applying TSA ' .. key .. ': ' .. tostring(err))
+  end
+end
+
+kumo.on('kumo.tsa.suspension.subscriber', function(args)
+  local client = kumo.http.build_client { timeout = '5s' }
+  local applied = {}
+  local failing = false
+  while true do
+    local s, err = get_json(client, args.url .. '/get_suspension_v1/suspended.json')
+    local b, berr = nil, nil
+    if s then
+      b, berr = get_json(client, args.url .. '/get_bounce_v1/bounced.json')
+    end
+    if not s or not b then
+      if not failing then
+        kumo.log_warn('policy-extras.shaping: TSA subscription ' .. args.url .. ': ' .. tostring(err or berr))
+        failing = true
+      end
+    else
+      failing = false
+      for _, q in ipairs(s.ready_q or {}) do
+        apply(applied, 'ready:' .. q.rule_hash, q.expires, function()
+          kumo.api.admin.suspend_ready_q.suspend {
+            name = string.format('%s->%s@smtp_client', q.source, q.site_name),
+            reason = 'TSA: ' .. q.reason,
+            expires = q.expires,
+          }
+        end)
+      end
+      for _, q in ipairs(s.sched_q or {}) do
+        apply(applied, 'sched:' .. q.rule_hash, q.expires, function()
+          kumo.api.admin.suspend.suspend {
+            domain = q.domain,
+            tenant = q.tenant,
+            campaign = q.campaign,
+            reason = 'TSA: ' .. q.reason,
+            expires = q.expires,
+          }
+        end)
+      end
+      for _, q in ipairs(b) do
+        apply(applied, 'bounce:' .. q.rule_hash, q.expires, function()
+          kumo.api.admin.bounce.bounce {
+            domain = q.domain,
+            tenant = q.tenant,
+            campaign = q.campaign,
+            reason = 'TSA: ' .. q.reason,
+            expires = q.expires,
+          }
+        end)
+      end
+    end
+    kumo.sleep(POLL_SECONDS)
+  end
+end)
+
+return mod
