@@ -25,7 +25,7 @@ var calledEvents = map[string]string{
 	"smtp_server_message_deferred_inject": "", "smtp_server_message_received": "",
 	"smtp_server_rcpt_to": "", "smtp_server_rewrite_response": "",
 	"smtp_server_split_transaction": "", "spool_message_enumerated": "",
-	"throttle_insert_ready_queue": "", "rebind_message": "",
+	"throttle_insert_ready_queue": "", "rebind_message": "", "should_enqueue_log_record": "",
 	"tsa_init": "fired by `kumogo tsa` (KumoMTA's tsa-daemon)", "tsa_load_shaping_data": "fired by `kumogo tsa`",
 }
 
