@@ -237,7 +237,9 @@ func waitFor(timeout time.Duration, cond func() bool) bool {
 
 // scalePolicy writes a policy that spools (kind) in dir, takes HTTP
 // injections from loopback and sends everything to the sink's port on
-// 127.0.0.1, retrying every retry.
+// 127.0.0.1, retrying every retry. max_ready holds the whole queue, so that
+// messages due at once are not pushed back by up to a minute (what
+// KumoMTA does when a ready queue is full).
 func scalePolicy(t *testing.T, dir, kind, sinkPort, retry string) string {
 	t.Helper()
 	p := filepath.Join(dir, "scale.lua")
@@ -253,7 +255,7 @@ kumo.on('get_queue_config', function()
   return kumo.make_queue_config { retry_interval = '` + retry + `', max_retry_interval = '` + retry + `' }
 end)
 kumo.on('get_egress_path_config', function()
-  return kumo.make_egress_path { enable_tls = 'Disabled', prohibited_hosts = {} }
+  return kumo.make_egress_path { enable_tls = 'Disabled', prohibited_hosts = {}, max_ready = 20000 }
 end)
 `
 	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
