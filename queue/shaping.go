@@ -141,8 +141,8 @@ func (m *Manager) selectionAllowed(ctx context.Context, rq *readyQueue) bool {
 // robin, skipping suspended ready queues (admin.go) and sources whose
 // source_selection_rate is exhausted. With no ready queue, a non-zero
 // until means every one is suspended until then; otherwise no source is
-// eligible by its selection rates now. gen is the admin rules' generation
-// that holdForReadyQueue needs with until.
+// eligible by its selection rates now. gen is the suspension
+// generation that holdForReadyQueue takes (admin.go).
 func (m *Manager) selectReadyQueue(ctx context.Context, sq *schedQueue, route Route) (*readyQueue, time.Time, uint64, error) {
 	tried := map[string]bool{}
 	m.mu.Lock()

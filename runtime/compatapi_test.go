@@ -37,7 +37,7 @@ kumo.on('t', function(msg)
     type(kumo.on), require('kumo.http') == kumo.http,
     msgOf(kumo.apply_supplemental_trace_header, msg),
     msgOf(function() return msg:parse_mime() end),
-    msgOf(kumo.nats.connect)
+    msgOf(kumo.jsonl.new_tailer)
 end)`)
 	defer r.Close()
 	msg := message.New(message.NewIDGenerator(), message.Address{User: "s", Domain: "example.com"}, []message.Address{{User: "r", Domain: "example.com"}}, []byte("Subject: x\r\n\r\nbody\r\n"))
@@ -48,7 +48,7 @@ end)`)
 		}
 	}
 	for i, want := range []string{"kumo.apply_supplemental_trace_header is not provided by kumogo",
-		"Message:parse_mime is not provided by kumogo", "kumo.nats.connect is not provided by kumogo"} {
+		"Message:parse_mime is not provided by kumogo", "kumo.jsonl.new_tailer is not provided by kumogo"} {
 		if !strings.Contains(out[5+i].(string), want) {
 			t.Errorf("result %d = %q, want %q", 6+i, out[5+i], want)
 		}

@@ -64,3 +64,15 @@ func (r *Runtime) closeOwned() {
 		c.Close()
 	}
 }
+
+// disown forgets c (closed by the policy before the runtime closes).
+func (r *Runtime) disown(c io.Closer) {
+	r.ownMu.Lock()
+	defer r.ownMu.Unlock()
+	for i, o := range r.owned {
+		if o == c {
+			r.owned = append(r.owned[:i], r.owned[i+1:]...)
+			return
+		}
+	}
+}

@@ -97,6 +97,12 @@ func (st *state) newThrottleMT() *lua.LTable {
 	return mt
 }
 
+// storeCloser closes a sharedlimit.Store that the runtime made itself
+// (Options.Limits unset) with the runtime.
+type storeCloser struct{ s *sharedlimit.Store }
+
+func (c storeCloser) Close() error { c.s.Close(); return nil }
+
 // sleepCtx sleeps d or until the event's context ends (then raises).
 func (st *state) sleepCtx(L *lua.LState, d time.Duration, what string) {
 	ctx := st.callCtx()

@@ -19,6 +19,8 @@ var lazyModules = map[string]func(*state) *lua.LTable{
 	"regex":   (*state).openRegex,
 	"time":    (*state).openTime,
 	"http":    (*state).openHTTP,
+	"nats":    (*state).openNATS,
+	"kafka":   (*state).openKafka,
 }
 
 // installLazyModules registers package.preload entries for the lazy

@@ -163,13 +163,23 @@ func TestDeadlineInBuiltins(t *testing.T) {
 	r := newRuntime(t, cpuPolicy)
 	for _, what := range []string{"find", "match", "gsub", "gmatch", "sort", "rep", "loop"} {
 		t.Run(what, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-			defer cancel()
-			deadline, _ := ctx.Deadline()
-			_, err := r.Call(ctx, "t", what)
-			over := time.Since(deadline)
-			if err == nil || !strings.Contains(err.Error(), context.DeadlineExceeded.Error()) {
-				t.Fatalf("err = %v, want %v", err, context.DeadlineExceeded)
+			// A builtin that ignores the deadline runs on for seconds; one
+			// that honours it stops within milliseconds, but on a loaded
+			// machine the goroutine may wait for a core past the margin,
+			// so a late stop is tried again (three tries).
+			var over time.Duration
+			for try := 0; try < 3; try++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+				deadline, _ := ctx.Deadline()
+				_, err := r.Call(ctx, "t", what)
+				over = time.Since(deadline)
+				cancel()
+				if err == nil || !strings.Contains(err.Error(), context.DeadlineExceeded.Error()) {
+					t.Fatalf("err = %v, want %v", err, context.DeadlineExceeded)
+				}
+				if over <= 100*time.Millisecond {
+					break
+				}
 			}
 			if over > 100*time.Millisecond {
 				t.Fatalf("%s returned %v after its deadline", what, over)
@@ -181,10 +191,11 @@ func TestDeadlineInBuiltins(t *testing.T) {
 
 // TestGsubLinear: gsub with many matches is linear (upstream gopher-lua
 // copied the whole string once per match: a million matches on a 1 MB
-// string took hours).
+// string took hours; linear, it takes well under a second, so a minute
+// leaves room for the race detector on a loaded machine).
 func TestGsubLinear(t *testing.T) {
 	r := newRuntime(t, `kumo.on('t', function() local s, n = string.rep('ab', 5e5):gsub('a', '%0c') return #s, n end)`)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, err := r.Call(ctx, "t")
 	if err != nil {

@@ -231,6 +231,7 @@ func New(opts Options) (*Runtime, error) {
 	}
 	if r.limits == nil {
 		r.limits = sharedlimit.New(opts.Log)
+		r.own(storeCloser{r.limits})
 	}
 	if opts.PolicyPath != "" {
 		if abs, err := filepath.Abs(opts.PolicyPath); err == nil {

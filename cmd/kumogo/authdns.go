@@ -6,6 +6,7 @@ import (
 
 	"github.com/kumogo/kumogo/internal/mailauth"
 	"github.com/kumogo/kumogo/internal/mtasts"
+	"github.com/kumogo/kumogo/queue/egress/mx"
 )
 
 // AuthResolver serves kumo.spf, kumo.dmarc and msg:dkim_verify from the
@@ -34,4 +35,12 @@ func (d *daemon) mtaSTS() *mtasts.Fetcher {
 // SetTestMTASTS serves kumo.dns.configure_test_mta_sts.
 func (a dnsAdapter) SetTestMTASTS(policies map[string]*mtasts.Policy) {
 	a.d.mtaSTS().SetTest(policies)
+}
+
+// daneDNS serves the TLSA lookups of DANE from the resolver kumo.dns uses
+// at the time of each lookup.
+type daneDNS struct{ d *daemon }
+
+func (a daneDNS) LookupTLSA(ctx context.Context, host string, port int) ([]mx.TLSA, bool, error) {
+	return a.d.resolver().LookupTLSA(ctx, host, port)
 }

@@ -25,7 +25,7 @@ func (d *daemon) startEngine(ctx context.Context) error {
 		Spool:     sp,
 		Logger:    &d.loggers,
 		Router:    protoRouter{smtp: egress.Router{Resolver: d.resolver()}},
-		Connector: protoConnector{smtp: &egress.Connector{Dialer: egress.Dialer{Hostname: d.hostname, STS: d.mtaSTS()}}, rt: d.rt, hostname: d.hostname},
+		Connector: protoConnector{smtp: &egress.Connector{Dialer: egress.Dialer{Hostname: d.hostname, STS: d.mtaSTS(), TLSA: daneDNS{d}}}, rt: d.rt, hostname: d.hostname},
 		Log:       d.log,
 		NodeID:    d.nodeID,
 		Limits:    d.limits,

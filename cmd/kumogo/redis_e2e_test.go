@@ -22,7 +22,7 @@ func redisNode(t *testing.T, r *testutil.RedisServer, sink *countSink) *daemonPr
 // TestRedisSharedRateTwoNodes: two kumogo nodes on one redis-server
 // deliver through egress paths of the same name; their max_message_rate
 // (10/s) is one rate between them, within 10 %, where unshared it would
-// be twice that.
+// be twice that; so is a kumo.make_throttle used by both.
 func TestRedisSharedRateTwoNodes(t *testing.T) {
 	r := testutil.StartRedis(t)
 	sink := startCountSink(t, nil)
@@ -32,9 +32,14 @@ func TestRedisSharedRateTwoNodes(t *testing.T) {
 	}
 	sendBatch(t, a.addr, "cluster-rate.test", 30)
 	sendBatch(t, b.addr, "cluster-rate.test", 30)
+	// kumo.make_throttle('mt-rate', '10/s,max_burst=1') in
+	// throttle_insert_ready_queue, on both nodes
+	sendBatch(t, a.addr, "mt.test", 30)
+	sendBatch(t, b.addr, "mt.test", 30)
 	// 60 messages at 10/s with no burst take 5.9 s
 	recs := waitCount(t, sink, "cluster-rate.test", 60, 15*time.Second)
 	within10(t, "max_message_rate shared by two nodes", rateOf(recs), 10)
+	within10(t, "kumo.make_throttle shared by two nodes", rateOf(waitCount(t, sink, "mt.test", 60, 15*time.Second)), 10)
 	a.stop(t, syscall.SIGTERM)
 	b.stop(t, syscall.SIGTERM)
 }

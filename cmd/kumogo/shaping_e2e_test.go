@@ -225,6 +225,7 @@ local D = {
   ['add2.test'] = { src = { { name = 'src-a2', weight = 1 } }, path = { additional_message_rate_throttles = { ['shared-rate'] = '10/s,max_burst=1' } } },
   ['qrate.test'] = { queue = { max_message_rate = '10/s,max_burst=1' } },
   ['mt.test'] = {},
+  ['crate.test'] = { path = { max_connection_rate = '5/s,max_burst=1', max_deliveries_per_connection = 1 } },
   ['conns1.test'] = { src = { { name = 'src-c1', weight = 1 } }, path = { connection_limit = 10, additional_connection_limits = { ['two-conns'] = 2 }, ehlo_domain = 'conns.test' } },
   ['conns2.test'] = { src = { { name = 'src-c2', weight = 1 } }, path = { connection_limit = 10, additional_connection_limits = { ['two-conns'] = 2 }, ehlo_domain = 'conns.test' } },
   ['limit.test'] = { path = { connection_limit = 'local:3', ehlo_domain = 'limit.test' } },
@@ -288,15 +289,17 @@ end)
 // their allowance through, the rest failing transiently with KumoMTA's
 // text.
 func TestEgressShapingLimits(t *testing.T) {
-	sink := startCountSink(t, map[string]time.Duration{"conns.test": 30 * time.Millisecond, "limit.test": 30 * time.Millisecond})
+	sink := startCountSink(t, map[string]time.Duration{"conns.test": 30 * time.Millisecond, "limit.test": 150 * time.Millisecond})
 	dir := t.TempDir()
 	d := startDaemon(t, nil, "--policy", shapingPolicy(t, dir, sink.addr, ""))
 	const n = 30
 	for _, dom := range []string{"rate.test", "add1.test", "add2.test", "qrate.test", "mt.test", "conns1.test", "conns2.test"} {
 		sendBatch(t, d.addr, dom, n)
 	}
-	// KumoMTA's dispatcher count reaches a limit of 3 from 100 messages
+	// KumoMTA's dispatcher count reaches a limit of 3 from 48 ready
+	// messages: 150 ms per message at the sink lets them pile up
 	sendBatch(t, d.addr, "limit.test", 100)
+	sendBatch(t, d.addr, "crate.test", 20)
 	sendBatch(t, d.addr, "mdpc.test", 10)
 	sendBatch(t, d.addr, "sel.test", 10)
 	sendBatch(t, d.addr, "asel.test", 10)
@@ -308,6 +311,17 @@ func TestEgressShapingLimits(t *testing.T) {
 	within10(t, "additional_message_rate_throttles over two paths", rateOf(add), 10)
 	within10(t, "queue max_message_rate", rateOf(waitCount(t, sink, "qrate.test", n, 15*time.Second)), 10)
 	within10(t, "make_throttle delay_message_if_throttled", rateOf(waitCount(t, sink, "mt.test", n, 15*time.Second)), 10)
+
+	// one message per connection: 20 connections at 5/s take 3.8 s
+	crate := waitCount(t, sink, "crate.test", 20, 15*time.Second)
+	conns := map[int]bool{}
+	for _, r := range crate {
+		conns[r.conn] = true
+	}
+	if len(conns) != 20 {
+		t.Errorf("max_deliveries_per_connection=1: 20 messages on %d connections", len(conns))
+	}
+	within10(t, "max_connection_rate", rateOf(crate), 5)
 
 	waitCount(t, sink, "conns1.test", n, 15*time.Second)
 	waitCount(t, sink, "conns2.test", n, 15*time.Second)

@@ -16,6 +16,9 @@ import (
 // Zones holds the records of parsed zone texts, by owner name.
 type Zones struct {
 	byName map[string][]dns.RR // lower-case FQDN
+	// AD sets the AD bit on every answer, as a DNSSEC-validating resolver
+	// would (DANE tests).
+	AD bool
 }
 
 // Parse reads zone texts in the master-file format ($ORIGIN, $TTL,
@@ -86,6 +89,7 @@ func Serve(z *Zones) (*Server, error) {
 		resp := new(dns.Msg)
 		resp.SetReply(req)
 		resp.Authoritative = true
+		resp.AuthenticatedData = z.AD
 		for _, q := range req.Question {
 			z.answer(resp, q)
 		}

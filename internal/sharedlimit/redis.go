@@ -116,25 +116,14 @@ return 1
 func throttleKey(name string) string { return "kumogo:throttle:" + name }
 func limitKey(name string) string    { return "kumogo:limit:" + name }
 
-// ConfigureRedis makes the store share its limits through Redis. It checks
-// that the server answers (PING) and that the scripts load, so that a
-// mistyped URL fails at init.
+// ConfigureRedis makes the store share its limits through Redis. A
+// malformed node URL is an error; a server that does not answer yet is
+// not (a node restarted during a Redis outage must still deliver): the
+// outage is logged and limits stay local until Redis answers.
 func (s *Store) ConfigureRedis(ctx context.Context, cfg RedisConfig) error {
 	client, err := newClient(cfg)
 	if err != nil {
 		return err
-	}
-	pctx, cancel := context.WithTimeout(ctx, max(cfg.ConnectTimeout, 5*time.Second))
-	defer cancel()
-	if err := client.Ping(pctx).Err(); err != nil {
-		client.Close()
-		return fmt.Errorf("configure_redis_throttles: %s: %w", cfg.Nodes[0], err)
-	}
-	for _, sc := range []*redis.Script{gcraScript, acquireScript, renewScript} {
-		if err := sc.Load(pctx, client).Err(); err != nil {
-			client.Close()
-			return fmt.Errorf("configure_redis_throttles: loading a script: %w", err)
-		}
 	}
 	id := make([]byte, 8)
 	_, _ = rand.Read(id)
@@ -151,6 +140,18 @@ func (s *Store) ConfigureRedis(ctx context.Context, cfg RedisConfig) error {
 			return
 		}
 		s.log.Warn().Err(err).Int64("failed_since_last_warning", skipped).Msg(msg)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := client.Ping(pctx).Err(); err != nil {
+		r.failed(fmt.Errorf("%s: %w", cfg.Nodes[0], err))
+	} else {
+		for _, sc := range []*redis.Script{gcraScript, acquireScript, renewScript} {
+			if err := sc.Load(pctx, client).Err(); err != nil {
+				client.Close()
+				return fmt.Errorf("configure_redis_throttles: loading a script: %w", err)
+			}
+		}
 	}
 	go r.renewLoop()
 	if old := s.redis.Swap(r); old != nil {
@@ -187,6 +188,9 @@ func newClient(cfg RedisConfig) (redis.UniversalClient, error) {
 		o.DialTimeout = min(connect, resp)
 		o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = resp, resp, wait
 		o.MaxRetries = -1
+		// one dial per attempt: go-redis's default of 5 dials 100 ms
+		// apart would stall the delivery that first meets an outage
+		o.DialerRetries = 1
 		if cfg.PoolSize > 0 {
 			o.MaxIdleConns = cfg.PoolSize
 		}
@@ -195,7 +199,7 @@ func newClient(cfg RedisConfig) (redis.UniversalClient, error) {
 	co := &redis.ClusterOptions{
 		Username: cfg.Username, Password: cfg.Password, ReadOnly: cfg.ReadFromReplicas,
 		DialTimeout: min(connect, resp), ReadTimeout: resp, WriteTimeout: resp, PoolTimeout: wait,
-		MaxRetries: -1, MaxIdleConns: cfg.PoolSize,
+		MaxRetries: -1, MaxIdleConns: cfg.PoolSize, DialerRetries: 1,
 	}
 	for _, n := range cfg.Nodes {
 		o, err := redis.ParseURL(n)

@@ -32,7 +32,7 @@ type Store struct {
 
 	mu        sync.Mutex
 	throttles map[localKey]*throttle.Limiter
-	leases    map[string]int               // local leases held, by limit name
+	leases    map[string]int // local leases held, by limit name
 
 	redis atomic.Pointer[Redis]
 }

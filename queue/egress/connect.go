@@ -41,6 +41,9 @@ func (d *Dialer) Connect(ctx context.Context, plan *mx.ConnectionPlan, p *config
 	if filtered, p, err = d.applySTS(ctx, filtered, p); err != nil {
 		return nil, err
 	}
+	if ctx, p, err = d.applyDANE(ctx, filtered, p); err != nil {
+		return nil, err
+	}
 	var errs []error
 	for _, c := range filtered.Candidates {
 		s, err := d.Dial(ctx, c, p, src, ehloName)

@@ -121,6 +121,12 @@ func (s *Session) starttls(ctx context.Context, d *Dialer, insecure bool) error 
 		// Verified against the certificate's IP addresses; no SNI is sent.
 		cfg.ServerName = s.cand.Addr.String()
 	}
+	if recs := daneFor(ctx, s.cand.Name); len(recs) > 0 {
+		// DANE replaces the PKIX checks (dane.go)
+		name := cfg.ServerName
+		cfg.InsecureSkipVerify = true
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error { return verifyDANE(cs, recs, name) }
+	}
 	if !s.path.TLSCertificate.IsZero() || !s.path.TLSPrivateKey.IsZero() {
 		cert, err := loadKeyPair(s.path.TLSCertificate, s.path.TLSPrivateKey)
 		if err != nil {

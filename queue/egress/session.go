@@ -52,6 +52,9 @@ type Dialer struct {
 	// STS gives the MTA-STS policies of recipient domains (mtasts.go);
 	// nil disables MTA-STS.
 	STS PolicySource
+	// TLSA gives the TLSA records of MX hosts for DANE (dane.go); nil
+	// disables DANE.
+	TLSA TLSASource
 }
 
 // Session is one outbound SMTP connection after the greeting, EHLO and the

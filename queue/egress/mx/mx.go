@@ -35,7 +35,8 @@ type MXResult struct {
 	// IsImplicit is set when the domain has no MX records and its own
 	// address records are used (RFC 5321 §5.1).
 	IsImplicit bool
-	// IsSecure is always false: answers are not DNSSEC-validated.
+	// IsSecure is set when the resolver vouched for the MX answer with
+	// the AD bit (DNSSEC-validated); DANE is used only then.
 	IsSecure bool
 	// Addr and Port hold the address of a domain literal (Port 0 when none
 	// was given).
@@ -105,7 +106,7 @@ func (r *Resolver) fetchMX(ctx context.Context, name string) (any, time.Duration
 	if ans.nx {
 		return nil, ans.negTTL, fmt.Errorf("mx: lookup %s MX: %w", name, ErrNXDOMAIN)
 	}
-	res := &MXResult{DomainName: name, ByPref: make(map[uint16][]string)}
+	res := &MXResult{DomainName: name, ByPref: make(map[uint16][]string), IsSecure: ans.secure}
 	ttl := ans.ttl
 	if len(ans.rrs) == 0 {
 		res.IsImplicit = true

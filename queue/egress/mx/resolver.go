@@ -251,8 +251,11 @@ func (r *Resolver) store(key cacheKey, e *cacheEntry) {
 // chains followed by the recursive server), the smallest TTL among them,
 // and the negative TTL for NXDOMAIN or an empty answer.
 type answer struct {
-	rrs    []dns.RR
-	nx     bool
+	rrs []dns.RR
+	nx  bool
+	// secure: the server set the AD bit (it validated the answer with
+	// DNSSEC); only a validating resolver on a trusted path can say so
+	secure bool
 	ttl    time.Duration
 	negTTL time.Duration
 }
@@ -264,6 +267,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*answe
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	m.RecursionDesired = true
+	m.AuthenticatedData = true // ask for the AD bit (RFC 6840 section 5.7)
 	m.SetEdns0(1232, false)
 	var lastErr error
 	for attempt := 0; attempt < r.opts.Attempts; attempt++ {
@@ -304,7 +308,7 @@ func (r *Resolver) exchange(ctx context.Context, m *dns.Msg, srv string) (*dns.M
 }
 
 func (r *Resolver) decode(resp *dns.Msg, qtype uint16) *answer {
-	a := &answer{nx: resp.Rcode == dns.RcodeNameError}
+	a := &answer{nx: resp.Rcode == dns.RcodeNameError, secure: resp.AuthenticatedData}
 	var minTTL uint32
 	for _, rr := range resp.Answer {
 		if rr.Header().Rrtype != qtype {

@@ -92,3 +92,27 @@ func TestFlowDocNamesExist(t *testing.T) {
 		t.Fatalf("only %d names checked: the parser no longer reads docs/flow.md", names)
 	}
 }
+
+// TestReadmeLayoutListsEveryPackage: README's layout section names every
+// package of the module (one line each), so that a newcomer finds it.
+func TestReadmeLayoutListsEveryPackage(t *testing.T) {
+	modulePath, pkgs := listModule(t)
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, layout, ok := strings.Cut(string(readme), "\n## Layout\n")
+	if !ok {
+		t.Fatal("README.md has no Layout section")
+	}
+	layout, _, _ = strings.Cut(layout, "\n## ")
+	for _, p := range pkgs {
+		rel := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, modulePath), "/")
+		if rel == "" {
+			continue
+		}
+		if !strings.Contains(layout, "`"+rel+"`") {
+			t.Errorf("README.md's Layout section does not list `%s`: add one line for it", rel)
+		}
+	}
+}
