@@ -22,7 +22,7 @@ import (
 // before "initialization complete", and once the destination recovers
 // each is delivered exactly once.
 func TestScaleRestartEnumeration(t *testing.T) {
-	const n = 5000
+	n := scaleMessages(5000)
 	ln := listenLoopback(t)
 	sink := startCountingSink(t, ln)
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
@@ -40,7 +40,7 @@ func TestScaleRestartEnumeration(t *testing.T) {
 		rcpts[i] = fmt.Sprintf("k%05d@restart.example", i)
 	}
 	injectBatches(t, httpAddr, rcpts, 500, "From: bulk@sender.example\r\nSubject: restart\r\n\r\nwaiting\r\n")
-	if !waitFor(60*time.Second, func() bool { return sink.refused.Load() >= n }) {
+	if !waitFor(scaleWait(60*time.Second, n, 5000), func() bool { return sink.refused.Load() >= int64(n) }) {
 		t.Fatalf("only %d of %d first attempts were answered 451", sink.refused.Load(), n)
 	}
 	d.cmd.Process.Signal(syscall.SIGKILL)
@@ -55,7 +55,7 @@ func TestScaleRestartEnumeration(t *testing.T) {
 	if m == nil || m[1] != strconv.Itoa(n) {
 		t.Fatalf("enumeration %q, want %d messages\n%s", m, n, tail(d2.log(), 20))
 	}
-	if !waitFor(60*time.Second, func() bool { return sink.received.Load() >= n }) {
+	if !waitFor(scaleWait(60*time.Second, n, 5000), func() bool { return sink.received.Load() >= int64(n) }) {
 		got := sink.counts()
 		recs, _ := logrecord.ReadDir(filepath.Join(dir, "logs"))
 		for _, r := range recs {
@@ -72,12 +72,12 @@ func TestScaleRestartEnumeration(t *testing.T) {
 	d2.stop(t, syscall.SIGTERM)
 }
 
-// TestScaleManyDestinations: 300 domains, each with its own MX host on
+// TestScaleManyDestinations: 500 domains, each with its own MX host on
 // its own loopback address (all served by one sink on one port), resolved
 // through a fake DNS server. Every domain's messages arrive once each, and
 // at its own MX address only.
 func TestScaleManyDestinations(t *testing.T) {
-	const domains, perDomain = 300, 2
+	const domains, perDomain = 500, 2
 	addrOf := func(i int) string { return fmt.Sprintf("127.0.%d.%d", 1+i/250, 1+i%250) }
 	first, err := net.Listen("tcp", addrOf(0)+":0")
 	if err != nil {
