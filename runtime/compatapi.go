@@ -26,6 +26,7 @@ var calledEvents = map[string]string{
 	"smtp_server_rcpt_to": "", "smtp_server_rewrite_response": "",
 	"smtp_server_split_transaction": "", "spool_message_enumerated": "",
 	"throttle_insert_ready_queue": "", "rebind_message": "", "should_enqueue_log_record": "",
+	"http_server_validate_auth_basic": "", "http_server_validate_auth_bearer": "", "http_message_generated": "",
 	"tsa_init": "fired by `kumogo tsa` (KumoMTA's tsa-daemon)", "tsa_load_shaping_data": "fired by `kumogo tsa`",
 }
 

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -113,9 +114,25 @@ func TestCalledEventsAreFired(t *testing.T) {
 		t.Fatal(err)
 	}
 	all := src.String()
+	// every event the code names as a constant is listed as fired
+	for _, m := range regexp.MustCompile(`= "([a-z_]+)"`).FindAllStringSubmatch(eventConsts(t), -1) {
+		if _, ok := calledEvents[m[1]]; !ok {
+			t.Errorf("event %s is fired (internal/event) but not listed in calledEvents", m[1])
+		}
+	}
 	for ev := range calledEvents {
 		if !strings.Contains(all, `"`+ev+`"`) {
 			t.Errorf("event %s is listed as fired but no code names it", ev)
 		}
 	}
+}
+
+// eventConsts is the source of internal/event, where the fired events are
+// named.
+func eventConsts(t *testing.T) string {
+	b, err := os.ReadFile(filepath.Join("..", "internal", "event", "event.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
