@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -484,5 +485,31 @@ end)
 		}
 	} else if err == nil || !strings.Contains(err.Error(), "kumo.make_throttle, which is not provided by kumogo yet") {
 		t.Fatalf("overall_max_message_rate: %v", err)
+	}
+}
+
+// TestQueueHelperInlineParsedNames: an inline table may name its blocks
+// queues and tenants, the helper's parsed names, as KumoMTA's own test
+// policies (ndr.lua) do; they mean queue and tenant. Both spellings at
+// once are an error.
+func TestQueueHelperInlineParsedNames(t *testing.T) {
+	r := newRuntime(t, `
+local queue_module = require 'policy-extras.queue'
+queue_module:setup {
+  { queues = { default = { retry_interval = '7m' } }, tenants = { t1 = { max_age = '2h' } } },
+}
+`, withExtras(&fakeDNS{}))
+	ctx := context.Background()
+	tenant := "t1"
+	cfg, err := r.GetQueueConfig(ctx, "a.example", &tenant, nil, nil)
+	if err != nil || cfg.RetryInterval != 7*time.Minute || cfg.MaxAge != 2*time.Hour {
+		t.Fatalf("queue config: %+v %v", cfg, err)
+	}
+	r2 := newRuntime(t, `
+local queue_module = require 'policy-extras.queue'
+queue_module:setup { { queue = {}, queues = {} } }
+`, withExtras(&fakeDNS{}))
+	if _, err := r2.GetQueueConfig(ctx, "a.example", nil, nil, nil); err == nil || !strings.Contains(err.Error(), "both 'queues' and 'queue'") {
+		t.Fatalf("both spellings: %v", err)
 	}
 }

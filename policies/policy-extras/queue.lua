@@ -114,6 +114,24 @@ local function load_data(files)
   local data = { top = {}, tenants = {}, queues = {} }
   for _, f in ipairs(kg.read_files(files, HELPER)) do
     local d = f.data
+    if d.queues ~= nil or d.tenants ~= nil then
+      -- an inline table may use the helper's parsed names (queues,
+      -- tenants), as KumoMTA's own test policies do; they mean queue and
+      -- tenant
+      local c = {}
+      for k, v in pairs(d) do
+        c[k] = v
+      end
+      for alias, name in pairs { queues = 'queue', tenants = 'tenant' } do
+        if c[alias] ~= nil then
+          if c[name] ~= nil then
+            kg.fail(f.name, {}, alias, "both '%s' and '%s' are given", alias, name)
+          end
+          c[name], c[alias] = c[alias], nil
+        end
+      end
+      d = c
+    end
     kg.check_keys(d, TOP, f.name)
     for k in pairs(d) do
       kg.check_type(d, k, TOP[k], f.name)
