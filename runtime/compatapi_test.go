@@ -79,13 +79,13 @@ func TestAPIReportCoversDocumentedNames(t *testing.T) {
 
 func TestUnfiredEventWarned(t *testing.T) {
 	var buf strings.Builder
-	r, err := New(Options{PolicyPath: writePolicy(t, `kumo.on('http_message_generated', function() end) kumo.on('init', function() end)`),
+	r, err := New(Options{PolicyPath: writePolicy(t, `kumo.on('smtp_server_get_dynamic_parameters', function() end) kumo.on('init', function() end)`),
 		Log: zerolog.New(&buf)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if !strings.Contains(buf.String(), "the policy handles http_message_generated, which kumogo never fires") || strings.Contains(buf.String(), "handles init") {
+	if !strings.Contains(buf.String(), "the policy handles smtp_server_get_dynamic_parameters, which kumogo never fires") || strings.Contains(buf.String(), "handles init") {
 		t.Fatalf("log: %s", buf.String())
 	}
 }

@@ -107,15 +107,29 @@ func TestMemoizeHitAllocatesNothing(t *testing.T) {
 	}
 	defer r.put(st, nil)
 	callGlobal(t, st, "hits", lua.LNumber(1), lua.LString("k"))
-	base := testing.AllocsPerRun(20, func() { callGlobal(t, st, "baseline", lua.LNumber(1000), lua.LString("k")) })
-	n1000 := testing.AllocsPerRun(20, func() { callGlobal(t, st, "hits", lua.LNumber(1000), lua.LString("k")) })
+	// AllocsPerRun counts the whole process's allocations, so a goroutine
+	// left by an earlier test (a Redis pool dialling, a task winding down)
+	// can add one; a hit that allocated would add a thousand. Three tries.
+	var base, n1000 float64
+	for try := 0; try < 3; try++ {
+		base = testing.AllocsPerRun(20, func() { callGlobal(t, st, "baseline", lua.LNumber(1000), lua.LString("k")) })
+		n1000 = testing.AllocsPerRun(20, func() { callGlobal(t, st, "hits", lua.LNumber(1000), lua.LString("k")) })
+		if n1000 <= base {
+			break
+		}
+	}
 	if n1000 > base {
 		t.Fatalf("allocations: %v for 1000 hits, %v for the baseline loop", n1000, base)
 	}
 	// the same with no argument
 	st.L.DoString("function hits0(n) local v for i = 1, n do v = cached() end return v end")
 	callGlobal(t, st, "hits0", lua.LNumber(1))
-	n0 := testing.AllocsPerRun(20, func() { callGlobal(t, st, "hits0", lua.LNumber(1000)) })
+	var n0 float64
+	for try := 0; try < 3; try++ {
+		if n0 = testing.AllocsPerRun(20, func() { callGlobal(t, st, "hits0", lua.LNumber(1000)) }); n0 <= base {
+			break
+		}
+	}
 	if n0 > base {
 		t.Fatalf("allocations: %v for 1000 hits without arguments, %v for the baseline loop", n0, base)
 	}
