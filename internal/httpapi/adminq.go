@@ -25,6 +25,17 @@ type EpochBumper interface {
 // before Serve. Until then they answer 503.
 func (s *Server) SetQueueAdmin(q adminapi.Service) { s.queueAdmin.Store(&q) }
 
+// post serves an endpoint that decodes a JSON request of type T and
+// answers with the response R that the scheduler's method op returns.
+func post[T, R any](s *Server, op func(adminapi.Service, context.Context, T) (R, error)) func(adminapi.Service, http.ResponseWriter, *http.Request) {
+	return func(q adminapi.Service, w http.ResponseWriter, r *http.Request) {
+		var req T
+		if s.decode(w, r, &req) {
+			s.answer(w, func(ctx context.Context) (any, error) { return op(q, ctx, req) }, r.Context())
+		}
+	}
+}
+
 func (s *Server) queueAdminRoutes(mux *http.ServeMux) {
 	h := func(pattern string, fn func(adminapi.Service, http.ResponseWriter, *http.Request)) {
 		mux.Handle(pattern, s.guard(trustedOnly, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -36,48 +47,28 @@ func (s *Server) queueAdminRoutes(mux *http.ServeMux) {
 			fn(*q, w, r)
 		})))
 	}
-	h("POST /api/admin/bounce/v1", func(q adminapi.Service, w http.ResponseWriter, r *http.Request) {
-		var req adminapi.BounceV1Request
-		if s.decode(w, r, &req) {
-			s.answer(w, func(ctx context.Context) (any, error) { return q.Bounce(ctx, req) }, r.Context())
-		}
-	})
+	h("POST /api/admin/bounce/v1", post(s, adminapi.Service.Bounce))
 	h("GET /api/admin/bounce/v1", func(q adminapi.Service, w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, q.ListBounces())
 	})
 	h("DELETE /api/admin/bounce/v1", func(q adminapi.Service, w http.ResponseWriter, r *http.Request) {
 		s.cancel(w, r, "bounce", q.CancelBounce)
 	})
-	h("POST /api/admin/suspend/v1", func(q adminapi.Service, w http.ResponseWriter, r *http.Request) {
-		var req adminapi.SuspendV1Request
-		if s.decode(w, r, &req) {
-			s.answer(w, func(ctx context.Context) (any, error) { return q.Suspend(ctx, req) }, r.Context())
-		}
-	})
+	h("POST /api/admin/suspend/v1", post(s, adminapi.Service.Suspend))
 	h("GET /api/admin/suspend/v1", func(q adminapi.Service, w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, q.ListSuspensions())
 	})
 	h("DELETE /api/admin/suspend/v1", func(q adminapi.Service, w http.ResponseWriter, r *http.Request) {
 		s.cancel(w, r, "suspension", q.CancelSuspension)
 	})
-	h("POST /api/admin/suspend-ready-q/v1", func(q adminapi.Service, w http.ResponseWriter, r *http.Request) {
-		var req adminapi.SuspendReadyQueueV1Request
-		if s.decode(w, r, &req) {
-			s.answer(w, func(ctx context.Context) (any, error) { return q.SuspendReadyQueue(ctx, req) }, r.Context())
-		}
-	})
+	h("POST /api/admin/suspend-ready-q/v1", post(s, adminapi.Service.SuspendReadyQueue))
 	h("GET /api/admin/suspend-ready-q/v1", func(q adminapi.Service, w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, q.ListReadyQueueSuspensions())
 	})
 	h("DELETE /api/admin/suspend-ready-q/v1", func(q adminapi.Service, w http.ResponseWriter, r *http.Request) {
 		s.cancel(w, r, "ready queue suspension", q.CancelReadyQueueSuspension)
 	})
-	h("POST /api/admin/rebind/v1", func(q adminapi.Service, w http.ResponseWriter, r *http.Request) {
-		var req adminapi.RebindV1Request
-		if s.decode(w, r, &req) {
-			s.answer(w, func(ctx context.Context) (any, error) { return q.Rebind(ctx, req) }, r.Context())
-		}
-	})
+	h("POST /api/admin/rebind/v1", post(s, adminapi.Service.Rebind))
 	h("GET /api/admin/ready-q-states/v1", func(q adminapi.Service, w http.ResponseWriter, r *http.Request) {
 		var names []string
 		for _, v := range r.URL.Query()["queues"] {
