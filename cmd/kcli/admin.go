@@ -104,11 +104,7 @@ func bounce(ctx context.Context, c *client, args []string, w io.Writer) error {
 	if *dur != "" {
 		req["duration"] = *dur
 	}
-	b, err := c.do(ctx, "POST", "/api/admin/bounce/v1", req)
-	if err != nil {
-		return err
-	}
-	return printJSON(w, b)
+	return c.print(ctx, w, "POST", "/api/admin/bounce/v1", req)
 }
 
 func suspend(ctx context.Context, c *client, args []string, w io.Writer) error {
@@ -130,11 +126,7 @@ func suspend(ctx context.Context, c *client, args []string, w io.Writer) error {
 	if *dur != "" {
 		req["duration"] = *dur
 	}
-	b, err := c.do(ctx, "POST", "/api/admin/suspend/v1", req)
-	if err != nil {
-		return err
-	}
-	return printJSON(w, b)
+	return c.print(ctx, w, "POST", "/api/admin/suspend/v1", req)
 }
 
 func suspendReadyQ(ctx context.Context, c *client, args []string, w io.Writer) error {
@@ -152,11 +144,7 @@ func suspendReadyQ(ctx context.Context, c *client, args []string, w io.Writer) e
 	if *dur != "" {
 		req["duration"] = *dur
 	}
-	b, err := c.do(ctx, "POST", "/api/admin/suspend-ready-q/v1", req)
-	if err != nil {
-		return err
-	}
-	return printJSON(w, b)
+	return c.print(ctx, w, "POST", "/api/admin/suspend-ready-q/v1", req)
 }
 
 func rebind(ctx context.Context, c *client, args []string, w io.Writer) error {
@@ -202,11 +190,7 @@ func rebind(ctx context.Context, c *client, args []string, w io.Writer) error {
 	if *event {
 		req["trigger_rebind_event"] = true
 	}
-	b, err := c.do(ctx, "POST", "/api/admin/rebind/v1", req)
-	if err != nil {
-		return err
-	}
-	return printJSON(w, b)
+	return c.print(ctx, w, "POST", "/api/admin/rebind/v1", req)
 }
 
 func listCmd(path string) func(context.Context, *client, []string, io.Writer) error {
@@ -214,11 +198,7 @@ func listCmd(path string) func(context.Context, *client, []string, io.Writer) er
 		if err := parse(newFlags("list"), args); err != nil {
 			return err
 		}
-		b, err := c.do(ctx, "GET", path, nil)
-		if err != nil {
-			return err
-		}
-		return printJSON(w, b)
+		return c.print(ctx, w, "GET", path, nil)
 	}
 }
 
@@ -232,11 +212,7 @@ func cancelCmd(path string) func(context.Context, *client, []string, io.Writer) 
 		if *id == "" {
 			return &usageError{"--id is required"}
 		}
-		b, err := c.do(ctx, "DELETE", path, map[string]any{"id": *id})
-		if err != nil {
-			return err
-		}
-		return printJSON(w, b)
+		return c.print(ctx, w, "DELETE", path, map[string]any{"id": *id})
 	}
 }
 
@@ -253,11 +229,7 @@ func inspectMessage(ctx context.Context, c *client, args []string, w io.Writer) 
 	if *body {
 		q.Set("want_body", "true")
 	}
-	b, err := c.do(ctx, "GET", "/api/admin/inspect-message/v1?"+q.Encode(), nil)
-	if err != nil {
-		return err
-	}
-	return printJSON(w, b)
+	return c.print(ctx, w, "GET", "/api/admin/inspect-message/v1?"+q.Encode(), nil)
 }
 
 func inspectSchedQ(ctx context.Context, c *client, args []string, w io.Writer) error {
@@ -277,11 +249,7 @@ func inspectSchedQ(ctx context.Context, c *client, args []string, w io.Writer) e
 	if *limit > 0 {
 		q.Set("limit", strconv.Itoa(*limit))
 	}
-	b, err := c.do(ctx, "GET", "/api/admin/inspect-sched-q/v1?"+q.Encode(), nil)
-	if err != nil {
-		return err
-	}
-	return printJSON(w, b)
+	return c.print(ctx, w, "GET", "/api/admin/inspect-sched-q/v1?"+q.Encode(), nil)
 }
 
 func setLogFilter(ctx context.Context, c *client, args []string, w io.Writer) error {
@@ -292,9 +260,5 @@ func setLogFilter(ctx context.Context, c *client, args []string, w io.Writer) er
 	if fs.NArg() != 1 {
 		return &usageError{"give the filter, e.g. kumod=debug or info"}
 	}
-	b, err := c.do(ctx, "POST", "/api/admin/set_diagnostic_log_filter/v1", map[string]any{"filter": fs.Arg(0)})
-	if err != nil {
-		return err
-	}
-	return printJSON(w, b)
+	return c.print(ctx, w, "POST", "/api/admin/set_diagnostic_log_filter/v1", map[string]any{"filter": fs.Arg(0)})
 }

@@ -90,6 +90,15 @@ func unwrapURLError(err error) error {
 }
 
 // printJSON pretty-prints a JSON answer (or says "OK" for an empty one).
+// print performs the request and prints the answer to w (printJSON).
+func (c *client) print(ctx context.Context, w io.Writer, method, path string, body any) error {
+	b, err := c.do(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	return printJSON(w, b)
+}
+
 func printJSON(w io.Writer, b []byte) error {
 	if len(bytes.TrimSpace(b)) == 0 {
 		_, err := fmt.Fprintln(w, "OK")
