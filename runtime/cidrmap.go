@@ -148,13 +148,7 @@ func (st *state) cidrMapMT() *lua.LTable {
 	if mt.RawGetString("__index") != lua.LNil {
 		return mt
 	}
-	check := func(L *lua.LState) *cidrMap {
-		m, ok := L.CheckUserData(1).Value.(*cidrMap)
-		if !ok {
-			L.ArgError(1, "CIDR map expected")
-		}
-		return m
-	}
+	check := func(L *lua.LState) *cidrMap { return checkSelf[*cidrMap](L, "CIDR map expected") }
 	mt.RawSetString("__name", lua.LString("CidrMap"))
 	mt.RawSetString("__index", L.NewFunction(func(L *lua.LState) int {
 		m := check(L)

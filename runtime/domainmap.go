@@ -134,13 +134,7 @@ func (st *state) domainMapMT() *lua.LTable {
 	if mt.RawGetString("__index") != lua.LNil {
 		return mt
 	}
-	check := func(L *lua.LState) *domainMap {
-		m, ok := L.CheckUserData(1).Value.(*domainMap)
-		if !ok {
-			L.ArgError(1, "domain map expected")
-		}
-		return m
-	}
+	check := func(L *lua.LState) *domainMap { return checkSelf[*domainMap](L, "domain map expected") }
 	mt.RawSetString("__name", lua.LString("DomainMap"))
 	mt.RawSetString("__index", L.NewFunction(func(L *lua.LState) int {
 		m := check(L)

@@ -105,11 +105,7 @@ func (st *state) openKafka() *lua.LTable {
 	L := st.L
 	mt := L.NewTypeMetatable("kumo.kafka.Producer")
 	check := func(L *lua.LState) *kafkaProducer {
-		p, ok := L.CheckUserData(1).Value.(*kafkaProducer)
-		if !ok {
-			L.ArgError(1, "Kafka producer expected (use producer:method())")
-		}
-		return p
+		return checkSelf[*kafkaProducer](L, "Kafka producer expected (use producer:method())")
 	}
 	methods := L.NewTable()
 	L.SetFuncs(methods, map[string]lua.LGFunction{

@@ -171,11 +171,7 @@ func (st *state) openNATS() *lua.LTable {
 	L := st.L
 	mt := L.NewTypeMetatable("kumo.nats.Client")
 	check := func(L *lua.LState) *natsClient {
-		c, ok := L.CheckUserData(1).Value.(*natsClient)
-		if !ok {
-			L.ArgError(1, "NATS client expected (use client:method())")
-		}
-		return c
+		return checkSelf[*natsClient](L, "NATS client expected (use client:method())")
 	}
 	methods := L.NewTable()
 	L.SetFuncs(methods, map[string]lua.LGFunction{

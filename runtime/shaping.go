@@ -161,13 +161,7 @@ func (st *state) shapingMT() *lua.LTable {
 	if mt.RawGetString("__index") != lua.LNil {
 		return mt
 	}
-	check := func(L *lua.LState) *shaping.Shaping {
-		o, ok := L.CheckUserData(1).Value.(*shapingObject)
-		if !ok {
-			L.ArgError(1, "shaping object expected")
-		}
-		return o.s
-	}
+	check := func(L *lua.LState) *shaping.Shaping { return checkSelf[*shapingObject](L, "shaping object expected").s }
 	strs := func(L *lua.LState, list []string) int {
 		t := L.CreateTable(len(list), 0)
 		for i, s := range list {

@@ -208,6 +208,17 @@ func (st *state) addrToString(L *lua.LState) int {
 	return 1
 }
 
+// checkSelf returns the Go value of the userdata a method is called on
+// (argument 1), raising "what" as an argument error when it is missing or
+// of another type.
+func checkSelf[T any](L *lua.LState, what string) T {
+	v, ok := L.CheckUserData(1).Value.(T)
+	if !ok {
+		L.ArgError(1, what)
+	}
+	return v
+}
+
 func (st *state) addrEq(L *lua.LState) int {
 	a, ok1 := L.CheckUserData(1).Value.(*message.Address)
 	b, ok2 := L.CheckUserData(2).Value.(*message.Address)
