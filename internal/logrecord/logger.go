@@ -183,23 +183,14 @@ func (l *Logger) LogContext(ctx context.Context, rec *Record, msg *message.Messa
 	if sink < 0 {
 		return nil
 	}
-	select {
-	case <-l.stopped:
+	bp := l.buf()
+	if bp == nil {
 		return ErrClosed
-	default:
 	}
-	bp := l.bufs.Get().(*[]byte)
 	e := recordEncoder{msg: msg, metaSel: l.metaSel, hdrSel: l.hdrSel, nodeID: l.nodeID}
 	b := e.append((*bp)[:0], rec)
 	*bp = append(b, '\n')
-	select {
-	case l.queue <- item{buf: bp, sink: sink}:
-		return nil
-	case <-l.stopped:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return l.send(ctx, bp, sink)
 }
 
 // LogLine queues one pre-encoded JSON object (without its newline) for
@@ -210,16 +201,31 @@ func (l *Logger) LogLine(ctx context.Context, line []byte) error {
 	if len(l.sinks) == 0 {
 		return nil
 	}
-	select {
-	case <-l.stopped:
+	bp := l.buf()
+	if bp == nil {
 		return ErrClosed
-	default:
 	}
-	bp := l.bufs.Get().(*[]byte)
 	b := append((*bp)[:0], line...)
 	*bp = append(b, '\n')
+	return l.send(ctx, bp, 0)
+}
+
+// buf returns an encoding buffer from the pool, or nil once the writer
+// has stopped.
+func (l *Logger) buf() *[]byte {
 	select {
-	case l.queue <- item{buf: bp, sink: 0}:
+	case <-l.stopped:
+		return nil
+	default:
+	}
+	return l.bufs.Get().(*[]byte)
+}
+
+// send queues the encoded line in bp for segment writer sink, waiting
+// for room while ctx allows.
+func (l *Logger) send(ctx context.Context, bp *[]byte, sink int) error {
+	select {
+	case l.queue <- item{buf: bp, sink: sink}:
 		return nil
 	case <-l.stopped:
 		return ErrClosed
