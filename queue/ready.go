@@ -26,6 +26,7 @@ type readyQueue struct {
 	route  Route
 	pool   string
 	loaded time.Time
+	epoch  uint64 // configuration epoch the path was evaluated in
 	items  []*entry
 	head   int
 	conns  int
@@ -47,18 +48,19 @@ type readyQueue struct {
 	reaped bool
 }
 
-func newReadyQueue(m *Manager, name, site string, path config.EgressPath, src config.EgressSource, route Route, pool string) *readyQueue {
+func newReadyQueue(m *Manager, name, site string, path config.EgressPath, src config.EgressSource, route Route, pool string, epoch uint64) *readyQueue {
 	now := time.Now()
 	rq := &readyQueue{m: m, name: name, site: site, loaded: now, used: now, notify: make(chan struct{}, 64)}
-	rq.update(path, src, route, pool)
+	rq.update(path, src, route, pool, epoch)
 	return rq
 }
 
-// update refreshes the egress path settings.
-func (rq *readyQueue) update(path config.EgressPath, src config.EgressSource, route Route, pool string) {
+// update refreshes the egress path settings, evaluated in config epoch
+// epoch.
+func (rq *readyQueue) update(path config.EgressPath, src config.EgressSource, route Route, pool string, epoch uint64) {
 	rq.mu.Lock()
 	rq.limits = newEgressLimits(rq.name, path)
-	rq.path, rq.src, rq.route, rq.pool, rq.loaded = path, src, route, pool, time.Now()
+	rq.path, rq.src, rq.route, rq.pool, rq.loaded, rq.epoch = path, src, route, pool, time.Now(), epoch
 	rq.batch = routeBatch(route)
 	rq.mu.Unlock()
 }
