@@ -40,10 +40,17 @@ type readyQueue struct {
 
 	// rates and connection limits of the egress path (shaping.go)
 	limits egressLimits
+
+	// used is when a message was last pushed or a dispatcher last ended;
+	// reaped is set once the reaper removed the queue from the Manager
+	// (reap.go). Both guarded by mu.
+	used   time.Time
+	reaped bool
 }
 
 func newReadyQueue(m *Manager, name, site string, path config.EgressPath, src config.EgressSource, route Route, pool string, epoch uint64) *readyQueue {
-	rq := &readyQueue{m: m, name: name, site: site, loaded: time.Now(), notify: make(chan struct{}, 64)}
+	now := time.Now()
+	rq := &readyQueue{m: m, name: name, site: site, loaded: now, used: now, notify: make(chan struct{}, 64)}
 	rq.update(path, src, route, pool, epoch)
 	return rq
 }
@@ -86,6 +93,15 @@ func Dispatchers(limit, n int) int {
 
 func (rq *readyQueue) push(e *entry) {
 	rq.mu.Lock()
+	for rq.reaped {
+		// reaped since the caller looked it up: the message goes to the
+		// queue now registered under this name (this one, revived, when
+		// there is none), never to a queue nobody serves or counts
+		rq.mu.Unlock()
+		rq = rq.m.revive(rq)
+		rq.mu.Lock()
+	}
+	rq.used = time.Now()
 	rq.items = append(rq.items, e)
 	n := len(rq.items) - rq.head
 	spawn := rq.conns < batchDispatchers(rq.path.ConnectionLimit, n, rq.batch)
@@ -168,6 +184,7 @@ func (rq *readyQueue) dispatch() {
 		// otherwise wait for the next push: hand it to a new dispatcher.
 		rq.mu.Lock()
 		rq.conns--
+		rq.used = time.Now()
 		n := len(rq.items) - rq.head
 		respawn := n > 0 && m.ctx.Err() == nil && rq.conns < batchDispatchers(rq.path.ConnectionLimit, n, rq.batch)
 		if respawn {
