@@ -390,11 +390,14 @@ func (d *daemon) ConfigureLocalLogs(ctx context.Context, l *config.LocalLogs) er
 }
 
 // SetBounceClassifier keeps the classifier of
-// kumo.configure_bounce_classifier for the queue manager.
+// kumo.configure_bounce_classifier for the queue manager and the logging
+// layer (which classifies OOB, Feedback, Rejection and the other records
+// the queue does not).
 func (d *daemon) SetBounceClassifier(c *bounceclass.Classifier) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.classifier = c
+	d.loggers.classify = c
 	return nil
 }
 
