@@ -115,10 +115,10 @@ func (m *Manager) holdSuspended(e *entry, site string, r *suspendRule, gen uint6
 		Content: "KumoMTA internal: scheduled queue is suspended: " + r.Reason}
 	m.adminRecord(logrecord.TransientFailure, e, site, resp)
 	cfg := config.DefaultQueueConfig()
-	m.mu.Lock()
-	if sq := m.sched[e.queue]; sq != nil {
+	if sq := m.schedFor(e.queue); sq != nil {
 		cfg = sq.cfg
 	}
+	m.mu.Lock()
 	delay := NextDelay(&cfg, e.msg.Attempts(), m.rnd)
 	closed := m.closed
 	m.mu.Unlock()
@@ -233,6 +233,7 @@ func (m *Manager) takeWaiting(keep func(queue string) bool, ready bool) []*entry
 		if keep(e.queue) {
 			out = append(out, e)
 			e.index = -1
+			m.unwaitLocked(e.queue)
 			continue
 		}
 		e.index = len(kept)

@@ -44,6 +44,13 @@ type Options struct {
 	// suspensions across restarts (adminstore.go); empty keeps them in
 	// memory only.
 	AdminStatePath string
+	// ReadyQueueReapInterval is how long a ready queue must stay empty,
+	// with no connection open, before it is reaped (reap.go). KumoMTA
+	// reaps its ready queues after 10 minutes idle, the default.
+	ReadyQueueReapInterval time.Duration
+	// ReadyQueueReaped, when set, is called with the name of each ready
+	// queue that was reaped (the daemon drops its metrics series).
+	ReadyQueueReaped func(name string)
 }
 
 // Classifier sorts a response, given as "<code> <x.y.z> <text>", into a
@@ -68,6 +75,11 @@ type Manager struct {
 	wake   chan struct{}
 	rnd    *rand.Rand
 	closed bool
+
+	// waiting counts the messages in the timer heap per scheduled queue
+	// name, so that the reaper and the queue sizes need no pass over
+	// the heap (reap.go); guarded by mu
+	waiting map[string]int
 
 	// deferred holds messages accepted with deferred_spool: in memory only
 	// until their first delay or a graceful shutdown.
@@ -130,6 +142,10 @@ type schedQueue struct {
 	routed    time.Time
 	parked    []*entry
 	resolving bool
+	// used is when the queue was last looked up for a message (guarded
+	// by Manager.mu): the reaper removes it once it has been empty and
+	// unused for its reap_interval (reap.go)
+	used time.Time
 }
 
 // New builds a Manager. Call Start to run its scheduler.
@@ -143,11 +159,15 @@ func New(o Options) (*Manager, error) {
 	if o.Limits == nil {
 		o.Limits = sharedlimit.New(o.Log)
 	}
+	if o.ReadyQueueReapInterval <= 0 {
+		o.ReadyQueueReapInterval = DefaultReadyQueueReapInterval
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		o: o, log: o.Log, ctx: ctx, cancel: cancel, limits: o.Limits,
 		sched:       map[string]*schedQueue{},
 		ready:       map[string]*readyQueue{},
+		waiting:     map[string]int{},
 		wake:        make(chan struct{}, 1),
 		deferred:    map[string]*message.Message{},
 		rnd:         rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)),
@@ -167,8 +187,9 @@ func New(o Options) (*Manager, error) {
 
 // Start runs the scheduler loop and the remover of finished messages.
 func (m *Manager) Start() {
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go m.timerLoop()
+	go m.reaper()
 	if m.started.CompareAndSwap(false, true) {
 		go m.remover()
 	}
@@ -226,9 +247,13 @@ func (m *Manager) schedQueue(ctx context.Context, name string) (*schedQueue, err
 	}
 	m.mu.Lock()
 	sq := m.sched[name]
-	if sq != nil && time.Since(sq.loaded) < m.o.ConfigTTL {
-		m.mu.Unlock()
-		return sq, nil
+	if sq != nil {
+		now := time.Now()
+		sq.used = now
+		if now.Sub(sq.loaded) < m.o.ConfigTTL {
+			m.mu.Unlock()
+			return sq, nil
+		}
 	}
 	m.mu.Unlock()
 	parts := message.ParseQueueName(name)
@@ -256,7 +281,8 @@ func (m *Manager) schedQueue(ctx context.Context, name string) (*schedQueue, err
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old := m.sched[name]
-	sq = &schedQueue{name: name, parts: parts, cfg: cfg, loaded: time.Now(), pool: pool}
+	now := time.Now()
+	sq = &schedQueue{name: name, parts: parts, cfg: cfg, loaded: now, pool: pool, used: now}
 	if old != nil {
 		sq.rr = old.rr
 		sq.rate = queueRate(cfg.MaxMessageRate)

@@ -114,7 +114,8 @@ func (m *Manager) readyQueue(ctx context.Context, sq *schedQueue, route Route, s
 	m.mu.Lock()
 	rq := m.ready[name]
 	m.mu.Unlock()
-	if rq != nil && time.Since(rq.loaded) < time.Minute {
+	epoch := m.policyEpoch()
+	if rq != nil && rq.current(epoch) {
 		return rq, nil
 	}
 	src := config.EgressSource{Name: "unspecified"}
@@ -136,10 +137,10 @@ func (m *Manager) readyQueue(ctx context.Context, sq *schedQueue, route Route, s
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cur := m.ready[name]; cur != nil {
-		cur.update(path, src, route, sq.pool.Name)
+		cur.update(path, src, route, sq.pool.Name, epoch)
 		return cur, nil
 	}
-	rq = newReadyQueue(m, name, site, path, src, route, sq.pool.Name)
+	rq = newReadyQueue(m, name, site, path, src, route, sq.pool.Name, epoch)
 	m.ready[name] = rq
 	return rq, nil
 }

@@ -43,6 +43,7 @@ func (m *Manager) schedule(e *entry, t time.Time) {
 	}
 	m.mu.Lock()
 	heap.Push(&m.timers, e)
+	m.waiting[e.queue]++
 	first := m.timers[0] == e
 	m.mu.Unlock()
 	if first {
@@ -75,7 +76,9 @@ func (m *Manager) timerLoop() {
 		var due []*entry
 		now := time.Now()
 		for len(m.timers) > 0 && !m.timers[0].due.After(now) {
-			due = append(due, heap.Pop(&m.timers).(*entry))
+			e := heap.Pop(&m.timers).(*entry)
+			m.unwaitLocked(e.queue)
+			due = append(due, e)
 		}
 		wait := time.Hour
 		if len(m.timers) > 0 {

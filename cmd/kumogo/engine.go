@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
+	"github.com/kumogo/kumogo/internal/duration"
 	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/metrics"
@@ -34,6 +36,17 @@ func (d *daemon) startEngine(ctx context.Context) error {
 		Limits:    d.limits,
 		// admin bounces and suspensions survive restarts (admin.go)
 		AdminStatePath: d.adminStatePath(),
+		// a reaped ready queue's counters go with it
+		ReadyQueueReaped: d.metrics.ForgetReadyQueue,
+	}
+	if v := os.Getenv("KUMOGO_READY_QUEUE_REAP_INTERVAL"); v != "" {
+		// kumogo's own knob (KumoMTA fixes it at 10 minutes), for tests
+		// and benchmarks that watch queues come and go
+		iv, err := duration.Parse(v)
+		if err != nil {
+			return fmt.Errorf("KUMOGO_READY_QUEUE_REAP_INTERVAL: %w", err)
+		}
+		opts.ReadyQueueReapInterval = iv
 	}
 	if d.classifier != nil {
 		opts.Classifier = d.classifier
