@@ -44,6 +44,13 @@ type Options struct {
 	// suspensions across restarts (adminstore.go); empty keeps them in
 	// memory only.
 	AdminStatePath string
+	// ReadyQueueReapInterval is how long a ready queue must stay empty,
+	// with no connection open, before it is reaped (reap.go). KumoMTA
+	// reaps its ready queues after 10 minutes idle, the default.
+	ReadyQueueReapInterval time.Duration
+	// ReadyQueueReaped, when set, is called with the name of each ready
+	// queue that was reaped (the daemon drops its metrics series).
+	ReadyQueueReaped func(name string)
 }
 
 // Classifier sorts a response, given as "<code> <x.y.z> <text>", into a
@@ -69,6 +76,11 @@ type Manager struct {
 	rnd    *rand.Rand
 	closed bool
 
+	// waiting counts the messages in the timer heap per scheduled queue
+	// name, so that the reaper and the queue sizes need no pass over
+	// the heap (reap.go); guarded by mu
+	waiting map[string]int
+
 	// deferred holds messages accepted with deferred_spool: in memory only
 	// until their first delay or a graceful shutdown.
 	defMu    sync.Mutex
@@ -87,6 +99,10 @@ type Manager struct {
 	stopOnce    sync.Once
 	started     atomic.Bool
 
+	// one commit for the mail and its records (commit.go)
+	staged  StagedSpool // nil when the spool cannot stage
+	commits groupCommit
+
 	admin adminRules // bounces and suspensions (admin.go)
 }
 
@@ -100,16 +116,21 @@ func (m *Manager) noteUnimplemented(kind string, opts []string) {
 	}
 }
 
-// entry is one queued message.
+// entry is one queued message. While it waits for a later attempt its
+// message lives only in the spool (compact.go): msg is nil and id and
+// attempts stand for it.
 type entry struct {
 	msg   *message.Message
 	queue string
 	due   time.Time
-	// shrunk is set while the body lives only in the spool
-	shrunk bool
-	// held is set while a suspension delays the message (admin.go)
-	held  bool
 	index int // heap index, -1 when not in the heap
+	// id is the spool id and attempts the attempt count while msg is nil
+	id       [16]byte
+	attempts int32
+	// held is set while a suspension delays the message (admin.go)
+	held bool
+	// dirty is set when msg differs from its stored meta record
+	dirty bool
 }
 
 // schedQueue is a scheduled queue: its config, refreshed by TTL, and its
@@ -130,6 +151,10 @@ type schedQueue struct {
 	routed    time.Time
 	parked    []*entry
 	resolving bool
+	// used is when the queue was last looked up for a message (guarded
+	// by Manager.mu): the reaper removes it once it has been empty and
+	// unused for its reap_interval (reap.go)
+	used time.Time
 }
 
 // New builds a Manager. Call Start to run its scheduler.
@@ -143,11 +168,15 @@ func New(o Options) (*Manager, error) {
 	if o.Limits == nil {
 		o.Limits = sharedlimit.New(o.Log)
 	}
+	if o.ReadyQueueReapInterval <= 0 {
+		o.ReadyQueueReapInterval = DefaultReadyQueueReapInterval
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		o: o, log: o.Log, ctx: ctx, cancel: cancel, limits: o.Limits,
 		sched:       map[string]*schedQueue{},
 		ready:       map[string]*readyQueue{},
+		waiting:     map[string]int{},
 		wake:        make(chan struct{}, 1),
 		deferred:    map[string]*message.Message{},
 		rnd:         rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)),
@@ -158,6 +187,7 @@ func New(o Options) (*Manager, error) {
 	if o.Logger != nil {
 		m.syncer, _ = o.Logger.(RecordSyncer)
 	}
+	m.staged, _ = o.Spool.(StagedSpool)
 	m.admin.path, m.admin.log = o.AdminStatePath, o.Log
 	if err := m.admin.load(); err != nil {
 		return nil, err
@@ -167,8 +197,9 @@ func New(o Options) (*Manager, error) {
 
 // Start runs the scheduler loop and the remover of finished messages.
 func (m *Manager) Start() {
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go m.timerLoop()
+	go m.reaper()
 	if m.started.CompareAndSwap(false, true) {
 		go m.remover()
 	}
@@ -226,9 +257,13 @@ func (m *Manager) schedQueue(ctx context.Context, name string) (*schedQueue, err
 	}
 	m.mu.Lock()
 	sq := m.sched[name]
-	if sq != nil && time.Since(sq.loaded) < m.o.ConfigTTL {
-		m.mu.Unlock()
-		return sq, nil
+	if sq != nil {
+		now := time.Now()
+		sq.used = now
+		if now.Sub(sq.loaded) < m.o.ConfigTTL {
+			m.mu.Unlock()
+			return sq, nil
+		}
 	}
 	m.mu.Unlock()
 	parts := message.ParseQueueName(name)
@@ -256,7 +291,8 @@ func (m *Manager) schedQueue(ctx context.Context, name string) (*schedQueue, err
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old := m.sched[name]
-	sq = &schedQueue{name: name, parts: parts, cfg: cfg, loaded: time.Now(), pool: pool}
+	now := time.Now()
+	sq = &schedQueue{name: name, parts: parts, cfg: cfg, loaded: now, pool: pool, used: now}
 	if old != nil {
 		sq.rr = old.rr
 		sq.rate = queueRate(cfg.MaxMessageRate)

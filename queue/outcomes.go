@@ -66,6 +66,7 @@ func (m *Manager) finish(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInf
 	remaining := withoutRecipients(e.msg.Recipients(), rcpts)
 	if len(remaining) > 0 {
 		e.msg.SetRecipients(remaining)
+		e.dirty = true // the stored record still lists them all
 		return
 	}
 	if m.dropDeferred(e.msg.ID()) {
@@ -152,18 +153,38 @@ func (m *Manager) expire(e *entry, sq *schedQueue, resp smtpreply.Response) {
 
 // outcome applies one response to the given recipients of e.
 func (m *Manager) outcome(e *entry, rq *readyQueue, info *ConnInfo, resp smtpreply.Response, rcpts []message.Address) {
-	m.mu.Lock()
-	sq := m.sched[e.queue]
-	m.mu.Unlock()
+	sq := m.schedFor(e.queue)
 	switch classify(resp) {
 	case logrecord.Delivery:
 		m.finish(e, sq, rq, info, logrecord.Delivery, resp, rcpts)
 	case logrecord.Bounce:
 		m.finish(e, sq, rq, info, logrecord.Bounce, resp, rcpts)
 	default:
+		e.dirty = e.dirty || len(rcpts) != len(e.msg.Recipients())
 		e.msg.SetRecipients(rcpts)
 		m.transientWithInfo(e, sq, rq, info, resp)
 	}
+}
+
+// schedFor returns the scheduled queue of a message that left it for a
+// ready queue. The queue may have been reaped meanwhile (reap.go): it is
+// made again, so that the retry follows the policy's get_queue_config and
+// not the defaults. nil when the policy fails (the defaults apply).
+func (m *Manager) schedFor(name string) *schedQueue {
+	m.mu.Lock()
+	sq := m.sched[name]
+	m.mu.Unlock()
+	if sq != nil || name == message.DeferredInjectQueue {
+		return sq
+	}
+	sq, err := m.schedQueue(m.ctx, name)
+	if err != nil {
+		if m.ctx.Err() == nil {
+			m.log.Warn().Err(err).Str("queue", name).Msg("get_queue_config failed for a delivery outcome; the default retry schedule applies")
+		}
+		return nil
+	}
+	return sq
 }
 
 // classify maps a response to the record type of its outcome
@@ -203,9 +224,7 @@ func (rq *readyQueue) handle(e *entry, info *ConnInfo, results []RcptResponse) {
 			groups = append(groups, group{resp: r.Response, rcpts: []message.Address{r.Recipient}})
 		}
 	}
-	m.mu.Lock()
-	sq := m.sched[e.queue]
-	m.mu.Unlock()
+	sq := m.schedFor(e.queue)
 	var retry []message.Address
 	var retryResp *smtpreply.Response
 	for _, g := range groups {
@@ -219,6 +238,7 @@ func (rq *readyQueue) handle(e *entry, info *ConnInfo, results []RcptResponse) {
 		}
 	}
 	if len(retry) > 0 {
+		e.dirty = e.dirty || len(retry) != len(e.msg.Recipients())
 		e.msg.SetRecipients(retry)
 		m.transientWithInfo(e, sq, rq, info, *retryResp)
 	}

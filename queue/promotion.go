@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -13,21 +14,16 @@ import (
 // promote moves a due message to the ready queue of its egress path.
 func (m *Manager) promote(e *entry) {
 	ctx := m.ctx
-	if m.adminIntercept(e, "") {
-		return // bounced or suspended by an administrator (admin.go)
-	}
-	if e.shrunk {
-		data, err := m.o.Spool.LoadData(ctx, e.msg.ID())
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			m.log.Error().Err(err).Str("id", e.msg.ID()).Msg("reading a queued message back from the spool; retrying in a minute")
-			m.schedule(e, time.Now().Add(time.Minute))
+	if err := m.materialize(ctx, e); err != nil {
+		if ctx.Err() != nil || errors.Is(err, errGone) {
 			return
 		}
-		e.msg.SetData(data)
-		e.shrunk = false
+		m.log.Error().Err(err).Str("id", e.ID()).Msg("reading a queued message back from the spool; retrying in a minute")
+		m.schedule(e, time.Now().Add(time.Minute))
+		return
+	}
+	if m.adminIntercept(e, "") {
+		return // bounced or suspended by an administrator (admin.go)
 	}
 	if e.queue == message.DeferredInjectQueue {
 		m.deferredInject(e)
@@ -114,7 +110,8 @@ func (m *Manager) readyQueue(ctx context.Context, sq *schedQueue, route Route, s
 	m.mu.Lock()
 	rq := m.ready[name]
 	m.mu.Unlock()
-	if rq != nil && time.Since(rq.loaded) < time.Minute {
+	epoch := m.policyEpoch()
+	if rq != nil && rq.current(epoch) {
 		return rq, nil
 	}
 	src := config.EgressSource{Name: "unspecified"}
@@ -136,10 +133,10 @@ func (m *Manager) readyQueue(ctx context.Context, sq *schedQueue, route Route, s
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cur := m.ready[name]; cur != nil {
-		cur.update(path, src, route, sq.pool.Name)
+		cur.update(path, src, route, sq.pool.Name, epoch)
 		return cur, nil
 	}
-	rq = newReadyQueue(m, name, site, path, src, route, sq.pool.Name)
+	rq = newReadyQueue(m, name, site, path, src, route, sq.pool.Name, epoch)
 	m.ready[name] = rq
 	return rq, nil
 }

@@ -26,6 +26,7 @@ type readyQueue struct {
 	route  Route
 	pool   string
 	loaded time.Time
+	epoch  uint64 // configuration epoch the path was evaluated in
 	items  []*entry
 	head   int
 	conns  int
@@ -39,19 +40,27 @@ type readyQueue struct {
 
 	// rates and connection limits of the egress path (shaping.go)
 	limits egressLimits
+
+	// used is when a message was last pushed or a dispatcher last ended;
+	// reaped is set once the reaper removed the queue from the Manager
+	// (reap.go). Both guarded by mu.
+	used   time.Time
+	reaped bool
 }
 
-func newReadyQueue(m *Manager, name, site string, path config.EgressPath, src config.EgressSource, route Route, pool string) *readyQueue {
-	rq := &readyQueue{m: m, name: name, site: site, loaded: time.Now(), notify: make(chan struct{}, 64)}
-	rq.update(path, src, route, pool)
+func newReadyQueue(m *Manager, name, site string, path config.EgressPath, src config.EgressSource, route Route, pool string, epoch uint64) *readyQueue {
+	now := time.Now()
+	rq := &readyQueue{m: m, name: name, site: site, loaded: now, used: now, notify: make(chan struct{}, 64)}
+	rq.update(path, src, route, pool, epoch)
 	return rq
 }
 
-// update refreshes the egress path settings.
-func (rq *readyQueue) update(path config.EgressPath, src config.EgressSource, route Route, pool string) {
+// update refreshes the egress path settings, evaluated in config epoch
+// epoch.
+func (rq *readyQueue) update(path config.EgressPath, src config.EgressSource, route Route, pool string, epoch uint64) {
 	rq.mu.Lock()
 	rq.limits = newEgressLimits(rq.name, path)
-	rq.path, rq.src, rq.route, rq.pool, rq.loaded = path, src, route, pool, time.Now()
+	rq.path, rq.src, rq.route, rq.pool, rq.loaded, rq.epoch = path, src, route, pool, time.Now(), epoch
 	rq.batch = routeBatch(route)
 	rq.mu.Unlock()
 }
@@ -84,6 +93,15 @@ func Dispatchers(limit, n int) int {
 
 func (rq *readyQueue) push(e *entry) {
 	rq.mu.Lock()
+	for rq.reaped {
+		// reaped since the caller looked it up: the message goes to the
+		// queue now registered under this name (this one, revived, when
+		// there is none), never to a queue nobody serves or counts
+		rq.mu.Unlock()
+		rq = rq.m.revive(rq)
+		rq.mu.Lock()
+	}
+	rq.used = time.Now()
 	rq.items = append(rq.items, e)
 	n := len(rq.items) - rq.head
 	spawn := rq.conns < batchDispatchers(rq.path.ConnectionLimit, n, rq.batch)
@@ -166,6 +184,7 @@ func (rq *readyQueue) dispatch() {
 		// otherwise wait for the next push: hand it to a new dispatcher.
 		rq.mu.Lock()
 		rq.conns--
+		rq.used = time.Now()
 		n := len(rq.items) - rq.head
 		respawn := n > 0 && m.ctx.Err() == nil && rq.conns < batchDispatchers(rq.path.ConnectionLimit, n, rq.batch)
 		if respawn {

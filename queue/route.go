@@ -27,7 +27,9 @@ func (m *Manager) routeOrPark(sq *schedQueue, e *entry) Route {
 	// queue object in the map holds the state
 	cur := m.sched[sq.name]
 	if cur == nil {
+		// reaped since the caller looked it up (reap.go): back it goes
 		cur = sq
+		cur.used = time.Now()
 		m.sched[sq.name] = sq
 	}
 	fresh := cur.route != nil && time.Since(cur.routed) < m.o.ConfigTTL

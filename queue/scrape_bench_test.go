@@ -40,7 +40,7 @@ func BenchmarkScrapeTenThousandQueues(b *testing.B) {
 		}
 		site := fmt.Sprintf("mx%d.example", q)
 		name := "unspecified->" + site + "@smtp_client"
-		rq := newReadyQueue(m, name, site, config.DefaultEgressPath(), config.EgressSource{Name: "unspecified"}, siteRoute(site), "unspecified")
+		rq := newReadyQueue(m, name, site, config.DefaultEgressPath(), config.EgressSource{Name: "unspecified"}, siteRoute(site), "unspecified", 0)
 		msg := message.New(gen, message.Address{User: "s", Domain: "x.example"}, []message.Address{{User: "r", Domain: domain}}, []byte("Subject: t\r\n\r\nx\r\n"))
 		rq.items = append(rq.items, &entry{msg: msg, queue: domain, index: -1})
 		m.ready[name] = rq

@@ -247,7 +247,7 @@ func TestEgressPathAllKeys(t *testing.T) {
 			"openssl_cipher_list", "openssl_cipher_suites", "openssl_options",
 			"rustls_cipher_suites", "system_shutdown_timeout", "consecutive_connection_failures_before_delay",
 			"allow_smtp_auth_plain_without_valid_certificate",
-			"aggressive_connection_opening", "refresh_interval", "refresh_strategy",
+			"aggressive_connection_opening",
 			"dispatcher_wakeup_strategy", "maintainer_wakeup_strategy", "provider_name",
 			"remember_broken_tls", "use_lmtp",
 			"readyq_pool_name", "low_memory_reduction_policy", "no_memory_reduction_policy",

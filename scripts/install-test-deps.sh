@@ -19,6 +19,9 @@
 #   redis-server  the shared-throttle tests start their own instance on a
 #            loopback port with a temporary directory; the packaged service
 #            is kept from starting the same way and stopped if it runs
+#   rabbitmq-server  the AMQP tests start their own broker (own node name,
+#            RABBITMQ_* directories and loopback ports); the packaged service
+#            is kept from starting the same way and stopped if it runs
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -38,7 +41,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=()
-for p in postfix swaks zstd gcc libc6-dev python3-dkim python3-authres prometheus redis-server; do
+for p in postfix swaks zstd gcc libc6-dev python3-dkim python3-authres prometheus redis-server rabbitmq-server; do
 	pkg_installed "$p" || missing+=("$p")
 done
 if ! command -v python3 >/dev/null 2>&1; then
@@ -95,6 +98,12 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
 	log "stopping the packaged redis-server"
 	"${SUDO[@]}" systemctl stop redis-server >/dev/null 2>&1 || true
+fi
+
+# Nor the packaged rabbitmq-server service (tests start their own broker).
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
+	log "stopping the packaged rabbitmq-server"
+	"${SUDO[@]}" systemctl stop rabbitmq-server >/dev/null 2>&1 || true
 fi
 
 for tool in smtp-source smtp-sink swaks zstd python3 prometheus redis-server; do

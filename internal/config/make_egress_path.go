@@ -48,6 +48,7 @@ var egressPathHonoured = map[string]bool{
 	"opportunistic_tls_reconnect_on_failed_handshake": true,
 	"tls_certificate": true, "tls_private_key": true, "ip_lookup_strategy": true,
 	"additional_connection_limits": true, "additional_message_rate_throttles": true,
+	"refresh_interval": true, "refresh_strategy": true,
 	"source_selection_rate": true, "additional_source_selection_rates": true,
 }
 

@@ -111,6 +111,16 @@ func (r *Registry) service(name string) *serviceCounts {
 	return s
 }
 
+// ForgetReadyQueue drops the delivery counters of a ready queue that was
+// reaped, at once rather than after the idle TTL (KumoMTA's kcli
+// queue-summary page: a ready queue's counters reset when it is reaped).
+func (r *Registry) ForgetReadyQueue(name string) {
+	r.mu.Lock()
+	delete(r.services, "smtp_client:"+name)
+	delete(r.services, "lua:"+name)
+	r.mu.Unlock()
+}
+
 // ObserveRecord counts a log record: receptions per listener kind,
 // deliveries, transient and permanent failures per delivery protocol and
 // per ready queue ("smtp_client:<ready queue>").
@@ -167,8 +177,10 @@ type point struct {
 }
 
 // bigFamilies snapshots the per-service counters (dropping idle ones) and
-// the queue sizes. Empty queues have no series: an idle queue's series
-// disappears with its last message.
+// the queue sizes. Every queue in the snapshot has its series, 0 when
+// empty, until the queue is reaped and leaves the snapshot (KumoMTA's
+// make_queue_config reap_interval page: reaping frees the queue's
+// metrics).
 func (r *Registry) bigFamilies() []family {
 	received := family{name: "total_messages_received", help: "total number of messages received", typ: "counter", label: "service"}
 	delivered := family{name: "total_messages_delivered", help: "total number of messages ever delivered", typ: "counter", label: "service"}
@@ -203,18 +215,13 @@ func (r *Registry) bigFamilies() []family {
 	ready := family{name: "ready_count", help: "number of messages in the ready queue", typ: "gauge", label: "service"}
 	total, readyTotal := 0, 0
 	for name, n := range qs.Scheduled {
-		if n > 0 {
-			total += n
-			sched.points = append(sched.points, point{name, float64(n)})
-		}
+		total += n
+		sched.points = append(sched.points, point{name, float64(n)})
 	}
-	nready := 0
+	nready := len(qs.Ready)
 	for name, n := range qs.Ready {
-		if n > 0 {
-			nready++
-			readyTotal += n
-			ready.points = append(ready.points, point{"smtp_client:" + name, float64(n)})
-		}
+		readyTotal += n
+		ready.points = append(ready.points, point{"smtp_client:" + name, float64(n)})
 	}
 	ready.points = append(ready.points, point{"smtp_client", float64(readyTotal)})
 	single := func(name, help string, v int) family {

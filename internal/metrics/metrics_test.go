@@ -103,7 +103,9 @@ func TestTenThousandQueuesCardinality(t *testing.T) {
 		rec := logrecord.Record{Type: logrecord.Delivery, Site: site, Queue: fmt.Sprintf("d%d.example", i)}
 		r.ObserveRecord(&rec)
 		sched[fmt.Sprintf("d%d.example", i)] = 1 + i%3
-		ready[site] = i % 2
+		if i%2 == 1 { // half the ready queues were reaped already
+			ready[site] = 1
+		}
 	}
 	r.SetQueueSource(func() QueueSizes { return QueueSizes{Scheduled: sched, Ready: ready} })
 	start := time.Now()
@@ -117,7 +119,7 @@ func TestTenThousandQueuesCardinality(t *testing.T) {
 	if n := len(fams["scheduled_count"].GetMetric()); n != 10000 {
 		t.Fatalf("%d scheduled_count series", n)
 	}
-	if n := len(fams["ready_count"].GetMetric()); n != 5001 { // non-empty ready queues + the aggregate
+	if n := len(fams["ready_count"].GetMetric()); n != 5001 { // the ready queues + the aggregate
 		t.Fatalf("%d ready_count series", n)
 	}
 	if v, _ := value(fams["ready_count"], "service", "smtp_client"); v != 5000 {
@@ -126,7 +128,8 @@ func TestTenThousandQueuesCardinality(t *testing.T) {
 	// the time is reported, not asserted: the target is measured by a
 	// benchmark (BENCHMARKS.md), never by a timed test
 	t.Logf("scrape of 10,000 queues took %v", took)
-	// an hour later with the queues drained: only the aggregates remain
+	// an hour later with the queues drained and reaped: only the
+	// aggregates remain
 	now = now.Add(time.Hour)
 	sched, ready = map[string]int{}, map[string]int{}
 	fams = scrape(t, r, "")
@@ -137,7 +140,47 @@ func TestTenThousandQueuesCardinality(t *testing.T) {
 		t.Fatalf("aggregate lost its count: %v", v)
 	}
 	if fams["scheduled_count"] != nil {
-		t.Fatalf("scheduled_count of empty queues: %d series", len(fams["scheduled_count"].GetMetric()))
+		t.Fatalf("scheduled_count of reaped queues: %d series", len(fams["scheduled_count"].GetMetric()))
+	}
+}
+
+// An empty queue keeps its series (0) until it is reaped, and a reaped
+// ready queue's delivery counters go at once, not after the idle TTL.
+func TestEmptyQueueSeriesUntilReaped(t *testing.T) {
+	r := New(time.Hour)
+	site := "unspecified->mx.a.example@smtp_client"
+	rec := logrecord.Record{Type: logrecord.Delivery, Site: site, Queue: "a.example"}
+	r.ObserveRecord(&rec)
+	qs := QueueSizes{Scheduled: map[string]int{"a.example": 0}, Ready: map[string]int{site: 0}}
+	r.SetQueueSource(func() QueueSizes { return qs })
+	fams := scrape(t, r, "")
+	if v, ok := value(fams["scheduled_count"], "queue", "a.example"); !ok || v != 0 {
+		t.Fatalf("scheduled_count of an empty queue: %v %v", v, ok)
+	}
+	if v, ok := single(fams["scheduled_queue_count"]); !ok || v != 1 {
+		t.Fatalf("scheduled_queue_count %v %v", v, ok)
+	}
+	if v, ok := single(fams["ready_queue_count"]); !ok || v != 1 {
+		t.Fatalf("ready_queue_count %v %v", v, ok)
+	}
+	if _, ok := value(fams["total_messages_delivered"], "service", "smtp_client:"+site); !ok {
+		t.Fatal("no delivered series for the ready queue")
+	}
+	// reaped
+	qs = QueueSizes{Scheduled: map[string]int{}, Ready: map[string]int{}}
+	r.ForgetReadyQueue(site)
+	fams = scrape(t, r, "")
+	if fams["scheduled_count"] != nil {
+		t.Fatal("scheduled_count series of a reaped queue")
+	}
+	if _, ok := value(fams["total_messages_delivered"], "service", "smtp_client:"+site); ok {
+		t.Fatal("delivered series of a reaped ready queue")
+	}
+	if v, _ := value(fams["total_messages_delivered"], "service", "smtp_client"); v != 1 {
+		t.Fatalf("aggregate %v", v)
+	}
+	if v, ok := single(fams["scheduled_queue_count"]); !ok || v != 0 {
+		t.Fatalf("scheduled_queue_count after reaping %v %v", v, ok)
 	}
 }
 
@@ -163,4 +206,12 @@ func TestJSONShape(t *testing.T) {
 	if m := got["total_messages_received"]; m.Type != "counter" || !strings.Contains(string(m.Value), `{"service":{"esmtp_listener":1`) {
 		t.Errorf("total_messages_received %+v %s", m, m.Value)
 	}
+}
+
+// single is the value of an unlabelled gauge.
+func single(f *dto.MetricFamily) (float64, bool) {
+	if f == nil || len(f.GetMetric()) != 1 || f.GetMetric()[0].Gauge == nil {
+		return 0, false
+	}
+	return f.GetMetric()[0].Gauge.GetValue(), true
 }

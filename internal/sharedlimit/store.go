@@ -191,3 +191,28 @@ func (s *Store) AcquireAll(ctx context.Context, limits []Limit) ([]*Lease, strin
 	}
 	return leases, "", true
 }
+
+// Forget drops the local throttles whose name is in names and that are at
+// rest (a full burst available again), so that the state of a queue that
+// was reaped does not outlive it; a throttle still recovering from recent
+// use is kept, and a name used again later simply starts afresh.
+func (s *Store) Forget(names map[string]bool) {
+	if len(names) == 0 {
+		return
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, l := range s.throttles {
+		if names[k.name] && l.Rested(now) {
+			delete(s.throttles, k)
+		}
+	}
+}
+
+// LocalThrottles is the number of local throttles kept (for tests).
+func (s *Store) LocalThrottles() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.throttles)
+}

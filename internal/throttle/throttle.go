@@ -207,6 +207,15 @@ func NewLimiter(spec Spec) *Limiter {
 	return &Limiter{interval: iv, tolerance: iv * int64(b), burst: b}
 }
 
+// Rested reports whether the limiter is back to its initial state at now
+// (a full burst available), so that dropping it and starting a new one
+// changes nothing.
+func (l *Limiter) Rested(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.tat <= now.UnixNano()
+}
+
 // Allow checks one event at time.Now.
 func (l *Limiter) Allow() Result { return l.AllowAt(time.Now()) }
 

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -124,12 +126,12 @@ func ExportConfigTOML(list []ConfigOverride) []byte {
 			fmt.Fprintf(&b, "\n[%s.sources.%s]\n", quoteKey(dom), quoteKey(src))
 			for _, c := range bySource[key{dom, src}] {
 				fmt.Fprintf(&b, "# reason: %s\n# expires: %s\n", c.Reason, c.Expires.Format(time.RFC3339))
-				line, err := toml.Marshal(map[string]any{c.Name: c.Value})
+				val, err := inlineTOML(c.Value)
 				if err != nil {
 					fmt.Fprintf(&b, "# unrepresentable value for %s: %v\n", c.Name, err)
 					continue
 				}
-				b.Write(line)
+				fmt.Fprintf(&b, "%s = %s\n", tomlKey(c.Name), val)
 			}
 		}
 	}
@@ -139,4 +141,55 @@ func ExportConfigTOML(list []ConfigOverride) []byte {
 func quoteKey(s string) string {
 	q, _ := json.Marshal(s)
 	return string(q)
+}
+
+// inlineTOML renders a value on one line: tables as inline tables, so
+// that a table-valued option (additional_connection_limits) does not
+// open a section that would swallow the options after it.
+func inlineTOML(v any) (string, error) {
+	switch x := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts := make([]string, 0, len(keys))
+		for _, k := range keys {
+			s, err := inlineTOML(x[k])
+			if err != nil {
+				return "", err
+			}
+			parts = append(parts, tomlKey(k)+" = "+s)
+		}
+		return "{ " + strings.Join(parts, ", ") + " }", nil
+	case []any:
+		parts := make([]string, 0, len(x))
+		for _, e := range x {
+			s, err := inlineTOML(e)
+			if err != nil {
+				return "", err
+			}
+			parts = append(parts, s)
+		}
+		return "[" + strings.Join(parts, ", ") + "]", nil
+	}
+	line, err := toml.Marshal(map[string]any{"v": v})
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(strings.TrimPrefix(string(line), "v = ")), nil
+}
+
+// tomlKey writes a key bare when TOML allows it, quoted otherwise.
+func tomlKey(k string) string {
+	if k == "" {
+		return `""`
+	}
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return quoteKey(k)
+		}
+	}
+	return k
 }

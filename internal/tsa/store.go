@@ -243,8 +243,8 @@ func (s *Store) Configs(ctx context.Context, now time.Time) ([]ConfigOverride, e
 		if err := rows.Scan(&v.RuleHash, &v.Domain, &v.MXRollup, &v.Source, &v.Name, &val, &v.Reason, &exp); err != nil {
 			return nil, err
 		}
-		if err := json.Unmarshal([]byte(val), &v.Value); err != nil {
-			return nil, err
+		if v.Value, err = decodeValue(val); err != nil {
+			return nil, fmt.Errorf("tsa: config override %s: %w", v.Name, err)
 		}
 		v.Expires = time.Unix(0, exp).UTC()
 		out = append(out, v)
@@ -260,4 +260,37 @@ func (s *Store) Prune(ctx context.Context, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// decodeValue reads a stored override value back with its integers as
+// integers: a connection_limit of 1 must be served as 1, not 1.0, which
+// the nodes' shaping loader refuses.
+func decodeValue(val string) (any, error) {
+	dec := json.NewDecoder(strings.NewReader(val))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return numbers(v), nil
+}
+
+func numbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	case []any:
+		for i := range x {
+			x[i] = numbers(x[i])
+		}
+	case map[string]any:
+		for k := range x {
+			x[k] = numbers(x[k])
+		}
+	}
+	return v
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -371,5 +372,45 @@ func TestBounceActions(t *testing.T) {
 	f.clk.add(11 * time.Minute)
 	if got := strings.TrimSpace(f.get("/get_bounce_v1/bounced.json")); got != "[]" {
 		t.Fatalf("expired bounces served: %s", got)
+	}
+}
+
+// TestConfigOverrideIntegerValue: an integer SetConfig value (a
+// connection_limit of 1) is served as an integer, which the nodes'
+// shaping loader accepts, not as 1.0 (JSON's float in the database).
+func TestConfigOverrideIntegerValue(t *testing.T) {
+	st, err := OpenStore(context.Background(), filepath.Join(t.TempDir(), "tsa.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	for name, v := range map[string]any{"connection_limit": int64(1), "max_message_rate": "5/s", "x_float": 2.5,
+		"additional_connection_limits": map[string]any{"l": int64(3)}} {
+		if err := st.putConfig(ctx, ConfigOverride{RuleHash: name, Domain: "d.example", Source: "s", Name: name, Value: v, Expires: exp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := st.Configs(ctx, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := string(ExportConfigTOML(list))
+	for _, want := range []string{"connection_limit = 1\n", `max_message_rate = "5/s"`, "x_float = 2.5", "additional_connection_limits = { l = 3 }"} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("%q missing from\n%s", want, body)
+		}
+	}
+	// and the nodes' loader reads every option back in its place
+	p := filepath.Join(t.TempDir(), "over.toml")
+	os.WriteFile(p, []byte(body), 0o644)
+	sh, err := loadShaping(t, p)(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := sh.EgressPathConfig(ctx, "d.example", "s", "mx.d.example")
+	if fmt.Sprint(cfg["connection_limit"]) != "1" || cfg["max_message_rate"] != "5/s" || fmt.Sprint(cfg["additional_connection_limits"]) != "map[l:3]" {
+		t.Fatalf("read back: %v", cfg)
 	}
 }

@@ -16,7 +16,10 @@
 -- URL/get_bounce_v1/bounced.json with kumo.api.admin.bounce. KumoMTA
 -- pushes these over a websocket; kumogo polls. Configuration overrides
 -- come from URL/get_config_v1/shaping.toml, which the shaping helper
--- loads as one more shaping file.
+-- loads as one more shaping file; a task ('kumo.tsa.config.monitor', as
+-- in KumoMTA) fetches it every second and bumps the configuration epoch
+-- when it changes, so that egress paths (refresh_strategy 'Epoch') are
+-- evaluated again with the override, and again when it expires.
 local kumo = require 'kumo'
 
 local mod = {}
@@ -122,8 +125,46 @@ function mod.register(options)
     for _, url in ipairs(options.subscribe or {}) do
       kumo.spawn_task { event_name = 'kumo.tsa.suspension.subscriber', args = { url = strip_slash(url) } }
     end
+    local config_urls = mod.config_files(options)
+    if #config_urls > 0 then
+      kumo.spawn_task { event_name = 'kumo.tsa.config.monitor', args = { urls = config_urls } }
+    end
   end
 end
+
+-- The overrides served by tsa-daemon start with '# Number of entries: N'.
+local function has_entries(text)
+  return not text:find('# Number of entries: 0\n', 1, true)
+end
+
+kumo.on('kumo.tsa.config.monitor', function(args)
+  local client = kumo.http.build_client { timeout = '5s' }
+  local last = {}
+  local failing = {}
+  while true do
+    for _, url in ipairs(args.urls) do
+      local ok, response = pcall(function()
+        return client:get(url):send()
+      end)
+      if ok and response:status_is_success() then
+        failing[url] = nil
+        local text = response:text()
+        -- the first answer may hold overrides that the shaping data
+        -- loaded before it does not: bump then too
+        if (last[url] == nil and has_entries(text)) or (last[url] ~= nil and last[url] ~= text) then
+          kumo.log_info('policy-extras.shaping: TSA configuration overrides changed at ' .. url .. '; bumping the config epoch')
+          kumo.bump_config_epoch()
+        end
+        last[url] = text
+      elseif not failing[url] then
+        failing[url] = true
+        local why = ok and string.format('%d %s', response:status_code(), response:status_reason()) or tostring(response)
+        kumo.log_warn('policy-extras.shaping: TSA config ' .. url .. ': ' .. why)
+      end
+    end
+    kumo.sleep(POLL_SECONDS)
+  end
+end)
 
 local function get_json(client, url)
   local ok, response = pcall(function()
