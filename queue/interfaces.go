@@ -43,6 +43,10 @@ type Spool interface {
 	// LoadData reads a stored body back: messages waiting for a later
 	// attempt do not keep their bodies in memory.
 	LoadData(ctx context.Context, id string) ([]byte, error)
+	// Load reads a whole stored message back (compact.go: waiting
+	// messages are held by id). An error for an id that is not stored
+	// has a NotFound() bool method that returns true.
+	Load(ctx context.Context, id string) (*message.Message, error)
 }
 
 // Logger receives log records (implemented by the daemon's fan-out over

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -13,21 +14,16 @@ import (
 // promote moves a due message to the ready queue of its egress path.
 func (m *Manager) promote(e *entry) {
 	ctx := m.ctx
-	if m.adminIntercept(e, "") {
-		return // bounced or suspended by an administrator (admin.go)
-	}
-	if e.shrunk {
-		data, err := m.o.Spool.LoadData(ctx, e.msg.ID())
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			m.log.Error().Err(err).Str("id", e.msg.ID()).Msg("reading a queued message back from the spool; retrying in a minute")
-			m.schedule(e, time.Now().Add(time.Minute))
+	if err := m.materialize(ctx, e); err != nil {
+		if ctx.Err() != nil || errors.Is(err, errGone) {
 			return
 		}
-		e.msg.SetData(data)
-		e.shrunk = false
+		m.log.Error().Err(err).Str("id", e.ID()).Msg("reading a queued message back from the spool; retrying in a minute")
+		m.schedule(e, time.Now().Add(time.Minute))
+		return
+	}
+	if m.adminIntercept(e, "") {
+		return // bounced or suspended by an administrator (admin.go)
 	}
 	if e.queue == message.DeferredInjectQueue {
 		m.deferredInject(e)

@@ -49,12 +49,12 @@ type Dialer struct {
 	// Hostname is the EHLO name of last resort (after the path's and the
 	// source's ehlo_domain); "" means os.Hostname.
 	Hostname string
-	// STS gives the MTA-STS policies of recipient domains (mtasts.go);
-	// nil disables MTA-STS.
-	STS PolicySource
 	// TLSA gives the TLSA records of MX hosts for DANE (dane.go); nil
 	// disables DANE.
 	TLSA TLSASource
+	// DANEResult, when set, counts each DANE decision by its result (the
+	// DANE* constants; KumoMTA's dane_result_count metric).
+	DANEResult func(result string)
 }
 
 // Session is one outbound SMTP connection after the greeting, EHLO and the
