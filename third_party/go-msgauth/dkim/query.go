@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/ed25519"
 )
@@ -91,10 +92,47 @@ func queryDNSTXT(domain, selector string, txtLookup txtLookupFunc) (*queryResult
 	case 0:
 		return nil, permFailError("no valid key found")
 	case 1:
-		return parsePublicKey(txts[0])
+		return parsePublicKeyCached(txts[0]) // kumogo
 	default:
 		return nil, permFailError("multiple TXT records found for key")
 	}
+}
+
+// kumogo: parsing a key record (an X.509 public key) costs about as much
+// as an RSA verification; the results, which depend on the record text
+// alone and are never changed by their users, are kept for the next
+// message signed with the same key. The cache is bounded: it starts over
+// once it holds maxParsedKeys records.
+const maxParsedKeys = 1024
+
+var parsedKeys struct {
+	sync.Mutex
+	m map[string]parsedKey
+}
+
+type parsedKey struct {
+	res *queryResult
+	err error
+}
+
+func parsePublicKeyCached(s string) (*queryResult, error) {
+	if len(s) > 16*1024 {
+		return parsePublicKey(s)
+	}
+	parsedKeys.Lock()
+	k, ok := parsedKeys.m[s]
+	parsedKeys.Unlock()
+	if ok {
+		return k.res, k.err
+	}
+	res, err := parsePublicKey(s)
+	parsedKeys.Lock()
+	if parsedKeys.m == nil || len(parsedKeys.m) >= maxParsedKeys {
+		parsedKeys.m = make(map[string]parsedKey)
+	}
+	parsedKeys.m[s] = parsedKey{res, err}
+	parsedKeys.Unlock()
+	return res, err
 }
 
 func parsePublicKey(s string) (*queryResult, error) {
