@@ -7,8 +7,13 @@
 //
 //	sent=N failed=N secs=S rate=R msgs/s
 //
+// With --domains N the recipients spread over N domains round robin,
+// rcpt@d<k>.<--zone> for message k mod N (bench/fakedns gives each its own
+// MX); without it every message goes to rcpt@sink.localhost.
+//
 // Usage: smtpgen --target 127.0.0.1:2525 [--mode bdat|data] [--msgs 20000]
 // [--size 102400] [--conc 50] [--per-conn 0] [--timeout 300s]
+// [--domains N --zone bench.test]
 // [--from sender@bench.localhost] [--dkim-key FILE [--dkim-selector bench]]
 //
 // --from sets the envelope sender and the From: header; --dkim-key (a PEM
@@ -19,6 +24,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,6 +46,8 @@ type config struct {
 	conc    int
 	perConn int
 	ioWait  time.Duration
+	domains int
+	zone    string
 	from    string
 	dkimKey string
 	dkimSel string
@@ -54,6 +62,8 @@ func main() {
 	flag.IntVar(&c.conc, "conc", 50, "parallel connections")
 	flag.IntVar(&c.perConn, "per-conn", 0, "messages per connection before reconnecting (0: no limit)")
 	timeout := flag.Duration("timeout", 300*time.Second, "give up after this long")
+	flag.IntVar(&c.domains, "domains", 0, "spread the recipients over this many domains d<k>.<zone> (0: rcpt@sink.localhost)")
+	flag.StringVar(&c.zone, "zone", "bench.test", "the parent domain of --domains")
 	flag.DurationVar(&c.ioWait, "io-timeout", 30*time.Second, "bound on each network read and write")
 	flag.StringVar(&c.from, "from", "sender@bench.localhost", "envelope sender and From: address")
 	flag.StringVar(&c.dkimKey, "dkim-key", "", "PEM private key: DKIM-sign the message for the sender's domain")
@@ -174,11 +184,22 @@ func (c *config) session(next, sent *atomic.Int64, payload, dataBody []byte, dea
 		return fmt.Errorf("EHLO: %w", err)
 	}
 	for done := 0; c.perConn == 0 || done < c.perConn; done++ {
-		if next.Add(1) > c.msgs {
+		k := next.Add(1)
+		if k > c.msgs {
 			break
 		}
 		bump()
-		if _, err := conn.Write(payload); err != nil {
+		if c.domains > 0 {
+			// the envelope names this message's domain; the rest of the
+			// pipelined payload is shared
+			const rcpt = "RCPT TO:<rcpt@sink.localhost>\r\n"
+			tail := payload[bytes.Index(payload, []byte(rcpt))+len(rcpt):]
+			env := "MAIL FROM:<" + c.from + ">\r\nRCPT TO:<rcpt@d" + strconv.FormatInt((k-1)%int64(c.domains), 10) + "." + c.zone + ">\r\n"
+			bufs := net.Buffers{[]byte(env), tail}
+			if _, err := bufs.WriteTo(conn); err != nil {
+				return err
+			}
+		} else if _, err := conn.Write(payload); err != nil {
 			return err
 		}
 		for i, step := range []string{"MAIL", "RCPT"} {

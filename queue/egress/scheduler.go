@@ -109,13 +109,18 @@ func (c *conn) Usable() bool { return c.s.Usable() }
 func (c *conn) Close()       { c.s.Close() }
 
 // Info describes the session for log records.
+// source_address.address is "ip:port", as in KumoMTA's records.
 func (c *conn) Info() queue.ConnInfo {
-	return queue.ConnInfo{
+	info := queue.ConnInfo{
 		PeerName:   c.s.PeerName(),
 		PeerAddr:   c.s.PeerAddr(),
-		SourceAddr: c.s.LocalAddr().Addr().String(),
+		SourceAddr: c.s.LocalAddr().String(),
 		TLSCipher:  c.s.TLSCipher(),
 		TLSVersion: c.s.TLSVersion(),
 		SessionID:  c.s.ID(),
 	}
+	if server, proto := c.s.Proxy(); proto != "" {
+		info.ProxyServer, info.ProxyProtocol = server.String(), proto
+	}
+	return info
 }
