@@ -86,3 +86,5 @@ require (
 )
 
 replace github.com/yuin/gopher-lua => ./third_party/gopher-lua
+
+replace github.com/emersion/go-msgauth => ./third_party/go-msgauth
