@@ -95,9 +95,13 @@ type ConnInfo struct {
 	PeerName   string
 	PeerAddr   string
 	SourceAddr string
-	TLSCipher  string
-	TLSVersion string
-	SessionID  string
+	// ProxyServer and ProxyProtocol ("haproxy", "socks5") name the proxy
+	// a delivery went through (source_address.server and .protocol).
+	ProxyServer   string
+	ProxyProtocol string
+	TLSCipher     string
+	TLSVersion    string
+	SessionID     string
 	// DeliveryProtocol names the protocol in records ("" is ESMTP; Lua,
 	// Maildir for the custom_lua and maildir protocols).
 	DeliveryProtocol string

@@ -99,6 +99,10 @@ type Manager struct {
 	stopOnce    sync.Once
 	started     atomic.Bool
 
+	// one commit for the mail and its records (commit.go)
+	staged  StagedSpool // nil when the spool cannot stage
+	commits groupCommit
+
 	admin adminRules // bounces and suspensions (admin.go)
 }
 
@@ -183,6 +187,7 @@ func New(o Options) (*Manager, error) {
 	if o.Logger != nil {
 		m.syncer, _ = o.Logger.(RecordSyncer)
 	}
+	m.staged, _ = o.Spool.(StagedSpool)
 	m.admin.path, m.admin.log = o.AdminStatePath, o.Log
 	if err := m.admin.load(); err != nil {
 		return nil, err

@@ -47,7 +47,7 @@ func (m *Manager) record(t logrecord.Type, e *entry, rq *readyQueue, info *ConnI
 	if info != nil {
 		rec.PeerAddress = &logrecord.PeerAddress{Name: info.PeerName, Addr: info.PeerAddr}
 		if info.SourceAddr != "" {
-			rec.SourceAddress = &logrecord.SourceAddress{Address: info.SourceAddr}
+			rec.SourceAddress = &logrecord.SourceAddress{Address: info.SourceAddr, Server: info.ProxyServer, Protocol: info.ProxyProtocol}
 		}
 		rec.TLSCipher = info.TLSCipher
 		rec.TLSProtocolVersion = info.TLSVersion

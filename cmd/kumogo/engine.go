@@ -24,12 +24,15 @@ func (d *daemon) startEngine(ctx context.Context) error {
 		return err
 	}
 	d.spool = sp
+	dane := newDANEResults(d.metrics)
+	dialer := egress.Dialer{Hostname: d.hostname, TLSA: daneDNS{d},
+		DANEResult: func(result string) { dane.WithLabelValues(result).Inc() }}
 	opts := queue.Options{
 		Policy:    d.rt,
 		Spool:     sp,
 		Logger:    &d.loggers,
-		Router:    protoRouter{smtp: egress.Router{Resolver: d.resolver()}},
-		Connector: protoConnector{smtp: &egress.Connector{Dialer: egress.Dialer{Hostname: d.hostname, STS: d.mtaSTS(), TLSA: daneDNS{d}}}, rt: d.rt, hostname: d.hostname},
+		Router:    protoRouter{smtp: egress.Router{Resolver: d.resolver(), STS: stsGate{d}}},
+		Connector: protoConnector{smtp: &egress.Connector{Dialer: dialer}, rt: d.rt, hostname: d.hostname},
 		Log:       d.log,
 		NodeID:    d.nodeID,
 		Limits:    d.limits,

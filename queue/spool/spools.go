@@ -77,6 +77,12 @@ func (s *Spools) Meta() Store { return s.meta }
 // either write fails, or ctx ends first, both parts are removed and the
 // message must be treated as not stored.
 func (s *Spools) Save(ctx context.Context, msg *message.Message, sync bool) error {
+	return s.save(ctx, msg, sync, false)
+}
+
+// save is Save; with staged (and sync) the stores that can leave their
+// last flush to Commit do so (stage.go).
+func (s *Spools) save(ctx context.Context, msg *message.Message, sync, staged bool) error {
 	id := msg.ID()
 	data := msg.Data()
 	if len(data) == 0 {
@@ -89,11 +95,17 @@ func (s *Spools) Save(ctx context.Context, msg *message.Message, sync bool) erro
 	s.begin(id)
 	defer s.end(id)
 	if d, m, ok := sharedPair(s.data, s.meta); ok && (sync || d.flush || m.flush) {
-		return putPair(ctx, d, m, id, data, meta)
+		return putPair(ctx, d, m, id, data, meta, staged && sync)
+	}
+	put := func(st Store, b []byte) error {
+		if sg, ok := st.(stager); ok && staged && sync {
+			return sg.stage(ctx, id, b)
+		}
+		return st.Put(ctx, id, b, sync)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.data.Put(ctx, id, data, sync) }()
-	merr := s.meta.Put(ctx, id, meta, sync)
+	go func() { errc <- put(s.data, data) }()
+	merr := put(s.meta, meta)
 	derr := <-errc
 	if derr == nil && merr == nil {
 		return nil
