@@ -115,6 +115,7 @@ func (st *state) openKumo() *lua.LTable {
 	}
 	loaded.RawSetString("kumo.serde", serde)
 	loaded.RawSetString("kumogo.extras_data", st.openExtrasData())
+	st.preloadWebsocket()
 	return k
 }
 
