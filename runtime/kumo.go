@@ -94,6 +94,7 @@ func (st *state) openKumo() *lua.LTable {
 
 	dns := st.openDNS()
 	dns.RawSetString("configure_test_mta_sts", L.NewFunction(st.dnsConfigureTestMTASTS))
+	dns.RawSetString("set_mta_sts_enabled", L.NewFunction(st.dnsSetMTASTSEnabled))
 	k.RawSetString("dns", dns)
 	dkimT := st.openDKIM()
 	k.RawSetString("dkim", dkimT)
@@ -115,7 +116,6 @@ func (st *state) openKumo() *lua.LTable {
 	}
 	loaded.RawSetString("kumo.serde", serde)
 	loaded.RawSetString("kumogo.extras_data", st.openExtrasData())
-	st.preloadWebsocket()
 	return k
 }
 

@@ -276,6 +276,7 @@ func (st *state) openHTTP() *lua.LTable {
 		L.Push(&lua.LUserData{Value: c, Metatable: clientMT})
 		return 1
 	}))
+	st.addWebSocket(t, respMT)
 	return t
 }
 

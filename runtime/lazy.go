@@ -21,6 +21,7 @@ var lazyModules = map[string]func(*state) *lua.LTable{
 	"http":    (*state).openHTTP,
 	"nats":    (*state).openNATS,
 	"kafka":   (*state).openKafka,
+	"amqp":    (*state).openAMQP,
 }
 
 // installLazyModules registers package.preload entries for the lazy

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/event"
+	"github.com/kumogo/kumogo/internal/jinja"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
 )
@@ -54,6 +55,12 @@ func decodeLogHook(v any) (*config.LogHook, error) {
 				r.Bool("enable", &rec.Enable)
 				r.Str("template", &rec.Template)
 				r.Str("segment_header", &rec.SegmentHeader)
+				if r.Err() == nil && rec.Template != "" {
+					// compiled here too so that --validate reports it
+					if _, err := jinja.Compile(rec.Template); err != nil {
+						r.Fail("per_record." + k + ".template: " + err.Error())
+					}
+				}
 				if r.Err() != nil {
 					o.Merge(r)
 					break

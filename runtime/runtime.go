@@ -35,6 +35,7 @@ import (
 	lua "github.com/yuin/gopher-lua"
 	"github.com/yuin/gopher-lua/parse"
 
+	"github.com/kumogo/kumogo/internal/amqpclient"
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/message"
@@ -177,6 +178,9 @@ type Runtime struct {
 	epoch  epochState
 
 	hookNames sync.Map // names of the configured log hooks (loghook.go)
+
+	amqpOnce  sync.Once
+	amqpPools amqpclient.Pools // kumo.amqp.basic_publish's connections (kumoamqp.go)
 
 	ownMu sync.Mutex
 	owned []io.Closer // closed with the runtime (dnstest.go)

@@ -134,7 +134,8 @@ func (s *Server) reportRecord(fc *client, msg *message.Message, t logrecord.Type
 
 // logOOB writes one OOB record per failed recipient of the report: the
 // response is the diagnostic (its code, 550 when it has none) with the
-// report's status.
+// report's status, which the bounce classifier, when configured, sorts
+// into bounce_classification (multiLogger in cmd/kumogo).
 func (s *Server) logOOB(fc *client, msg *message.Message, dsn *mailreport.DSN) {
 	if s.deps.Logger == nil || !s.deps.Logger.Enabled() {
 		return
@@ -144,7 +145,18 @@ func (s *Server) logOOB(fc *client, msg *message.Message, dsn *mailreport.DSN) {
 			continue
 		}
 		rec := s.reportRecord(fc, msg, logrecord.OOB)
-		rec.Recipient = []string{pr.FinalRecipient.Recipient}
+		// as KumoMTA's OOB record: the original recipient when the report
+		// names one, the reporting MTA as the peer's name, and the time of
+		// the last attempt
+		rcpt := pr.FinalRecipient.Recipient
+		if pr.OriginalRecipient != nil && pr.OriginalRecipient.Recipient != "" {
+			rcpt = pr.OriginalRecipient.Recipient
+		}
+		rec.Recipient = []string{rcpt}
+		rec.PeerAddress = &logrecord.PeerAddress{Name: dsn.PerMessage.ReportingMTA.Name, Addr: fc.peerIP}
+		if t, err := time.Parse(time.RFC3339, pr.LastAttemptDate); err == nil {
+			rec.Timestamp = t
+		}
 		code, content := 550, pr.Status.Comment
 		if pr.DiagnosticCode != nil {
 			content = pr.DiagnosticCode.Diagnostic
@@ -159,9 +171,6 @@ func (s *Server) logOOB(fc *client, msg *message.Message, dsn *mailreport.DSN) {
 		}
 		rec.Response = smtpreply.Response{Code: code, Content: content,
 			Enhanced: &smtpreply.EnhancedCode{Class: pr.Status.Class, Subject: pr.Status.Subject, Detail: pr.Status.Detail}}
-		if pr.RemoteMTA != nil {
-			rec.PeerAddress = &logrecord.PeerAddress{Name: pr.RemoteMTA.Name}
-		}
 		s.deps.Logger.Log(&rec, msg)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -170,9 +171,15 @@ func sendMessages(t *testing.T, addr string, n int, rcpt func(i int) string, sub
 // starts with "skip"), and a custom_lua make.webhook that POSTs each
 // record with kumo.http; every other domain is delivered to a maildir.
 func webhookPolicy(t *testing.T, dir, webhookURL string) string {
+	return webhookPolicyWith(t, dir, webhookURL, "")
+}
+
+// webhookPolicyWith is webhookPolicy with more configure_log_hook options
+// (hookExtra, Lua table fields).
+func webhookPolicyWith(t *testing.T, dir, webhookURL, hookExtra string) string {
 	return spooledPolicy(t, dir, `
   kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'hooks.test', relay_hosts = { '127.0.0.1' } }
-  kumo.configure_log_hook { name = 'webhook', headers = { 'Subject' } }`, `
+  kumo.configure_log_hook { name = 'webhook', headers = { 'Subject' }, `+hookExtra+` }`, `
 kumo.on('should_enqueue_log_record', function(msg, hook_name)
   local rec = msg:get_meta 'log_record'
   if rec.queue == 'webhook' then return false end
@@ -238,6 +245,44 @@ func TestLogHookWebhookDeliversEveryRecordOnce(t *testing.T) {
 	// the maildir holds all 320 messages
 	if got := readMaildir(t, filepath.Join(dir, "maildir")); len(got) != n+skipped {
 		t.Fatalf("maildir holds %d messages, want %d", len(got), n+skipped)
+	}
+	d.stop(t, syscall.SIGTERM)
+}
+
+// TestLogHookPerRecordTemplate: per_record templates make the bodies the
+// webhook receives: Reception records become the template's own JSON
+// (the record's fields, a header by its lower-cased name), Delivery
+// records `log_record | tojson`; every record arrives once.
+func TestLogHookPerRecordTemplate(t *testing.T) {
+	dir := t.TempDir()
+	recv := newWebhookReceiver()
+	addr := freeLoopbackAddr(t)
+	recv.serve(t, addr)
+	d := startDaemon(t, nil, "--policy", webhookPolicyWith(t, dir, "http://"+addr+"/log", `per_record = {
+    Reception = { template = [[{"type":"{{ type }}","id":"{{ id }}","recipient":"{{ recipient }}","headers":{"Subject":"T {{ headers['subject'] }} {{ timestamp - created }}"}}]] },
+    Any = { template = [[{{ log_record | tojson }}]] },
+  }`))
+	const n = 20
+	sendMessages(t, d.addr, n, func(i int) string { return fmt.Sprintf("user%d@example.com", i) }, func(i int) string { return fmt.Sprint("m", i) })
+	recv.waitCounts(t, map[string]int{"Reception": n, "Delivery": n}, 60*time.Second, d)
+	time.Sleep(500 * time.Millisecond)
+	if dup := recv.duplicates(); len(dup) > 0 {
+		t.Fatalf("records posted more than once: %v", dup)
+	}
+	recv.mu.Lock()
+	defer recv.mu.Unlock()
+	// the age (timestamp - created) is a whole number of seconds
+	age := regexp.MustCompile(`^T (m\d+) \d+$`)
+	templated := map[string]int{}
+	for s, c := range recv.subjects {
+		if m := age.FindStringSubmatch(s); m != nil {
+			templated[m[1]] += c
+		}
+	}
+	for i := range n {
+		if templated[fmt.Sprint("m", i)] != 1 || recv.subjects[fmt.Sprint("m", i)] != 1 {
+			t.Fatalf("message %d: subjects seen %v", i, recv.subjects)
+		}
 	}
 	d.stop(t, syscall.SIGTERM)
 }
@@ -358,10 +403,14 @@ end)
 	d.stop(t, syscall.SIGTERM)
 }
 
-// TestValidateBadLogHooks: a broken hook configuration fails --validate
-// with a message naming the problem.
+// TestValidateBadLogHooks: a broken hook configuration, per_record
+// template or maildir_path template fails --validate with a message naming
+// the problem.
 func TestValidateBadLogHooks(t *testing.T) {
 	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "queues.toml"), []byte("[queue.'example.com']\nprotocol = { maildir_path = '/var/mail/{{ meta.tenant' }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct{ src, want string }{
 		{`kumo.on('init', function() kumo.configure_log_hook { headers = { 'Subject' } } end)`, "configure_log_hook: deserialize error: missing field `name`"},
 		{`kumo.on('init', function() kumo.configure_log_hook { name = 'w', per_record = { Nope = {} } } end)`, "unknown record type `Nope`"},
@@ -370,6 +419,13 @@ h:new_json { name = 'w' }`, "policy-extras.log_hooks:new_json: option url (a str
 		{`local h = require 'policy-extras.log_hooks'
 h:new_json { name = 'w', url = 'http://127.0.0.1:1/', batch = 3 }`, `unknown option "batch"`},
 		{`kumo.on('init', function() kumo.configure_log_disposition_hook { name = 'ndr' } end)`, "no handler for the log_disposition_ndr event"},
+		{`kumo.on('init', function() kumo.configure_log_hook { name = 'w', per_record = { Bounce = { template = 'id={{ id }' } } } end)`,
+			"per_record.Bounce.template: template syntax error: '}}' expected (line 1, column 10)"},
+		{`kumo.on('init', function() kumo.configure_log_hook { name = 'w', per_record = { Any = { template = '{{ id | nosuchfilter }}' } } } end)`,
+			"per_record.Any.template: template syntax error: Filter 'nosuchfilter' does not exist."},
+		{`local q = require 'policy-extras.queue'
+q:setup { '` + filepath.Join(dir, "queues.toml") + `' }`, `maildir_path "/var/mail/{{ meta.tenant": template syntax error`},
+		{`kumo.on('init', function() kumo.make_queue_config { protocol = { maildir_path = '/m/{% if %}' } } end)`, `invalid value: maildir_path "/m/{% if %}": template syntax error`},
 	} {
 		p := filepath.Join(dir, "bad.lua")
 		if err := os.WriteFile(p, []byte("local kumo = require 'kumo'\n"+tc.src+"\n"), 0o644); err != nil {

@@ -20,7 +20,10 @@ type recordHook interface {
 // ConfigureLogHook adds a kumo.configure_log_hook: its records are
 // queued once the delivery engine runs (startHooks).
 func (d *daemon) ConfigureLogHook(ctx context.Context, h *config.LogHook) error {
-	hook := loghook.New(*h, d.rt, d.ids, d.nodeID, d.log)
+	hook, err := loghook.New(*h, d.rt, d.ids, d.nodeID, d.log)
+	if err != nil {
+		return err
+	}
 	d.mu.Lock()
 	d.loggers.hooks = append(d.loggers.hooks, hook)
 	d.mu.Unlock()

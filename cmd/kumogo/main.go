@@ -286,7 +286,11 @@ type daemon struct {
 	hostname string
 	res      *mx.Resolver
 	spool    *spool.Spools
-	queue    *queue.Manager
+	// sweeps runs the spool's orphan sweep after a start (engine.go);
+	// stopSweeps ends it before the spool closes
+	sweeps     sync.WaitGroup
+	stopSweeps context.CancelFunc
+	queue      *queue.Manager
 
 	shutting atomic.Bool
 
@@ -390,11 +394,14 @@ func (d *daemon) ConfigureLocalLogs(ctx context.Context, l *config.LocalLogs) er
 }
 
 // SetBounceClassifier keeps the classifier of
-// kumo.configure_bounce_classifier for the queue manager.
+// kumo.configure_bounce_classifier for the queue manager and the logging
+// layer (which classifies OOB, Feedback, Rejection and the other records
+// the queue does not).
 func (d *daemon) SetBounceClassifier(c *bounceclass.Classifier) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.classifier = c
+	d.loggers.classify = c
 	return nil
 }
 
@@ -498,6 +505,10 @@ func (d *daemon) serve(ctx context.Context) int {
 		}
 		d.loggers.closeHooks(sctx)
 	}
+	if d.stopSweeps != nil {
+		d.stopSweeps()
+	}
+	d.sweeps.Wait()
 	if d.spool != nil {
 		if err := d.spool.Close(); err != nil {
 			d.log.Error().Err(err).Msg("closing the spool")

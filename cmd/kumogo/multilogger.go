@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/kumogo/kumogo/internal/accounting"
+	"github.com/kumogo/kumogo/internal/bounceclass"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/queue"
@@ -19,6 +20,9 @@ type multiLogger struct {
 	acct    *accounting.DB // nil without configure_accounting_db_path
 	observe func(rec *logrecord.Record)
 	hooks   []recordHook // log hooks and disposition hooks (loghooks.go)
+	// classify fills bounce_classification of the classifiable records
+	// (kumo.configure_bounce_classifier); nil without a classifier
+	classify *bounceclass.Classifier
 }
 
 var _ queue.RecordSyncer = (*multiLogger)(nil)
@@ -31,6 +35,9 @@ func (m *multiLogger) Enabled() bool {
 }
 
 func (m *multiLogger) Log(rec *logrecord.Record, msg *message.Message) {
+	if m.classify != nil && rec.BounceClassification == "" && rec.Type.BounceClassifiable() {
+		rec.BounceClassification = m.classify.Classify(rec.Response.String())
+	}
 	if m.acct != nil {
 		// as KumoMTA's logging layer does: one count per record
 		switch rec.Type {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kumogo/kumogo/internal/duration"
+	"github.com/kumogo/kumogo/internal/jinja"
 )
 
 // queueConfigFields are the keys of kumo.make_queue_config (KumoMTA docs: "make_queue_config").
@@ -90,6 +91,14 @@ func (o *Object) protocol(key string, dst *QueueProtocol) {
 		}
 		if sub.err == nil && p.MaildirPath == "" {
 			sub.Fail("invalid value: string \"\", expected a non-empty maildir_path")
+		}
+		if sub.err == nil {
+			// a template that cannot compile fails here, where the
+			// policy builds the config (at --validate for a queue
+			// helper's data), not at the first delivery
+			if _, err := jinja.Compile(p.MaildirPath); err != nil {
+				sub.Fail("invalid value: maildir_path " + strconv.Quote(p.MaildirPath) + ": " + err.Error())
+			}
 		}
 		o.Merge(sub)
 	case m["custom_lua"] != nil:

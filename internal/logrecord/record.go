@@ -69,6 +69,19 @@ func (t Type) String() string {
 	return fmt.Sprintf("Type(%d)", uint8(t))
 }
 
+// BounceClassifiable reports whether the bounce classifier fills the
+// bounce_classification of records of this type: the failures, the
+// out-of-band reports and the rejections, as KumoMTA's logging layer does
+// (its configure_bounce_classifier page: "the logging functions will
+// automatically call into it").
+func (t Type) BounceClassifiable() bool {
+	switch t {
+	case Bounce, TransientFailure, Expiration, AdminBounce, OOB, Feedback, Rejection:
+		return true
+	}
+	return false
+}
+
 // ParseType returns the type called name (case-sensitive, as in KumoMTA).
 func ParseType(name string) (Type, error) {
 	for i, n := range typeNames {

@@ -253,7 +253,9 @@ end
 -- until it ends (an error is raised then).
 local function stream(conn, applied)
   while true do
-    for _, text in ipairs(conn:recv_batch(3)) do
+    -- KumoMTA collects for 3 s; one second keeps a pushed suspension
+    -- within a second or so of the daemon
+    for _, text in ipairs(conn:recv_batch '1s') do
       local item = kumo.json_parse(text)
       if item.ReadyQSuspension then
         apply_ready_q(applied, item.ReadyQSuspension, 'websocket')
@@ -275,7 +277,6 @@ end
 -- again each time; when an open websocket ends it polls once (to catch
 -- what was produced meanwhile) and reconnects.
 kumo.on('kumo.tsa.suspension.subscriber', function(args)
-  local ws = require 'kumogo.websocket'
   local client = kumo.http.build_client { timeout = '5s' }
   local ws_url = args.url:gsub('^http', 'ws') .. '/subscribe_event_v1'
   local applied = {}
@@ -295,7 +296,7 @@ kumo.on('kumo.tsa.suspension.subscriber', function(args)
     end
   end
   while true do
-    local ok, conn = pcall(ws.connect, ws_url)
+    local ok, conn = pcall(kumo.http.connect_websocket, ws_url)
     if ok then
       note('websocket', nil)
       local _, err = pcall(stream, conn, applied)

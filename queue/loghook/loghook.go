@@ -17,8 +17,8 @@ package loghook
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +26,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/jinja"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
 )
@@ -50,6 +51,7 @@ const workers = 16
 
 // job is one encoded record waiting for the policy.
 type job struct {
+	typ        logrecord.Type
 	data       []byte
 	sender     string
 	recipients []string
@@ -62,7 +64,8 @@ type Hook struct {
 	policy Policy
 	ids    *message.IDGenerator
 	log    zerolog.Logger
-	off    [16]bool // record types turned off by per_record
+	off    [16]bool            // record types turned off by per_record
+	tpl    [16]*jinja.Template // per_record templates: the message body
 
 	jobs    chan job
 	mu      sync.RWMutex // held for reading by Log while it sends on jobs
@@ -79,7 +82,7 @@ type Hook struct {
 
 // New builds a hook; records are accepted at once and handled once Start
 // has given it the queue.
-func New(cfg config.LogHook, policy Policy, ids *message.IDGenerator, nodeID string, log zerolog.Logger) *Hook {
+func New(cfg config.LogHook, policy Policy, ids *message.IDGenerator, nodeID string, log zerolog.Logger) (*Hook, error) {
 	bp := cfg.BackPressure
 	if bp <= 0 {
 		bp = config.DefaultLogHook().BackPressure
@@ -89,7 +92,6 @@ func New(cfg config.LogHook, policy Policy, ids *message.IDGenerator, nodeID str
 		log: log.With().Str("log_hook", cfg.Name).Logger(), jobs: make(chan job, bp),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
-	templated := false
 	for t := logrecord.Type(0); int(t) < len(h.off); t++ {
 		pr, ok := cfg.PerRecord[t.String()]
 		if !ok {
@@ -97,13 +99,16 @@ func New(cfg config.LogHook, policy Policy, ids *message.IDGenerator, nodeID str
 		}
 		if ok {
 			h.off[t] = !pr.Enable
-			templated = templated || pr.Template != ""
+			if pr.Template != "" {
+				tpl, err := jinja.Compile(pr.Template)
+				if err != nil {
+					return nil, fmt.Errorf("configure_log_hook %s: per_record %s: %w", cfg.Name, t, err)
+				}
+				h.tpl[t] = tpl
+			}
 		}
 	}
-	if templated {
-		h.log.Warn().Msg("configure_log_hook: per_record template is not implemented; the message body is the JSON record")
-	}
-	return h
+	return h, nil
 }
 
 // Name is the hook's name.
@@ -131,7 +136,7 @@ func (h *Hook) Log(rec *logrecord.Record, msg *message.Message) {
 	if isLogRecord(rec, msg) {
 		return
 	}
-	j := job{data: h.enc.Append(make([]byte, 0, 512), rec, msg), sender: rec.Sender, recipients: rec.Recipient}
+	j := job{typ: rec.Type, data: h.enc.Append(make([]byte, 0, 512), rec, msg), sender: rec.Sender, recipients: rec.Recipient}
 	if j.sender == "" && msg != nil {
 		j.sender = msg.Sender().String()
 	}
@@ -254,11 +259,19 @@ func (h *Hook) message(j job) (*message.Message, error) {
 		// stands in for records without one
 		rcpts = append(rcpts, message.Address{User: "log-record", Domain: h.cfg.Name})
 	}
-	var rec map[string]any
-	if err := json.Unmarshal(j.data, &rec); err != nil {
+	rec, err := decodeRecord(j.data)
+	if err != nil {
 		return nil, err
 	}
-	msg := message.New(h.ids, sender, rcpts, j.data)
+	body := j.data
+	if int(j.typ) < len(h.tpl) && h.tpl[j.typ] != nil {
+		out, err := h.tpl[j.typ].Render(templateVars(rec))
+		if err != nil {
+			return nil, fmt.Errorf("per_record %s template: %w", j.typ, err)
+		}
+		body = []byte(out)
+	}
+	msg := message.New(h.ids, sender, rcpts, body)
 	msg.SetMeta("log_record", rec)
 	msg.SetMeta("reception_protocol", ReceptionProtocol)
 	return msg, nil

@@ -3,6 +3,7 @@ package loghook
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -62,7 +63,10 @@ func TestRecordsBecomeMessages(t *testing.T) {
 	cfg := config.DefaultLogHook()
 	cfg.Name = "webhook"
 	cfg.PerRecord = map[string]config.PerRecord{"TransientFailure": {Enable: false}}
-	h := New(cfg, pol, message.NewIDGenerator(), "node", zerolog.Nop())
+	h, err := New(cfg, pol, message.NewIDGenerator(), "node", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
 	q := &fakeQueue{}
 	// records taken before Start wait for the queue
 	h.Log(rec(logrecord.Reception, "keep", "ESMTP"), nil)
@@ -107,12 +111,72 @@ func TestQueueMetaSetByPolicyWins(t *testing.T) {
 	}}
 	cfg := config.DefaultLogHook()
 	cfg.Name, cfg.DeferredSpool = "h", true
-	h := New(cfg, pol, message.NewIDGenerator(), "", zerolog.Nop())
+	h, err := New(cfg, pol, message.NewIDGenerator(), "", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
 	q := &fakeQueue{}
 	h.Start(q)
 	h.Log(rec(logrecord.Bounce, "x", "HTTP"), nil)
 	h.Close(context.Background())
 	if len(q.spooled) != 1 || q.spooled[0].QueueName() != "elsewhere" || !q.deferred {
 		t.Fatalf("spooled %d, deferred %v", len(q.spooled), q.deferred)
+	}
+}
+
+// TestPerRecordTemplate: a per_record template is the body of the
+// record's message (KumoMTA's per_record page: the record's fields as
+// variables, arithmetic on timestamps, `log_record | tojson`, headers by
+// lower-cased name); the Any entry applies to the types not listed; the
+// log_record meta is the record whatever the body is. A template that
+// cannot compile is an error from New.
+func TestPerRecordTemplate(t *testing.T) {
+	pol := &fakePolicy{keep: func(*message.Message) bool { return true }}
+	cfg := config.DefaultLogHook()
+	cfg.Name = "tpl"
+	cfg.Headers = []string{"X-FooBar"}
+	cfg.PerRecord = map[string]config.PerRecord{
+		"Bounce":    {Enable: true, Template: "Bounce! id={{ id }}, from={{ sender }} code={{ response.code }} age={{ timestamp - created }} foo={{ headers['x-foobar'] }}"},
+		"Any":       {Enable: true, Template: "{{ log_record | tojson }}"},
+		"Reception": {Enable: true},
+	}
+	h, err := New(cfg, pol, message.NewIDGenerator(), "n1", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &fakeQueue{}
+	h.Start(q)
+	b := rec(logrecord.Bounce, "b1", "ESMTP")
+	b.Created = time.Unix(1699999990, 0)
+	b.Response.Code = 550
+	b.Headers = map[string]any{"X-FooBar": "fb"}
+	h.Log(b, nil)
+	h.Close(context.Background())
+	h2, _ := New(cfg, pol, message.NewIDGenerator(), "n1", zerolog.Nop())
+	h2.Start(q)
+	h2.Log(rec(logrecord.Delivery, "d1", "ESMTP"), nil)
+	h2.Log(rec(logrecord.Reception, "r1", "ESMTP"), nil)
+	h2.Close(context.Background())
+	if len(q.spooled) != 3 {
+		t.Fatalf("spooled %d", len(q.spooled))
+	}
+	bodies := map[string]string{}
+	for _, m := range q.spooled {
+		r, _ := m.Meta("log_record")
+		bodies[r.(map[string]any)["id"].(string)] = string(m.Data())
+	}
+	if want := "Bounce! id=b1, from=s@src.example code=550 age=10 foo=fb"; bodies["b1"] != want {
+		t.Errorf("Bounce body %q, want %q", bodies["b1"], want)
+	}
+	var d map[string]any
+	if err := json.Unmarshal([]byte(bodies["d1"]), &d); err != nil || d["type"] != "Delivery" || d["id"] != "d1" || d["timestamp"] != float64(1700000000) {
+		t.Errorf("Any (tojson) body %q: %v", bodies["d1"], err)
+	}
+	if err := json.Unmarshal([]byte(bodies["r1"]), &d); err != nil || d["type"] != "Reception" {
+		t.Errorf("Reception (no template) body %q: %v", bodies["r1"], err)
+	}
+	cfg.PerRecord = map[string]config.PerRecord{"Delivery": {Enable: true, Template: "{{ id "}}
+	if _, err := New(cfg, pol, message.NewIDGenerator(), "", zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "per_record Delivery") {
+		t.Fatalf("bad template: %v", err)
 	}
 }

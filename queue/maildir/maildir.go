@@ -17,9 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/flosch/pongo2/v6"
-
 	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/jinja"
 	"github.com/kumogo/kumogo/internal/message"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/queue"
@@ -34,7 +33,7 @@ const (
 // Route is a maildir destination: the compiled path template and modes.
 type Route struct {
 	path     string
-	tpl      *pongo2.Template // nil when path has no template syntax
+	tpl      *jinja.Template // nil when path has no template syntax
 	dirMode  os.FileMode
 	fileMode os.FileMode
 }
@@ -48,8 +47,8 @@ func NewRoute(p *config.QueueProtocol) (*Route, error) {
 	if p.FileMode != nil {
 		r.fileMode = os.FileMode(*p.FileMode) & os.ModePerm
 	}
-	if strings.Contains(p.MaildirPath, "{{") || strings.Contains(p.MaildirPath, "{%") {
-		tpl, err := pongo2.FromString("{% autoescape off %}" + p.MaildirPath + "{% endautoescape %}")
+	if jinja.HasSyntax(p.MaildirPath) {
+		tpl, err := jinja.Compile(p.MaildirPath)
 		if err != nil {
 			return nil, fmt.Errorf("maildir_path %q: %w", p.MaildirPath, err)
 		}
@@ -89,7 +88,7 @@ func (r *Route) dirFor(msg *message.Message, rcpt message.Address) (string, erro
 		return v
 	}
 	sender := msg.Sender()
-	vars := pongo2.Context{
+	vars := map[string]any{
 		"meta":               msg.MetaMap(),
 		"queue":              q,
 		"campaign":           opt(p.HasCampaign, p.Campaign),
@@ -103,7 +102,7 @@ func (r *Route) dirFor(msg *message.Message, rcpt message.Address) (string, erro
 		"sender_domain_part": sender.Domain,
 		"sender_email":       sender.String(),
 	}
-	out, err := r.tpl.Execute(vars)
+	out, err := r.tpl.Render(vars)
 	if err != nil {
 		return "", fmt.Errorf("expanding maildir_path %q: %w", r.path, err)
 	}
