@@ -120,6 +120,9 @@ func (m *Manager) adminBounce(e *entry, r *bounceRule) {
 // KumoMTA does: a TransientFailure record and a retry with the queue's
 // backoff (attempts + 1), but no later than the end of the suspension.
 func (m *Manager) holdSuspended(e *entry, site string, r *suspendRule, gen uint64) {
+	if !m.need(e) {
+		return
+	}
 	resp := smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 		Content: "KumoMTA internal: scheduled queue is suspended: " + r.Reason}
 	m.adminRecord(logrecord.TransientFailure, e, site, resp)

@@ -106,6 +106,21 @@ func (m *Manager) materialize(ctx context.Context, e *entry) error {
 	return nil
 }
 
+// need reads e's message back for a step that uses it; false when it
+// could not be read: e is then scheduled again in a minute, or forgotten
+// when its message is no longer stored.
+func (m *Manager) need(e *entry) bool {
+	err := m.materialize(m.ctx, e)
+	if err == nil {
+		return true
+	}
+	if m.ctx.Err() == nil && !errors.Is(err, errGone) {
+		m.log.Error().Err(err).Str("id", e.ID()).Msg("reading a queued message back from the spool; retrying in a minute")
+		m.schedule(e, time.Now().Add(time.Minute))
+	}
+	return false
+}
+
 // internQueue returns the name of the scheduled queue q as the queue map
 // holds it, so that the waiting entries of one queue share one string; the
 // caller holds m.mu.

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,4 +140,51 @@ func TestCompactBounceAndRestore(t *testing.T) {
 	if err := h.m.RestoreCompact(ctx, "not-an-id", "example.com", nil); err == nil {
 		t.Fatal("RestoreCompact took an id that is not a spool id")
 	}
+}
+
+// TestCompactFullReadyQueueReadsNothing: messages due while their ready
+// queue is full (max_ready) go back to the scheduled queue without being
+// read from the spool; they are read once they have a place.
+func TestCompactFullReadyQueueReadsNothing(t *testing.T) {
+	h := newHarness(t, config.DefaultQueueConfig(), ok250)
+	h.pol.path.MaxReady = 1
+	h.pol.path.ConnectionLimit = 1
+	release := make(chan struct{})
+	var once atomic.Bool
+	h.conn.onSend = func(*message.Message) {
+		if once.CompareAndSwap(false, true) {
+			<-release // the first send holds the only connection
+		}
+	}
+	h.inject(t, "first")
+	waitFor(t, "the first send", 5*time.Second, func() bool { return h.conn.sends.Load() == 1 })
+	h.inject(t, "second") // fills the ready queue
+	ctx := context.Background()
+	var ids []string
+	for i := 0; i < 20; i++ {
+		m := message.New(h.gen, message.Address{User: "s", Domain: "x.com"}, []message.Address{{User: fmt.Sprintf("w%d", i), Domain: "example.com"}},
+			[]byte("Subject: w\r\n\r\nwaiting\r\n"))
+		if err := h.spool.Save(ctx, m, false); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID())
+	}
+	before := h.spool.loads.Load()
+	for _, id := range ids {
+		if err := h.m.RestoreCompact(ctx, id, "example.com", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// at most one finds a place (the ready queue holds one), the rest go back
+	waitFor(t, "the restored messages sent back by the full ready queue", 5*time.Second, func() bool {
+		return h.m.ScheduledCount() >= 19 && heldCompactly(h.m)
+	})
+	waiting := h.m.ScheduledCount()
+	if n := h.spool.loads.Load() - before; n > int64(20-waiting) {
+		t.Fatalf("%d spool reads for %d messages, %d of which found the ready queue full", n, 20, waiting)
+	}
+	close(release)
+	waitFor(t, "the messages that had a place delivered", 5*time.Second, func() bool {
+		return h.log.Count(logrecord.Delivery) == 2+20-waiting
+	})
 }

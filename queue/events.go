@@ -131,6 +131,9 @@ func (m *Manager) throttleEvent(e *entry) bool {
 	if !ok || !m.o.Policy.HasHandler(event.ThrottleInsertReadyQueue) {
 		return false
 	}
+	if !m.need(e) {
+		return true // rescheduled or forgotten
+	}
 	ctx, cancel := context.WithTimeout(m.ctx, time.Minute)
 	defer cancel()
 	e.msg.SetDue(time.Time{})

@@ -34,6 +34,9 @@ func (m *Manager) Spool(ctx context.Context, msg *message.Message, deferred bool
 
 // undefer writes a deferred message to the spool (before its first delay).
 func (m *Manager) undefer(ctx context.Context, msg *message.Message) {
+	if msg == nil {
+		return // held compactly: stored already
+	}
 	m.defMu.Lock()
 	_, ok := m.deferred[msg.ID()]
 	delete(m.deferred, msg.ID())
