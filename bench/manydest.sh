@@ -94,12 +94,13 @@ run_once() {
 	"$bin/fakedns" --listen 127.0.0.1:0 --addrs "$a" 2>"$run/dns.log" &
 	dns_pid=$!
 	pids+=("$dns_pid")
-	for ((i = 0; i < 100; i++)); do
+	for ((i = 0; i < 300; i++)); do
 		dnsaddr=$(sed -n 's/^listening on //p' "$run/dns.log")
 		[ -n "$dnsaddr" ] && break
+		kill -0 "$dns_pid" 2>/dev/null || { cat "$run/dns.log" >&2; die "fakedns exited"; }
 		sleep 0.1
 	done
-	[ -n "$dnsaddr" ] || die "fakedns did not start"
+	[ -n "$dnsaddr" ] || die "fakedns not listening after 30 s"
 	relayport=$(free_port)
 	httpport=$(free_port)
 	local pprof_args=()
