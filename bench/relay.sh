@@ -12,13 +12,28 @@
 #            concurrency limits raised, no local delivery, maillog_file on;
 #            the system postfix is never started
 #
+# With --ceiling (= --only kumogo,direct,disk,spool) it measures the relay
+# against the machine's own limits instead, in the same run:
+#
+#   direct   the same generator and sink with nothing in between (the
+#            sink's CPU is reported)
+#   disk     bench/diskceiling --modes group-rewrite: N records of --size
+#            made durable by group commit over a recycled (written
+#            beforehand) file, 256 writers: the disk's own ceiling
+#   spool    the RocksDB spool's group commit: queue/spool's
+#            BenchmarkPut100KB/RocksDB/group/writers=256, N messages
+#
+# and prints the relay's median as a fraction of the slower of direct and
+# disk (target >= 0.50), its CPU per message, and spool / disk (target
+# >= 0.60).
+#
 # The sink is bench/baresink --expect N: a bare go-smtp discard server that
 # prints the wall clock time at which it counted the Nth message (checked
 # every millisecond), so the end time is exact and counting costs nothing.
 #
 # Usage: bench/relay.sh [--only kumogo,postfix] [--msgs 20000] [--reps 3]
 #                       [--size 102400] [--conc 50] [--run-timeout 600]
-#                       [--postfix-conc 50] [--keep-failed DIR]
+#                       [--postfix-conc 50] [--keep-failed DIR] [--ceiling]
 #
 # A run that fails (the generator errs, the relay exits, the sink misses
 # messages within --run-timeout) prints a FAILED line and the end of the
@@ -56,6 +71,7 @@ while [ $# -gt 0 ]; do
 	--run-timeout) run_timeout="$2"; shift 2 ;;
 	--postfix-conc) pf_conc="$2"; shift 2 ;;
 	--keep-failed) keep="$2"; shift 2 ;;
+	--ceiling) only="kumogo,direct,disk,spool"; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
@@ -65,12 +81,14 @@ at_most "$reps" 20 --reps
 at_most "$msgs" 1000000 --msgs
 at_most "$conc" 5000 --conc
 split_list relays "$only"
-need_known relay "kumogo postfix" "${relays[@]}"
+need_known relay "kumogo postfix direct disk spool" "${relays[@]}"
 
-"$root/scripts/install-test-deps.sh"
-command -v postfix >/dev/null 2>&1 || die "postfix not installed"
-getent passwd postfix >/dev/null || die "no postfix user (the postfix package creates it)"
-[ "$(id -u)" -eq 0 ] || die "postfix as a relay needs root (it drops to the postfix user)"
+if [[ " ${relays[*]} " == *" postfix "* ]]; then
+	"$root/scripts/install-test-deps.sh"
+	command -v postfix >/dev/null 2>&1 || die "postfix not installed"
+	getent passwd postfix >/dev/null || die "no postfix user (the postfix package creates it)"
+	[ "$(id -u)" -eq 0 ] || die "postfix as a relay needs root (it drops to the postfix user)"
+fi
 
 pf_confs=()
 # cleanup: the EXIT trap; also stops the private postfix instances.
@@ -92,8 +110,11 @@ chmod 755 "$tmp" # postfix's processes run as the postfix user
 ready_died='process %s exited before it was ready'
 ready_late='nothing ready on port %s after 30 s'
 
-build cmd/traffic-gen bench/baresink bench/procstat
+build cmd/traffic-gen bench/baresink bench/procstat bench/diskceiling
 build_kumogo_if "${relays[@]}"
+if [[ " ${relays[*]} " == *" spool "* ]]; then
+	go test -c -o "$bin/spool.test" ./queue/spool/
+fi
 copy_policies "$tmp/policies"
 
 # postfix_config DIR SMTPD_PORT SINK_PORT: a private instance under DIR.
@@ -179,6 +200,12 @@ start_relay() {
 		relay_pid=$last_pid
 		tree=()
 		;;
+	direct)
+		# no relay: the generator talks to the sink, whose CPU is reported
+		relay_port=$sinkport
+		relay_pid=$sink_pid
+		tree=()
+		;;
 	postfix)
 		postfix_config "$run/postfix" "$relay_port" "$sinkport"
 		pf_confs+=("$run/postfix/conf")
@@ -203,6 +230,7 @@ stop_relay() {
 	local s=$1 run=$2
 	case "$s" in
 	kumogo) stop "$relay_pid" ;;
+	direct) ;; # the sink is stopped with the run
 	postfix)
 		postfix -c "$run/postfix/conf" stop </dev/null >/dev/null 2>&1 || true
 		for ((i = 0; i < 100; i++)); do
@@ -218,6 +246,12 @@ stop_relay() {
 # run_once RELAY REP: one measured run; prints its line and records values.
 declare -A rates=() cpus=() rsss=()
 run_once() {
+	case "$1" in
+	disk | spool)
+		run_store "$@"
+		return
+		;;
+	esac
 	local s=$1 r=$2 run sinkport sink_pid sink_log start end gen_end gen_rc=0 i
 	local cpu0 cpu1 watch_pid watch_out secs gen_secs rate mmh cpu1k rss_mb
 	run="$tmp/run-$s-$r"
@@ -301,6 +335,36 @@ run_once() {
 	rm -rf "$run"
 }
 
+# run_store disk|spool REP: one run of the disk ceiling or of the RocksDB
+# spool's group commit, N records of --size bytes, 256 writers, on the
+# disk of the temp dir; prints its line and records the rate.
+run_store() {
+	local s=$1 r=$2 dir="$tmp/store-$1-$2" rate line
+	mkdir -p "$dir"
+	case "$s" in
+	disk)
+		line=$("$bin/diskceiling" --dir "$dir" --n "$msgs" --size "$size" --modes group-rewrite | grep '^group buffered rewrite') || true
+		rate=$(awk '{ print $4 }' <<<"$line")
+		;;
+	spool)
+		# the benchmark's 100 KB messages; its TempDir under the temp dir
+		line=$(cd "$dir" && TMPDIR="$dir" "$bin/spool.test" -test.run '^$' -test.bench 'Put100KB/RocksDB/group/writers=256$' \
+			-test.benchtime "${msgs}x" | grep 'msgs/s') || true
+		rate=$(sed -n 's/.* \([0-9.]*\) msgs\/s.*/\1/p' <<<"$line")
+		;;
+	esac
+	rm -rf "$dir"
+	if [ -z "$rate" ]; then
+		printf 'scenario=relay server=%s msgs=%d FAILED: no rate\n' "$s" "$msgs"
+		failed=$((failed + 1))
+		return 0
+	fi
+	printf 'scenario=relay server=%s group-commit size=%d writers=256 msgs=%d rate=%.0f msgs/s\n' "$s" "$size" "$msgs" "$rate"
+	rates[$s]="${rates[$s]:-} $rate"
+	cpus[$s]="${cpus[$s]:-} 0"
+	rsss[$s]="${rsss[$s]:-} 0"
+}
+
 failed=0
 note "relays: ${relays[*]}; $reps runs of $msgs messages of $size bytes, $conc connections, BDAT"
 for ((r = 1; r <= reps; r++)); do
@@ -327,6 +391,18 @@ done
 if [ -n "${med[kumogo]:-}" ] && [ -n "${med[postfix]:-}" ]; then
 	awk -v a="${med[kumogo]}" -v b="${med[postfix]}" \
 		'BEGIN { r = a / b; printf "scenario=relay ratio kumogo/postfix=%.2f target>=3 %s\n", r, (r >= 3 ? "pass" : "short") }'
+fi
+# the ceiling: the relay against the slower of direct and disk, and the
+# spool's group commit against the disk's
+if [ -n "${med[kumogo]:-}" ] && [ -n "${med[direct]:-}" ] && [ -n "${med[disk]:-}" ]; then
+	read -r kc _ _ <<<"$(stats "${cpus[kumogo]}")"
+	awk -v k="${med[kumogo]}" -v d="${med[direct]}" -v f="${med[disk]}" -v c="$kc" \
+		'BEGIN { m = (d < f ? d : f); w = (d < f ? "direct" : "disk"); r = k / m
+		printf "scenario=relay ceiling=%s (%.0f msgs/s) relay/ceiling=%.2f target>=0.50 %s relay_cpu_us_per_msg=%.0f\n", w, m, r, (r >= 0.5 ? "pass" : "short"), c * 1000 }'
+fi
+if [ -n "${med[spool]:-}" ] && [ -n "${med[disk]:-}" ]; then
+	awk -v a="${med[spool]}" -v b="${med[disk]}" \
+		'BEGIN { r = a / b; printf "scenario=relay ratio spool/disk=%.2f (RocksDB group commit / recycled-file group commit) target>=0.60 %s\n", r, (r >= 0.6 ? "pass" : "short") }'
 fi
 if [ "$failed" -gt 0 ]; then
 	note "$failed run(s) failed (see the FAILED lines)"

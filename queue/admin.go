@@ -3,6 +3,7 @@ package queue
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"maps"
 	"slices"
 	"time"
@@ -95,6 +96,14 @@ func (m *Manager) adminIntercept(e *entry, site string) bool {
 
 // adminBounce removes e with an AdminBounce record.
 func (m *Manager) adminBounce(e *entry, r *bounceRule) {
+	if err := m.materialize(m.ctx, e); err != nil {
+		if !errors.Is(err, errGone) && m.ctx.Err() == nil {
+			// the rule bounces it when it is due
+			m.log.Error().Err(err).Str("id", e.ID()).Msg("reading a message to bounce from the spool; trying again in a minute")
+			m.schedule(e, time.Now().Add(time.Minute))
+		}
+		return
+	}
 	if !r.SuppressLogging {
 		m.adminRecord(logrecord.AdminBounce, e, "localhost", smtpreply.Response{Code: 551,
 			Enhanced: &smtpreply.EnhancedCode{Class: 5, Subject: 7, Detail: 1},
@@ -111,6 +120,9 @@ func (m *Manager) adminBounce(e *entry, r *bounceRule) {
 // KumoMTA does: a TransientFailure record and a retry with the queue's
 // backoff (attempts + 1), but no later than the end of the suspension.
 func (m *Manager) holdSuspended(e *entry, site string, r *suspendRule, gen uint64) {
+	if !m.need(e) {
+		return
+	}
 	resp := smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 		Content: "KumoMTA internal: scheduled queue is suspended: " + r.Reason}
 	m.adminRecord(logrecord.TransientFailure, e, site, resp)

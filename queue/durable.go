@@ -11,11 +11,14 @@ import (
 //
 //   - Insert, which the listener calls after the spool write and the
 //     Reception record and before the 250, waits for a Sync of the records,
-//     so an acknowledged message always has its Reception record;
+//     so an acknowledged message always has its Reception record; when the
+//     spool stages writes, that Sync runs beside the spool's own flush in
+//     one commit round (commit.go);
 //   - a message that is finished (Delivery, Bounce or Expiration for its
 //     last recipients) leaves the spool only after a Sync that covers its
 //     record. The removals are handed to one goroutine that batches them
-//     behind one Sync, so dispatchers never wait for the disk.
+//     behind one Sync, joining the receptions' commit rounds, so
+//     dispatchers never wait for the disk.
 //
 // A crash between the record and the removal delivers the message again
 // after the restart: a duplicate, never a lost record. A log disk that
@@ -122,7 +125,8 @@ func (m *Manager) remover() {
 				break more
 			}
 		}
-		m.syncRecords(context.Background())
+		// in the same round as the receptions' commits (commit.go)
+		_ = m.commit(context.Background(), false)
 		for _, id := range batch {
 			m.removeNow(id)
 		}

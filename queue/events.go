@@ -20,6 +20,7 @@ import (
 // is a transient failure, retried from the internal queue every minute.
 func (m *Manager) deferredInject(e *entry) {
 	msg := e.msg
+	e.dirty = true // the handler may change any meta
 	// the handler sets the real queue, or the default naming applies
 	msg.DeleteMeta("queue")
 	var err error
@@ -74,6 +75,7 @@ func (m *Manager) requeueEvent(e *entry, resp smtpreply.Response) (moved, done b
 	ctx, cancel := context.WithTimeout(m.ctx, time.Minute)
 	defer cancel()
 	before := e.msg.QueueName()
+	e.dirty = true // the handler may change any meta
 	err := ep.RequeueMessage(ctx, e.msg, resp.String(), []string{"TransientFailure"}, true, nil)
 	var rej interface{ Closes() bool }
 	if err != nil && errors.As(err, &rej) {
@@ -129,9 +131,13 @@ func (m *Manager) throttleEvent(e *entry) bool {
 	if !ok || !m.o.Policy.HasHandler(event.ThrottleInsertReadyQueue) {
 		return false
 	}
+	if !m.need(e) {
+		return true // rescheduled or forgotten
+	}
 	ctx, cancel := context.WithTimeout(m.ctx, time.Minute)
 	defer cancel()
 	e.msg.SetDue(time.Time{})
+	e.dirty = true // the handler may change any meta
 	if err := ep.ThrottleInsertReadyQueue(ctx, e.msg); err != nil {
 		m.log.Error().Err(err).Str("id", e.msg.ID()).Msg("throttle_insert_ready_queue failed")
 		return false

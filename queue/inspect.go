@@ -3,8 +3,11 @@ package queue
 import (
 	"context"
 	"maps"
+	"slices"
 	"sort"
 	"time"
+
+	"github.com/kumogo/kumogo/internal/message"
 )
 
 // MessageInfo is a waiting message as the admin inspections show it
@@ -21,32 +24,43 @@ type MessageInfo struct {
 }
 
 // info copies what the inspections show of e; the caller holds the lock
-// that owns e. The body is copied when in memory; body reports whether it
-// must be read from the spool.
-func info(e *entry, wantBody bool) (MessageInfo, bool) {
+// that owns e. load reports that e is held compactly (compact.go): only
+// the id, queue, due time and attempts are filled in, and the rest must
+// be read from the spool (fill).
+func info(e *entry, wantBody bool) (mi MessageInfo, load bool) {
+	mi = MessageInfo{ID: e.ID(), Queue: e.queue, Due: e.due, Attempts: e.Attempts()}
 	msg := e.msg
-	mi := MessageInfo{
-		ID:       msg.ID(),
-		Queue:    e.queue,
-		Sender:   msg.Sender().String(),
-		Meta:     maps.Clone(msg.MetaMap()),
-		Due:      e.due,
-		Attempts: msg.Attempts(),
+	if msg == nil {
+		return mi, true
 	}
+	fillFrom(&mi, msg, wantBody)
+	return mi, false
+}
+
+// fillFrom copies the envelope, meta and (with wantBody) the body of msg
+// into mi.
+func fillFrom(mi *MessageInfo, msg *message.Message, wantBody bool) {
+	mi.Sender = msg.Sender().String()
+	mi.Meta = maps.Clone(msg.MetaMap())
 	for _, r := range msg.Recipients() {
 		mi.Recipients = append(mi.Recipients, r.String())
 	}
 	if mi.Meta == nil {
 		mi.Meta = map[string]any{}
 	}
-	if !wantBody {
-		return mi, false
+	if wantBody {
+		mi.Data = append([]byte(nil), msg.Data()...)
 	}
-	if e.shrunk {
-		return mi, true
+}
+
+// fill completes the info of a compactly held message from the spool.
+func (m *Manager) fill(ctx context.Context, mi *MessageInfo, wantBody bool) error {
+	msg, err := m.o.Spool.Load(ctx, mi.ID)
+	if err != nil {
+		return err
 	}
-	mi.Data = append([]byte(nil), msg.Data()...)
-	return mi, false
+	fillFrom(mi, msg, wantBody)
+	return nil
 }
 
 // InspectMessage finds a waiting message by spool id, in the scheduled
@@ -55,8 +69,12 @@ func (m *Manager) InspectMessage(ctx context.Context, id string, wantBody bool) 
 	var found *MessageInfo
 	load := false
 	m.mu.Lock()
+	var bid [16]byte
+	if len(id) != 32 || hexDecode(bid[:], id) != nil {
+		bid = [16]byte{} // matches only messages held in full
+	}
 	for _, e := range m.timers {
-		if e.msg.ID() == id {
+		if e.msg == nil && e.id == bid || e.msg != nil && e.msg.ID() == id {
 			mi, l := info(e, wantBody)
 			found, load = &mi, l
 			break
@@ -88,11 +106,12 @@ func (m *Manager) InspectMessage(ctx context.Context, id string, wantBody bool) 
 		return MessageInfo{}, false, nil
 	}
 	if load {
-		data, err := m.o.Spool.LoadData(ctx, id)
-		if err != nil {
+		if err := m.fill(ctx, found, wantBody); err != nil {
+			if isNotFound(err) {
+				return MessageInfo{}, false, nil // finished meanwhile
+			}
 			return MessageInfo{}, true, err
 		}
-		found.Data = data
 	}
 	return *found, true, nil
 }
@@ -123,12 +142,17 @@ func (m *Manager) InspectScheduledQueue(ctx context.Context, name string, wantBo
 		list = append(list, mi)
 	}
 	m.mu.Unlock()
+	gone := 0
 	for _, i := range toLoad {
-		data, err := m.o.Spool.LoadData(ctx, list[i].ID)
-		if err != nil {
-			return nil, total, err
+		if err := m.fill(ctx, &list[i], wantBody); err != nil {
+			if !isNotFound(err) {
+				return nil, total, err
+			}
+			list[i].ID, gone = "", gone+1 // finished meanwhile
 		}
-		list[i].Data = data
+	}
+	if gone > 0 {
+		list = slices.DeleteFunc(list, func(mi MessageInfo) bool { return mi.ID == "" })
 	}
 	return list, total, nil
 }

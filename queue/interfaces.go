@@ -43,6 +43,10 @@ type Spool interface {
 	// LoadData reads a stored body back: messages waiting for a later
 	// attempt do not keep their bodies in memory.
 	LoadData(ctx context.Context, id string) ([]byte, error)
+	// Load reads a whole stored message back (compact.go: waiting
+	// messages are held by id). An error for an id that is not stored
+	// has a NotFound() bool method that returns true.
+	Load(ctx context.Context, id string) (*message.Message, error)
 }
 
 // Logger receives log records (implemented by the daemon's fan-out over
@@ -91,9 +95,13 @@ type ConnInfo struct {
 	PeerName   string
 	PeerAddr   string
 	SourceAddr string
-	TLSCipher  string
-	TLSVersion string
-	SessionID  string
+	// ProxyServer and ProxyProtocol ("haproxy", "socks5") name the proxy
+	// a delivery went through (source_address.server and .protocol).
+	ProxyServer   string
+	ProxyProtocol string
+	TLSCipher     string
+	TLSVersion    string
+	SessionID     string
 	// DeliveryProtocol names the protocol in records ("" is ESMTP; Lua,
 	// Maildir for the custom_lua and maildir protocols).
 	DeliveryProtocol string

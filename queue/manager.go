@@ -99,6 +99,10 @@ type Manager struct {
 	stopOnce    sync.Once
 	started     atomic.Bool
 
+	// one commit for the mail and its records (commit.go)
+	staged  StagedSpool // nil when the spool cannot stage
+	commits groupCommit
+
 	admin adminRules // bounces and suspensions (admin.go)
 }
 
@@ -112,16 +116,21 @@ func (m *Manager) noteUnimplemented(kind string, opts []string) {
 	}
 }
 
-// entry is one queued message.
+// entry is one queued message. While it waits for a later attempt its
+// message lives only in the spool (compact.go): msg is nil and id and
+// attempts stand for it.
 type entry struct {
 	msg   *message.Message
 	queue string
 	due   time.Time
-	// shrunk is set while the body lives only in the spool
-	shrunk bool
-	// held is set while a suspension delays the message (admin.go)
-	held  bool
 	index int // heap index, -1 when not in the heap
+	// id is the spool id and attempts the attempt count while msg is nil
+	id       [16]byte
+	attempts int32
+	// held is set while a suspension delays the message (admin.go)
+	held bool
+	// dirty is set when msg differs from its stored meta record
+	dirty bool
 }
 
 // schedQueue is a scheduled queue: its config, refreshed by TTL, and its
@@ -178,6 +187,7 @@ func New(o Options) (*Manager, error) {
 	if o.Logger != nil {
 		m.syncer, _ = o.Logger.(RecordSyncer)
 	}
+	m.staged, _ = o.Spool.(StagedSpool)
 	m.admin.path, m.admin.log = o.AdminStatePath, o.Log
 	if err := m.admin.load(); err != nil {
 		return nil, err

@@ -47,7 +47,7 @@ func (m *Manager) record(t logrecord.Type, e *entry, rq *readyQueue, info *ConnI
 	if info != nil {
 		rec.PeerAddress = &logrecord.PeerAddress{Name: info.PeerName, Addr: info.PeerAddr}
 		if info.SourceAddr != "" {
-			rec.SourceAddress = &logrecord.SourceAddress{Address: info.SourceAddr}
+			rec.SourceAddress = &logrecord.SourceAddress{Address: info.SourceAddr, Server: info.ProxyServer, Protocol: info.ProxyProtocol}
 		}
 		rec.TLSCipher = info.TLSCipher
 		rec.TLSProtocolVersion = info.TLSVersion
@@ -66,6 +66,7 @@ func (m *Manager) finish(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInf
 	remaining := withoutRecipients(e.msg.Recipients(), rcpts)
 	if len(remaining) > 0 {
 		e.msg.SetRecipients(remaining)
+		e.dirty = true // the stored record still lists them all
 		return
 	}
 	if m.dropDeferred(e.msg.ID()) {
@@ -159,6 +160,7 @@ func (m *Manager) outcome(e *entry, rq *readyQueue, info *ConnInfo, resp smtprep
 	case logrecord.Bounce:
 		m.finish(e, sq, rq, info, logrecord.Bounce, resp, rcpts)
 	default:
+		e.dirty = e.dirty || len(rcpts) != len(e.msg.Recipients())
 		e.msg.SetRecipients(rcpts)
 		m.transientWithInfo(e, sq, rq, info, resp)
 	}
@@ -236,6 +238,7 @@ func (rq *readyQueue) handle(e *entry, info *ConnInfo, results []RcptResponse) {
 		}
 	}
 	if len(retry) > 0 {
+		e.dirty = e.dirty || len(retry) != len(e.msg.Recipients())
 		e.msg.SetRecipients(retry)
 		m.transientWithInfo(e, sq, rq, info, *retryResp)
 	}

@@ -12,29 +12,24 @@ import (
 
 // promote moves a due message to the ready queue of its egress path.
 func (m *Manager) promote(e *entry) {
+	// A compactly held message (compact.go) is read from the spool only
+	// once it has a place in a ready queue, or when a step needs it (need),
+	// so that messages sent back by a full ready queue cost no reads.
 	ctx := m.ctx
 	if m.adminIntercept(e, "") {
 		return // bounced or suspended by an administrator (admin.go)
 	}
-	if e.shrunk {
-		data, err := m.o.Spool.LoadData(ctx, e.msg.ID())
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			m.log.Error().Err(err).Str("id", e.msg.ID()).Msg("reading a queued message back from the spool; retrying in a minute")
-			m.schedule(e, time.Now().Add(time.Minute))
-			return
-		}
-		e.msg.SetData(data)
-		e.shrunk = false
-	}
 	if e.queue == message.DeferredInjectQueue {
-		m.deferredInject(e)
+		if m.need(e) {
+			m.deferredInject(e)
+		}
 		return
 	}
 	sq, err := m.schedQueue(ctx, e.queue)
 	if err != nil {
+		if !m.need(e) {
+			return
+		}
 		m.transient(e, nil, nil, smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
 		return
@@ -55,6 +50,9 @@ func (m *Manager) promote(e *entry) {
 	}
 	rq, until, gen, err := m.selectReadyQueue(ctx, sq, route)
 	if err != nil {
+		if !m.need(e) {
+			return
+		}
 		m.transient(e, sq, nil, smtpreply.Response{Code: 451, Enhanced: &smtpreply.EnhancedCode{Class: 4, Subject: 4, Detail: 4},
 			Content: fmt.Sprintf("failed to resolve queue %s: %v", e.queue, err)}, "")
 		return
@@ -64,7 +62,9 @@ func (m *Manager) promote(e *entry) {
 			m.holdForReadyQueue(e, until, gen) // every ready queue is suspended
 			return
 		}
-		m.noEligibleSource(e, sq)
+		if m.need(e) {
+			m.noEligibleSource(e, sq)
+		}
 		return
 	}
 	if rq.full() {
@@ -74,6 +74,9 @@ func (m *Manager) promote(e *entry) {
 		m.mu.Unlock()
 		m.undefer(ctx, e.msg)
 		m.schedule(e, time.Now().Add(d))
+		return
+	}
+	if !m.need(e) {
 		return
 	}
 	rq.push(e)

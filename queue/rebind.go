@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -56,16 +57,16 @@ func (m *Manager) Rebind(ctx context.Context, req adminapi.RebindV1Request) (adm
 // rebindOne applies a rebind to one message taken out of its scheduled
 // queue and puts it back (into its new queue); it reports a move.
 func (m *Manager) rebindOne(ctx context.Context, e *entry, req *adminapi.RebindV1Request) bool {
+	if err := m.materialize(ctx, e); err != nil {
+		if !errors.Is(err, errGone) {
+			m.log.Error().Err(err).Str("id", e.ID()).Msg("reading a message to rebind from the spool; it keeps its queue")
+			m.schedule(e, e.due)
+		}
+		return false
+	}
 	msg := e.msg
 	if req.TriggerRebindEvent {
 		if rp, ok := m.o.Policy.(RebindPolicy); ok && m.o.Policy.HasHandler(event.RebindMessage) {
-			if e.shrunk {
-				// the handler sees the whole message
-				if data, err := m.o.Spool.LoadData(ctx, msg.ID()); err == nil {
-					msg.SetData(data)
-					e.shrunk = false
-				}
-			}
 			if err := rp.RebindMessage(ctx, msg, req.Data); err != nil {
 				m.log.Error().Err(err).Str("id", msg.ID()).Msg("rebind_message failed; the message keeps its queue")
 			}
@@ -79,7 +80,10 @@ func (m *Manager) rebindOne(ctx context.Context, e *entry, req *adminapi.RebindV
 	if ms, ok := m.o.Spool.(MetaSaver); ok && !m.isDeferred(msg.ID()) {
 		if err := ms.SaveMeta(ctx, msg, !m.o.NoSync); err != nil {
 			m.log.Error().Err(err).Str("id", msg.ID()).Msg("saving a rebound message's meta")
+			e.dirty = true
 		}
+	} else {
+		e.dirty = true
 	}
 	moved := now != old
 	if moved {

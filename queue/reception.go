@@ -25,11 +25,18 @@ func (m *Manager) Spool(ctx context.Context, msg *message.Message, deferred bool
 		m.defMu.Unlock()
 		return nil
 	}
+	if m.staging() {
+		// made durable by Insert's commit, with the Reception record
+		return m.o.Spool.(StagedSpool).Stage(ctx, msg)
+	}
 	return m.o.Spool.Save(ctx, msg, !m.o.NoSync)
 }
 
 // undefer writes a deferred message to the spool (before its first delay).
 func (m *Manager) undefer(ctx context.Context, msg *message.Message) {
+	if msg == nil {
+		return // held compactly: stored already
+	}
 	m.defMu.Lock()
 	_, ok := m.deferred[msg.ID()]
 	delete(m.deferred, msg.ID())
@@ -61,17 +68,25 @@ func (m *Manager) DeferredCount() int {
 
 // Insert puts a spooled message into its scheduled queue, due now. The
 // listener calls it after the Reception record and before the 250: for a
-// message written to the spool it first makes the records logged so far
-// durable (durable.go).
+// message written to the spool it first makes the message (when Spool
+// staged it) and the records logged so far durable, in one commit round
+// (commit.go). An error wrapping *SpoolError means the message is not
+// durable: the caller removes it and refuses it.
 func (m *Manager) Insert(ctx context.Context, msg *message.Message) error {
+	if !m.isDeferred(msg.ID()) {
+		if m.staging() {
+			if err := m.commit(ctx, true); err != nil {
+				return err
+			}
+		} else {
+			m.syncRecords(ctx)
+		}
+	}
 	m.mu.Lock()
 	closed := m.closed
 	m.mu.Unlock()
 	if closed {
 		return errors.New("queue: shutting down")
-	}
-	if !m.isDeferred(msg.ID()) {
-		m.syncRecords(ctx)
 	}
 	e := &entry{msg: msg, queue: msg.QueueName(), index: -1}
 	due := time.Now()

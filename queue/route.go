@@ -100,6 +100,9 @@ func (m *Manager) resolve(name string) {
 
 // routeFailed records a failed destination lookup for e.
 func (m *Manager) routeFailed(e *entry, sq *schedQueue, err error) {
+	if !m.need(e) {
+		return
+	}
 	var re *smtpreply.Error
 	if errors.As(err, &re) && re.Response.Code >= 500 {
 		m.finish(e, sq, nil, nil, logrecord.Bounce, re.Response, e.msg.Recipients())

@@ -76,12 +76,25 @@ func newEgressLimits(rq string, p config.EgressPath) egressLimits {
 		l.connRate = &cr[0]
 	}
 	l.selection = rates("kumomta.source_selection_rate."+rq, p.SourceSelectionRate, p.AdditionalSourceSelectionRates)
-	l.conns = append(l.conns, sharedlimit.Limit{Name: "kumomta.connection_limit." + rq, Limit: p.ConnectionLimit, Local: p.ConnectionLimitLocal})
+	ttl := LeaseDuration(p)
+	l.conns = append(l.conns, sharedlimit.Limit{Name: "kumomta.connection_limit." + rq, Limit: p.ConnectionLimit, Local: p.ConnectionLimitLocal, TTL: ttl})
 	for name, n := range p.AdditionalConnectionLimits {
-		l.conns = append(l.conns, sharedlimit.Limit{Name: name, Limit: n, Local: p.AdditionalConnectionLimitsLocal[name]})
+		l.conns = append(l.conns, sharedlimit.Limit{Name: name, Limit: n, Local: p.AdditionalConnectionLimitsLocal[name], TTL: ttl})
 	}
 	slices.SortStableFunc(l.conns, func(a, b sharedlimit.Limit) int { return a.Limit - b.Limit })
 	return l
+}
+
+// LeaseDuration is how long a shared connection-limit lease of path p
+// lasts without renewal: as in KumoMTA's ready queue, the theoretical
+// lifetime of a connection sending one message, the sum of the connect,
+// banner, EHLO, AUTH, MAIL FROM, RCPT TO, DATA, data-dot, STARTTLS and
+// idle timeouts. A node that dies frees its slots after this long, so
+// shorter timeouts free them sooner (KumoMTA's defaults add up to about
+// 28 minutes). Holders renew their leases while the connection lives.
+func LeaseDuration(p config.EgressPath) time.Duration {
+	return p.ConnectTimeout + p.BannerTimeout + p.EhloTimeout + p.AuthTimeout + p.MailFromTimeout +
+		p.RcptToTimeout + p.DataTimeout + p.DataDotTimeout + p.StartTLSTimeout + p.IdleTimeout
 }
 
 // takeMessageRates counts one message against every message rate of the

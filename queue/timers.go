@@ -28,20 +28,16 @@ func (h *entryHeap) Pop() any {
 	return e
 }
 
-// shrinkAfter is how far in the future a message must be due before its
-// body is dropped from memory (it is read back from the spool when due).
-const shrinkAfter = 2 * time.Second
-
 // schedule puts e into the timer heap, due at t. Messages due later than
-// shrinkAfter give up their in-memory body, so a long outage costs memory
-// per message, not per byte.
+// compactAfter are held compactly (compact.go), so a long outage costs
+// about a hundred bytes per message.
 func (m *Manager) schedule(e *entry, t time.Time) {
 	e.due = t
-	if !e.shrunk && time.Until(t) > shrinkAfter && !m.isDeferred(e.msg.ID()) {
-		e.msg.SetData(nil)
-		e.shrunk = true
+	if e.msg != nil && time.Until(t) > compactAfter {
+		m.compact(e)
 	}
 	m.mu.Lock()
+	e.queue = m.internQueue(e.queue)
 	heap.Push(&m.timers, e)
 	m.waiting[e.queue]++
 	first := m.timers[0] == e

@@ -177,7 +177,7 @@ func egressSourceView(s *config.EgressSource) []field {
 		{"socks5_proxy_server", optString(s.Socks5ProxyServer)},
 		{"socks5_proxy_source_address", optString(s.Socks5ProxySourceAddress)},
 		{"socks5_proxy_username", optString(s.Socks5ProxyUsername)},
-		{"socks5_proxy_password", optString(s.Socks5ProxyPassword)},
+		{"socks5_proxy_password", keySourceView(s.Socks5ProxyPassword)},
 		{"suspend_when_unplumbed", optMap(s.SuspendWhenUnplumbed)},
 		{"suspend_when_proxy_unhealthy", optMap(s.SuspendWhenProxyUnhealthy)},
 		{"ttl", duration.Format(s.TTL)},

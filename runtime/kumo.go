@@ -94,6 +94,7 @@ func (st *state) openKumo() *lua.LTable {
 
 	dns := st.openDNS()
 	dns.RawSetString("configure_test_mta_sts", L.NewFunction(st.dnsConfigureTestMTASTS))
+	dns.RawSetString("set_mta_sts_enabled", L.NewFunction(st.dnsSetMTASTSEnabled))
 	k.RawSetString("dns", dns)
 	dkimT := st.openDKIM()
 	k.RawSetString("dkim", dkimT)

@@ -386,3 +386,26 @@ func (st *state) dnsConfigureTestMTASTS(L *lua.LState) int {
 	d.SetTestMTASTS(policies)
 	return 0
 }
+
+// MTASTSSwitch is implemented by a DNS whose delivery side can stop
+// consulting MTA-STS (kumo.dns.set_mta_sts_enabled).
+type MTASTSSwitch interface {
+	SetMTASTSEnabled(enabled bool)
+}
+
+// dnsSetMTASTSEnabled is kumo.dns.set_mta_sts_enabled(ENABLED): whether
+// MX resolution consults MTA-STS policies at all (KumoMTA's page of that
+// name; true by default). The egress path's enable_mta_sts only decides
+// whether a policy found may raise TLS.
+func (st *state) dnsSetMTASTSEnabled(L *lua.LState) int {
+	enabled := L.CheckBool(1)
+	if st.rt.opts.Validating {
+		return 0
+	}
+	d, ok := st.dns(L, "set_mta_sts_enabled").(MTASTSSwitch)
+	if !ok {
+		L.RaiseError("kumo.dns.set_mta_sts_enabled: this process does not deliver mail")
+	}
+	d.SetMTASTSEnabled(enabled)
+	return 0
+}

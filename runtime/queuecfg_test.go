@@ -296,21 +296,39 @@ func TestEgressSourceAndPool(t *testing.T) {
 	}
 	s = mustConstruct[config.EgressSource](t, `kumo.make_egress_source{
   name='p', ttl='5m', ha_proxy_server='10.0.0.9:5000', ha_proxy_source_address='10.0.0.2',
-  socks5_proxy_server='[::1]:1080', socks5_proxy_source_address='::2', socks5_proxy_username='u', socks5_proxy_password='pw',
   suspend_when_unplumbed={trigger='Immediate', duration='1m'},
   suspend_when_proxy_unhealthy={trigger={Threshold='3/min'}, duration=30},
 }`)
 	want := config.EgressSource{
 		Name: "p", TTL: 5 * time.Minute, HAProxyServer: "10.0.0.9:5000", HAProxySourceAddress: "10.0.0.2",
-		Socks5ProxyServer: "[::1]:1080", Socks5ProxySourceAddress: "::2", Socks5ProxyUsername: "u", Socks5ProxyPassword: "pw",
 		SuspendWhenUnplumbed:      map[string]any{"trigger": "Immediate", "duration": "1m"},
 		SuspendWhenProxyUnhealthy: map[string]any{"trigger": map[string]any{"Threshold": "3/min"}, "duration": "30s"},
-		Unimplemented: []string{"ha_proxy_server", "ha_proxy_source_address", "socks5_proxy_server",
-			"socks5_proxy_source_address", "socks5_proxy_username", "socks5_proxy_password",
-			"suspend_when_unplumbed", "suspend_when_proxy_unhealthy"},
+		Unimplemented:             []string{"suspend_when_unplumbed", "suspend_when_proxy_unhealthy"},
 	}
 	if !reflect.DeepEqual(*s, want) {
 		t.Fatalf("source = %+v\nwant     %+v", *s, want)
+	}
+	if proto, server, src, ok := s.Proxy(); !ok || proto != "haproxy" || server.String() != "10.0.0.9:5000" || src.String() != "10.0.0.2" {
+		t.Fatalf("Proxy() = %q %v %v %v", proto, server, src, ok)
+	}
+	// The password is a KeySource, as in KumoMTA: a string is a file path.
+	s = mustConstruct[config.EgressSource](t, `kumo.make_egress_source{
+  name='s', socks5_proxy_server='[::1]:1080', socks5_proxy_source_address='::2',
+  socks5_proxy_username='u', socks5_proxy_password={key_data='pw'},
+}`)
+	want = config.EgressSource{
+		Name: "s", TTL: time.Minute, Socks5ProxyServer: "[::1]:1080", Socks5ProxySourceAddress: "::2",
+		Socks5ProxyUsername: "u", Socks5ProxyPassword: config.KeySource{Data: []byte("pw")},
+	}
+	if !reflect.DeepEqual(*s, want) {
+		t.Fatalf("source = %+v\nwant     %+v", *s, want)
+	}
+	if proto, server, src, ok := s.Proxy(); !ok || proto != "socks5" || server.String() != "[::1]:1080" || src.String() != "::2" {
+		t.Fatalf("Proxy() = %q %v %v %v", proto, server, src, ok)
+	}
+	s = mustConstruct[config.EgressSource](t, `kumo.make_egress_source{name='f', socks5_proxy_server='127.0.0.1:1080', socks5_proxy_source_address='127.0.0.2', socks5_proxy_username='u', socks5_proxy_password='/etc/pw'}`)
+	if s.Socks5ProxyPassword.Path != "/etc/pw" {
+		t.Fatalf("password = %+v", s.Socks5ProxyPassword)
 	}
 
 	// KumoMTA's SuspensionPolicy defaults trigger to Immediate.
@@ -388,6 +406,18 @@ func TestQueueEgressDecodeErrors(t *testing.T) {
 		{`kumo.make_egress_source{}`, "missing field `name`", ""},
 		{`kumo.make_egress_source{name='a', source_address='10.0.0.1/32'}`, "invalid value: string \"10.0.0.1/32\", expected an IP address", ""},
 		{`kumo.make_egress_source{name='a', ha_proxy_server='10.0.0.1'}`, "expected a socket address", ""},
+		{`kumo.make_egress_source{name='a', ha_proxy_server='10.0.0.1:5000'}`, "`ha_proxy_server` needs `ha_proxy_source_address`", ""},
+		{`kumo.make_egress_source{name='a', ha_proxy_source_address='10.0.0.1'}`, "`ha_proxy_source_address` needs `ha_proxy_server`", ""},
+		{`kumo.make_egress_source{name='a', socks5_proxy_server='10.0.0.1:1080'}`, "`socks5_proxy_server` needs `socks5_proxy_source_address`", ""},
+		{`kumo.make_egress_source{name='a', socks5_proxy_source_address='10.0.0.1'}`, "`socks5_proxy_source_address` needs `socks5_proxy_server`", ""},
+		{`kumo.make_egress_source{name='a', socks5_proxy_server='10.0.0.1:0', socks5_proxy_source_address='10.0.0.2'}`, "needs a port other than 0", ""},
+		{`kumo.make_egress_source{name='a', socks5_proxy_server='10.0.0.1:1080', socks5_proxy_source_address='10.0.0.2/32'}`, "expected an IP address", ""},
+		{`kumo.make_egress_source{name='a', ha_proxy_server='10.0.0.1:5000', ha_proxy_source_address='10.0.0.2', socks5_proxy_server='10.0.0.1:1080', socks5_proxy_source_address='10.0.0.2'}`, "cannot both be set", ""},
+		{`kumo.make_egress_source{name='a', socks5_proxy_server='10.0.0.1:1080', socks5_proxy_source_address='10.0.0.2', socks5_proxy_username='u'}`, "`socks5_proxy_username` and `socks5_proxy_password` go together", ""},
+		{`kumo.make_egress_source{name='a', socks5_proxy_server='10.0.0.1:1080', socks5_proxy_source_address='10.0.0.2', socks5_proxy_password={key_data='p'}}`, "go together", ""},
+		{`kumo.make_egress_source{name='a', socks5_proxy_username='u', socks5_proxy_password={key_data='p'}}`, "`socks5_proxy_username` needs `socks5_proxy_server`", ""},
+		{`kumo.make_egress_source{name='a', socks5_proxy_server='10.0.0.1:1080', socks5_proxy_source_address='10.0.0.2', socks5_proxy_username=string.rep('u', 256), socks5_proxy_password={key_data='p'}}`, "longer than the 255 bytes", ""},
+		{`kumo.make_egress_source{name='a', socks5_proxy_server='10.0.0.1:1080', socks5_proxy_source_address='10.0.0.2', socks5_proxy_username='u', socks5_proxy_password={secret='p'}}`, "untagged enum KeySource", ""},
 		{`kumo.make_egress_source{name='a', suspend_when_unplumbed={trigger='Later', duration=1}}`, "unknown variant `Later`", ""},
 		{`kumo.make_egress_source{name='a', suspend_when_unplumbed={trigger='Immediate'}}`, "missing field `duration`", ""},
 		{`kumo.make_egress_pool{entries={}}`, "missing field `name`", ""},

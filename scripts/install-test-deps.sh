@@ -22,6 +22,9 @@
 #   rabbitmq-server  the AMQP tests start their own broker (own node name,
 #            RABBITMQ_* directories and loopback ports); the packaged service
 #            is kept from starting the same way and stopped if it runs
+#   haproxy  the egress proxy tests start their own instance on a loopback
+#            port as KumoMTA's documented forward proxy; the packaged
+#            service is kept from starting and stopped if it runs
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -41,7 +44,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=()
-for p in postfix swaks zstd gcc libc6-dev python3-dkim python3-authres prometheus redis-server rabbitmq-server; do
+for p in postfix swaks zstd gcc libc6-dev python3-dkim python3-authres prometheus redis-server rabbitmq-server haproxy; do
 	pkg_installed "$p" || missing+=("$p")
 done
 if ! command -v python3 >/dev/null 2>&1; then
@@ -106,7 +109,13 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet rabbitmq-
 	"${SUDO[@]}" systemctl stop rabbitmq-server >/dev/null 2>&1 || true
 fi
 
-for tool in smtp-source smtp-sink swaks zstd python3 prometheus redis-server; do
+# Nor may the packaged haproxy service hold ports or proxy anything.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet haproxy 2>/dev/null; then
+	log "stopping the packaged haproxy"
+	"${SUDO[@]}" systemctl stop haproxy >/dev/null 2>&1 || true
+fi
+
+for tool in smtp-source smtp-sink swaks zstd python3 prometheus redis-server haproxy; do
 	if ! command -v "$tool" >/dev/null 2>&1; then
 		log "expected $tool on PATH after install, not found"
 		exit 1

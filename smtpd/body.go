@@ -29,6 +29,8 @@ import (
 // of github.com/emersion/go-smtp v0.26.0: handleBdat, reset). With the
 // earlier chunks read here, go-smtp holds a BDAT body only while it reads
 // the last chunk, so no reset can fall inside one.
+// Every chunk's bytes are held to DATA's line rules as they are read
+// (lineCheck, fed by bodyBuf.fill), not in a second pass over the body.
 //
 // The end of a body is the line "." that follows a CRLF, that is the byte
 // sequence CRLF "." CRLF with the CRLF before the dot counted from the start
@@ -278,33 +280,9 @@ func (ss *session) readChunk(size int64) bool {
 	defer t.mu.Unlock()
 	cfg := ss.cfg
 	ss.chunk = chunkReader{ss: ss, left: size}
+	if !t.body.lines.on {
+		t.body.lines.start(cfg.LineLengthHardLimit) // the body's first chunk
+	}
 	err := t.body.fill(&ss.chunk, ss.s.budget, cfg.MaxMessageSize, cfg.ClientTimeout)
 	return err == nil
-}
-
-// checkLines applies DATA's line checks to a body received with BDAT: it
-// reports a line longer than limit (0: none) and a bare CR or bare LF. A
-// last line without a line ending is not a bare one.
-func checkLines(b []byte, limit int) (tooLong, badEnding bool) {
-	for len(b) > 0 {
-		line := b
-		i := bytes.IndexByte(b, '\n')
-		if i >= 0 {
-			line, b = b[:i], b[i+1:]
-			if len(line) == 0 || line[len(line)-1] != '\r' {
-				badEnding = true
-			} else {
-				line = line[:len(line)-1]
-			}
-		} else {
-			b = nil
-		}
-		if bytes.IndexByte(line, '\r') >= 0 {
-			badEnding = true
-		}
-		if limit > 0 && len(line) > limit {
-			tooLong = true
-		}
-	}
-	return tooLong, badEnding
 }

@@ -327,19 +327,3 @@ func TestBDATLineEndings(t *testing.T) {
 		c.Cmd(t, "NOOP", "250 the goggles")
 	}
 }
-
-func TestCheckLines(t *testing.T) {
-	for _, tc := range []struct {
-		in        string
-		long, bad bool
-	}{
-		{"", false, false}, {"abc", false, false}, {"a\r\nb\r\n", false, false}, {"a\r\nb", false, false},
-		{"a\n", false, true}, {"\n", false, true}, {"a\r", false, true}, {"a\rb\r\n", false, true},
-		{"x\r\r\n", false, true}, {strings.Repeat("y", 11) + "\r\n", true, false}, {strings.Repeat("y", 10) + "\r\n", false, false},
-	} {
-		long, bad := checkLines([]byte(tc.in), 10)
-		if long != tc.long || bad != tc.bad {
-			t.Errorf("%q: long %v bad %v, want %v %v", tc.in, long, bad, tc.long, tc.bad)
-		}
-	}
-}

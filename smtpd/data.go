@@ -70,6 +70,9 @@ type bodyBuf struct {
 	res    bodyReservation
 	tooBig bool
 	noMem  bool
+	// lines checks the lines of a BDAT body as fill reads them
+	// (linecheck.go); it is off for DATA, whose scanner checks them
+	lines lineCheck
 }
 
 // fill reads r to its end into the body. It returns the read error, nil at
@@ -113,6 +116,9 @@ func (b *bodyBuf) fill(r io.Reader, budget *bodyBudget, max int64, firstWait tim
 			buf = *b.bp
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
+		if b.lines.on {
+			b.lines.feed(buf[len(buf) : len(buf)+n])
+		}
 		buf = buf[:len(buf)+n]
 		if max > 0 && int64(len(buf)-message.Headroom) > max {
 			b.tooBig = true
@@ -146,6 +152,7 @@ func (b *bodyBuf) release() {
 		b.res.done()
 	}
 	b.tooBig, b.noMem = false, false
+	b.lines = lineCheck{}
 }
 
 // errAnswered ends a Data whose reply has been sent already (a stalled body
@@ -170,6 +177,9 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	body := ss.t.takeBody()
 	defer body.release()
+	if !isData && !body.lines.on {
+		body.lines.start(cfg.LineLengthHardLimit) // BDAT LAST was the only chunk
+	}
 	if err := body.fill(r, ss.s.budget, cfg.MaxMessageSize, cfg.ClientTimeout); err != nil {
 		// The reader has answered the client (a stall), or go-smtp reset
 		// the transaction (RSET, a closed connection) without waiting
@@ -188,8 +198,9 @@ func (ss *session) Data(r io.Reader) error {
 	tooLong, badEnding := ss.scan.tooLong, ss.scan.badEnding
 	if !isData {
 		// a BDAT body is held to the same rules as a DATA body, so that
-		// what is spooled does not depend on how it was sent
-		tooLong, badEnding = checkLines(buf[message.Headroom:], cfg.LineLengthHardLimit)
+		// what is spooled does not depend on how it was sent; fill
+		// checked its lines as they arrived
+		tooLong, badEnding = body.lines.finish()
 	}
 	if tooLong {
 		return ss.refuse(replyLineTooLong)

@@ -176,6 +176,11 @@ func (s *Server) receive(ctx context.Context, t *txn, c *client, bp *[]byte) (pa
 		s.logReception(c, t, m, q)
 		if err := s.deps.Enqueuer.Insert(ctx, m); err != nil {
 			failed++
+			var sf interface{ SpoolFailure() bool }
+			if errors.As(err, &sf) {
+				// the spool's commit failed: not durable, as a failed write
+				spoolErr = err
+			}
 			s.deps.Enqueuer.Unspool(ctx, m)
 			s.logInternalBounce(c, m, q, "KumoMTA internal: QueueManager::insert failed during reception: "+err.Error())
 			s.log.Error().Err(err).Str("queue", q).Str("id", m.ID()).Msg("queue insert failed")

@@ -24,8 +24,10 @@ import (
 // Enqueuer takes accepted messages whose queue is not "null", in KumoMTA's
 // order (docs/flow.md): Spool (queue resolution and the durable write), then the
 // listener logs the Reception record, then Insert into the scheduled
-// queue; only then does the client get its 250. If Insert fails the
-// listener calls Unspool.
+// queue; only then does the client get its 250. Insert may finish the
+// durable write (the queue commits the message with its Reception record):
+// an error with a SpoolFailure() bool method is answered as a failed spool
+// write. If Insert fails the listener calls Unspool.
 type Enqueuer interface {
 	Spool(ctx context.Context, msg *message.Message, deferred bool) error
 	Insert(ctx context.Context, msg *message.Message) error

@@ -780,7 +780,26 @@ func TestEnqueueOrderAndFailures(t *testing.T) {
 	if len(b) != 1 || b[0].Response.Code != 500 || !strings.HasPrefix(b[0].Response.Content, "KumoMTA internal: QueueManager::insert failed during reception: queue closed") {
 		t.Fatalf("bounce records %+v", b)
 	}
+
+	// the queue's commit of a staged spool write failed in Insert: the
+	// message is not durable, answered as a failed spool write
+	c = greet(t, ts.addr)
+	enq.events = nil
+	enq.insertErr = fmt.Errorf("commit: %w", spoolFailure{})
+	if resp := sendMessage(t, c, "a@x.com", "b@y.com", "x\r\n"); resp != "421 4.3.2 mx.test the spool is not accepting writes. Try later" {
+		t.Fatal(resp)
+	}
+	if fmt.Sprint(enq.events) != "[spool insert(receptions=3) unspool]" {
+		t.Fatalf("order %v", enq.events)
+	}
 }
+
+// spoolFailure is an Insert error that says the spool failed, as the
+// queue's SpoolError does.
+type spoolFailure struct{}
+
+func (spoolFailure) Error() string      { return "WAL sync: input/output error" }
+func (spoolFailure) SpoolFailure() bool { return true }
 
 func TestDiskTooFullAtBanner(t *testing.T) {
 	ts := startServer(t, testConfig(), nullPolicy())

@@ -6,6 +6,10 @@
 //
 //	baresink --listen 127.0.0.1:2525
 //
+// With --addrs N it listens on N loopback addresses at the same port: the
+// --listen address and 127.1.X.Y for the others, where address i (1 ≤ i < N)
+// is 127.1.(i/250).(1+i%250) — the addresses bench/fakedns gives its MX hosts.
+//
 // With --expect N it also prints "reached messages=N unix_ns=T" on stderr
 // once it has counted N messages (checked every millisecond), T being the
 // wall clock time it saw the Nth: benchmark scripts time relays end to end
@@ -28,6 +32,7 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:2525", "loopback address to listen on (host:port; port 0 picks one)")
 	verbose := flag.Bool("v", false, "log go-smtp connection errors to stderr")
+	addrs := flag.Int("addrs", 1, "listen on this many loopback addresses (the --listen one, then 127.1.X.Y at the same port)")
 	expect := flag.Int64("expect", 0, "print \"reached messages=N unix_ns=T\" on stderr once N messages are counted (0: never)")
 	flag.Parse()
 
@@ -43,6 +48,13 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "baresink:", err)
 		os.Exit(1)
+	}
+	_, port, _ := net.SplitHostPort(sink.Addr())
+	for i := 1; i < *addrs; i++ {
+		if err := sink.Also(net.JoinHostPort(ManyAddr(i), port)); err != nil {
+			fmt.Fprintln(os.Stderr, "baresink:", err)
+			os.Exit(1)
+		}
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -84,3 +96,7 @@ func checkLoopback(addr string) error {
 	}
 	return nil
 }
+
+// ManyAddr is the i-th extra loopback address (bench/fakedns uses the same
+// numbering): 127.1.(i/250).(1+i%250).
+func ManyAddr(i int) string { return fmt.Sprintf("127.1.%d.%d", i/250, 1+i%250) }

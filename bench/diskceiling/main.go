@@ -14,6 +14,7 @@
 // fdatasyncs per record for each, and the group/per-message ratios.
 //
 //	go run ./bench/diskceiling --dir /tmp --n 20000
+//	go run ./bench/diskceiling --modes group-rewrite   # one mode (also per-message-append, ...)
 package main
 
 import (
@@ -21,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,12 +72,25 @@ func main() {
 	size := flag.Int("size", 100*1024, "record size in bytes (rounded up to 4 KiB)")
 	writers := flag.Int("writers", 256, "concurrent writers")
 	rounds := flag.Int("rounds", 1, "runs of every mode; the best of each is kept")
+	only := flag.String("modes", "", "comma list of modes to run, named [per-message|group]-[append|rewrite|direct] (default: all six)")
 	flag.Parse()
 	rec := (*size + align - 1) &^ (align - 1)
 	best := map[mode]result{}
 	var modes []mode
 	for _, k := range []fileKind{appended, rewritten, direct} {
 		modes = append(modes, mode{false, k}, mode{true, k})
+	}
+	if *only != "" {
+		var picked []mode
+		for _, name := range strings.Split(*only, ",") {
+			m, ok := modeNamed(strings.TrimSpace(name))
+			if !ok {
+				fmt.Fprintf(os.Stderr, "diskceiling: unknown mode %q\n", name)
+				os.Exit(2)
+			}
+			picked = append(picked, m)
+		}
+		modes = picked
 	}
 	for r := 0; r < *rounds; r++ {
 		for _, m := range modes {
@@ -96,8 +111,24 @@ func main() {
 	}
 	for _, k := range []fileKind{appended, rewritten, direct} {
 		g, p := best[mode{true, k}], best[mode{false, k}]
-		fmt.Printf("ratio group/per-message, %s: %.2fx\n", kindNames[k], g.msgsPerSec/p.msgsPerSec)
+		if g.msgsPerSec > 0 && p.msgsPerSec > 0 {
+			fmt.Printf("ratio group/per-message, %s: %.2fx\n", kindNames[k], g.msgsPerSec/p.msgsPerSec)
+		}
 	}
+}
+
+// modeNamed parses a --modes entry such as "group-rewrite".
+func modeNamed(name string) (mode, bool) {
+	how, file, ok := "per-message", "", false
+	if file, ok = strings.CutPrefix(name, "per-message-"); !ok {
+		if file, ok = strings.CutPrefix(name, "group-"); !ok {
+			return mode{}, false
+		}
+		how = "group"
+	}
+	kinds := map[string]fileKind{"append": appended, "rewrite": rewritten, "direct": direct}
+	k, ok := kinds[file]
+	return mode{group: how == "group", file: k}, ok
 }
 
 // alignedBuf returns a zeroed buffer of size bytes aligned for O_DIRECT.

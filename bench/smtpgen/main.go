@@ -7,12 +7,24 @@
 //
 //	sent=N failed=N secs=S rate=R msgs/s
 //
+// With --domains N the recipients spread over N domains round robin,
+// rcpt@d<k>.<--zone> for message k mod N (bench/fakedns gives each its own
+// MX); without it every message goes to rcpt@sink.localhost.
+//
 // Usage: smtpgen --target 127.0.0.1:2525 [--mode bdat|data] [--msgs 20000]
 // [--size 102400] [--conc 50] [--per-conn 0] [--timeout 300s]
+// [--domains N --zone bench.test]
+// [--from sender@bench.localhost] [--dkim-key FILE [--dkim-selector bench]]
+//
+// --from sets the envelope sender and the From: header; --dkim-key (a PEM
+// RSA or Ed25519 private key) DKIM-signs the message once, for the
+// sender's domain, so that a receiver's verification has real work
+// (bench/mailauth.sh).
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +46,11 @@ type config struct {
 	conc    int
 	perConn int
 	ioWait  time.Duration
+	domains int
+	zone    string
+	from    string
+	dkimKey string
+	dkimSel string
 }
 
 func main() {
@@ -45,22 +62,36 @@ func main() {
 	flag.IntVar(&c.conc, "conc", 50, "parallel connections")
 	flag.IntVar(&c.perConn, "per-conn", 0, "messages per connection before reconnecting (0: no limit)")
 	timeout := flag.Duration("timeout", 300*time.Second, "give up after this long")
+	flag.IntVar(&c.domains, "domains", 0, "spread the recipients over this many domains d<k>.<zone> (0: rcpt@sink.localhost)")
+	flag.StringVar(&c.zone, "zone", "bench.test", "the parent domain of --domains")
 	flag.DurationVar(&c.ioWait, "io-timeout", 30*time.Second, "bound on each network read and write")
+	flag.StringVar(&c.from, "from", "sender@bench.localhost", "envelope sender and From: address")
+	flag.StringVar(&c.dkimKey, "dkim-key", "", "PEM private key: DKIM-sign the message for the sender's domain")
+	flag.StringVar(&c.dkimSel, "dkim-selector", "bench", "DKIM selector (with --dkim-key)")
 	flag.Parse()
 
 	if err := c.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "smtpgen:", err)
 		os.Exit(2)
 	}
-	body := makeMessage(c.size)
+	body := makeMessage(c.size, c.from)
+	if c.dkimKey != "" {
+		signed, err := dkimSign(body, c.from, c.dkimSel, c.dkimKey)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "smtpgen:", err)
+			os.Exit(2)
+		}
+		body = signed
+	}
 	var payload []byte
 	switch c.mode {
 	case "bdat":
-		payload = []byte("MAIL FROM:<sender@bench.localhost>\r\nRCPT TO:<rcpt@sink.localhost>\r\nBDAT " +
+		payload = []byte("MAIL FROM:<" + c.from + ">\r\nRCPT TO:<rcpt@sink.localhost>\r\nBDAT " +
 			strconv.Itoa(len(body)) + " LAST\r\n" + body)
 	case "data":
-		// makeMessage never starts a line with ".", so no dot-stuffing.
-		payload = []byte("MAIL FROM:<sender@bench.localhost>\r\nRCPT TO:<rcpt@sink.localhost>\r\nDATA\r\n")
+		// makeMessage never starts a line with ".", nor does a
+		// DKIM-Signature header, so no dot-stuffing.
+		payload = []byte("MAIL FROM:<" + c.from + ">\r\nRCPT TO:<rcpt@sink.localhost>\r\nDATA\r\n")
 	}
 	dataBody := []byte(body + ".\r\n")
 
@@ -122,6 +153,9 @@ func (c *config) validate() error {
 	if c.mode != "bdat" && c.mode != "data" {
 		return fmt.Errorf("unknown --mode %q", c.mode)
 	}
+	if at := strings.LastIndexByte(c.from, '@'); at <= 0 || at == len(c.from)-1 || strings.ContainsAny(c.from, "<> \r\n") {
+		return fmt.Errorf("--from %q is not an address", c.from)
+	}
 	if c.msgs < 1 || c.msgs > 10_000_000 || c.size < 128 || c.size > 64<<20 || c.conc < 1 || c.conc > 20000 || c.perConn < 0 {
 		return errors.New("--msgs, --size or --conc out of range")
 	}
@@ -150,11 +184,22 @@ func (c *config) session(next, sent *atomic.Int64, payload, dataBody []byte, dea
 		return fmt.Errorf("EHLO: %w", err)
 	}
 	for done := 0; c.perConn == 0 || done < c.perConn; done++ {
-		if next.Add(1) > c.msgs {
+		k := next.Add(1)
+		if k > c.msgs {
 			break
 		}
 		bump()
-		if _, err := conn.Write(payload); err != nil {
+		if c.domains > 0 {
+			// the envelope names this message's domain; the rest of the
+			// pipelined payload is shared
+			const rcpt = "RCPT TO:<rcpt@sink.localhost>\r\n"
+			tail := payload[bytes.Index(payload, []byte(rcpt))+len(rcpt):]
+			env := "MAIL FROM:<" + c.from + ">\r\nRCPT TO:<rcpt@d" + strconv.FormatInt((k-1)%int64(c.domains), 10) + "." + c.zone + ">\r\n"
+			bufs := net.Buffers{[]byte(env), tail}
+			if _, err := bufs.WriteTo(conn); err != nil {
+				return err
+			}
+		} else if _, err := conn.Write(payload); err != nil {
 			return err
 		}
 		for i, step := range []string{"MAIL", "RCPT"} {
@@ -209,12 +254,13 @@ func expect(r *bufio.Reader, want int) error {
 	return errors.New("reply too long")
 }
 
-// makeMessage builds a message of exactly size bytes: a few headers and
-// 78-byte body lines (and a shorter last one) that never start with a dot, ending in CRLF.
-func makeMessage(size int) string {
+// makeMessage builds a message of exactly size bytes (before any DKIM
+// signature): a few headers and 78-byte body lines (and a shorter last
+// one) that never start with a dot, ending in CRLF.
+func makeMessage(size int, from string) string {
 	var b strings.Builder
 	b.Grow(size)
-	b.WriteString("From: <sender@bench.localhost>\r\nTo: <rcpt@sink.localhost>\r\nSubject: bench\r\n\r\n")
+	b.WriteString("From: <" + from + ">\r\nTo: <rcpt@sink.localhost>\r\nSubject: bench\r\n\r\n")
 	line := strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyz", 3)[:76] + "\r\n"
 	for b.Len()+len(line)+2 <= size {
 		b.WriteString(line)

@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kumogo/kumogo/internal/mailauth"
+	"github.com/kumogo/kumogo/internal/metrics"
 	"github.com/kumogo/kumogo/internal/mtasts"
 	"github.com/kumogo/kumogo/queue/egress/mx"
 )
@@ -21,6 +25,34 @@ func (a dnsAdapter) AuthResolver() mailauth.Resolver { return a.resolver().AuthR
 type stsSource struct {
 	once sync.Once
 	f    *mtasts.Fetcher
+	// off is kumo.dns.set_mta_sts_enabled(false): resolution consults no
+	// policy
+	off atomic.Bool
+}
+
+// stsGate is the MTA-STS source of MX resolution: the daemon's policies
+// while kumo.dns.set_mta_sts_enabled allows them, none otherwise.
+type stsGate struct{ d *daemon }
+
+func (g stsGate) Get(ctx context.Context, domain string) (*mtasts.Policy, error) {
+	if g.d.sts.off.Load() {
+		return nil, nil
+	}
+	return g.d.mtaSTS().Get(ctx, domain)
+}
+
+// SetMTASTSEnabled serves kumo.dns.set_mta_sts_enabled.
+func (a dnsAdapter) SetMTASTSEnabled(enabled bool) { a.d.sts.off.Store(!enabled) }
+
+// daneResults is KumoMTA's dane_result_count: the DANE decisions of
+// delivery by result (egress.DANEOK, ...).
+func newDANEResults(reg *metrics.Registry) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dane_result_count",
+		Help: "Number of DANE policy decisions made on the SMTP delivery path, labelled by result",
+	}, []string{"result"})
+	reg.MustRegister(c)
+	return c
 }
 
 func (d *daemon) mtaSTS() *mtasts.Fetcher {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/kumogo/kumogo/internal/duration"
@@ -12,6 +13,7 @@ import (
 	"github.com/kumogo/kumogo/internal/metrics"
 	"github.com/kumogo/kumogo/queue"
 	"github.com/kumogo/kumogo/queue/egress"
+	"github.com/kumogo/kumogo/queue/spool"
 )
 
 // startEngine opens the spools, builds the queue manager, enumerates the
@@ -22,12 +24,15 @@ func (d *daemon) startEngine(ctx context.Context) error {
 		return err
 	}
 	d.spool = sp
+	dane := newDANEResults(d.metrics)
+	dialer := egress.Dialer{Hostname: d.hostname, TLSA: daneDNS{d},
+		DANEResult: func(result string) { dane.WithLabelValues(result).Inc() }}
 	opts := queue.Options{
 		Policy:    d.rt,
 		Spool:     sp,
 		Logger:    &d.loggers,
-		Router:    protoRouter{smtp: egress.Router{Resolver: d.resolver()}},
-		Connector: protoConnector{smtp: &egress.Connector{Dialer: egress.Dialer{Hostname: d.hostname, STS: d.mtaSTS(), TLSA: daneDNS{d}}}, rt: d.rt, hostname: d.hostname},
+		Router:    protoRouter{smtp: egress.Router{Resolver: d.resolver(), STS: stsGate{d}}},
+		Connector: protoConnector{smtp: &egress.Connector{Dialer: dialer}, rt: d.rt, hostname: d.hostname},
 		Log:       d.log,
 		NodeID:    d.nodeID,
 		Limits:    d.limits,
@@ -63,25 +68,56 @@ func (d *daemon) startEngine(ctx context.Context) error {
 	m.Start()
 	d.loggers.startHooks(m)
 	start := time.Now()
-	n := 0
-	corrupt, err := sp.Enumerate(ctx, func(msg *message.Message) error {
-		if d.rt.HasHandler(event.SpoolMessageEnumerated) {
+	var n atomic.Int64
+	var corrupt int
+	if d.rt.HasHandler(event.SpoolMessageEnumerated) {
+		// the handler sees each whole message
+		corrupt, err = sp.Enumerate(ctx, func(msg *message.Message) error {
 			if err := d.rt.SpoolMessageEnumerated(ctx, msg); err != nil {
 				return fmt.Errorf("spool_message_enumerated: %w", err)
 			}
-		}
-		if err := m.Restore(ctx, msg); err != nil {
-			d.log.Warn().Err(err).Str("id", msg.ID()).Msg("spooled message left on disk until the next start")
+			if err := m.Restore(ctx, msg); err != nil {
+				d.log.Warn().Err(err).Str("id", msg.ID()).Msg("spooled message left on disk until the next start")
+				return nil
+			}
+			n.Add(1)
 			return nil
+		})
+	} else {
+		// Only the meta records are read, a few fields of each: the queue
+		// reads a message when it is due (queue/compact.go), and delivery
+		// of the due ones starts while the enumeration goes on.
+		corrupt, err = sp.EnumerateWaiting(ctx, func(w spool.Waiting) error {
+			if err := m.RestoreCompact(ctx, w.ID, w.Queue, w.Scheduling); err != nil {
+				d.log.Warn().Err(err).Str("id", w.ID).Msg("spooled message left on disk until the next start")
+				return nil
+			}
+			n.Add(1)
+			return nil
+		})
+		if err == nil {
+			// data without meta was never acknowledged: set aside in
+			// the background, without holding up the start
+			sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+			d.stopSweeps = stop
+			d.sweeps.Add(1)
+			go func() {
+				defer d.sweeps.Done()
+				if k, err := sp.SweepOrphans(sctx); err != nil && sctx.Err() == nil {
+					d.log.Warn().Err(err).Msg("looking for spooled data without meta")
+				} else if k > 0 {
+					d.log.Info().Int("orphans", k).Msg("spooled data without meta set aside")
+				}
+			}()
 		}
-		n++
-		return nil
-	})
+	}
 	if err != nil {
 		return fmt.Errorf("enumerating the spool: %w", err)
 	}
-	if n > 0 || corrupt > 0 {
-		d.log.Info().Int("messages", n).Int("corrupt", corrupt).Dur("took", time.Since(start)).Msg("spool enumerated")
+	if n.Load() > 0 || corrupt > 0 {
+		took := time.Since(start)
+		d.log.Info().Int64("messages", n.Load()).Int("corrupt", corrupt).Dur("took", took).
+			Float64("per_second", float64(n.Load())/max(took.Seconds(), 1e-9)).Msg("spool enumerated")
 	}
 	return nil
 }

@@ -286,7 +286,11 @@ type daemon struct {
 	hostname string
 	res      *mx.Resolver
 	spool    *spool.Spools
-	queue    *queue.Manager
+	// sweeps runs the spool's orphan sweep after a start (engine.go);
+	// stopSweeps ends it before the spool closes
+	sweeps     sync.WaitGroup
+	stopSweeps context.CancelFunc
+	queue      *queue.Manager
 
 	shutting atomic.Bool
 
@@ -501,6 +505,10 @@ func (d *daemon) serve(ctx context.Context) int {
 		}
 		d.loggers.closeHooks(sctx)
 	}
+	if d.stopSweeps != nil {
+		d.stopSweeps()
+	}
+	d.sweeps.Wait()
 	if d.spool != nil {
 		if err := d.spool.Close(); err != nil {
 			d.log.Error().Err(err).Msg("closing the spool")

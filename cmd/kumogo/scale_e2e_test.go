@@ -346,13 +346,15 @@ func TestScaleDeepQueue(t *testing.T) {
 	perMsg := float64(queued-base) * 1024 / float64(n)
 	t.Logf("RSS %d kB at start, %d kB with %d waiting: %.0f bytes per waiting message; HeapInuse %d → %d: %.0f bytes per message",
 		base, queued, n, perMsg, baseHeap, heap, float64(heap-baseHeap)/float64(n))
-	// Measured on 2026-12-03 (2 shared cores): about 2.3 KB of live heap
-	// per waiting message after a GC, and 9–10 KB of RSS (the injection's
-	// garbage is not yet returned to the kernel). The target of
-	// 1 KB of RSS per message is not reached; these bounds catch a body
-	// kept in memory (4 KB more live heap per message, about twice that in
-	// RSS) and growth beyond the present bookkeeping.
-	if perHeap := float64(heap-baseHeap) / float64(n); perHeap > 3*1024 {
+	// Waiting messages are held compactly (queue/compact.go): their
+	// metadata and bodies stay in the spool. Measured on 2026-12-03 (2
+	// shared cores, 5,000 messages): 541 bytes of live heap per waiting
+	// message after a GC, fixed costs included (2.3 KB before, when the
+	// metadata maps stayed in memory), and about 6 KB of RSS (the HTTP
+	// injection's garbage is not yet returned to the kernel at this size;
+	// bench/deepqueue.sh measures RSS at a million). The heap bound catches
+	// metadata or bodies kept in memory again.
+	if perHeap := float64(heap-baseHeap) / float64(n); perHeap > 1536 {
 		t.Errorf("live heap grew by %.0f bytes per waiting message (%d → %d)", perHeap, baseHeap, heap)
 	}
 	if perMsg > 16*1024 {

@@ -236,7 +236,9 @@ local D = {
   -- its own source: the ready queue (and so the path) is per source and site
   ['cluster-rate.test'] = { path = { max_message_rate = '10/s,max_burst=1' } },
   ['outage.test'] = { path = { max_message_rate = '40/s,max_burst=1' } },
-  ['hold.test'] = { path = { connection_limit = 10, additional_connection_limits = { ['cluster-conns'] = 2 }, ehlo_domain = 'hold.test' } },
+  -- shared leases last the sum of the path's timeouts (17 s here)
+  ['hold.test'] = { path = { connection_limit = 10, additional_connection_limits = { ['cluster-conns'] = 2 }, ehlo_domain = 'hold.test', connect_timeout = '1s', banner_timeout = '1s', ehlo_timeout = '1s', auth_timeout = '1s', mail_from_timeout = '1s', rcpt_to_timeout = '1s', data_timeout = '1s', data_dot_timeout = '8s', starttls_timeout = '1s', idle_timeout = '1s' } },
+  ['hold2.test'] = { path = { connection_limit = 10, additional_connection_limits = { ['cluster-conns'] = 2 }, ehlo_domain = 'hold2.test' } },
   ['ehlo.test'] = { src = { { name = 'two-b', weight = 1 } }, path = { ehlo_domain = 'path-wins.test' } },
 }
 local SOURCES = {

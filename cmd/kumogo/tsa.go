@@ -40,6 +40,7 @@ type tsaDaemon struct {
 	dbPath  string
 	store   *tsa.Store
 	servers []*http.Server
+	d       *tsa.Daemon
 	lns     []net.Listener
 	trusted []func(netip.Addr) bool
 }
@@ -84,6 +85,7 @@ func (t *tsaDaemon) serveAll(ctx context.Context, errc chan<- error) error {
 	}
 	t.store = s
 	d := tsa.New(s, t.loadShaping, nil)
+	t.d = d
 	for i, ln := range t.lns {
 		srv := &http.Server{Handler: d.Handler(t.trusted[i]), ReadHeaderTimeout: 10 * time.Second}
 		t.servers = append(t.servers, srv)
@@ -192,6 +194,9 @@ func runTSA(args []string, stderr io.Writer) int {
 func (t *tsaDaemon) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if t.d != nil {
+		t.d.Close() // websocket subscriptions, which Shutdown does not wait for
+	}
 	for _, s := range t.servers {
 		_ = s.Shutdown(ctx)
 	}

@@ -124,6 +124,13 @@ type tsaSuspensions struct {
 		Reason   string    `json:"reason"`
 		Expires  time.Time `json:"expires"`
 	} `json:"ready_q"`
+	SchedQ []struct {
+		Tenant   string    `json:"tenant"`
+		Domain   string    `json:"domain"`
+		Campaign *string   `json:"campaign"`
+		Reason   string    `json:"reason"`
+		Expires  time.Time `json:"expires"`
+	} `json:"sched_q"`
 }
 
 func (p *tsaProc) suspensions(t *testing.T) tsaSuspensions {

@@ -29,6 +29,13 @@ type concSink struct {
 	limited   int
 	open, max int
 	accepted  int
+	got       []rcptAt // accepted recipients, in order
+}
+
+// rcptAt is a recipient the sink accepted and when.
+type rcptAt struct {
+	rcpt string
+	at   time.Time
 }
 
 func startConcSink(t *testing.T, limited int, delay time.Duration) *concSink {
@@ -39,7 +46,7 @@ func startConcSink(t *testing.T, limited int, delay time.Duration) *concSink {
 		cs.open++
 		cs.max = max(cs.max, cs.open)
 		cs.mu.Unlock()
-		return &concSession{cs}, nil
+		return &concSession{cs: cs}, nil
 	}))
 	srv.Domain = "conc.test"
 	srv.ReadTimeout = 30 * time.Second
@@ -68,9 +75,12 @@ func (cs *concSink) resetMax() {
 	cs.mu.Unlock()
 }
 
-type concSession struct{ cs *concSink }
+type concSession struct {
+	cs    *concSink
+	rcpts []string
+}
 
-func (s *concSession) Reset() {}
+func (s *concSession) Reset() { s.rcpts = nil }
 func (s *concSession) Logout() error {
 	s.cs.mu.Lock()
 	s.cs.open--
@@ -78,7 +88,10 @@ func (s *concSession) Logout() error {
 	return nil
 }
 func (s *concSession) Mail(string, *gosmtp.MailOptions) error { return nil }
-func (s *concSession) Rcpt(string, *gosmtp.RcptOptions) error { return nil }
+func (s *concSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
 func (s *concSession) Data(r io.Reader) error {
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return err
@@ -93,6 +106,9 @@ func (s *concSession) Data(r io.Reader) error {
 	time.Sleep(s.cs.delay)
 	s.cs.mu.Lock()
 	s.cs.accepted++
+	for _, r := range s.rcpts {
+		s.cs.got = append(s.cs.got, rcptAt{r, time.Now()})
+	}
 	s.cs.mu.Unlock()
 	return nil
 }
@@ -199,4 +215,11 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool, dia
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// received returns the recipients accepted so far.
+func (cs *concSink) received() []rcptAt {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return append([]rcptAt(nil), cs.got...)
 }

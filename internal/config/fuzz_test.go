@@ -68,6 +68,8 @@ func FuzzConstructors(f *testing.F) {
 		`{"connection_limit":"local:1,000","additional_connection_limits":{"a":5},"smtp_port":0}`,
 		`{"enable_tls":"Required","additional_message_rate_throttles":{"x":"10/m"},"prohibited_hosts":["10.0.0.0/8"]}`,
 		`{"name":"s","source_address":"10.0.0.1","remote_port":25,"suspend_when_unplumbed":{"trigger":{"Threshold":"1/s"},"duration":"1m"}}`,
+		`{"name":"s","socks5_proxy_server":"127.0.0.1:1080","socks5_proxy_source_address":"127.0.0.2","socks5_proxy_username":"u","socks5_proxy_password":{"key_data":"p"}}`,
+		`{"name":"h","ha_proxy_server":"[::1]:5000","ha_proxy_source_address":"::2"}`,
 		`{"name":"p","entries":[{"name":"s","weight":3},{"name":"t"}]}`,
 		`{"listen":"0:25","relay_hosts":["127.0.0.1"],"peer":{"10.0.0.0/8":{"hostname":"x"}},"via":{"127.0.0.1":{"banner":"b"}}}`,
 		`{"trace_headers":{"received_header":false,"include_meta_names":["a"]},"tls_certificate":{"key_data":"k"}}`,

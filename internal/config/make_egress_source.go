@@ -18,6 +18,9 @@ var egressSourceFields = []string{
 var egressSourceHonoured = map[string]bool{
 	"name": true, "source_address": true, "ehlo_domain": true,
 	"remote_port": true, "ttl": true,
+	"ha_proxy_server": true, "ha_proxy_source_address": true,
+	"socks5_proxy_server": true, "socks5_proxy_source_address": true,
+	"socks5_proxy_username": true, "socks5_proxy_password": true,
 }
 
 const defaultSourceTTL = 60 * time.Second
@@ -35,12 +38,17 @@ func DecodeEgressSource(v any) (*EgressSource, error) {
 	o.SockAddr("socks5_proxy_server", &s.Socks5ProxyServer)
 	o.IPAddr("socks5_proxy_source_address", &s.Socks5ProxySourceAddress)
 	o.Str("socks5_proxy_username", &s.Socks5ProxyUsername)
-	o.Str("socks5_proxy_password", &s.Socks5ProxyPassword)
+	o.KeySource("socks5_proxy_password", &s.Socks5ProxyPassword)
 	o.suspendPolicy("suspend_when_unplumbed", &s.SuspendWhenUnplumbed)
 	o.suspendPolicy("suspend_when_proxy_unhealthy", &s.SuspendWhenProxyUnhealthy)
 	o.Duration("ttl", &s.TTL)
 	if o.err == nil && s.Name == "" {
 		o.Fail("missing field `name`")
+	}
+	if o.err == nil {
+		if msg := checkProxy(&s); msg != "" {
+			o.Fail(msg)
+		}
 	}
 	if o.err != nil {
 		return nil, o.err

@@ -182,13 +182,14 @@ type EgressSource struct {
 	EhloDomain    string
 	RemotePort    int
 	TTL           time.Duration
-	// Proxy settings (parsed, not honoured yet).
+	// Proxy settings (Proxy gives the one in force; checkProxy validates
+	// them together).
 	HAProxyServer            string // ip:port
 	HAProxySourceAddress     string
 	Socks5ProxyServer        string // ip:port
 	Socks5ProxySourceAddress string
 	Socks5ProxyUsername      string
-	Socks5ProxyPassword      string
+	Socks5ProxyPassword      KeySource
 	// SuspendWhenUnplumbed and SuspendWhenProxyUnhealthy hold the raw
 	// {trigger=..., duration=...} tables (validated, not honoured yet).
 	SuspendWhenUnplumbed      map[string]any

@@ -108,8 +108,13 @@ func parseTags(v string) map[string]string {
 
 // bareLF reports whether data's lines end in LF without CR.
 func bareLF(data []byte) bool {
-	for i, c := range data {
-		if c == '\n' && (i == 0 || data[i-1] != '\r') {
+	for i := 0; i < len(data); i++ {
+		j := bytes.IndexByte(data[i:], '\n')
+		if j < 0 {
+			return false
+		}
+		i += j
+		if i == 0 || data[i-1] != '\r' {
 			return true
 		}
 	}

@@ -29,15 +29,19 @@ type RedisConfig struct {
 	ConnectTimeout   time.Duration // 0 = 30 s (KumoMTA's default)
 	WaitTimeout      time.Duration // waiting for a pooled connection; 0 = 30 s
 	ResponseTimeout  time.Duration // 0 = 1 s: a stalled Redis must not stall delivery
-	// LeaseTTL is how long a connection lease outlives its holder's last
-	// renewal; 0 = DefaultLeaseTTL. A node killed outright releases its
-	// leases within this time.
+	// LeaseTTL is how long a connection lease whose Limit has no TTL
+	// outlives its holder's last renewal; 0 = DefaultLeaseTTL. A node
+	// killed outright releases its leases within their TTL.
 	LeaseTTL time.Duration
 }
 
 // DefaultLeaseTTL is the lifetime of a shared connection lease that is not
-// renewed. Holders renew theirs every third of it.
+// renewed, when its Limit gives none. Holders renew each lease every
+// third of its TTL.
 const DefaultLeaseTTL = 10 * time.Second
+
+// minRenewTick bounds how often the renewal loop runs.
+const minRenewTick = 100 * time.Millisecond
 
 // retryDown is how long Redis is left alone after a failed call before
 // the next call tries it again.
@@ -59,6 +63,7 @@ type Redis struct {
 
 	mu     sync.Mutex
 	live   map[*Lease]struct{}
+	wake   chan struct{} // a lease was taken
 	stop   chan struct{}
 	done   chan struct{}
 	logger func(ok bool, msg string, err error, skipped int64)
@@ -129,7 +134,7 @@ func (s *Store) ConfigureRedis(ctx context.Context, cfg RedisConfig) error {
 	_, _ = rand.Read(id)
 	r := &Redis{
 		client: client, leaseTTL: cfg.LeaseTTL, node: hex.EncodeToString(id),
-		live: make(map[*Lease]struct{}), stop: make(chan struct{}), done: make(chan struct{}),
+		live: make(map[*Lease]struct{}), wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if r.leaseTTL <= 0 {
 		r.leaseTTL = DefaultLeaseTTL
@@ -271,14 +276,18 @@ func (r *Redis) throttle(ctx context.Context, name string, spec throttle.Spec) (
 	}, true
 }
 
-// acquire takes a shared lease; err != nil means Redis did not answer and
-// the caller should fall back to a local one.
-func (r *Redis) acquire(ctx context.Context, s *Store, name string, limit int) (*Lease, bool, error) {
+// acquire takes a shared lease lasting ttl (the default when 0); err !=
+// nil means Redis did not answer and the caller should fall back to a
+// local one.
+func (r *Redis) acquire(ctx context.Context, s *Store, name string, limit int, ttl time.Duration) (*Lease, bool, error) {
 	if !r.available() {
 		return nil, false, errors.New("redis unavailable")
 	}
+	if ttl <= 0 {
+		ttl = r.leaseTTL
+	}
 	id := fmt.Sprintf("%s-%d", r.node, r.seq.Add(1))
-	n, err := acquireScript.Run(ctx, r.client, []string{limitKey(name)}, limit, id, r.leaseTTL.Milliseconds()).Int64()
+	n, err := acquireScript.Run(ctx, r.client, []string{limitKey(name)}, limit, id, ttl.Milliseconds()).Int64()
 	if err != nil {
 		if ctx.Err() == nil {
 			r.failed(err)
@@ -289,10 +298,14 @@ func (r *Redis) acquire(ctx context.Context, s *Store, name string, limit int) (
 	if n != 1 {
 		return nil, false, nil
 	}
-	l := &Lease{s: s, name: name, remote: r, id: id}
+	l := &Lease{s: s, name: name, remote: r, ttl: ttl, id: id}
 	r.mu.Lock()
 	r.live[l] = struct{}{}
 	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}: // a shorter TTL than the loop's tick
+	default:
+	}
 	return l, true, nil
 }
 
@@ -312,32 +325,44 @@ func (r *Redis) release(l *Lease) {
 	}
 }
 
-// renewLoop pushes the expiry of every live lease forward every third of
-// the lease TTL, in one pipeline.
+// renewLoop pushes the expiry of every live lease forward, in one
+// pipeline, every third of the shortest TTL among them.
 func (r *Redis) renewLoop() {
 	defer close(r.done)
-	tick := time.NewTicker(r.leaseTTL / 3)
-	defer tick.Stop()
+	tick := r.leaseTTL / 3
+	timer := time.NewTimer(tick)
+	defer timer.Stop()
 	for {
 		select {
 		case <-r.stop:
 			return
-		case <-tick.C:
+		case <-r.wake:
+			// a new lease: its TTL may call for a shorter tick
+			r.mu.Lock()
+			shortest := r.shortestTTL()
+			r.mu.Unlock()
+			if shortest/3 >= tick {
+				continue
+			}
+		case <-timer.C:
 		}
 		r.mu.Lock()
 		leases := make([]*Lease, 0, len(r.live))
 		for l := range r.live {
 			leases = append(leases, l)
 		}
+		shortest := r.shortestTTL()
 		r.mu.Unlock()
+		tick = max(shortest/3, minRenewTick)
+		timer.Reset(tick)
 		if len(leases) == 0 {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), r.leaseTTL/3)
+		ctx, cancel := context.WithTimeout(context.Background(), tick)
 		pipe := r.client.Pipeline()
 		for _, l := range leases {
 			// Eval, not EvalSha: a restarted Redis has lost its script cache
-			renewScript.Eval(ctx, pipe, []string{limitKey(l.name)}, l.id, r.leaseTTL.Milliseconds())
+			renewScript.Eval(ctx, pipe, []string{limitKey(l.name)}, l.id, l.ttl.Milliseconds())
 		}
 		_, err := pipe.Exec(ctx)
 		cancel()
@@ -347,6 +372,18 @@ func (r *Redis) renewLoop() {
 			r.succeeded()
 		}
 	}
+}
+
+// shortestTTL is the shortest TTL of the live leases, and at most the
+// default TTL: long leases (KumoMTA's default timeouts add up to about
+// half an hour) are still renewed every few seconds, so that a Redis
+// restarted without persistence gets them back soon. r.mu is held.
+func (r *Redis) shortestTTL() time.Duration {
+	d := r.leaseTTL
+	for l := range r.live {
+		d = min(d, l.ttl)
+	}
+	return d
 }
 
 // HeldShared is the number of shared leases this process holds.

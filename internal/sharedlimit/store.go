@@ -114,7 +114,8 @@ func (s *Store) Wait(ctx context.Context, name string, spec throttle.Spec) (wait
 type Lease struct {
 	s      *Store
 	name   string
-	remote *Redis // nil for a local lease
+	remote *Redis        // nil for a local lease
+	ttl    time.Duration // of a remote lease
 	id     string
 	done   atomic.Bool
 }
@@ -137,25 +138,33 @@ func (l *Lease) Release() {
 
 // TryAcquire takes one slot of the named limit of size limit, or returns
 // false when all are taken. local keeps the limit in this process even
-// when limits are shared (the "local:" prefix of connection_limit).
+// when limits are shared (the "local:" prefix of connection_limit). A
+// shared lease lasts the store's default lease TTL; see Acquire.
 func (s *Store) TryAcquire(ctx context.Context, name string, limit int, local bool) (*Lease, bool) {
-	if limit <= 0 {
+	return s.Acquire(ctx, Limit{Name: name, Limit: limit, Local: local})
+}
+
+// Acquire takes one slot of l, or returns false when all are taken. A
+// shared slot expires l.TTL after its holder last renewed it (the
+// store's default when 0), which is how long a node that dies keeps it.
+func (s *Store) Acquire(ctx context.Context, l Limit) (*Lease, bool) {
+	if l.Limit <= 0 {
 		return nil, false
 	}
-	if !local {
+	if !l.Local {
 		if r := s.redis.Load(); r != nil {
-			if l, ok, err := r.acquire(ctx, s, name, limit); err == nil {
-				return l, ok
+			if lease, ok, err := r.acquire(ctx, s, l.Name, l.Limit, l.TTL); err == nil {
+				return lease, ok
 			}
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.leases[name] >= limit {
+	if s.leases[l.Name] >= l.Limit {
 		return nil, false
 	}
-	s.leases[name]++
-	return &Lease{s: s, name: name}, true
+	s.leases[l.Name]++
+	return &Lease{s: s, name: l.Name}, true
 }
 
 // LocalLeases is the number of local leases held under name (for tests
@@ -171,6 +180,11 @@ type Limit struct {
 	Name  string
 	Limit int
 	Local bool
+	// TTL is how long a shared lease outlives its holder's last renewal
+	// (0: the store's default). KumoMTA's ready queue leases a
+	// connection slot for the egress path's whole connection lifetime
+	// (the sum of its timeouts); queue passes the same.
+	TTL time.Duration
 }
 
 // AcquireAll takes one slot of each limit, smallest limit first (KumoMTA's
@@ -180,7 +194,7 @@ type Limit struct {
 func (s *Store) AcquireAll(ctx context.Context, limits []Limit) ([]*Lease, string, bool) {
 	leases := make([]*Lease, 0, len(limits))
 	for _, l := range limits {
-		lease, ok := s.TryAcquire(ctx, l.Name, l.Limit, l.Local)
+		lease, ok := s.Acquire(ctx, l)
 		if !ok {
 			for _, held := range leases {
 				held.Release()

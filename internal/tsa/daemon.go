@@ -76,6 +76,16 @@ type Daemon struct {
 
 	mu    sync.Mutex
 	rules map[*shaping.Shaping]map[string]*Rule // parsed rules per loaded data
+
+	hub  hub           // websocket subscribers (subscribe.go)
+	done chan struct{} // closed by Close
+	once sync.Once
+}
+
+// Close ends the websocket subscriptions (an http.Server's Shutdown does
+// not wait for them).
+func (d *Daemon) Close() {
+	d.once.Do(func() { close(d.done) })
 }
 
 // New returns a daemon over store; now is time.Now when nil.
@@ -83,7 +93,7 @@ func New(store *Store, load LoadShaping, now func() time.Time) *Daemon {
 	if now == nil {
 		now = time.Now
 	}
-	return &Daemon{store: store, load: load, now: now, rules: map[*shaping.Shaping]map[string]*Rule{}}
+	return &Daemon{store: store, load: load, now: now, rules: map[*shaping.Shaping]map[string]*Rule{}, done: make(chan struct{})}
 }
 
 // Store returns the daemon's database.
@@ -201,55 +211,9 @@ type effect struct {
 }
 
 func (d *Daemon) enact(ctx context.Context, rule *Rule, act Action, e effect) error {
-	hash := func(parts ...string) string {
-		return rule.Hash + "-" + act.Kind + "-" + act.Name + "-" + strings.Join(parts, "|")
+	v, err := d.store.put(ctx, rule, act, e)
+	if err == nil && v != nil {
+		d.hub.broadcast(v)
 	}
-	switch act.Kind {
-	case ActSuspend:
-		return d.store.putReadyQ(ctx, ReadyQSuspension{RuleHash: hash(e.site, e.source), SiteName: e.site,
-			Source: e.source, Reason: e.reason, Expires: e.expires})
-	case ActSuspendTenant, ActSuspendCampaign:
-		if e.tenant == "" {
-			return nil // no tenant: no effect
-		}
-		var camp *string
-		if act.Kind == ActSuspendCampaign && e.campaign != "" {
-			camp = &e.campaign
-		}
-		c := ""
-		if camp != nil {
-			c = *camp
-		}
-		return d.store.putSchedQ(ctx, SchedQSuspension{RuleHash: hash(e.domain, e.tenant, c), Tenant: e.tenant,
-			Domain: e.domain, Campaign: camp, Reason: e.reason, Expires: e.expires})
-	case ActBounce, ActBounceTenant, ActBounceCampaign:
-		var tenant, camp *string
-		if act.Kind != ActBounce {
-			if e.tenant == "" {
-				return nil
-			}
-			tenant = &e.tenant
-			if act.Kind == ActBounceCampaign && e.campaign != "" {
-				camp = &e.campaign
-			}
-		}
-		t, c := "", ""
-		if tenant != nil {
-			t = *tenant
-		}
-		if camp != nil {
-			c = *camp
-		}
-		return d.store.putBounce(ctx, SchedQBounce{RuleHash: hash(e.domain, t, c), Domain: e.domain, Tenant: tenant,
-			Campaign: camp, Reason: e.reason, Expires: e.expires})
-	case ActSetConfig, ActSetDomainConfig:
-		rollup := rule.Rollup && act.Kind == ActSetConfig
-		scope := e.domain
-		if rollup {
-			scope = e.site
-		}
-		return d.store.putConfig(ctx, ConfigOverride{RuleHash: hash(scope, e.source), Domain: scope, MXRollup: rollup,
-			Source: e.source, Name: act.Name, Value: act.Value, Reason: e.reason, Expires: e.expires})
-	}
-	return fmt.Errorf("unknown action")
+	return err
 }

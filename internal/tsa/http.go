@@ -21,7 +21,9 @@ const maxPublishBody = 16 << 20
 // Handler serves KumoMTA's tsa-daemon endpoints (tsa-daemon.openapi.json):
 // POST /publish_log_v1 (one JSON log record, or an array of them),
 // GET /get_suspension_v1/suspended.json, /get_bounce_v1/bounced.json,
-// /get_config_v1/shaping.toml and /tsa/status. trusted reports whether a
+// /get_config_v1/shaping.toml, /tsa/status, and the websocket
+// subscriptions /subscribe_event_v1 and /subscribe_suspension_v1
+// (subscribe.go). trusted reports whether a
 // peer may use it (KumoMTA's trusted_hosts; nil trusts everyone).
 func (d *Daemon) Handler(trusted func(netip.Addr) bool) http.Handler {
 	mux := http.NewServeMux()
@@ -43,6 +45,8 @@ func (d *Daemon) Handler(trusted func(netip.Addr) bool) http.Handler {
 		w.Header().Set("Content-Type", "application/toml")
 		_, _ = w.Write(ExportConfigTOML(c))
 	})
+	mux.HandleFunc("GET /subscribe_event_v1", d.subscribe(false))
+	mux.HandleFunc("GET /subscribe_suspension_v1", d.subscribe(true))
 	mux.HandleFunc("GET /tsa/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "OK\n")

@@ -90,6 +90,7 @@ type fixture struct {
 	url   string
 	store *Store
 	path  string
+	d     *Daemon
 }
 
 func newFixture(t *testing.T, dbPath string) *fixture {
@@ -109,8 +110,8 @@ func newFixture(t *testing.T, dbPath string) *fixture {
 	clk := &clock{t: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
 	d := New(store, loadShaping(t, f), clk.now)
 	srv := httptest.NewServer(d.Handler(nil))
-	t.Cleanup(func() { srv.Close(); store.Close() })
-	return &fixture{t: t, clk: clk, url: srv.URL, store: store, path: dbPath}
+	t.Cleanup(func() { d.Close(); srv.Close(); store.Close() })
+	return &fixture{t: t, clk: clk, url: srv.URL, store: store, path: dbPath, d: d}
 }
 
 func (f *fixture) publish(rec map[string]any) {

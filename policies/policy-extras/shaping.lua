@@ -21,6 +21,7 @@ local kumo = require 'kumo'
 local utils = require 'policy-extras.policy_utils'
 local kg = require 'policy-extras.kumogo'
 local tsa = require 'policy-extras.shaping_tsa'
+local warmup = require 'policy-extras.shaping_warmup'
 
 local mod = {}
 local HELPER = 'policy-extras.shaping'
@@ -41,6 +42,7 @@ local OPTIONS = {
   retry_shaping_data_fetch_on_populate_timeout = true,
   shaping_data_populate_timeout = true,
   allow_stale_shaping_data = true,
+  warmup_files = true,
 }
 
 local function ttl_seconds(v)
@@ -70,6 +72,12 @@ local function load_shaping(file_names, options)
     kumo.log_warn(HELPER .. ': ' .. warn)
   end
   return data
+end
+
+-- now is the clock of the warm-up schedules (unix seconds); tests replace
+-- it.
+function mod.now()
+  return os.time()
 end
 
 function mod:setup(extra_files)
@@ -102,8 +110,16 @@ function mod:setup_with_automation(options)
     return load_shaping(file_names, options.load_validation_options)
   end, ttl_seconds(options.cache_ttl))
 
+  local warmup_plans = nil
+  if options.warmup_files then
+    warmup_plans = warmup.parse(options.warmup_files)
+  end
+
   local function get_egress_path_config(domain, egress_source, site_name, skip_make)
     local params = get_data():get_egress_path_config(domain, egress_source, site_name)
+    if warmup_plans then
+      warmup.apply(warmup_plans, params, egress_source, mod.now())
+    end
     if params.refresh_strategy == nil then
       params.refresh_strategy = 'Epoch'
     end
@@ -119,6 +135,7 @@ function mod:setup_with_automation(options)
     load_shaping_data = get_data,
     get_egress_path_config = get_egress_path_config,
     setup_publish = setup_publish,
+    warmup_plans = warmup_plans,
   }
   return mod.CONFIGURED
 end

@@ -38,19 +38,19 @@ func (d *Dialer) Connect(ctx context.Context, plan *mx.ConnectionPlan, p *config
 	if len(filtered.Candidates) == 0 {
 		return nil, &mx.Failure{Code: 451, Text: mx.TextNoHosts}
 	}
-	if filtered, p, err = d.applySTS(ctx, filtered, p); err != nil {
-		return nil, err
-	}
-	if ctx, p, err = d.applyDANE(ctx, filtered, p); err != nil {
-		return nil, err
-	}
 	var errs []error
 	for _, c := range filtered.Candidates {
-		s, err := d.Dial(ctx, c, p, src, ehloName)
+		// DANE and MTA-STS decide the TLS of each host (dane.go)
+		cctx, cp, err := d.tlsPolicy(ctx, filtered, c, p, src)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s, err := d.Dial(cctx, c, cp, src, ehloName)
 		var he *tlsHandshakeError
-		if err != nil && errors.As(err, &he) && p.OpportunisticTLSReconnectOnFailedHandshake &&
-			p.EnableTLS != TLSRequired && p.EnableTLS != TLSRequiredInsecure {
-			s, err = d.dial(ctx, c, p, src, ehloName, TLSDisabled)
+		if err != nil && errors.As(err, &he) && cp.OpportunisticTLSReconnectOnFailedHandshake &&
+			cp.EnableTLS != TLSRequired && cp.EnableTLS != TLSRequiredInsecure {
+			s, err = d.dial(cctx, c, cp, src, ehloName, TLSDisabled)
 		}
 		if err == nil {
 			return s, nil

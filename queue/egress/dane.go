@@ -16,11 +16,30 @@ import (
 	"github.com/kumogo/kumogo/queue/egress/mx"
 )
 
-// DANE for SMTP (RFC 7672): with enable_dane, a candidate whose MX answer
-// and TLSA records both came with the AD bit (DNSSEC-validated) is
-// reached over TLS only, and its certificate must match a DANE-EE (usage
-// 3) or DANE-TA (usage 2) record; PKIX usages (0, 1) are unusable for
-// SMTP. The records travel to the handshake in the context.
+// DANE for SMTP (RFC 7672), per candidate host, with KumoMTA's outcomes
+// (its make_egress_path/enable_dane page, and the result labels of its
+// dane_result_count metric): with enable_dane and a DNSSEC-validated MX
+// answer, the host's TLSA records decide.
+//   - usable DANE-TA(2)/DANE-EE(3) records ("ok"): TLS Required, the
+//     certificate checked against the records instead of PKIX, and
+//     MTA-STS not consulted (DANE wins);
+//   - records, none usable ("unusable"): TLS RequiredInsecure; MTA-STS
+//     may add authentication but never relax the mandatory STARTTLS;
+//   - securely no records ("not_applicable"), or an MX answer or TLSA
+//     answer without the AD bit ("insecure_chain"): the configured TLS,
+//     MTA-STS may apply;
+//   - a failed TLSA lookup ("tempfail"): that host is not tried (a
+//     TransientFailure if no other host answers), never plaintext.
+// The records travel to the handshake in the context.
+
+// DANE results, the values of dane_result_count's result label.
+const (
+	DANEOK            = "ok"
+	DANEUnusable      = "unusable"
+	DANENotApplicable = "not_applicable"
+	DANEInsecureChain = "insecure_chain"
+	DANETempFail      = "tempfail"
+)
 
 // TLSASource gives TLSA records and whether they are DNSSEC-validated;
 // *mx.Resolver is one.
@@ -30,58 +49,65 @@ type TLSASource interface {
 
 type daneKey struct{}
 
-// daneRecords are the usable TLSA records of each candidate host name.
-type daneRecords map[string][]mx.TLSA
-
-// applyDANE looks up the TLSA records of the plan's hosts when the path
-// has enable_dane and the MX answer was secure. Hosts with usable secure
-// records make TLS Required and are verified by them; a DNS failure of a
-// TLSA lookup of a secure domain is a TransientFailure (RFC 7672 section
-// 2.2), never a fallback to plaintext.
-func (d *Dialer) applyDANE(ctx context.Context, plan *mx.ConnectionPlan, p *config.EgressPath) (context.Context, *config.EgressPath, error) {
-	if d.TLSA == nil || !p.EnableDANE || plan.MX == nil || !plan.MX.IsSecure {
-		return ctx, p, nil
+// tlsPolicy is the TLS of one candidate: DANE first, then the MTA-STS
+// mode found during resolution, as far as DANE lets it apply.
+func (d *Dialer) tlsPolicy(ctx context.Context, plan *mx.ConnectionPlan, c mx.Candidate, p *config.EgressPath, src *config.EgressSource) (context.Context, *config.EgressPath, error) {
+	result, recs, err := d.dane(ctx, plan, c, p, src)
+	if result != "" && d.DANEResult != nil {
+		d.DANEResult(result)
 	}
-	recs := daneRecords{}
-	for _, c := range plan.Candidates {
-		if _, done := recs[c.Name]; done {
-			continue
-		}
-		port := c.Port
-		if port == 0 {
-			port = p.SMTPPort
-		}
-		all, secure, err := d.TLSA.LookupTLSA(ctx, strings.TrimSuffix(c.Name, "."), port)
-		if err != nil {
-			return ctx, p, &smtpreply.Error{Response: smtpreply.Response{Code: 400,
-				Content: "KumoMTA internal: DANE: TLSA lookup for " + strings.TrimSuffix(c.Name, ".") + " failed: " + err.Error()}, Err: err}
-		}
-		var usable []mx.TLSA
-		if secure {
-			for _, r := range all {
-				if (r.Usage == 2 || r.Usage == 3) && r.Selector <= 1 && r.MatchingType <= 2 {
-					usable = append(usable, r)
-				}
-			}
-		}
-		recs[c.Name] = usable
+	switch result {
+	case DANETempFail:
+		return ctx, p, err
+	case DANEOK:
+		pinned := *p
+		pinned.EnableTLS = TLSRequired
+		return context.WithValue(ctx, daneKey{}, recs), &pinned, nil
+	case DANEUnusable:
+		mandatory := *p
+		mandatory.EnableTLS = TLSRequiredInsecure
+		p = &mandatory
 	}
-	found := false
-	for _, r := range recs {
-		found = found || len(r) > 0
-	}
-	if !found {
-		return ctx, p, nil
-	}
-	required := *p
-	required.EnableTLS = TLSRequired
-	return context.WithValue(ctx, daneKey{}, recs), &required, nil
+	return ctx, stsPosture(plan.STSMode, p), nil
 }
 
-// daneFor returns the TLSA records that verify host's certificate, if any.
-func daneFor(ctx context.Context, host string) []mx.TLSA {
-	recs, _ := ctx.Value(daneKey{}).(daneRecords)
-	return recs[host]
+// dane looks up the TLSA records of candidate c when the path has
+// enable_dane; result is "" when DANE is off.
+func (d *Dialer) dane(ctx context.Context, plan *mx.ConnectionPlan, c mx.Candidate, p *config.EgressPath, src *config.EgressSource) (string, []mx.TLSA, error) {
+	if d.TLSA == nil || !p.EnableDANE {
+		return "", nil, nil
+	}
+	if plan.MX == nil || !plan.MX.IsSecure || plan.MX.IsDomainLiteral {
+		return DANEInsecureChain, nil, nil
+	}
+	host := strings.TrimSuffix(c.Name, ".")
+	all, secure, err := d.TLSA.LookupTLSA(ctx, host, targetPort(c, p, src))
+	switch {
+	case err != nil:
+		return DANETempFail, nil, &smtpreply.Error{Response: smtpreply.Response{Code: 400,
+			Content: "KumoMTA internal: DANE: TLSA lookup for " + host + " could not be securely resolved: " + err.Error()}, Err: err}
+	case !secure:
+		return DANEInsecureChain, nil, nil
+	case len(all) == 0:
+		return DANENotApplicable, nil, nil
+	}
+	var usable []mx.TLSA
+	for _, r := range all {
+		if (r.Usage == 2 || r.Usage == 3) && r.Selector <= 1 && r.MatchingType <= 2 {
+			usable = append(usable, r)
+		}
+	}
+	if len(usable) == 0 {
+		return DANEUnusable, nil, nil
+	}
+	return DANEOK, usable, nil
+}
+
+// daneRecords returns the TLSA records that verify the certificate of the
+// candidate being dialled, if any.
+func daneRecords(ctx context.Context) []mx.TLSA {
+	recs, _ := ctx.Value(daneKey{}).([]mx.TLSA)
+	return recs
 }
 
 // verifyDANE checks the presented chain against the records: DANE-EE

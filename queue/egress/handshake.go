@@ -121,7 +121,7 @@ func (s *Session) starttls(ctx context.Context, d *Dialer, insecure bool) error 
 		// Verified against the certificate's IP addresses; no SNI is sent.
 		cfg.ServerName = s.cand.Addr.String()
 	}
-	if recs := daneFor(ctx, s.cand.Name); len(recs) > 0 {
+	if recs := daneRecords(ctx); len(recs) > 0 {
 		// DANE replaces the PKIX checks (dane.go)
 		name := cfg.ServerName
 		cfg.InsecureSkipVerify = true

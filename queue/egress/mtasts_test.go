@@ -2,12 +2,15 @@ package egress
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/kumogo/kumogo/internal/config"
+	"github.com/kumogo/kumogo/internal/dnszone"
 	"github.com/kumogo/kumogo/internal/mtasts"
 	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/queue/egress/mx"
@@ -34,49 +37,42 @@ func stsServer(t *testing.T, policy *atomic.Value) *mtasts.Fetcher {
 	}
 }
 
-// TestMTASTS: an enforce policy fetched from a local HTTPS server refuses
-// an MX it does not list (a TransientFailure naming the policy) and makes
-// TLS Required with verified certificates for those it lists; testing
-// mode and enable_mta_sts=false change nothing.
+// TestMTASTS: the mode of a policy found during resolution raises the
+// connection's TLS when the path has enable_mta_sts: enforce makes TLS
+// Required with verified certificates (an untrusted certificate and a
+// peer without STARTTLS are refused); testing raises Disabled to
+// OpportunisticInsecure and otherwise changes nothing; enable_mta_sts=false
+// changes nothing.
 func TestMTASTS(t *testing.T) {
 	srvTLS, pool := selfSigned(t, "fake.example")
 	withTLS := startPeer(t, peerOpts{ext: []string{"PIPELINING", "STARTTLS"}, tls: srvTLS})
 	plain := startPeer(t, peerOpts{ext: []string{"PIPELINING"}})
-	var policy atomic.Value
-	d := Dialer{RootCAs: pool, STS: stsServer(t, &policy)}
-	planFor := func(p *fakePeer) *mx.ConnectionPlan {
+	d := Dialer{RootCAs: pool}
+	planFor := func(p *fakePeer, mode string) *mx.ConnectionPlan {
 		return &mx.ConnectionPlan{Domain: "example.com", Site: "s", MX: &mx.MXResult{DomainName: "example.com."},
-			Candidates: []mx.Candidate{p.candidate()}}
+			Candidates: []mx.Candidate{p.candidate()}, STSMode: mode}
 	}
 	ctx := t.Context()
 
-	policy.Store("version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n")
-	_, err := d.Connect(ctx, planFor(withTLS), testPath(), nil, "c")
-	r := ResponseFor(err)
-	if r.Code != 400 || r.Outcome() != smtpreply.TransientFailure || !strings.Contains(r.Content, "MTA-STS policy (mode enforce, mx mx.example.com) of example.com allows none of the MX hosts fake.example") {
-		t.Fatalf("MX outside the policy: %+v", r)
-	}
-	// listed: TLS is used even though the path says Opportunistic...
-	policy.Store("version: STSv1\nmode: enforce\nmx: *.example\nmax_age: 86400\n")
+	// enforce: TLS is used even though the path says Opportunistic...
 	path := testPath()
 	path.EnableTLS = TLSOpportunisticInsecure
-	s, err := d.Connect(ctx, planFor(withTLS), path, nil, "c")
+	s, err := d.Connect(ctx, planFor(withTLS, "enforce"), path, nil, "c")
 	if err != nil || s.TLS() == nil {
-		t.Fatalf("listed MX: %v", err)
+		t.Fatalf("enforce: %v", err)
 	}
 	s.Close()
 	// ...an untrusted certificate is refused...
-	untrusted := Dialer{STS: d.STS}
-	if _, err := untrusted.Connect(ctx, planFor(withTLS), path, nil, "c"); err == nil {
+	untrusted := Dialer{}
+	if _, err := untrusted.Connect(ctx, planFor(withTLS, "enforce"), path, nil, "c"); err == nil {
 		t.Fatal("untrusted certificate accepted under enforce")
 	}
 	// ...and never plaintext
-	if _, err := d.Connect(ctx, planFor(plain), path, nil, "c"); err == nil || !strings.Contains(ResponseFor(err).Content+err.Error(), "STARTTLS is not advertised") {
+	if _, err := d.Connect(ctx, planFor(plain, "enforce"), path, nil, "c"); err == nil || !strings.Contains(ResponseFor(err).Content+err.Error(), "STARTTLS is not advertised") {
 		t.Fatalf("plaintext under enforce: %v", err)
 	}
 
-	policy.Store("version: STSv1\nmode: testing\nmx: mx.example.com\nmax_age: 86400\n")
-	if s, err := d.Connect(ctx, planFor(plain), testPath(), nil, "c"); err != nil {
+	if s, err := d.Connect(ctx, planFor(plain, "testing"), testPath(), nil, "c"); err != nil {
 		t.Fatalf("testing mode: %v", err)
 	} else {
 		s.Close()
@@ -84,17 +80,83 @@ func TestMTASTS(t *testing.T) {
 	// testing mode raises Disabled to OpportunisticInsecure
 	disabled := testPath()
 	disabled.EnableTLS = TLSDisabled
-	if s, err := d.Connect(ctx, planFor(withTLS), disabled, nil, "c"); err != nil || s.TLS() == nil {
+	if s, err := untrusted.Connect(ctx, planFor(withTLS, "testing"), disabled, nil, "c"); err != nil || s.TLS() == nil {
 		t.Fatalf("testing mode with TLS disabled: %v", err)
 	} else {
 		s.Close()
 	}
-	policy.Store("version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n")
 	off := testPath()
 	off.EnableMTASTS = false
-	if s, err := d.Connect(ctx, planFor(plain), off, nil, "c"); err != nil {
+	if s, err := d.Connect(ctx, planFor(plain, "enforce"), off, nil, "c"); err != nil {
 		t.Fatalf("enable_mta_sts=false: %v", err)
 	} else {
 		s.Close()
+	}
+}
+
+// TestRouteMTASTS: during resolution an enforce policy fetched from a
+// local HTTPS server removes the MX hosts it does not list, and the site
+// name names only the permitted ones; a policy that permits none of the
+// hosts fails the resolution with KumoMTA's text; testing mode keeps every
+// host; without a policy source (kumo.dns.set_mta_sts_enabled(false))
+// nothing is consulted.
+func TestRouteMTASTS(t *testing.T) {
+	z, err := dnszone.Parse([]string{`$ORIGIN example.com.
+@   MX 10 mx1
+@   MX 20 mx2
+mx1 A 127.0.0.1
+mx2 A 127.0.0.2
+`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := dnszone.Serve(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	res, err := mx.NewResolver([]string{srv.Addr}, mx.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var policy atomic.Value
+	sts := stsServer(t, &policy)
+	proto := &config.QueueProtocol{}
+	routeOf := func(r Router) (*mx.ConnectionPlan, error) {
+		rt, err := r.Route(t.Context(), "example.com", proto)
+		if err != nil {
+			return nil, err
+		}
+		return rt.(route).plan, nil
+	}
+	hosts := func(p *mx.ConnectionPlan) string {
+		var out []string
+		for _, c := range p.Candidates {
+			out = append(out, c.Name)
+		}
+		return strings.Join(out, ",")
+	}
+
+	policy.Store("version: STSv1\nmode: enforce\nmx: mx2.example.com\nmax_age: 86400\n")
+	p, err := routeOf(Router{Resolver: res, STS: sts})
+	if err != nil || hosts(p) != "mx2.example.com." || p.Site != "mx2.example.com" || p.STSMode != "enforce" {
+		t.Fatalf("enforce listing mx2: %+v %v", p, err)
+	}
+	policy.Store("version: STSv1\nmode: enforce\nmx: *.mx.cloudflare.net\nmax_age: 86400\n")
+	_, err = routeOf(Router{Resolver: res, STS: sts})
+	want := `MTA-STS enforce policy for example.com permits none of its MX hosts ["mx1.example.com.", "mx2.example.com."]; allowed mx patterns: ["*.mx.cloudflare.net"]. The destination is undeliverable until its MTA-STS policy is corrected.`
+	var se *smtpreply.Error
+	if err == nil || err.Error() != want || errors.As(err, &se) {
+		t.Fatalf("enforce listing none: %v\nwant the plain error %s", err, want)
+	}
+	policy.Store("version: STSv1\nmode: testing\nmx: *.mx.cloudflare.net\nmax_age: 86400\n")
+	p, err = routeOf(Router{Resolver: res, STS: sts})
+	if err != nil || hosts(p) != "mx1.example.com.,mx2.example.com." || p.Site != "(mx1|mx2).example.com" || p.STSMode != "testing" {
+		t.Fatalf("testing: %+v %v", p, err)
+	}
+	policy.Store("version: STSv1\nmode: enforce\nmx: *.mx.cloudflare.net\nmax_age: 86400\n")
+	p, err = routeOf(Router{Resolver: res})
+	if err != nil || hosts(p) != "mx1.example.com.,mx2.example.com." || p.STSMode != "" {
+		t.Fatalf("no policy source: %+v %v", p, err)
 	}
 }

@@ -56,7 +56,8 @@ type peerSession struct {
 	chunks []string // raw reads from the socket
 	bodies [][]byte
 	tls    bool
-	txn    int // MAIL commands seen
+	txn    int    // MAIL commands seen
+	remote string // the client's address as the peer sees it
 }
 
 func (ps *peerSession) Lines() []string {
@@ -128,7 +129,7 @@ func (p *fakePeer) accept() {
 		if err != nil {
 			return
 		}
-		ps := &peerSession{}
+		ps := &peerSession{remote: c.RemoteAddr().String()}
 		p.mu.Lock()
 		p.sessions = append(p.sessions, ps)
 		p.mu.Unlock()

@@ -19,6 +19,9 @@ import (
 // Router implements queue.Router with the MX resolver.
 type Router struct {
 	Resolver *mx.Resolver
+	// STS gives the MTA-STS policies applied during resolution
+	// (mtasts.go); nil when kumo.dns.set_mta_sts_enabled(false).
+	STS PolicySource
 }
 
 // route is a resolved connection plan; its site names the ready queue.
@@ -36,13 +39,26 @@ func (r Router) Route(ctx context.Context, routingDomain string, proto *config.Q
 	}
 	plan, err := r.Resolver.Plan(ctx, routingDomain, proto.MXList, 0, "")
 	if err != nil {
-		var f *mx.Failure
-		if errors.As(err, &f) {
-			return nil, &smtpreply.Error{Response: ResponseFor(err), Err: err}
+		return nil, wrapFailure(err)
+	}
+	if r.STS != nil && len(proto.MXList) == 0 {
+		if plan, err = resolveSTS(ctx, r.STS, plan); err != nil {
+			return nil, wrapFailure(err)
 		}
-		return nil, err
 	}
 	return route{plan: plan}, nil
+}
+
+// wrapFailure turns an *mx.Failure into the *smtpreply.Error carrying
+// its response; other errors (DNS failures, an MTA-STS policy that
+// permits no host) are returned as they are and recorded by the queue as
+// "451 4.4.4 failed to resolve queue ...".
+func wrapFailure(err error) error {
+	var f *mx.Failure
+	if errors.As(err, &f) {
+		return &smtpreply.Error{Response: ResponseFor(err), Err: err}
+	}
+	return err
 }
 
 // Connector implements queue.Connector with a Dialer: the port and EHLO
@@ -93,13 +109,18 @@ func (c *conn) Usable() bool { return c.s.Usable() }
 func (c *conn) Close()       { c.s.Close() }
 
 // Info describes the session for log records.
+// source_address.address is "ip:port", as in KumoMTA's records.
 func (c *conn) Info() queue.ConnInfo {
-	return queue.ConnInfo{
+	info := queue.ConnInfo{
 		PeerName:   c.s.PeerName(),
 		PeerAddr:   c.s.PeerAddr(),
-		SourceAddr: c.s.LocalAddr().Addr().String(),
+		SourceAddr: c.s.LocalAddr().String(),
 		TLSCipher:  c.s.TLSCipher(),
 		TLSVersion: c.s.TLSVersion(),
 		SessionID:  c.s.ID(),
 	}
+	if server, proto := c.s.Proxy(); proto != "" {
+		info.ProxyServer, info.ProxyProtocol = server.String(), proto
+	}
+	return info
 }

@@ -49,12 +49,12 @@ type Dialer struct {
 	// Hostname is the EHLO name of last resort (after the path's and the
 	// source's ehlo_domain); "" means os.Hostname.
 	Hostname string
-	// STS gives the MTA-STS policies of recipient domains (mtasts.go);
-	// nil disables MTA-STS.
-	STS PolicySource
 	// TLSA gives the TLSA records of MX hosts for DANE (dane.go); nil
 	// disables DANE.
 	TLSA TLSASource
+	// DANEResult, when set, counts each DANE decision by its result (the
+	// DANE* constants; KumoMTA's dane_result_count metric).
+	DANEResult func(result string)
 }
 
 // Session is one outbound SMTP connection after the greeting, EHLO and the
@@ -70,6 +70,9 @@ type Session struct {
 	port     int
 	local    netip.AddrPort
 	ehloName string
+
+	proxyServer   netip.AddrPort // zero for a direct connection
+	proxyProtocol string         // ProxyHAProxy, ProxySOCKS5 or ""
 
 	banner smtpreply.Response
 	ehlo   smtpreply.Response
@@ -94,7 +97,8 @@ func Dial(ctx context.Context, cand mx.Candidate, p *config.EgressPath, src *con
 // again) and authenticates with AUTH PLAIN when p names a user.
 //
 // The port is src.RemotePort when set, else cand.Port, else p.SMTPPort. The
-// local address is src.SourceAddress when set. ehloName "" means p's
+// local address is src.SourceAddress when set; a source with an HAProxy or
+// SOCKS5 proxy connects through it (connectTransport). ehloName "" means p's
 // ehlo_domain, then src's, then the Dialer's Hostname or the machine's.
 // Every step has its own timeout from p (connect_timeout, banner_timeout,
 // ehlo_timeout, starttls_timeout, auth_timeout); ctx bounds the whole.
@@ -138,30 +142,23 @@ func (d *Dialer) dial(ctx context.Context, cand mx.Candidate, p *config.EgressPa
 	}
 	target := netip.AddrPortFrom(cand.Addr, uint16(port))
 
-	nd := net.Dialer{Timeout: p.ConnectTimeout}
-	if src != nil && src.SourceAddress != "" {
-		a, err := netip.ParseAddr(strings.Trim(src.SourceAddress, "[]"))
-		if err != nil {
-			return nil, fmt.Errorf("egress: source %q: invalid source_address %q", src.Name, src.SourceAddress)
-		}
-		nd.LocalAddr = &net.TCPAddr{IP: a.AsSlice(), Zone: a.Zone()}
-	}
-	conn, err := nd.DialContext(ctx, "tcp", target.String())
+	t, err := connectTransport(ctx, target, p, src, cand.Name)
 	if err != nil {
-		return nil, fmt.Errorf("egress: connect to %s %s: %w", cand.Name, target, err)
+		return nil, err
 	}
+	conn := t.conn
 	s := &Session{
-		id:       newSessionID(),
-		conn:     conn,
-		r:        bufio.NewReaderSize(conn, maxLine),
-		w:        bufio.NewWriterSize(conn, 16<<10),
-		path:     p,
-		cand:     cand,
-		port:     port,
-		ehloName: ehloName,
-	}
-	if la, ok := conn.LocalAddr().(*net.TCPAddr); ok {
-		s.local = la.AddrPort()
+		id:            newSessionID(),
+		conn:          conn,
+		r:             bufio.NewReaderSize(conn, maxLine),
+		w:             bufio.NewWriterSize(conn, 16<<10),
+		path:          p,
+		cand:          cand,
+		port:          port,
+		local:         t.local,
+		proxyServer:   t.proxyServer,
+		proxyProtocol: t.proxyProtocol,
+		ehloName:      ehloName,
 	}
 	if err := s.handshake(ctx, d, tlsMode); err != nil {
 		s.Abort()
@@ -203,8 +200,16 @@ func (s *Session) PeerName() string { return s.cand.Name }
 func (s *Session) PeerAddr() string { return netip.AddrPortFrom(s.cand.Addr, uint16(s.port)).String() }
 
 // LocalAddr is the local address and port of the connection (the
-// source_address of log records).
+// source_address of log records). Through a proxy it is the proxy's
+// outbound address: what a SOCKS5 proxy reported, or the HAProxy source
+// address with port 0.
 func (s *Session) LocalAddr() netip.AddrPort { return s.local }
+
+// Proxy is the proxy server and protocol ("haproxy", "socks5") the
+// session goes through; protocol is "" for a direct connection.
+func (s *Session) Proxy() (server netip.AddrPort, protocol string) {
+	return s.proxyServer, s.proxyProtocol
+}
 
 // Banner is the peer's greeting.
 func (s *Session) Banner() smtpreply.Response { return s.banner }

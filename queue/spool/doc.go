@@ -52,6 +52,11 @@
 //     commit pipeline already gathers the WAL records of concurrent
 //     committers and covers them with one WAL fsync.
 //
+// Stage and Commit split a synchronous Save in two (stage.go): Stage does
+// every flush but the last, and one Commit does the last for every message
+// staged before it, so that the queue can sync a message's log record in
+// the same round as the message.
+//
 // KumoMTA's default is flush=false: no fsync unless msg:set_force_sync, so
 // a 250 there does not mean the message survives a power loss. kumogo
 // accepts a message only when it is durable, so the daemon passes sync=true

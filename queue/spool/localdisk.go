@@ -161,6 +161,12 @@ func (s *localDisk) enter() error {
 func (s *localDisk) exit() { s.mu.RUnlock() }
 
 func (s *localDisk) Put(ctx context.Context, id string, b []byte, sync bool) error {
+	return s.put(ctx, id, b, sync, false)
+}
+
+// put is Put; with staged, a group-committed write leaves its second round
+// (the one that makes the name durable) to commit (stage.go).
+func (s *localDisk) put(ctx context.Context, id string, b []byte, sync, staged bool) error {
 	if err := beginPut(ctx, id, s, s.health); err != nil {
 		return err
 	}
@@ -180,7 +186,7 @@ func (s *localDisk) Put(ctx context.Context, id string, b []byte, sync bool) err
 	case !s.group:
 		err = s.putFsync(f, tmp, final)
 	default:
-		return s.putGroup(ctx, id, f, tmp, final)
+		return s.putGroup(ctx, id, f, tmp, final, staged)
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
@@ -246,7 +252,8 @@ func (s *localDisk) putFsync(f *os.File, tmp, final string) error {
 // directories) durable. The data is thus durable before the name is, so a
 // crash never leaves a torn file under a final name. Renames are done by
 // the writers themselves, in parallel; the committer only runs syncfs.
-func (s *localDisk) putGroup(ctx context.Context, id string, f *os.File, tmp, final string) error {
+// With staged the second round is left to the caller's commit.
+func (s *localDisk) putGroup(ctx context.Context, id string, f *os.File, tmp, final string, staged bool) error {
 	// The data stays dirty in the page cache until the round's syncfs.
 	if err := f.Close(); err != nil {
 		_ = os.Remove(tmp)
@@ -259,6 +266,11 @@ func (s *localDisk) putGroup(ctx context.Context, id string, f *os.File, tmp, fi
 	if _, err := s.place(tmp, final); err != nil {
 		_ = os.Remove(tmp)
 		return s.errf("put "+id, err)
+	}
+	if staged {
+		s.puts.Add(1)
+		s.syncedPuts.Add(1)
+		return nil
 	}
 	if err := s.syncer.round(ctx); err != nil {
 		// Not acknowledged: take it back. If a crash makes the rename

@@ -22,8 +22,9 @@ func sharedPair(data, meta Store) (*localDisk, *localDisk, bool) {
 // makes both contents durable, both are renamed into place, and one more
 // round makes both names durable. Two syncfs rounds per Save instead of two
 // per part, which halves the latency of a lone writer. On failure neither
-// part is left in place.
-func putPair(ctx context.Context, d, m *localDisk, id string, data, meta []byte) error {
+// part is left in place. With staged the second round is left to the
+// caller's commit (stage.go).
+func putPair(ctx context.Context, d, m *localDisk, id string, data, meta []byte, staged bool) error {
 	if err := checkID(id); err != nil {
 		return d.errf("put", err)
 	}
@@ -82,6 +83,13 @@ func putPair(ctx context.Context, d, m *localDisk, id string, data, meta []byte)
 			return s.errf("put "+id, err)
 		}
 		tmps[i], placed[i] = "", final
+	}
+	if staged {
+		for _, s := range stores {
+			s.puts.Add(1)
+			s.syncedPuts.Add(1)
+		}
+		return nil
 	}
 	if err := d.syncer.round(ctx); err != nil {
 		unplace() // not acknowledged: a duplicate at worst, never a loss

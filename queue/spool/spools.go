@@ -77,6 +77,12 @@ func (s *Spools) Meta() Store { return s.meta }
 // either write fails, or ctx ends first, both parts are removed and the
 // message must be treated as not stored.
 func (s *Spools) Save(ctx context.Context, msg *message.Message, sync bool) error {
+	return s.save(ctx, msg, sync, false)
+}
+
+// save is Save; with staged (and sync) the stores that can leave their
+// last flush to Commit do so (stage.go).
+func (s *Spools) save(ctx context.Context, msg *message.Message, sync, staged bool) error {
 	id := msg.ID()
 	data := msg.Data()
 	if len(data) == 0 {
@@ -89,11 +95,17 @@ func (s *Spools) Save(ctx context.Context, msg *message.Message, sync bool) erro
 	s.begin(id)
 	defer s.end(id)
 	if d, m, ok := sharedPair(s.data, s.meta); ok && (sync || d.flush || m.flush) {
-		return putPair(ctx, d, m, id, data, meta)
+		return putPair(ctx, d, m, id, data, meta, staged && sync)
+	}
+	put := func(st Store, b []byte) error {
+		if sg, ok := st.(stager); ok && staged && sync {
+			return sg.stage(ctx, id, b)
+		}
+		return st.Put(ctx, id, b, sync)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.data.Put(ctx, id, data, sync) }()
-	merr := s.meta.Put(ctx, id, meta, sync)
+	go func() { errc <- put(s.data, data) }()
+	merr := put(s.meta, meta)
 	derr := <-errc
 	if derr == nil && merr == nil {
 		return nil
@@ -125,21 +137,44 @@ func (s *Spools) end(id string) {
 	s.mu.Unlock()
 }
 
-// Load reads a stored message.
+// Load reads a stored message. An entry that cannot be loaded (data
+// missing or empty, meta that does not describe a message: what Enumerate
+// sets aside, and EnumerateWaiting leaves to Load) is set aside, and the
+// error wraps ErrNotFound.
 func (s *Spools) Load(ctx context.Context, id string) (*message.Message, error) {
 	mb, err := s.meta.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	data, err := s.data.Get(ctx, id)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, s.loadCorrupt(ctx, id, "data is missing", nil)
+	case err != nil:
 		return nil, err
+	case len(data) == 0:
+		return nil, s.loadCorrupt(ctx, id, "data is empty", nil)
 	}
 	msg, err := DecodeMessage(id, mb, data)
 	if err != nil {
-		return nil, fmt.Errorf("spool: load %s: %w", id, err)
+		return nil, s.loadCorrupt(ctx, id, "meta does not describe a message", err)
 	}
 	return msg, nil
+}
+
+// loadCorrupt sets aside an entry Load found corrupt (unless it is being
+// saved again meanwhile) and returns Load's error for it.
+func (s *Spools) loadCorrupt(ctx context.Context, id, why string, cause error) error {
+	s.mu.Lock()
+	_, saving := s.inflight[id]
+	s.mu.Unlock()
+	if _, err := s.meta.Get(ctx, id); errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("spool: load %s: %w", id, ErrNotFound) // removed meanwhile
+	}
+	if !saving {
+		s.setAside(ctx, id, why, cause)
+	}
+	return fmt.Errorf("spool: load %s: %s (set aside): %w", id, why, ErrNotFound)
 }
 
 // LoadData reads a stored message's body (the data spool only), for a
@@ -149,9 +184,12 @@ func (s *Spools) LoadData(ctx context.Context, id string) ([]byte, error) {
 }
 
 // Remove deletes both parts of a message; parts that are not stored are
-// ignored.
+// ignored. The meta goes first: a message is listed by its meta, so a
+// crash in between leaves data without meta (set aside by the next
+// enumeration or sweep), and Load never sees meta whose data was removed.
 func (s *Spools) Remove(ctx context.Context, id string) error {
-	return errors.Join(s.data.Remove(ctx, id), s.meta.Remove(ctx, id))
+	merr := s.meta.Remove(ctx, id)
+	return errors.Join(merr, s.data.Remove(ctx, id))
 }
 
 // Enumerate calls fn for every stored message, as a restart does. Entries
@@ -167,30 +205,12 @@ func (s *Spools) Remove(ctx context.Context, id string) error {
 func (s *Spools) Enumerate(ctx context.Context, fn func(msg *message.Message) error) (corrupt int, err error) {
 	s.enumMu.Lock()
 	defer s.enumMu.Unlock()
-	s.mu.Lock()
-	s.recent = make(map[string]struct{}, len(s.inflight))
-	for id := range s.inflight {
-		s.recent[id] = struct{}{}
-	}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.recent = nil
-		s.mu.Unlock()
-	}()
+	stop := s.trackRecent()
+	defer stop()
 
 	setAside := func(id, why string, cause error) {
 		corrupt++
-		ev := s.log.Error().Str("id", id).Str("problem", why)
-		if cause != nil {
-			ev = ev.AnErr("cause", cause)
-		}
-		ev.Msg("corrupt spool entry set aside")
-		for _, st := range []Store{s.meta, s.data} {
-			if err := st.SetAside(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
-				s.log.Error().Err(err).Str("id", id).Msg("cannot set aside corrupt spool entry")
-			}
-		}
+		s.setAside(ctx, id, why, cause)
 	}
 	seen := make(map[string]struct{})
 	err = s.meta.Enumerate(ctx, func(id string, mb []byte) error {

@@ -18,8 +18,10 @@ const (
 )
 
 var (
-	// ErrNotFound is returned (wrapped) by Get for an id that is not stored.
-	ErrNotFound = errors.New("not found in spool")
+	// ErrNotFound is returned (wrapped) by Get for an id that is not
+	// stored. It has a NotFound method, so that packages that may not
+	// import this one (the queue) can recognise it.
+	ErrNotFound error = notFoundError{}
 	// ErrDiskFull is returned (wrapped) by Put when the spool's file system
 	// is below its min_free_space or min_free_inodes floor.
 	ErrDiskFull = errors.New("disk is too full")
@@ -137,3 +139,8 @@ func checkName(id string) error {
 	}
 	return nil
 }
+
+type notFoundError struct{}
+
+func (notFoundError) Error() string  { return "not found in spool" }
+func (notFoundError) NotFound() bool { return true }

@@ -60,6 +60,17 @@ func Listen(addr string, errLog *log.Logger) (*Sink, error) {
 // Addr is the address the sink listens on, as host:port.
 func (s *Sink) Addr() string { return s.ln.Addr().String() }
 
+// Also serves the same sink on one more address as well (a many-address
+// sink: one counter for many destinations). Close stops every listener.
+func (s *Sink) Also(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	go s.srv.Serve(ln)
+	return nil
+}
+
 // Close stops accepting, closes every open connection and waits for the
 // accept loop to end. It is safe to call more than once.
 func (s *Sink) Close() error {

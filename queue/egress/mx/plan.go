@@ -73,6 +73,10 @@ type ConnectionPlan struct {
 	// Candidates in connection order: preference levels in order, addresses
 	// shuffled within a level; mx_list entries in their given order.
 	Candidates []Candidate
+	// STSMode is the mode of the domain's MTA-STS policy found during
+	// resolution ("enforce", "testing", "none"; "" without a policy): the
+	// egress path's enable_mta_sts decides whether it raises TLS.
+	STSMode string
 }
 
 // Plan resolves routingDomain (or mxList, when not empty) into an ordered
