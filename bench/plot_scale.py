@@ -106,7 +106,7 @@ def main(argv):
         mem.set_title(f"memory against {label}", fontsize=10)
         if per_msg is not None:
             per_msg.set_ylabel("RSS bytes per queued message")
-            per_msg.set_ylim(bottom=0)
+            per_msg.set_ylim(0, max(1100, per_msg.get_ylim()[1]))  # keep the target in view
             per_msg.axhline(1024, color="tab:red", linewidth=0.8, linestyle=":")
             h1, l1 = mem.get_legend_handles_labels()
             h2, l2 = per_msg.get_legend_handles_labels()

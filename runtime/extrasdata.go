@@ -10,6 +10,7 @@ import (
 	lua "github.com/yuin/gopher-lua"
 
 	"github.com/kumogo/kumogo/internal/datafile"
+	"github.com/kumogo/kumogo/internal/message"
 )
 
 // extrasData lets the bundled policy-extras helpers share the data they
@@ -119,17 +120,17 @@ func (st *state) extrasQueueFields(L *lua.LState) int {
 			L.Push(lua.LNil)
 			continue
 		}
-		if v, ok := m.FirstHeader(string(name)); ok {
+		if v, ok := st.headerLString(m, string(name)); ok {
 			if i == 2 {
-				m.SetMeta("campaign", st.boxString(v))
+				m.SetMeta("campaign", st.boxString(string(v.(lua.LString))))
 			}
-			L.Push(lua.LString(v))
+			L.Push(v)
 		} else {
 			L.Push(lua.LNil)
 		}
 	}
 	if rs := m.Recipients(); lua.LVAsBool(L.Get(4)) && len(rs) > 0 {
-		L.Push(lua.LString(rs[0].Domain))
+		L.Push(st.lstring(rs[0].Domain))
 	} else {
 		L.Push(lua.LNil)
 	}
@@ -162,22 +163,25 @@ func extrasKeyLine(L *lua.LState) int {
 // helper calls it for every message, so the common forms ("addr" and
 // "Name <addr>") are read without a full address-list parse.
 func (st *state) extrasFromDomain(L *lua.LState) int {
-	v, ok := st.checkMessage(L).FirstHeader("From")
+	raw, ok := st.checkMessage(L).FirstHeaderRaw("From")
 	if !ok {
 		L.Push(lua.LNil)
 		return 1
 	}
-	if d, ok := simpleFromDomain(v); ok {
-		L.Push(lua.LString(d))
+	if d, ok := st.strs.fromDomain[string(raw)]; ok {
+		L.Push(d)
 		return 1
 	}
-	addrs, err := mail.ParseAddressList(v)
-	if err != nil || len(addrs) == 0 {
-		L.Push(lua.LNil)
-		return 1
+	var d lua.LValue = lua.LNil
+	v := message.DecodeHeaderValue(raw)
+	if s, ok := simpleFromDomain(v); ok {
+		d = lua.LString(s)
+	} else if addrs, err := mail.ParseAddressList(v); err == nil && len(addrs) > 0 {
+		a := addrs[0].Address
+		d = lua.LString(a[strings.LastIndexByte(a, '@')+1:])
 	}
-	a := addrs[0].Address
-	L.Push(lua.LString(a[strings.LastIndexByte(a, '@')+1:]))
+	st.strs.fromDomain = cacheLValue(st.strs.fromDomain, string(raw), d)
+	L.Push(d)
 	return 1
 }
 

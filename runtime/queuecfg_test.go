@@ -308,7 +308,7 @@ func TestEgressSourceAndPool(t *testing.T) {
 	if !reflect.DeepEqual(*s, want) {
 		t.Fatalf("source = %+v\nwant     %+v", *s, want)
 	}
-	if proto, server, src, ok := s.Proxy(); !ok || proto != "haproxy" || server.String() != "10.0.0.9:5000" || src.String() != "10.0.0.2" {
+	if proto, server, src, ok := s.Proxy(); !ok || proto != "haproxy" || server != "10.0.0.9:5000" || src.String() != "10.0.0.2" {
 		t.Fatalf("Proxy() = %q %v %v %v", proto, server, src, ok)
 	}
 	// The password is a KeySource, as in KumoMTA: a string is a file path.
@@ -323,8 +323,13 @@ func TestEgressSourceAndPool(t *testing.T) {
 	if !reflect.DeepEqual(*s, want) {
 		t.Fatalf("source = %+v\nwant     %+v", *s, want)
 	}
-	if proto, server, src, ok := s.Proxy(); !ok || proto != "socks5" || server.String() != "[::1]:1080" || src.String() != "::2" {
+	if proto, server, src, ok := s.Proxy(); !ok || proto != "socks5" || server != "[::1]:1080" || src.String() != "::2" {
 		t.Fatalf("Proxy() = %q %v %v %v", proto, server, src, ok)
+	}
+	// A proxy may be named by host name, resolved at connection time.
+	s = mustConstruct[config.EgressSource](t, `kumo.make_egress_source{name='n', ha_proxy_server='Proxy.Example.com.:5000', ha_proxy_source_address='10.0.0.1'}`)
+	if _, server, _, ok := s.Proxy(); !ok || server != "proxy.example.com:5000" {
+		t.Fatalf("named proxy: %q %v", server, ok)
 	}
 	s = mustConstruct[config.EgressSource](t, `kumo.make_egress_source{name='f', socks5_proxy_server='127.0.0.1:1080', socks5_proxy_source_address='127.0.0.2', socks5_proxy_username='u', socks5_proxy_password='/etc/pw'}`)
 	if s.Socks5ProxyPassword.Path != "/etc/pw" {
@@ -407,6 +412,10 @@ func TestQueueEgressDecodeErrors(t *testing.T) {
 		{`kumo.make_egress_source{name='a', source_address='10.0.0.1/32'}`, "invalid value: string \"10.0.0.1/32\", expected an IP address", ""},
 		{`kumo.make_egress_source{name='a', ha_proxy_server='10.0.0.1'}`, "expected a socket address", ""},
 		{`kumo.make_egress_source{name='a', ha_proxy_server='10.0.0.1:5000'}`, "`ha_proxy_server` needs `ha_proxy_source_address`", ""},
+		{`kumo.make_egress_source{name='a', ha_proxy_server='proxy_1.example:5000', ha_proxy_source_address='10.0.0.1'}`, "expected a socket address", ""},
+		{`kumo.make_egress_source{name='a', ha_proxy_server='10.0.0:5000', ha_proxy_source_address='10.0.0.1'}`, "expected a socket address", ""},
+		{`kumo.make_egress_source{name='a', ha_proxy_server='proxy.example:70000', ha_proxy_source_address='10.0.0.1'}`, "expected a socket address", ""},
+		{`kumo.make_egress_source{name='a', ha_proxy_server='proxy.example:0', ha_proxy_source_address='10.0.0.1'}`, "needs a port other than 0", ""},
 		{`kumo.make_egress_source{name='a', ha_proxy_source_address='10.0.0.1'}`, "`ha_proxy_source_address` needs `ha_proxy_server`", ""},
 		{`kumo.make_egress_source{name='a', socks5_proxy_server='10.0.0.1:1080'}`, "`socks5_proxy_server` needs `socks5_proxy_source_address`", ""},
 		{`kumo.make_egress_source{name='a', socks5_proxy_source_address='10.0.0.1'}`, "`socks5_proxy_source_address` needs `socks5_proxy_server`", ""},

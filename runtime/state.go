@@ -56,6 +56,7 @@ type state struct {
 	kumo  *lua.LTable             // the kumo module, where lazy modules are built (lazy.go)
 
 	boxed map[string]any // boxString's cache
+	strs  strCache       // Lua strings of the policy-extras builtins (strcache.go)
 
 	// reused event arguments (escape.go)
 	handler       *lua.LFunction // the running handler (single)

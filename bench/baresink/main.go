@@ -13,7 +13,9 @@
 // With --expect N it also prints "reached messages=N unix_ns=T" on stderr
 // once it has counted N messages (checked every millisecond), T being the
 // wall clock time it saw the Nth: benchmark scripts time relays end to end
-// with it.
+// with it. With --every as well it prints such a line at every multiple of
+// N (N, 2N, ...), for scripts that run several timed batches through one
+// relay.
 package main
 
 import (
@@ -34,6 +36,7 @@ func main() {
 	verbose := flag.Bool("v", false, "log go-smtp connection errors to stderr")
 	addrs := flag.Int("addrs", 1, "listen on this many loopback addresses (the --listen one, then 127.1.X.Y at the same port)")
 	expect := flag.Int64("expect", 0, "print \"reached messages=N unix_ns=T\" on stderr once N messages are counted (0: never)")
+	every := flag.Bool("every", false, "with --expect N: print the line at every multiple of N, not only at N")
 	flag.Parse()
 
 	if err := checkLoopback(*listen); err != nil {
@@ -63,10 +66,14 @@ func main() {
 		go func() {
 			t := time.NewTicker(time.Millisecond)
 			defer t.Stop()
+			target := *expect
 			for range t.C {
-				if n := sink.Messages.Load(); n >= *expect {
-					fmt.Fprintf(os.Stderr, "reached messages=%d unix_ns=%d\n", n, time.Now().UnixNano())
-					return
+				if n := sink.Messages.Load(); n >= target {
+					fmt.Fprintf(os.Stderr, "reached messages=%d unix_ns=%d\n", target, time.Now().UnixNano())
+					if !*every {
+						return
+					}
+					target += *expect
 				}
 			}
 		}()

@@ -25,7 +25,7 @@ func (d *daemon) startEngine(ctx context.Context) error {
 	}
 	d.spool = sp
 	dane := newDANEResults(d.metrics)
-	dialer := egress.Dialer{Hostname: d.hostname, TLSA: daneDNS{d},
+	dialer := egress.Dialer{Hostname: d.hostname, TLSA: daneDNS{d}, ProxyResolver: d.resolver(),
 		DANEResult: func(result string) { dane.WithLabelValues(result).Inc() }}
 	opts := queue.Options{
 		Policy:    d.rt,

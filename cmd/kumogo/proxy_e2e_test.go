@@ -16,8 +16,9 @@ import (
 // TestEgressThroughProxies: egress sources with KumoMTA's proxy options,
 // through the real binary. Mail for ha.test goes through a real haproxy
 // (ha_proxy_server, ha_proxy_source_address 127.0.0.2), mail for
-// socks.test through a SOCKS5 proxy with credentials
-// (socks5_proxy_server, socks5_proxy_source_address 127.0.0.3,
+// socks.test through a SOCKS5 proxy with credentials named by host name
+// (socks5_proxy_server resolved through kumo.dns.configure_test_resolver,
+// socks5_proxy_source_address 127.0.0.3,
 // socks5_proxy_username, socks5_proxy_password from a file); the sink sees
 // each source address, and the Delivery records name the proxy. Mail for
 // dead.test names a proxy that is not listening: a TransientFailure naming
@@ -25,7 +26,10 @@ import (
 func TestEgressThroughProxies(t *testing.T) {
 	h := testutil.StartHAProxy(t)
 	socks := testutil.StartSOCKS5(t, map[string]string{"kumo": "pass word"})
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	_, socksPort, _ := net.SplitHostPort(socks.Addr)
+	// a port on an address nothing else here binds (everything else is on
+	// 127.0.0.1), so that it stays free once closed
+	dead, err := net.Listen("tcp", "127.0.0.7:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,10 +45,14 @@ func TestEgressThroughProxies(t *testing.T) {
 	policy := spooledPolicy(t, dir, `
   kumo.configure_local_logs { log_dir = '`+dir+`/logs', max_segment_duration = '1s' }
   kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'relay.test', relay_hosts = { '127.0.0.1' } }
+  kumo.dns.configure_test_resolver { [[
+$ORIGIN proxy.test.
+socks 600 A 127.0.0.1
+]] }
 `, `
 local SOURCES = {
   ['ha.test'] = { ha_proxy_server = '`+h.Addr+`', ha_proxy_source_address = '127.0.0.2', ehlo_domain = 'ha.test' },
-  ['socks.test'] = { socks5_proxy_server = '`+socks.Addr+`', socks5_proxy_source_address = '127.0.0.3',
+  ['socks.test'] = { socks5_proxy_server = 'socks.proxy.test:`+socksPort+`', socks5_proxy_source_address = '127.0.0.3',
     socks5_proxy_username = 'kumo', socks5_proxy_password = '`+pwFile+`', ehlo_domain = 'socks.test' },
   ['dead.test'] = { socks5_proxy_server = '`+deadAddr+`', socks5_proxy_source_address = '127.0.0.2' },
 }

@@ -178,6 +178,10 @@ func TestTSAEndToEnd(t *testing.T) {
 		}
 	}
 	for _, n := range nodes {
+		// pushed over the daemon's websocket, not polled
+		if !strings.Contains(n.log(), "applied (via websocket)") || strings.Contains(n.log(), "applied (via polling)") {
+			t.Fatalf("a node did not take the suspension from the websocket:\n%s", tail(n.log(), 40))
+		}
 		if !strings.Contains(n.log(), "ready queue suspension added") {
 			t.Fatalf("a node did not log the suspension:\n%s", tail(n.log(), 40))
 		}

@@ -1,8 +1,60 @@
 package config
 
 import (
+	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 )
+
+// proxyServer reads a proxy server address: an IP literal and port
+// ("10.0.0.1:5000", "[::1]:5000"), or a DNS host name and port
+// ("proxy.example.com:5000") that is resolved at connection time, as the
+// ha_proxy_server and socks5_proxy_server pages of KumoMTA allow.
+func (o *Object) proxyServer(key string, dst *string) {
+	o.ParsedString(key, dst, "expected a socket address like \"10.0.0.1:5000\" or \"proxy.example.com:5000\"", func(s string) (string, error) {
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			return ap.String(), nil
+		}
+		host, port, err := net.SplitHostPort(s)
+		if err != nil {
+			return "", err
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return "", err
+		}
+		if !isHostName(host) {
+			return "", strconv.ErrSyntax
+		}
+		return net.JoinHostPort(strings.ToLower(strings.TrimSuffix(host, ".")), port), nil
+	})
+}
+
+// isHostName reports whether s is a DNS host name: dot-separated labels of
+// letters, digits and hyphens, not starting or ending with a hyphen, and
+// not all digits (an IPv4 literal with a typo is not a name).
+func isHostName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	digitsOnly := true
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			switch {
+			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-':
+				digitsOnly = false
+			case c >= '0' && c <= '9':
+			default:
+				return false
+			}
+		}
+	}
+	return !digitsOnly
+}
 
 // checkProxy validates the proxy options of a make_egress_source table
 // together. KumoMTA (make_egress_source's ha_proxy_server and
@@ -27,7 +79,7 @@ func checkProxy(s *EgressSource) string {
 		case p.source == "":
 			return "`" + p.serverKey + "` needs `" + p.sourceKey + "`: the proxy is used only when both are set"
 		}
-		if ap, err := netip.ParseAddrPort(p.server); err == nil && ap.Port() == 0 {
+		if _, port, _ := net.SplitHostPort(p.server); port == "0" {
 			return "invalid value: string \"" + p.server + "\", `" + p.serverKey + "` needs a port other than 0"
 		}
 		set++
@@ -49,24 +101,20 @@ func checkProxy(s *EgressSource) string {
 }
 
 // Proxy returns the proxy a source connects through: protocol "haproxy"
-// or "socks5", the proxy server and the source address the proxy is asked
-// to use; ok is false for a direct connection. The fields were validated
-// by DecodeEgressSource.
-func (s *EgressSource) Proxy() (protocol string, server netip.AddrPort, source netip.Addr, ok bool) {
+// or "socks5", the proxy server ("ip:port", or "host:port" to resolve at
+// connection time) and the source address the proxy is asked to use; ok
+// is false for a direct connection. The fields were validated by
+// DecodeEgressSource.
+func (s *EgressSource) Proxy() (protocol, server string, source netip.Addr, ok bool) {
 	switch {
 	case s.HAProxyServer != "" && s.HAProxySourceAddress != "":
-		protocol, server, source = "haproxy", parseAddrPort(s.HAProxyServer), parseAddr(s.HAProxySourceAddress)
+		protocol, server, source = "haproxy", s.HAProxyServer, parseAddr(s.HAProxySourceAddress)
 	case s.Socks5ProxyServer != "" && s.Socks5ProxySourceAddress != "":
-		protocol, server, source = "socks5", parseAddrPort(s.Socks5ProxyServer), parseAddr(s.Socks5ProxySourceAddress)
+		protocol, server, source = "socks5", s.Socks5ProxyServer, parseAddr(s.Socks5ProxySourceAddress)
 	default:
-		return "", netip.AddrPort{}, netip.Addr{}, false
+		return "", "", netip.Addr{}, false
 	}
-	return protocol, server, source, server.IsValid() && source.IsValid()
-}
-
-func parseAddrPort(s string) netip.AddrPort {
-	ap, _ := netip.ParseAddrPort(s)
-	return ap
+	return protocol, server, source, source.IsValid()
 }
 
 func parseAddr(s string) netip.Addr {

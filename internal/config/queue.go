@@ -184,9 +184,9 @@ type EgressSource struct {
 	TTL           time.Duration
 	// Proxy settings (Proxy gives the one in force; checkProxy validates
 	// them together).
-	HAProxyServer            string // ip:port
+	HAProxyServer            string // ip:port or host:port
 	HAProxySourceAddress     string
-	Socks5ProxyServer        string // ip:port
+	Socks5ProxyServer        string // ip:port or host:port
 	Socks5ProxySourceAddress string
 	Socks5ProxyUsername      string
 	Socks5ProxyPassword      KeySource

@@ -226,6 +226,23 @@ func (m *Message) FirstHeader(name string) (string, bool) {
 	}
 }
 
+// FirstHeaderRaw is FirstHeader's value before it is decoded: the raw
+// bytes (a view of the message data, not to be kept or changed) that
+// DecodeHeaderValue turns into FirstHeader's value. Callers that cache what
+// they derive from a value use it to look the value up without copying it.
+func (m *Message) FirstHeaderRaw(name string) ([]byte, bool) {
+	s := headerScanner{data: m.Data()}
+	for {
+		f, ok := s.next()
+		if !ok {
+			return nil, false
+		}
+		if equalFoldASCII(f.name, name) {
+			return f.value, true
+		}
+	}
+}
+
 // AllHeaderValues returns the decoded values of every field called name
 // (case-insensitive), in order.
 func (m *Message) AllHeaderValues(name string) []string {

@@ -10,11 +10,12 @@
 -- additional_skip_log_record_types).
 --
 -- subscribe: a task per subscribe URL ('kumo.tsa.suspension.subscriber')
--- polls URL/get_suspension_v1/suspended.json every second and applies
--- new or extended suspensions with kumo.api.admin (suspend_ready_q for
--- Suspend, suspend for SuspendTenant/SuspendCampaign) and bounces from
--- URL/get_bounce_v1/bounced.json with kumo.api.admin.bounce. KumoMTA
--- pushes these over a websocket; kumogo polls. Configuration overrides
+-- takes the suspensions and bounces that the daemon pushes over its
+-- websocket (URL/subscribe_event_v1, as KumoMTA's nodes do) and applies
+-- new or extended ones with kumo.api.admin (suspend_ready_q for Suspend,
+-- suspend for SuspendTenant/SuspendCampaign, bounce for Bounce*); when
+-- the websocket cannot be opened it polls URL/get_suspension_v1/
+-- suspended.json and URL/get_bounce_v1/bounced.json every second. Configuration overrides
 -- come from URL/get_config_v1/shaping.toml, which the shaping helper
 -- loads as one more shaping file; a task ('kumo.tsa.config.monitor', as
 -- in KumoMTA) fetches it every second and bumps the configuration epoch
@@ -179,68 +180,139 @@ local function get_json(client, url)
   return kumo.json_parse(response:text())
 end
 
-local function apply(applied, key, expires, fn)
+local function apply(applied, key, expires, via, fn)
   if applied[key] == expires then
     return
   end
   local ok, err = pcall(fn)
   if ok then
     applied[key] = expires
+    kumo.log_info(string.format('policy-extras.shaping: TSA %s until %s applied (via %s)', key, tostring(expires), via))
   else
     kumo.log_error('policy-extras.shaping: applying TSA ' .. key .. ': ' .. tostring(err))
   end
 end
 
+local function apply_ready_q(applied, q, via)
+  apply(applied, 'ready:' .. q.rule_hash, q.expires, via, function()
+    kumo.api.admin.suspend_ready_q.suspend {
+      name = string.format('%s->%s@smtp_client', q.source, q.site_name),
+      reason = 'TSA: ' .. q.reason,
+      expires = q.expires,
+    }
+  end)
+end
+
+local function apply_sched_q(applied, q, via)
+  apply(applied, 'sched:' .. q.rule_hash, q.expires, via, function()
+    kumo.api.admin.suspend.suspend {
+      domain = q.domain,
+      tenant = q.tenant,
+      campaign = q.campaign,
+      reason = 'TSA: ' .. q.reason,
+      expires = q.expires,
+    }
+  end)
+end
+
+local function apply_bounce(applied, q, via)
+  apply(applied, 'bounce:' .. q.rule_hash, q.expires, via, function()
+    kumo.api.admin.bounce.bounce {
+      domain = q.domain,
+      tenant = q.tenant,
+      campaign = q.campaign,
+      reason = 'TSA: ' .. q.reason,
+      expires = q.expires,
+    }
+  end)
+end
+
+-- poll_once fetches and applies the suspensions and bounces over HTTP;
+-- it returns an error text when the daemon did not answer.
+local function poll_once(client, url, applied)
+  local s, err = get_json(client, url .. '/get_suspension_v1/suspended.json')
+  local b, berr = nil, nil
+  if s then
+    b, berr = get_json(client, url .. '/get_bounce_v1/bounced.json')
+  end
+  if not s or not b then
+    return tostring(err or berr)
+  end
+  for _, q in ipairs(s.ready_q or {}) do
+    apply_ready_q(applied, q, 'polling')
+  end
+  for _, q in ipairs(s.sched_q or {}) do
+    apply_sched_q(applied, q, 'polling')
+  end
+  for _, q in ipairs(b) do
+    apply_bounce(applied, q, 'polling')
+  end
+end
+
+-- stream applies the items pushed over a subscribe_event_v1 websocket
+-- until it ends (an error is raised then).
+local function stream(conn, applied)
+  while true do
+    -- KumoMTA collects for 3 s; one second keeps a pushed suspension
+    -- within a second or so of the daemon
+    for _, text in ipairs(conn:recv_batch '1s') do
+      local item = kumo.json_parse(text)
+      if item.ReadyQSuspension then
+        apply_ready_q(applied, item.ReadyQSuspension, 'websocket')
+      elseif item.SchedQSuspension then
+        apply_sched_q(applied, item.SchedQSuspension, 'websocket')
+      elseif item.SchedQBounce then
+        apply_bounce(applied, item.SchedQBounce, 'websocket')
+      else
+        kumo.log_error('policy-extras.shaping: unsupported TSA subscription item ' .. text)
+      end
+    end
+  end
+end
+
+-- The subscriber takes suspensions and bounces pushed over the daemon's
+-- websocket (URL/subscribe_event_v1, as KumoMTA's nodes do). When that
+-- cannot be opened (an older daemon answers 404, or the daemon is down)
+-- it polls the HTTP endpoints every second instead, trying the websocket
+-- again each time; when an open websocket ends it polls once (to catch
+-- what was produced meanwhile) and reconnects.
 kumo.on('kumo.tsa.suspension.subscriber', function(args)
   local client = kumo.http.build_client { timeout = '5s' }
+  local ws_url = args.url:gsub('^http', 'ws') .. '/subscribe_event_v1'
   local applied = {}
-  local failing = false
+  local mode = nil
+  local function note(new_mode, detail)
+    if mode ~= new_mode then
+      local msg = string.format('policy-extras.shaping: TSA subscription %s: %s', args.url, new_mode)
+      if detail then
+        msg = msg .. ' (' .. detail .. ')'
+      end
+      if new_mode == 'failing' then
+        kumo.log_warn(msg)
+      else
+        kumo.log_info(msg)
+      end
+      mode = new_mode
+    end
+  end
   while true do
-    local s, err = get_json(client, args.url .. '/get_suspension_v1/suspended.json')
-    local b, berr = nil, nil
-    if s then
-      b, berr = get_json(client, args.url .. '/get_bounce_v1/bounced.json')
-    end
-    if not s or not b then
-      if not failing then
-        kumo.log_warn('policy-extras.shaping: TSA subscription ' .. args.url .. ': ' .. tostring(err or berr))
-        failing = true
-      end
+    local ok, conn = pcall(kumo.http.connect_websocket, ws_url)
+    if ok then
+      note('websocket', nil)
+      local _, err = pcall(stream, conn, applied)
+      pcall(conn.close, conn)
+      note('polling', 'websocket ended: ' .. tostring(err))
+      poll_once(client, args.url, applied)
+      kumo.sleep(POLL_SECONDS)
     else
-      failing = false
-      for _, q in ipairs(s.ready_q or {}) do
-        apply(applied, 'ready:' .. q.rule_hash, q.expires, function()
-          kumo.api.admin.suspend_ready_q.suspend {
-            name = string.format('%s->%s@smtp_client', q.source, q.site_name),
-            reason = 'TSA: ' .. q.reason,
-            expires = q.expires,
-          }
-        end)
+      local err = poll_once(client, args.url, applied)
+      if err then
+        note('failing', err)
+      else
+        note('polling', tostring(conn))
       end
-      for _, q in ipairs(s.sched_q or {}) do
-        apply(applied, 'sched:' .. q.rule_hash, q.expires, function()
-          kumo.api.admin.suspend.suspend {
-            domain = q.domain,
-            tenant = q.tenant,
-            campaign = q.campaign,
-            reason = 'TSA: ' .. q.reason,
-            expires = q.expires,
-          }
-        end)
-      end
-      for _, q in ipairs(b) do
-        apply(applied, 'bounce:' .. q.rule_hash, q.expires, function()
-          kumo.api.admin.bounce.bounce {
-            domain = q.domain,
-            tenant = q.tenant,
-            campaign = q.campaign,
-            reason = 'TSA: ' .. q.reason,
-            expires = q.expires,
-          }
-        end)
-      end
+      kumo.sleep(POLL_SECONDS)
     end
-    kumo.sleep(POLL_SECONDS)
   end
 end)
 

@@ -2,9 +2,11 @@ package egress
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,23 +36,34 @@ type transport struct {
 	proxyProtocol string
 }
 
+// ProxyResolver resolves the host name of a proxy server (KumoMTA's
+// ha_proxy_server and socks5_proxy_server may name one); *mx.Resolver
+// is one.
+type ProxyResolver interface {
+	LookupAddr(ctx context.Context, host, strategy string) ([]netip.Addr, error)
+}
+
 // connectTransport opens the TCP connection to target for src: directly
 // from src's source_address, or through the HAProxy or SOCKS5 proxy that
 // src names (make_egress_source's ha_proxy_* and socks5_proxy_* options),
 // in which case source_address, when set, binds the local end of the
-// connection to the proxy. connect_timeout bounds the connection and the
-// proxy handshake together. Errors name the proxy.
-func connectTransport(ctx context.Context, target netip.AddrPort, p *config.EgressPath, src *config.EgressSource, hostName string) (*transport, error) {
+// connection to the proxy. A proxy named by host name is resolved with
+// res at each connection and its addresses tried in turn (those of
+// source_address's family only, when it is set), as KumoMTA does.
+// connect_timeout bounds each connection and its proxy handshake. Errors
+// name the proxy.
+func connectTransport(ctx context.Context, res ProxyResolver, target netip.AddrPort, p *config.EgressPath, src *config.EgressSource, hostName string) (*transport, error) {
 	nd := net.Dialer{Timeout: p.ConnectTimeout}
+	var local netip.Addr
 	if src != nil && src.SourceAddress != "" {
 		a, err := netip.ParseAddr(strings.Trim(src.SourceAddress, "[]"))
 		if err != nil {
 			return nil, fmt.Errorf("egress: source %q: invalid source_address %q", src.Name, src.SourceAddress)
 		}
+		local = a
 		nd.LocalAddr = &net.TCPAddr{IP: a.AsSlice(), Zone: a.Zone()}
 	}
-	var proto string
-	var server netip.AddrPort
+	var proto, server string
 	var via netip.Addr
 	proxied := false
 	if src != nil {
@@ -74,9 +87,67 @@ func connectTransport(ctx context.Context, target netip.AddrPort, p *config.Egre
 	if via.Unmap().Is4() != target.Addr().Unmap().Is4() {
 		return nil, fmt.Errorf("%s: source %q: proxy source address %s and destination are of different address families", what, src.Name, via)
 	}
-	conn, err := nd.DialContext(ctx, "tcp", server.String())
+	servers, err := proxyAddrs(ctx, res, server, local)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	var errs []error
+	for _, sa := range servers {
+		t, err := proxyHandshake(ctx, nd, sa, proto, via, target, p, src)
+		if err == nil {
+			return t, nil
+		}
+		if len(servers) > 1 {
+			err = fmt.Errorf("%s: %w", sa, err)
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("%s: %w", what, errors.Join(errs...))
+}
+
+// proxyAddrs is server's addresses: the literal, or what res finds for the
+// host name, of local's family when local is set.
+func proxyAddrs(ctx context.Context, res ProxyResolver, server string, local netip.Addr) ([]netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(server); err == nil {
+		return []netip.AddrPort{ap}, nil
+	}
+	host, portText, err := net.SplitHostPort(server)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.ParseUint(portText, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("bad port in %q", server)
+	}
+	if res == nil {
+		return nil, fmt.Errorf("no resolver for the proxy host name %q", host)
+	}
+	addrs, err := res.LookupAddr(ctx, host, "")
+	if err != nil {
+		return nil, fmt.Errorf("resolving %s: %w", host, err)
+	}
+	var out []netip.AddrPort
+	for _, a := range addrs {
+		if local.IsValid() && a.Unmap().Is4() != local.Unmap().Is4() {
+			continue
+		}
+		out = append(out, netip.AddrPortFrom(a, uint16(port)))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s has no address usable from source_address %s (%d resolved)", host, local, len(addrs))
+	}
+	return out, nil
+}
+
+// proxyHandshake connects to the proxy at server and asks it, in its
+// protocol, for a connection from via to target.
+func proxyHandshake(ctx context.Context, nd net.Dialer, server netip.AddrPort, proto string, via netip.Addr, target netip.AddrPort, p *config.EgressPath, src *config.EgressSource) (*transport, error) {
+	conn, err := nd.DialContext(ctx, "tcp", server.String())
+	if err != nil {
+		return nil, err
 	}
 	deadline := time.Now().Add(p.ConnectTimeout)
 	if p.ConnectTimeout <= 0 {
@@ -102,7 +173,7 @@ func connectTransport(ctx context.Context, target netip.AddrPort, p *config.Egre
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 		}
-		return nil, fmt.Errorf("%s: %w", what, err)
+		return nil, err
 	}
 	return t, nil
 }

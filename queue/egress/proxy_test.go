@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -156,7 +157,9 @@ func TestSOCKS5ProxyRefusesBind(t *testing.T) {
 func TestDeadProxy(t *testing.T) {
 	p := startPeer(t, peerOpts{})
 	plan := &mx.ConnectionPlan{Site: "s", Candidates: []mx.Candidate{p.candidate()}}
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	// a port on an address nothing else here binds (everything else is on
+	// 127.0.0.1), so that it stays free once closed
+	dead, _ := net.Listen("tcp", "127.0.0.7:0")
 	deadAddr := dead.Addr().String()
 	dead.Close()
 
@@ -213,5 +216,58 @@ func TestProxySourceFamily(t *testing.T) {
 	}
 	if b := proxy.Binds(); len(b) != 0 {
 		t.Errorf("BIND sent: %q", b)
+	}
+}
+
+// fakeProxyDNS answers LookupAddr from a map.
+type fakeProxyDNS map[string][]netip.Addr
+
+func (f fakeProxyDNS) LookupAddr(_ context.Context, host, _ string) ([]netip.Addr, error) {
+	if a, ok := f[host]; ok {
+		return a, nil
+	}
+	return nil, errors.New("NXDOMAIN " + host)
+}
+
+// TestProxyHostName: a proxy named by host name is resolved at connection
+// time and its addresses tried in turn (127.0.0.9 refuses, 127.0.0.1 is
+// the proxy); with source_address set, addresses of the other family are
+// skipped. An unknown name is an error naming the proxy.
+func TestProxyHostName(t *testing.T) {
+	proxy := testutil.StartSOCKS5(t, nil)
+	_, port, _ := net.SplitHostPort(proxy.Addr)
+	p := startPeer(t, peerOpts{})
+	d := Dialer{ProxyResolver: fakeProxyDNS{"proxy.test": {
+		netip.MustParseAddr("::1"), netip.MustParseAddr("127.0.0.9"), netip.MustParseAddr("127.0.0.1"),
+	}}}
+	src := &config.EgressSource{Name: "named", SourceAddress: "127.0.0.1",
+		Socks5ProxyServer: "proxy.test:" + port, Socks5ProxySourceAddress: "127.0.0.2"}
+	s, err := d.Dial(t.Context(), p.candidate(), testPath(), src, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliverOne(t, s)
+	s.Close()
+	if server, proto := s.Proxy(); proto != ProxySOCKS5 || server.String() != proxy.Addr {
+		t.Errorf("Proxy() = %v %q, want %s", server, proto, proxy.Addr)
+	}
+	if got := remoteIP(t, p.session(0)); got != "127.0.0.2" {
+		t.Errorf("the peer saw the client at %s, want 127.0.0.2", got)
+	}
+
+	src.Socks5ProxyServer = "nowhere.test:" + port
+	_, err = d.Dial(t.Context(), p.candidate(), testPath(), src, "")
+	if err == nil || !strings.Contains(err.Error(), "via socks5 proxy nowhere.test:"+port) || !strings.Contains(err.Error(), "NXDOMAIN") {
+		t.Errorf("unknown proxy name: %v", err)
+	}
+	// Only IPv6 addresses for an IPv4 source_address: none usable.
+	d.ProxyResolver = fakeProxyDNS{"v6.test": {netip.MustParseAddr("::1")}}
+	src.Socks5ProxyServer = "v6.test:" + port
+	if _, err := d.Dial(t.Context(), p.candidate(), testPath(), src, ""); err == nil || !strings.Contains(err.Error(), "no address usable from source_address 127.0.0.1") {
+		t.Errorf("family filter: %v", err)
+	}
+	// Without a resolver only literals work.
+	if _, err := Dial(t.Context(), p.candidate(), testPath(), src, ""); err == nil || !strings.Contains(err.Error(), "no resolver") {
+		t.Errorf("no resolver: %v", err)
 	}
 }

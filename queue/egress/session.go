@@ -52,6 +52,9 @@ type Dialer struct {
 	// TLSA gives the TLSA records of MX hosts for DANE (dane.go); nil
 	// disables DANE.
 	TLSA TLSASource
+	// ProxyResolver resolves proxy servers named by host name (proxy.go);
+	// nil allows IP literals only.
+	ProxyResolver ProxyResolver
 	// DANEResult, when set, counts each DANE decision by its result (the
 	// DANE* constants; KumoMTA's dane_result_count metric).
 	DANEResult func(result string)
@@ -142,7 +145,7 @@ func (d *Dialer) dial(ctx context.Context, cand mx.Candidate, p *config.EgressPa
 	}
 	target := netip.AddrPortFrom(cand.Addr, uint16(port))
 
-	t, err := connectTransport(ctx, target, p, src, cand.Name)
+	t, err := connectTransport(ctx, d.ProxyResolver, target, p, src, cand.Name)
 	if err != nil {
 		return nil, err
 	}

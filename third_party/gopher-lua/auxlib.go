@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 )
 
 /* checkType {{{ */
@@ -295,7 +296,7 @@ func (ls *LState) RegisterModule(name string, funcs map[string]LGFunction) LValu
 			ls.RaiseError("name conflict for module(%v)", name)
 		} else {
 			for fname, fn := range funcs {
-				newmodtb.RawSetString(fname, ls.NewFunction(fn))
+				newmodtb.rawSetStringKey(fname, internKey(fname), ls.NewFunction(fn)) // kumogo
 			}
 			ls.SetField(tb, name, newmodtb)
 			return newmodtb
@@ -305,8 +306,9 @@ func (ls *LState) RegisterModule(name string, funcs map[string]LGFunction) LValu
 }
 
 func (ls *LState) SetFuncs(tb *LTable, funcs map[string]LGFunction, upvalues ...LValue) *LTable {
+	tb.reserveStrings(len(funcs)) // kumogo
 	for fname, fn := range funcs {
-		tb.RawSetString(fname, ls.NewClosure(fn, upvalues...))
+		tb.rawSetStringKey(fname, internKey(fname), ls.NewClosure(fn, upvalues...)) // kumogo
 	}
 	return tb
 }
@@ -463,3 +465,18 @@ func (ls *LState) OptChannel(n int, ch chan LValue) chan LValue {
 /* }}} */
 
 //
+
+// kumogo: internKey boxes the name of a Go function registered by SetFuncs
+// or RegisterModule once per process: every new Lua state registers the
+// same few hundred names, and a boxed string is immutable, so states can
+// share it. Only names that Go code registers come here, so the set is
+// bounded by the program.
+var internedKeys sync.Map // string -> LValue
+
+func internKey(name string) LValue {
+	if v, ok := internedKeys.Load(name); ok {
+		return v.(LValue)
+	}
+	v, _ := internedKeys.LoadOrStore(name, LValue(LString(name)))
+	return v.(LValue)
+}

@@ -1610,7 +1610,10 @@ func (ls *LState) Remove(index int) {
 /* object allocation {{{ */
 
 func (ls *LState) NewTable() *LTable {
-	tb := newLTable(defaultArrayCap, defaultHashCap)
+	// kumogo: the array and hash parts are made on first use (as for a
+	// Lua {}), so that a table used for one of them does not allocate the
+	// other; the memory charge is unchanged
+	tb := newLTable(0, 0)
 	tb.mem = ls.G.mem // kumogo
 	tb.mem.charge(memTableBase + defaultArrayCap*memValueSlot + defaultHashCap*memMapEntry)
 	return tb
@@ -1619,7 +1622,8 @@ func (ls *LState) NewTable() *LTable {
 func (ls *LState) CreateTable(acap, hcap int) *LTable {
 	ls.G.mem.charge(memTableBase + int64(max(acap, 0))*memValueSlot + int64(max(hcap, 0))*memMapEntry) // kumogo
 	tb := newLTable(acap, hcap)
-	tb.mem = ls.G.mem // kumogo
+	tb.mem = ls.G.mem       // kumogo
+	tb.reserveStrings(hcap) // kumogo: a hash part asked for is sized with its key order
 	return tb
 }
 

@@ -28,6 +28,22 @@ func (lv lValueArraySorter) Less(i, j int) bool {
 	return lessThan(lv.L, lv.Values[i], lv.Values[j])
 }
 
+// reserveStrings makes room for n more string keys (kumogo): the hash
+// part and the key order (keys, k2i) are sized once instead of growing
+// key by key. Only empty parts are sized.
+func (tb *LTable) reserveStrings(n int) {
+	if n <= 0 {
+		return
+	}
+	if len(tb.strdict) == 0 {
+		tb.strdict = make(map[string]LValue, n)
+	}
+	if len(tb.keys) == 0 {
+		tb.keys = make([]LValue, 0, n)
+		tb.k2i = make(map[LValue]int, n)
+	}
+}
+
 func newLTable(acap int, hcap int) *LTable {
 	if acap < 0 {
 		acap = 0
@@ -225,15 +241,40 @@ func (tb *LTable) RawSetString(key string, value LValue) {
 		delete(tb.strdict, key)
 	} else {
 		tb.strdict[key] = value
-		lkey := LString(key)
-		if _, ok := tb.k2i[lkey]; !ok {
-			if tb.mem != nil { // kumogo
-				tb.mem.charge(memTableEntry)
-			}
-			tb.k2i[lkey] = len(tb.keys)
-			tb.keys = append(tb.keys, lkey)
+		if _, ok := tb.k2i[LString(key)]; !ok {
+			// kumogo: boxed once for both k2i and keys (a new key only)
+			tb.addKey(LString(key))
 		}
 	}
+}
+
+// rawSetStringKey is RawSetString with key already boxed as lkey (kumogo).
+func (tb *LTable) rawSetStringKey(key string, lkey LValue, value LValue) {
+	if value == LNil {
+		tb.RawSetString(key, value)
+		return
+	}
+	if tb.strdict == nil {
+		tb.strdict = make(map[string]LValue, defaultHashCap)
+	}
+	if tb.keys == nil {
+		tb.keys = []LValue{}
+		tb.k2i = map[LValue]int{}
+	}
+	tb.strdict[key] = value
+	if _, ok := tb.k2i[lkey]; !ok {
+		tb.addKey(lkey)
+	}
+}
+
+// addKey records a new key in the key order (kumogo: split out of
+// RawSetString).
+func (tb *LTable) addKey(lkey LValue) {
+	if tb.mem != nil { // kumogo
+		tb.mem.charge(memTableEntry)
+	}
+	tb.k2i[lkey] = len(tb.keys)
+	tb.keys = append(tb.keys, lkey)
 }
 
 // RawSetH sets a given LValue to a given index without the __newindex metamethod.
