@@ -140,6 +140,7 @@ type relaxedBodyCanonicalizer struct {
 	wsp       bool
 	written   bool
 	crlfFixer crlfFixer
+	buf       []byte // kumogo: the output buffer, kept across Writes
 }
 
 func (c *relaxedBodyCanonicalizer) Write(b []byte) (int, error) {
@@ -149,14 +150,27 @@ func (c *relaxedBodyCanonicalizer) Write(b []byte) (int, error) {
 	// tab, no CR inside, no run of spaces, no trailing space) are copied
 	// whole; any other line goes through the byte-by-byte rules below.
 	// The output is the same (canonical_kumogo_test.go).
-	canonical := make([]byte, 0, len(b))
+	// Runs of plain lines go to w straight from b; only the other output
+	// is gathered in c.buf, which the next Write reuses (io.Writer's
+	// contract forbids w to keep it), so that the body is neither copied
+	// nor allocated again.
+	canonical := c.buf[:0]
+	var err error
+	write := func(p []byte) {
+		if err == nil && len(p) > 0 {
+			c.written = true
+			_, err = c.w.Write(p)
+		}
+	}
 	// run is a stretch of b made of plain CRLF lines, already canonical
 	// but for its last CRLF, which waits in crlfBuf (trailing empty lines
 	// are dropped)
 	runStart, runEnd := -1, -1
 	flushRun := func() {
 		if runStart >= 0 {
-			canonical = append(canonical, b[runStart:runEnd]...)
+			write(canonical)
+			canonical = canonical[:0]
+			write(b[runStart:runEnd])
 			runStart = -1
 		}
 	}
@@ -201,11 +215,8 @@ func (c *relaxedBodyCanonicalizer) Write(b []byte) (int, error) {
 	}
 	flushRun()
 
-	if !c.written && len(canonical) > 0 {
-		c.written = true
-	}
-
-	_, err := c.w.Write(canonical)
+	write(canonical)
+	c.buf = canonical[:0]
 	return written, err
 }
 
