@@ -182,7 +182,15 @@ func TestInsertFailsWhenSpoolCommitFails(t *testing.T) {
 	if err == nil || !errors.As(err, &sf) || !sf.SpoolFailure() {
 		t.Fatalf("Insert after a failed commit: %v, want a spool failure", err)
 	}
-	if sched, _ := m.QueueSizes(); len(sched) != 0 {
-		t.Fatalf("a message whose commit failed was queued: %v", sched)
+	sched, ready := m.QueueSizes()
+	for name, n := range sched {
+		if n != 0 {
+			t.Fatalf("a message whose commit failed was queued in %s: %v", name, sched)
+		}
+	}
+	for name, n := range ready {
+		if n != 0 {
+			t.Fatalf("a message whose commit failed is ready in %s: %v", name, ready)
+		}
 	}
 }
