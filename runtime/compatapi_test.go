@@ -20,14 +20,14 @@ import (
 func TestMissingKumoFunctionsFailByName(t *testing.T) {
 	r, err := newRuntimeErr(t, `
 kumo.on('init', function()
-  kumo.amqp.build_client {}
+  kumo.xfer.xfer_in_requeue {}
 end)`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	err = r.Init(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "kumo.amqp.build_client is not provided by kumogo") || !strings.Contains(err.Error(), "policy.lua:3") {
+	if err == nil || !strings.Contains(err.Error(), "kumo.xfer.xfer_in_requeue is not provided by kumogo") || !strings.Contains(err.Error(), "policy.lua:3") {
 		t.Fatalf("Init err = %v", err)
 	}
 
@@ -67,7 +67,7 @@ func TestAPIReportCoversDocumentedNames(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"kumo.start_esmtp_listener": "provided", "kumo.dns.lookup_mx": "provided",
-		"kumo.set_smtpsrv_threads": "no effect", "kumo.amqp.build_client": "not provided", "kumo.http.build_client": "provided",
+		"kumo.set_smtpsrv_threads": "no effect", "kumo.xfer.xfer_in_requeue": "not provided", "kumo.amqp.basic_publish": "provided", "kumo.http.build_client": "provided",
 		"smtp_server_ehlo": "provided", "tsa_init": "provided", "proxy_init": "other daemon", "Message:dkim_sign": "provided",
 		"ConnectionMeta:get_meta": "provided",
 	} {

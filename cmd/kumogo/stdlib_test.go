@@ -57,12 +57,12 @@ func TestValidateNamesMissingKumoFunction(t *testing.T) {
 	dir := t.TempDir()
 	policy := spooledPolicy(t, dir, `
   kumo.start_esmtp_listener { listen = '127.0.0.1:0' }
-  local client = kumo.amqp.build_client 'amqp://localhost'`, "")
+  local target = kumo.xfer.get_xfer_target 'x'`, "")
 	var stderr strings.Builder
 	if rc := run([]string{"--validate", "--policy", policy}, &stderr); rc != 1 {
 		t.Fatalf("rc %d: %s", rc, stderr.String())
 	}
-	if !strings.Contains(stderr.String(), "policy.lua:7: kumo.amqp.build_client is not provided by kumogo") {
+	if !strings.Contains(stderr.String(), "policy.lua:7: kumo.xfer.get_xfer_target is not provided by kumogo") {
 		t.Fatalf("stderr: %s", stderr.String())
 	}
 }
