@@ -96,14 +96,17 @@ func Serve(z *Zones) (*Server, error) {
 		_ = w.WriteMsg(resp)
 	})
 	var lastErr error
-	for attempt := 0; attempt < 10; attempt++ {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	// The TCP port is taken first: TCP's ephemeral ports are the crowded
+	// ones (the other tests' client connections use them too), UDP's are
+	// nearly all free, so the UDP bind on the same port rarely fails.
+	for attempt := 0; attempt < 50; attempt++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, fmt.Errorf("dnszone: %w", err)
 		}
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
 		if err != nil {
-			pc.Close()
+			ln.Close()
 			lastErr = err
 			continue
 		}

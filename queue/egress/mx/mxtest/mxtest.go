@@ -67,24 +67,24 @@ func Start(tb testing.TB, records ...string) *Server {
 	return s
 }
 
-// listenPair binds UDP and TCP on the same free loopback port, retrying
-// when another process holds the TCP side of the port picked for UDP.
+// listenPair binds TCP and UDP on the same free loopback port. TCP is
+// bound first: its ephemeral ports are the crowded ones (client
+// connections of other tests use them), so the UDP bind rarely fails.
 func listenPair() (net.PacketConn, net.Listener, error) {
 	var lastErr error
 	for range 50 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return nil, nil, fmt.Errorf("listen udp: %w", err)
+			return nil, nil, fmt.Errorf("listen tcp: %w", err)
 		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
 		if err == nil {
 			return pc, ln, nil
 		}
-		pc.Close()
+		ln.Close()
 		lastErr = err
 	}
-	return nil, nil, fmt.Errorf("listen tcp: %w", lastErr)
+	return nil, nil, fmt.Errorf("listen udp: %w", lastErr)
 }
 
 // Add adds one record in zone-file syntax.
