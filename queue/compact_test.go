@@ -184,7 +184,8 @@ func TestCompactFullReadyQueueReadsNothing(t *testing.T) {
 		t.Fatalf("%d spool reads for %d messages, %d of which found the ready queue full", n, 20, waiting)
 	}
 	close(release)
+	// those sent back are retried when due again, so more may follow
 	waitFor(t, "the messages that had a place delivered", 5*time.Second, func() bool {
-		return h.log.Count(logrecord.Delivery) == 2+20-waiting
+		return h.log.Count(logrecord.Delivery) >= 2+20-waiting
 	})
 }
