@@ -203,29 +203,24 @@ local function apply_ready_q(applied, q, via)
   end)
 end
 
-local function apply_sched_q(applied, q, via)
-  apply(applied, 'sched:' .. q.rule_hash, q.expires, via, function()
-    kumo.api.admin.suspend.suspend {
-      domain = q.domain,
-      tenant = q.tenant,
-      campaign = q.campaign,
-      reason = 'TSA: ' .. q.reason,
-      expires = q.expires,
-    }
-  end)
+-- scheduled-queue actions (a suspension or a bounce) name the queue by
+-- its domain, tenant and campaign
+local function queue_action(kind, act)
+  return function(applied, q, via)
+    apply(applied, kind .. ':' .. q.rule_hash, q.expires, via, function()
+      act {
+        domain = q.domain,
+        tenant = q.tenant,
+        campaign = q.campaign,
+        reason = 'TSA: ' .. q.reason,
+        expires = q.expires,
+      }
+    end)
+  end
 end
 
-local function apply_bounce(applied, q, via)
-  apply(applied, 'bounce:' .. q.rule_hash, q.expires, via, function()
-    kumo.api.admin.bounce.bounce {
-      domain = q.domain,
-      tenant = q.tenant,
-      campaign = q.campaign,
-      reason = 'TSA: ' .. q.reason,
-      expires = q.expires,
-    }
-  end)
-end
+local apply_sched_q = queue_action('sched', function(t) kumo.api.admin.suspend.suspend(t) end)
+local apply_bounce = queue_action('bounce', function(t) kumo.api.admin.bounce.bounce(t) end)
 
 -- poll_once fetches and applies the suspensions and bounces over HTTP;
 -- it returns an error text when the daemon did not answer.
