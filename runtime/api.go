@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 
 	lua "github.com/yuin/gopher-lua"
+
+	"github.com/kumogo/kumogo/internal/message"
 )
 
 // Injector is what kumo.api.inject.inject_v1 needs from the host: the
@@ -55,4 +57,27 @@ func (st *state) apiInjectV1(L *lua.LState) int {
 	}
 	L.Push(st.fromGo(resp))
 	return 1
+}
+
+// MessageInjector is what kumo.inject_message needs from the host: it
+// spools, logs and queues a message the policy made with
+// kumo.make_message (KumoMTA's kumo.inject_message page).
+type MessageInjector interface {
+	InjectMessage(ctx context.Context, msg *message.Message) error
+}
+
+// kumoInjectMessage is kumo.inject_message(MSG): once it returns, the
+// message belongs to the queue; a failure raises an error the policy can
+// trap with pcall.
+func (st *state) kumoInjectMessage(L *lua.LState) int {
+	msg := st.checkMessage(L)
+	inj, ok := st.rt.opts.Host.(MessageInjector)
+	if !ok || inj == nil {
+		L.RaiseError("kumo.inject_message: injection is not available here")
+		return 0
+	}
+	if err := inj.InjectMessage(st.callCtx(), msg); err != nil {
+		L.RaiseError("kumo.inject_message: %s", err.Error())
+	}
+	return 0
 }

@@ -49,6 +49,7 @@ func (st *state) openKumo() *lua.LTable {
 		"make_throttle":                  st.kumoMakeThrottle,
 		"spawn_task":                     st.kumoSpawnTask,
 		"make_message":                   st.kumoMakeMessage,
+		"inject_message":                 st.kumoInjectMessage,
 
 		"configure_accounting_db_path":  st.kumoConfigureAccountingDBPath,
 		"configure_bounce_classifier":   st.kumoConfigureBounceClassifier,

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/httpapi"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
+	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/queue"
 )
 
@@ -97,6 +99,38 @@ func (h httpInjector) Log(rec *logrecord.Record, msg *message.Message) {
 
 func (h httpInjector) IDs() *message.IDGenerator { return h.d.ids }
 func (h httpInjector) NodeID() string            { return h.d.nodeID }
+
+// InjectMessage serves kumo.inject_message: a message the policy made
+// with kumo.make_message is spooled, logged as received and queued, and
+// taken out of the spool again when it cannot be queued.
+func (d *daemon) InjectMessage(ctx context.Context, msg *message.Message) error {
+	if d.queue == nil {
+		return errors.New("waiting for spool startup")
+	}
+	if ok, reason := d.liveness(); !ok {
+		return errors.New(reason)
+	}
+	q := msg.QueueName()
+	reception := func() {
+		if d.loggers.Enabled() {
+			d.loggers.Log(&logrecord.Record{Type: logrecord.Reception, Queue: q, Size: int64(msg.Size()),
+				Response: smtpreply.Response{Code: 250}, Timestamp: time.Now(), Created: msg.Created(), NodeID: d.nodeID}, msg)
+		}
+	}
+	if q == "null" {
+		reception()
+		return nil
+	}
+	if err := d.queue.Spool(ctx, msg, false); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	reception()
+	if err := d.queue.Insert(ctx, msg); err != nil {
+		d.queue.Unspool(ctx, msg)
+		return fmt.Errorf("queue insert: %w", err)
+	}
+	return nil
+}
 
 // InjectV1 serves kumo.api.inject.inject_v1: the request is handled as
 // POST /api/inject/v1 from a trusted caller.

@@ -214,3 +214,45 @@ end)
 		t.Fatalf("not delivered: %v\n%s", missing, relay.log())
 	}
 }
+
+// TestLuaInjectMessage: a message made with kumo.make_message and given to
+// kumo.inject_message from an event is spooled, queued and delivered (KumoMTA's
+// kumo.inject_message page); a message that cannot be queued raises an
+// error the policy traps with pcall.
+func TestLuaInjectMessage(t *testing.T) {
+	env, sinkLogs := sinkEnv(t)
+	sink := startDaemon(t, env, "--policy", "sink.lua")
+	port := strings.Split(sink.addr, ":")[1]
+	dir := t.TempDir()
+	policy := spooledPolicy(t, dir, `
+  kumo.configure_local_logs { log_dir = '`+dir+`/logs' }
+  kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'relay.test' }
+`, `
+kumo.on('smtp_server_message_received', function(msg)
+  msg:set_meta('queue', '[127.0.0.1]:`+port+`')
+  local copy = kumo.make_message('copies@example.com', 'made@example.net',
+    'Subject: made in lua\r\n\r\na copy\r\n')
+  copy:set_meta('queue', '[127.0.0.1]:`+port+`')
+  kumo.inject_message(copy)
+  local ok, err = pcall(kumo.inject_message, 'not a message')
+  if ok then
+    kumo.reject(451, 'inject_message took a string')
+  end
+end)
+kumo.on('get_egress_path_config', function()
+  return kumo.make_egress_path { enable_tls = 'Disabled', prohibited_hosts = {} }
+end)
+`)
+	relay := startDaemon(t, nil, "--policy", policy)
+	c := testutil.Dial(t, relay.addr)
+	c.Expect(t, "220 ")
+	c.Cmd(t, "EHLO x.example", "250-")
+	c.Cmd(t, "MAIL FROM:<a@example.com>", "250")
+	c.Cmd(t, "RCPT TO:<orig@example.net>", "250")
+	c.Cmd(t, "DATA", "354")
+	c.SendRaw("Subject: original\r\n\r\nhi\r\n.\r\n")
+	c.Expect(t, "250 OK ids=")
+	if missing := awaitRecipients(t, sinkLogs, []string{"orig@example.net", "made@example.net"}, 20*time.Second); len(missing) > 0 {
+		t.Fatalf("not delivered: %v\n%s", missing, relay.log())
+	}
+}
