@@ -104,30 +104,38 @@ func (h httpInjector) NodeID() string            { return h.d.nodeID }
 // with kumo.make_message is spooled, logged as received and queued, and
 // taken out of the spool again when it cannot be queued.
 func (d *daemon) InjectMessage(ctx context.Context, msg *message.Message) error {
-	if d.queue == nil {
-		return errors.New("waiting for spool startup")
+	if err := d.injecting(); err != nil {
+		return err
 	}
-	if ok, reason := d.liveness(); !ok {
-		return errors.New(reason)
-	}
+	inj := httpInjector{d}
 	q := msg.QueueName()
 	reception := func() {
-		if d.loggers.Enabled() {
-			d.loggers.Log(&logrecord.Record{Type: logrecord.Reception, Queue: q, Size: int64(msg.Size()),
-				Response: smtpreply.Response{Code: 250}, Timestamp: time.Now(), Created: msg.Created(), NodeID: d.nodeID}, msg)
-		}
+		inj.Log(&logrecord.Record{Type: logrecord.Reception, Queue: q, Size: int64(msg.Size()),
+			Response: smtpreply.Response{Code: 250}, Timestamp: time.Now(), Created: msg.Created(), NodeID: d.nodeID}, msg)
 	}
 	if q == "null" {
 		reception()
 		return nil
 	}
-	if err := d.queue.Spool(ctx, msg, false); err != nil {
+	if err := inj.Spool(ctx, msg, false); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	reception()
-	if err := d.queue.Insert(ctx, msg); err != nil {
-		d.queue.Unspool(ctx, msg)
+	if err := inj.Insert(ctx, msg); err != nil {
+		inj.Unspool(ctx, msg)
 		return fmt.Errorf("queue insert: %w", err)
+	}
+	return nil
+}
+
+// injecting reports why injection from the policy cannot be taken now:
+// the spool is not open yet, or the daemon is not live (full spool).
+func (d *daemon) injecting() error {
+	if d.queue == nil {
+		return errors.New("waiting for spool startup")
+	}
+	if ok, reason := d.liveness(); !ok {
+		return errors.New(reason)
 	}
 	return nil
 }
@@ -135,11 +143,8 @@ func (d *daemon) InjectMessage(ctx context.Context, msg *message.Message) error 
 // InjectV1 serves kumo.api.inject.inject_v1: the request is handled as
 // POST /api/inject/v1 from a trusted caller.
 func (d *daemon) InjectV1(ctx context.Context, request []byte) ([]byte, error) {
-	if d.queue == nil {
-		return nil, errors.New("waiting for spool startup")
-	}
-	if ok, reason := d.liveness(); !ok {
-		return nil, errors.New(reason)
+	if err := d.injecting(); err != nil {
+		return nil, err
 	}
 	resp, _, err := httpapi.Inject(ctx, httpInjector{d}, request, httpapi.Origin{Hostname: d.hostname, Identity: httpapi.Identity{Trusted: true}})
 	if err != nil {
