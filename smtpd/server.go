@@ -247,12 +247,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			// Only the sockets are closed here: each session's own
+			// goroutine then fails its read and ends the session. go-smtp's
+			// Server.Close would call session.Close from this goroutine,
+			// racing with the session's state (reply buffer, flags).
 			s.mu.Lock()
 			for ss := range s.conns {
 				ss.raw.Close()
 			}
 			s.mu.Unlock()
-			s.gs.Close()
 			return ctx.Err()
 		case <-tick.C:
 		}

@@ -728,6 +728,43 @@ func TestShutdownAnswersIdleSessions(t *testing.T) {
 	}
 }
 
+// A session still in a transaction when the shutdown deadline passes is
+// cut off; under -race this also checks that the shutdown goroutine does
+// not touch session state.
+func TestShutdownDeadlineClosesBusySessions(t *testing.T) {
+	cfg := testConfig()
+	srv, err := New(cfg, Deps{Policy: nullPolicy(), Logger: &recLogger{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve() }()
+	c := greet(t, srv.Addr().String())
+	c.Cmd(t, "MAIL FROM:<a@x.com>", "250 OK a@x.com")
+	c.Cmd(t, "RCPT TO:<b@y.com>", "250 OK b@y.com")
+	c.Cmd(t, "DATA", "354 Send body; end with CRLF.CRLF")
+	c.SendRaw("Subject: half a body\r\n")
+	ctx, cancel := contextWithTimeout(200 * time.Millisecond)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != context.DeadlineExceeded {
+		t.Fatalf("Shutdown = %v, want the deadline", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve after shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after the shutdown deadline")
+	}
+	if code, lines, err := c.ReadReply(); err == nil {
+		t.Fatalf("busy session still open after the shutdown deadline: %d %q", code, lines)
+	}
+}
+
 func TestDataProcessingTimeout(t *testing.T) {
 	p := &fakePolicy{receivedCtx: func(ctx context.Context, m *message.Message) error {
 		<-ctx.Done() // a handler stuck in kumo.sleep
