@@ -188,6 +188,60 @@ end)
 	}
 }
 
+// TestLuaConnectionReusesClosedSessionState: a session ended by a Lua
+// error (a webhook that refuses connections) leaves its state to the
+// next session, whose constructor runs in it: no new state (and no new
+// run of the whole policy) per failed delivery. A state over its memory
+// limit is never reused.
+func TestLuaConnectionReusesClosedSessionState(t *testing.T) {
+	r := newRuntime(t, `
+local kumo = require 'kumo'
+LOADS = (LOADS or 0) + 1
+kumo.on('make.down', function(domain)
+  OPENED = (OPENED or 0) + 1
+  local conn = {}
+  function conn:send(msg)
+    if msg:get_data() == 'hog' then
+      local t = {}
+      for i = 1, 1e8 do t[i] = string.rep('x', 1000) .. i end
+    end
+    if msg:get_data() == 'boom' then error('connection refused') end
+    return string.format('loads=%d opened=%d', LOADS, OPENED)
+  end
+  return conn
+end)
+`, func(o *Options) { o.LuaMemoryLimit = 16 << 20 })
+	ctx := context.Background()
+	open := func() *LuaConnection {
+		t.Helper()
+		c, err := r.OpenLuaConnection(ctx, "make.down", "webhook", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for i := 1; i <= 3; i++ {
+		c := open()
+		if d, err := c.Send(ctx, testMessage(t, "x", "a@example.com")); err != nil || d != fmt.Sprintf("loads=1 opened=%d", i) {
+			t.Fatalf("session %d: %q, %v (want the state of the session before)", i, d, err)
+		}
+		if _, err := c.Send(ctx, testMessage(t, "boom", "a@example.com")); err == nil || c.Usable() {
+			t.Fatalf("session %d: a Lua error must end the session: %v", i, err)
+		}
+		c.Close(ctx)
+	}
+	c := open()
+	if _, err := c.Send(ctx, testMessage(t, "hog", "a@example.com")); err == nil || !strings.Contains(err.Error(), "memory") {
+		t.Fatalf("hog: %v", err)
+	}
+	c.Close(ctx)
+	c = open()
+	defer c.Close(ctx)
+	if d, err := c.Send(ctx, testMessage(t, "x", "a@example.com")); err != nil || d != "loads=1 opened=1" {
+		t.Fatalf("after a state over its memory limit: %q, %v (want a fresh state)", d, err)
+	}
+}
+
 func TestConfigureLogHook(t *testing.T) {
 	h := &hookHost{}
 	r := newRuntime(t, `
