@@ -10,12 +10,13 @@ import (
 // when a holder on any node releases one, which this process only learns
 // by asking Redis again. Without coordination every waiting dispatcher of
 // a node asked on its own every 50–100 ms, so that with three nodes sharing
-// one budget the failed asks outnumbered the messages delivered. A gate
-// per limit name makes the waiters of one process ask one at a time: after
-// a refusal (or after taking the last slot) the limit is taken as full for
-// one poll interval, nobody here asks meanwhile, and a release in this
-// process ends that at once. The shared budget is never exceeded by this:
-// only "full" is remembered, never "free".
+// one budget the failed asks could outnumber the messages delivered. A
+// gate per limit name coordinates the waiters of one process: once the
+// limit is found full (a refusal, or taking the last slot) nobody here
+// asks for one poll interval, then a single waiter asks for all of them,
+// and a release in this process lets one ask at once. While the limit is
+// not known to be full, asks run concurrently as before. The shared budget
+// is never exceeded by this: only "full" is remembered, never "free".
 
 // pollInterval is how long a limit found full is taken as full before one
 // waiter of this process asks again: 50–100 ms, jittered so that the
@@ -27,13 +28,15 @@ func pollInterval() time.Duration {
 // gate coordinates the waiters of one limit in this process; the Store's
 // mu guards it (it is touched once per connection, not per message).
 type gate struct {
-	users int // waiters holding the gate (Store.mu)
+	users int // waiters holding the gate
 
-	// fullUntil is when the limit may be asked again; asking is set while
-	// one waiter's ask is under way; changed is closed (and replaced)
-	// whenever either changes.
+	// full is set while the limit is known to be full: nobody asks before
+	// fullUntil, and then one waiter at a time (probing) until an ask
+	// finds room again. changed is closed (and replaced) whenever the
+	// state changes.
+	full      bool
 	fullUntil time.Time
-	asking    bool
+	probing   bool
 	changed   chan struct{}
 }
 
@@ -66,7 +69,8 @@ func (s *Store) closeGate(name string) {
 func (s *Store) freed(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if g := s.gates[name]; g != nil {
+	if g := s.gates[name]; g != nil && g.full {
+		// a slot is free here now: one waiter may ask at once
 		g.fullUntil = time.Time{}
 		g.broadcastLocked()
 	}
@@ -78,20 +82,21 @@ func (g *gate) broadcastLocked() {
 	g.changed = make(chan struct{})
 }
 
-// wait blocks until the limit may be asked: nobody here is asking and it
-// is not taken as full. false when ctx ended.
+// wait blocks until the limit may be asked: it is not known to be full,
+// or its poll interval is over and nobody here is asking. false when ctx
+// ended.
 func (s *Store) wait(ctx context.Context, g *gate) bool {
 	for {
 		s.mu.Lock()
 		now := time.Now()
-		if !g.asking && !now.Before(g.fullUntil) {
+		if !g.full || (!g.probing && !now.Before(g.fullUntil)) {
 			s.mu.Unlock()
 			return true
 		}
 		ch := g.changed
 		var t *time.Timer
 		var timer <-chan time.Time
-		if !g.asking {
+		if !g.probing {
 			t = time.NewTimer(g.fullUntil.Sub(now))
 			timer = t.C
 		}
@@ -110,17 +115,17 @@ func (s *Store) wait(ctx context.Context, g *gate) bool {
 	}
 }
 
-// try takes a slot of l through its gate g: it waits for an ask under way
-// here and takes its answer if it was a refusal; otherwise it asks. It
-// never sleeps on a limit taken as full: then it returns nil at once.
+// try takes a slot of l through its gate g. For a limit known to be full
+// it returns nil at once within the poll interval, and afterwards lets one
+// waiter ask while the others wait for that answer; otherwise it asks.
 func (s *Store) try(ctx context.Context, g *gate, l Limit) *Lease {
 	for {
 		s.mu.Lock()
-		if time.Now().Before(g.fullUntil) {
+		if g.full && time.Now().Before(g.fullUntil) {
 			s.mu.Unlock()
 			return nil
 		}
-		if g.asking {
+		if g.full && g.probing {
 			ch := g.changed
 			s.mu.Unlock()
 			select {
@@ -130,13 +135,19 @@ func (s *Store) try(ctx context.Context, g *gate, l Limit) *Lease {
 				return nil
 			}
 		}
-		g.asking = true
+		probe := g.full
+		g.probing = probe
 		s.mu.Unlock()
 		lease, full := s.acquire(ctx, l)
 		s.mu.Lock()
-		g.asking = false
-		if full {
-			g.fullUntil = time.Now().Add(s.poll())
+		if probe {
+			g.probing = false
+		}
+		switch {
+		case full:
+			g.full, g.fullUntil = true, time.Now().Add(s.poll())
+		case lease != nil:
+			g.full = false
 		}
 		g.broadcastLocked()
 		s.mu.Unlock()

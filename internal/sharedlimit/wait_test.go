@@ -67,10 +67,11 @@ func TestWaitersAskOneAtATime(t *testing.T) {
 	if most.Load() > 2 {
 		t.Fatalf("%d slots held at once, limit 2", most.Load())
 	}
-	// 30 grants, and for the refusals at most one ask per node per 50 ms
-	// (the shortest poll interval) and one more per grant (a release here
-	// wakes a waiter at once); waiters asking each on their own would make
-	// ten times as many.
+	// every waiter's first ask (before the limit is known full), one
+	// more per grant (a release here lets a waiter ask at once), and
+	// otherwise at most one ask per node per 50 ms (the shortest poll
+	// interval); waiters asking each on their own would make several
+	// times as many.
 	asks := r.Calls("evalsha") + r.Calls("eval")
 	bound := 30 + 30 + 3*int(took/(50*time.Millisecond)+1)
 	t.Logf("%d asks in %v (bound %d)", asks, took, bound)
