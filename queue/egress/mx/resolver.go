@@ -8,8 +8,9 @@
 // filtering.
 //
 // The Resolver is a small stub resolver on github.com/miekg/dns: it asks
-// the configured recursive name servers over UDP (EDNS0, 1232 bytes) and
-// retries over TCP when an answer is truncated. Answers are cached by TTL,
+// the configured recursive name servers over UDP (EDNS0, 1232 bytes, on
+// sockets kept for a while between queries, udppool.go) and retries over
+// TCP when an answer is truncated. Answers are cached by TTL,
 // NXDOMAIN and empty answers by the SOA minimum (negative caching), and
 // concurrent lookups of one name share a single query. It never reads the
 // machine's resolver configuration unless FromResolvConf is called.
@@ -90,7 +91,7 @@ func (o *Options) fill() {
 type Resolver struct {
 	servers []string
 	opts    Options
-	udp     *dns.Client
+	udp     *udpPool
 	tcp     *dns.Client
 
 	mu       sync.Mutex
@@ -124,7 +125,7 @@ func NewResolver(servers []string, opts Options) (*Resolver, error) {
 	opts.fill()
 	r := &Resolver{
 		opts:     opts,
-		udp:      &dns.Client{Net: "udp", Timeout: opts.Timeout, UDPSize: 1232},
+		udp:      newUDPPool(&dns.Client{Net: "udp", Timeout: opts.Timeout, UDPSize: 1232}),
 		tcp:      &dns.Client{Net: "tcp", Timeout: opts.Timeout},
 		cache:    make(map[cacheKey]*cacheEntry),
 		inflight: make(map[cacheKey]*call),
@@ -178,6 +179,10 @@ func normalizeServer(s string) (string, error) {
 	}
 	return ap.String(), nil
 }
+
+// Close closes the sockets kept for reuse. A resolver still works after
+// Close, with a new socket for each query; call it when replacing one.
+func (r *Resolver) Close() { r.udp.close() }
 
 // FlushCache forgets every cached answer.
 func (r *Resolver) FlushCache() {
@@ -294,7 +299,7 @@ func (r *Resolver) exchange(ctx context.Context, m *dns.Msg, srv string) (*dns.M
 	qctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
 	m.Id = dns.Id()
-	resp, _, err := r.udp.ExchangeContext(qctx, m, srv)
+	resp, err := r.udp.exchange(qctx, m, srv)
 	if err != nil {
 		return nil, err
 	}
