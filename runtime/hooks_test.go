@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -239,6 +240,26 @@ end)
 	defer c.Close(ctx)
 	if d, err := c.Send(ctx, testMessage(t, "x", "a@example.com")); err != nil || d != "loads=1 opened=1" {
 		t.Fatalf("after a state over its memory limit: %q, %v (want a fresh state)", d, err)
+	}
+}
+
+// TestLogRecordMetaDecodedWhenRead: a log record's message keeps its
+// log_record meta encoded (json.RawMessage); msg:get_meta decodes it into
+// a table, integral numbers as integers.
+func TestLogRecordMetaDecodedWhenRead(t *testing.T) {
+	r := newRuntime(t, `
+local kumo = require 'kumo'
+kumo.on('should_enqueue_log_record', function(msg, hook)
+  local rec = msg:get_meta 'log_record'
+  return rec.type == 'Reception' and rec.timestamp == 1700000000 and math.type(rec.timestamp) == 'integer'
+    and rec.headers.Subject == 'hi' and rec.recipient[1] == 'r@x.example'
+end)
+`)
+	m := testMessage(t, "body", "r@x.example")
+	m.SetMeta("log_record", json.RawMessage(`{"type":"Reception","timestamp":1700000000,"headers":{"Subject":"hi"},"recipient":["r@x.example"]}`))
+	ok, err := r.ShouldEnqueueLogRecord(context.Background(), m, "webhook")
+	if err != nil || !ok {
+		t.Fatalf("the handler saw a different record: %v, %v", ok, err)
 	}
 }
 
