@@ -26,7 +26,7 @@ func VerifyDKIM(ctx context.Context, r Resolver, data []byte) []Result {
 		return []Result{{Method: "dkim", Result: "permerror", Reason: "message has non-canonical line endings"}}
 	}
 	nr := netResolver{r}
-	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(data), &dkim.VerifyOptions{
+	verifs, err := dkim.VerifyBytes(data, &dkim.VerifyOptions{
 		LookupTXT:        func(name string) ([]string, error) { return nr.LookupTXT(ctx, name) },
 		MaxVerifications: MaxDKIMSignatures,
 	})
