@@ -3,7 +3,8 @@
 # Each commit is exported (git archive) into a temp dir, and the script is
 # run from there, alternating A, B, A, B, ... so that both see the same
 # machine state; the runs' rate= and cpu_s_per_1k= fields are collected
-# from the lines that carry them (not the median lines).
+# from the lines that carry them (not the median lines), and so is
+# redis_requests_per_msg= where the script reports it (bench/cluster.sh).
 #
 # Usage: bench/ab.sh [--a REV] [--b REV] [--pairs 3] -- SCRIPT [ARG...]
 #   --a REV    the base (default main)
@@ -55,7 +56,7 @@ for side in A B; do
 done
 note "A=${rev[A]} ($a), B=${rev[B]} ($b), $pairs pairs of: $script $*"
 
-declare -A rates=() cpus=()
+declare -A rates=() cpus=() rqs=()
 for ((p = 1; p <= pairs; p++)); do
 	for side in A B; do
 		out="$tmp/out-$side-$p"
@@ -67,9 +68,12 @@ for ((p = 1; p <= pairs; p++)); do
 		line=$(grep 'rate=' "$out" | grep -v median | tail -1)
 		rate=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<<"$line")
 		cpu=$(sed -n 's/.* cpu_s_per_1k=\([0-9.]*\).*/\1/p' <<<"$line")
-		printf 'ab run=%d side=%s rev=%s rate=%s cpu_s_per_1k=%s\n' "$p" "$side" "${rev[$side]}" "${rate:-?}" "${cpu:-?}"
+		rq=$(sed -n 's/.* redis_requests_per_msg=\([0-9.]*\).*/\1/p' <<<"$line")
+		printf 'ab run=%d side=%s rev=%s rate=%s cpu_s_per_1k=%s%s\n' "$p" "$side" "${rev[$side]}" "${rate:-?}" "${cpu:-?}" \
+			"${rq:+ redis_requests_per_msg=$rq}"
 		[ -n "$rate" ] && rates[$side]="${rates[$side]:-} $rate"
 		[ -n "$cpu" ] && cpus[$side]="${cpus[$side]:-} $cpu"
+		[ -n "$rq" ] && rqs[$side]="${rqs[$side]:-} $rq"
 	done
 done
 
@@ -81,6 +85,10 @@ for side in A B; do
 	if [ -n "${cpus[$side]:-}" ]; then
 		read -r mc[$side] lo hi <<<"$(stats "${cpus[$side]}")"
 		printf ' cpu_s_per_1k=%s (%s-%s)' "${mc[$side]}" "$lo" "$hi"
+	fi
+	if [ -n "${rqs[$side]:-}" ]; then
+		read -r x lo hi <<<"$(stats "${rqs[$side]}")"
+		printf ' redis_requests_per_msg=%s (%s-%s)' "$x" "$lo" "$hi"
 	fi
 	printf '\n'
 done

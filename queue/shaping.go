@@ -3,7 +3,6 @@ package queue
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -121,18 +120,11 @@ func (m *Manager) takeMessageRates(ctx context.Context, rates []namedRate, maxWa
 }
 
 // acquireConnLeases takes a slot of every connection limit of the path,
-// waiting (polling with jitter) while one of them is full. false when ctx
-// ended.
+// waiting while one of them is full (the dispatchers of this process ask
+// for a full shared limit one at a time: sharedlimit's AcquireAllWait).
+// false when ctx ended.
 func (m *Manager) acquireConnLeases(ctx context.Context, limits []sharedlimit.Limit) ([]*sharedlimit.Lease, bool) {
-	for {
-		leases, _, ok := m.limits.AcquireAll(ctx, limits)
-		if ok {
-			return leases, true
-		}
-		if !sleepCtx(ctx, 50*time.Millisecond+rand.N(50*time.Millisecond)) {
-			return nil, false
-		}
-	}
+	return m.limits.AcquireAllWait(ctx, limits)
 }
 
 // selectionAllowed checks the source selection rates of rq's path: the

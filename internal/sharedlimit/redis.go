@@ -92,16 +92,19 @@ return {0, math.floor((now - allow_at) / interval), 0, new_tat - now}
 
 // acquireScript takes a slot of a connection limit: KEYS[1] is a sorted
 // set of lease ids scored by their expiry (ms of Redis's clock); expired
-// ones are dropped first. ARGV: limit, lease id, ttl ms.
+// ones are dropped first. ARGV: limit, lease id, ttl ms. Returns the
+// number of leases held after taking one, or 0 when all were taken (so
+// that a caller that took the last slot knows without asking again).
 var acquireScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+local n = redis.call('ZCARD', KEYS[1])
+if n < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ttl)
-  return 1
+  return n + 1
 end
 return 0
 `)
@@ -276,12 +279,13 @@ func (r *Redis) throttle(ctx context.Context, name string, spec throttle.Spec) (
 	}, true
 }
 
-// acquire takes a shared lease lasting ttl (the default when 0); err !=
-// nil means Redis did not answer and the caller should fall back to a
-// local one.
-func (r *Redis) acquire(ctx context.Context, s *Store, name string, limit int, ttl time.Duration) (*Lease, bool, error) {
+// acquire takes a shared lease lasting ttl (the default when 0); held is
+// the number of leases of name held afterwards (limit when none was
+// free, and then lease is nil). err != nil means Redis did not answer
+// and the caller should fall back to a local one.
+func (r *Redis) acquire(ctx context.Context, s *Store, name string, limit int, ttl time.Duration) (lease *Lease, held int, err error) {
 	if !r.available() {
-		return nil, false, errors.New("redis unavailable")
+		return nil, 0, errors.New("redis unavailable")
 	}
 	if ttl <= 0 {
 		ttl = r.leaseTTL
@@ -292,11 +296,11 @@ func (r *Redis) acquire(ctx context.Context, s *Store, name string, limit int, t
 		if ctx.Err() == nil {
 			r.failed(err)
 		}
-		return nil, false, err
+		return nil, 0, err
 	}
 	r.succeeded()
-	if n != 1 {
-		return nil, false, nil
+	if n < 1 {
+		return nil, limit, nil
 	}
 	l := &Lease{s: s, name: name, remote: r, ttl: ttl, id: id}
 	r.mu.Lock()
@@ -306,7 +310,7 @@ func (r *Redis) acquire(ctx context.Context, s *Store, name string, limit int, t
 	case r.wake <- struct{}{}: // a shorter TTL than the loop's tick
 	default:
 	}
-	return l, true, nil
+	return l, int(n), nil
 }
 
 // release drops a shared lease. When Redis does not answer the lease

@@ -33,13 +33,19 @@ type Store struct {
 	mu        sync.Mutex
 	throttles map[localKey]*throttle.Limiter
 	leases    map[string]int // local leases held, by limit name
+	// gates coordinate the waiters of each limit (wait.go); an entry
+	// lives while someone waits on it
+	gates map[string]*gate
+	// poll is how long a full limit is left alone (pollInterval; tests
+	// lengthen it to see that a release wakes a waiter)
+	poll func() time.Duration
 
 	redis atomic.Pointer[Redis]
 }
 
 // New returns a Store with local limits only.
 func New(log zerolog.Logger) *Store {
-	return &Store{log: log, throttles: make(map[localKey]*throttle.Limiter), leases: make(map[string]int)}
+	return &Store{log: log, throttles: make(map[localKey]*throttle.Limiter), leases: make(map[string]int), gates: make(map[string]*gate), poll: pollInterval}
 }
 
 // Shared reports whether limits are currently configured to be shared
@@ -127,6 +133,7 @@ func (l *Lease) Release() {
 	}
 	if l.remote != nil {
 		l.remote.release(l)
+		l.s.freed(l.name)
 		return
 	}
 	l.s.mu.Lock()
@@ -134,6 +141,7 @@ func (l *Lease) Release() {
 		delete(l.s.leases, l.name)
 	}
 	l.s.mu.Unlock()
+	l.s.freed(l.name)
 }
 
 // TryAcquire takes one slot of the named limit of size limit, or returns
@@ -148,23 +156,30 @@ func (s *Store) TryAcquire(ctx context.Context, name string, limit int, local bo
 // shared slot expires l.TTL after its holder last renewed it (the
 // store's default when 0), which is how long a node that dies keeps it.
 func (s *Store) Acquire(ctx context.Context, l Limit) (*Lease, bool) {
+	lease, _ := s.acquire(ctx, l)
+	return lease, lease != nil
+}
+
+// acquire is Acquire; full reports that no slot was left afterwards
+// (the one taken was the last, or none was free).
+func (s *Store) acquire(ctx context.Context, l Limit) (lease *Lease, full bool) {
 	if l.Limit <= 0 {
-		return nil, false
+		return nil, true
 	}
 	if !l.Local {
 		if r := s.redis.Load(); r != nil {
-			if lease, ok, err := r.acquire(ctx, s, l.Name, l.Limit, l.TTL); err == nil {
-				return lease, ok
+			if lease, held, err := r.acquire(ctx, s, l.Name, l.Limit, l.TTL); err == nil {
+				return lease, held >= l.Limit
 			}
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.leases[l.Name] >= l.Limit {
-		return nil, false
+		return nil, true
 	}
 	s.leases[l.Name]++
-	return &Lease{s: s, name: l.Name}, true
+	return &Lease{s: s, name: l.Name}, s.leases[l.Name] >= l.Limit
 }
 
 // LocalLeases is the number of local leases held under name (for tests

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"os/exec"
 	"strconv"
@@ -126,4 +127,44 @@ func (r *RedisServer) Int(args ...string) int {
 		return -1
 	}
 	return n
+}
+
+// Calls is how many times the server ran cmd (lower case, e.g. "evalsha")
+// since it started or since CONFIG RESETSTAT, from INFO commandstats; -1
+// when the server cannot be asked.
+func (r *RedisServer) Calls(cmd string) int {
+	c, err := net.DialTimeout("tcp", r.Addr, time.Second)
+	if err != nil {
+		return -1
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")); err != nil {
+		return -1
+	}
+	br := bufio.NewReader(c)
+	head, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(head, "$") {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(head[1:]))
+	if err != nil {
+		return -1
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(br, body); err != nil {
+		return -1
+	}
+	prefix := "cmdstat_" + cmd + ":calls="
+	for _, line := range strings.Split(string(body), "\r\n") {
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
+			v, _, _ := strings.Cut(rest, ",")
+			calls, err := strconv.Atoi(v)
+			if err != nil {
+				return -1
+			}
+			return calls
+		}
+	}
+	return 0
 }
