@@ -56,6 +56,7 @@ func (r *Runtime) BumpEpoch() {
 	}
 	r.modMu.Lock()
 	clear(r.modCache)
+	clear(r.searchCache)
 	r.modMu.Unlock()
 	r.memo.purgeEpoch()
 	// data built by the policy-extras helpers is rebuilt from its files

@@ -30,6 +30,26 @@ type extrasEntry struct {
 	value   any
 	stamps  []fileStamp
 	expires time.Time
+
+	// plan is what a helper's per-message fast path (extrasfast.go)
+	// derives from value, built once per entry and shared by the states.
+	planMu sync.Mutex
+	plan   any
+}
+
+// derived returns the entry's plan, building it with build the first
+// time.
+func (e *extrasEntry) derived(build func(any) (any, error)) (any, error) {
+	e.planMu.Lock()
+	defer e.planMu.Unlock()
+	if e.plan == nil {
+		p, err := build(e.value)
+		if err != nil {
+			return nil, err
+		}
+		e.plan = p
+	}
+	return e.plan, nil
 }
 
 type fileStamp struct {
@@ -62,15 +82,16 @@ func sameStamps(a, b []fileStamp) bool {
 	return true
 }
 
-// lookup returns the entry for key when it is fresh for these files.
-func (d *extrasData) lookup(key string, stamps []fileStamp, now time.Time) (any, bool) {
+// lookup returns the entry for key when it is fresh for these files, or
+// nil.
+func (d *extrasData) lookup(key string, stamps []fileStamp, now time.Time) *extrasEntry {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.m[key]
 	if e == nil || now.After(e.expires) || !sameStamps(e.stamps, stamps) {
-		return nil, false
+		return nil
 	}
-	return e.value, true
+	return e
 }
 
 // reset drops every entry, so that the next use rebuilds it; a config
@@ -82,13 +103,15 @@ func (d *extrasData) reset() {
 	d.mu.Unlock()
 }
 
-func (d *extrasData) store(key string, v any, stamps []fileStamp, expires time.Time) {
+func (d *extrasData) store(key string, v any, stamps []fileStamp, expires time.Time) *extrasEntry {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.m == nil {
 		d.m = map[string]*extrasEntry{}
 	}
-	d.m[key] = &extrasEntry{value: v, stamps: stamps, expires: expires}
+	e := &extrasEntry{value: v, stamps: stamps, expires: expires}
+	d.m[key] = e
+	return e
 }
 
 // openExtrasData builds the 'kumogo.extras_data' module: get(key, files,
@@ -102,6 +125,9 @@ func (st *state) openExtrasData() *lua.LTable {
 	t.RawSetString("from_domain_lookup", st.L.NewFunction(st.extrasFromDomainLookup))
 	t.RawSetString("key_line", st.L.NewFunction(extrasKeyLine))
 	t.RawSetString("queue_fields", st.L.NewFunction(st.extrasQueueFields))
+	t.RawSetString("cell", st.L.NewFunction(st.extrasCellNew))
+	t.RawSetString("queue_applier", st.L.NewFunction(st.extrasQueueApplier))
+	t.RawSetString("dkim_signer", st.L.NewFunction(st.extrasDKIMSigner))
 	return t
 }
 
@@ -243,19 +269,10 @@ func (st *state) extrasDataGet(L *lua.LState) int {
 			paths = append(paths, string(s))
 		}
 	})
-	stamps := stampFiles(paths)
-	now := time.Now()
-	if v, ok := st.rt.extras.lookup(key, stamps, now); ok {
-		L.Push(st.fromGo(v))
-		return 1
+	e, lv := st.extrasEntryFor(L, key, paths, ttl, loader)
+	if lv == nil {
+		lv = st.fromGo(e.value)
 	}
-	L.Push(loader)
-	L.Call(0, 1)
-	result := L.Get(-1)
-	v, err := st.toGo(result)
-	if err != nil {
-		L.RaiseError("kumogo.extras_data: %s: %s", key, err.Error())
-	}
-	st.rt.extras.store(key, v, stamps, now.Add(ttl))
+	L.Push(lv)
 	return 1
 }

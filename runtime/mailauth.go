@@ -47,10 +47,13 @@ func (st *state) openSPF() *lua.LTable {
 }
 
 // openMailAuthExtras is the kumogo.mail_auth module behind
-// policy-extras.mail_auth: iprev(IP [, RESOLVER]) → authenticationresult.
+// policy-extras.mail_auth: iprev(IP [, RESOLVER]) → authenticationresult,
+// and iprev_msg and check (mailauthcheck.go).
 func (st *state) openMailAuthExtras() *lua.LTable {
 	t := st.L.NewTable()
 	st.L.SetFuncs(t, map[string]lua.LGFunction{
+		"check":     st.mailAuthCheck,
+		"iprev_msg": st.mailAuthIPRevMsg,
 		"iprev": func(L *lua.LState) int {
 			s := L.CheckString(1)
 			ip, err := netip.ParseAddr(strings.Trim(s, "[]"))
@@ -132,15 +135,21 @@ func (st *state) spfCheckHost(L *lua.LState) int {
 func (st *state) spfCheckMsg(L *lua.LState) int {
 	m := st.checkMessage(L)
 	r := st.authResolver(L, 2, "kumo.spf.check_msg")
+	disp, res := st.spfForMessage(L, m, r, "kumo.spf.check_msg")
+	st.pushDisposition(L, disp, res)
+	return 1
+}
+
+// spfForMessage checks m's envelope sender for its received_from address
+// (fn names the caller in errors).
+func (st *state) spfForMessage(L *lua.LState, m *message.Message, r mailauth.Resolver, fn string) (string, mailauth.Result) {
 	from, _ := m.Meta("received_from")
 	ehlo, _ := m.MetaString("ehlo_domain")
-	q := mailauth.SPFQuery{IP: clientIP(L, from, "kumo.spf.check_msg"), Sender: m.Sender().String(), HELO: ehlo}
+	q := mailauth.SPFQuery{IP: clientIP(L, from, fn), Sender: m.Sender().String(), HELO: ehlo}
 	if m.Sender().IsNull() {
 		q.Domain = ehlo
 	}
-	disp, res := mailauth.CheckSPF(st.callCtx(), r, q)
-	st.pushDisposition(L, disp, res)
-	return 1
+	return mailauth.CheckSPF(st.callCtx(), r, q)
 }
 
 // dmarcCheckMsg is kumo.dmarc.check_msg(MSG, DKIM_RESULTS, RESOLVER,
@@ -157,16 +166,21 @@ func (st *state) dmarcCheckMsg(L *lua.LState) int {
 	if lua.LVAsBool(L.Get(5)) && L.Get(6) == lua.LNil {
 		st.raiseRejection(L, &smtpreply.Rejection{Code: 400, Text: "DMARC reporting missing required fields", Mode: smtpreply.If421})
 	}
-	fromDomain, reason := messageFromDomain(m)
-	if reason != "" {
-		st.pushDisposition(L, mailauth.DMARCNone, mailauth.Result{Method: "dmarc", Result: "none", Reason: reason})
-		return 1
-	}
-	disp, res := mailauth.CheckDMARC(st.callCtx(), r, mailauth.DMARCQuery{
-		FromDomain: fromDomain, MailFromDomain: m.Sender().Domain, DKIM: dkimRes, SPF: spfRes,
-	})
+	disp, res := st.dmarcForMessage(L, m, r, dkimRes, spfRes)
 	st.pushDisposition(L, disp, res)
 	return 1
+}
+
+// dmarcForMessage evaluates DMARC for m's From domain with its DKIM and
+// SPF results.
+func (st *state) dmarcForMessage(L *lua.LState, m *message.Message, r mailauth.Resolver, dkimRes []mailauth.Result, spfRes mailauth.Result) (string, mailauth.Result) {
+	fromDomain, reason := messageFromDomain(m)
+	if reason != "" {
+		return mailauth.DMARCNone, mailauth.Result{Method: "dmarc", Result: "none", Reason: reason}
+	}
+	return mailauth.CheckDMARC(st.callCtx(), r, mailauth.DMARCQuery{
+		FromDomain: fromDomain, MailFromDomain: m.Sender().Domain, DKIM: dkimRes, SPF: spfRes,
+	})
 }
 
 // messageFromDomain is the domain of the message's single From mailbox,

@@ -189,9 +189,9 @@ func (st *state) searchLuaPath(L *lua.LState) int {
 			L.RaiseError("'package.path' must be a string")
 		}
 	}
-	found, tried := searchPath(name, p)
+	found, tried := st.rt.searchModule(name, p)
 	if found == "" {
-		L.Push(lua.LString(strings.Join(tried, "\n\t")))
+		L.Push(lua.LString(tried))
 		return 1
 	}
 	proto, err := st.rt.compileModule("file:"+found, found, func() ([]byte, error) { return os.ReadFile(found) })
@@ -232,6 +232,34 @@ func (st *state) searchBundled(L *lua.LState) int {
 	L.Push(lua.LString(strings.Join(tried, "\n\t")))
 	return 1
 }
+
+// searchModule is searchPath for require: the file found for name along
+// p, or "" and the files tried (one per line, tab-indented). The answer is
+// kept until the configuration epoch changes, as the compiled modules are
+// (compileModule): every new Lua state requires the same modules, and
+// without it each would try every directory of package.path again with an
+// open(2) per candidate (a policy using the policy-extras helpers tries
+// about fifty missing files per state).
+func (r *Runtime) searchModule(name, p string) (found, tried string) {
+	key := name + "\x00" + p
+	r.modMu.Lock()
+	res, ok := r.searchCache[key]
+	r.modMu.Unlock()
+	if ok {
+		return res.found, res.tried
+	}
+	f, t := searchPath(name, p)
+	res = moduleSearch{found: f, tried: strings.Join(t, "\n\t")}
+	r.modMu.Lock()
+	if r.searchCache == nil {
+		r.searchCache = make(map[string]moduleSearch)
+	}
+	r.searchCache[key] = res
+	r.modMu.Unlock()
+	return res.found, res.tried
+}
+
+type moduleSearch struct{ found, tried string }
 
 // compileModule returns the compiled module for key, compiling it from
 // read() on first use. Compiled modules are shared by all states until

@@ -93,3 +93,41 @@ func TestModulePathDefaultsAndEnv(t *testing.T) {
 		}
 	}
 }
+
+// TestModuleSearchKeptUntilEpoch: require's file searches are answered
+// from a cache (new states do not try every directory again), so a module
+// file that appears later is found from the next configuration epoch on,
+// as a changed module is (compileModule).
+func TestModuleSearchKeptUntilEpoch(t *testing.T) {
+	root := t.TempDir()
+	pol := filepath.Join(root, "policy.lua")
+	writeFile(t, pol, `
+local ok, m = pcall(require, 'late')
+kumo.on('t', function() return ok and m or 'missing' end)
+`)
+	r, err := New(Options{PolicyPath: pol, ModulePrefixes: []string{root + "/lib/?.lua"},
+		Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.maxUse.Store(1) // a new state, and a new require, for every call
+	call := func() any {
+		out, err := r.Call(context.Background(), "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out[0]
+	}
+	if got := call(); got != "missing" {
+		t.Fatalf("before: %v", got)
+	}
+	writeFile(t, root+"/lib/late.lua", "return 'late'")
+	if got := call(); got != "missing" {
+		t.Fatalf("same epoch: %v (the search is not cached)", got)
+	}
+	r.BumpEpoch()
+	if got := call(); got != "late" {
+		t.Fatalf("after the epoch bump: %v", got)
+	}
+}

@@ -88,7 +88,7 @@ func TestQueueConfigAllKeys(t *testing.T) {
 		ProviderName:           "gmail",
 		ShrinkPolicy:           []any{map[string]any{"interval": "1m", "policy": "ShrinkData"}},
 		Unimplemented: []string{"reap_interval", "refresh_interval", "refresh_strategy", "strategy",
-			"timerwheel_tick_interval", "provider_name", "shrink_policy", "protocol.smtp.treat_mx_list_as_secure"},
+			"timerwheel_tick_interval", "provider_name", "shrink_policy"},
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("got  %+v\nwant %+v", *c, want)

@@ -163,6 +163,8 @@ type Runtime struct {
 
 	modMu    sync.Mutex
 	modCache map[string]*lua.FunctionProto
+	// searchCache: require's file searches (searchModule)
+	searchCache map[string]moduleSearch
 
 	dkim   dkimKeys   // parsed DKIM signing keys
 	extras extrasData // data shared by the policy-extras helpers

@@ -53,10 +53,16 @@ func (st *state) headerLString(m *message.Message, name string) (lua.LValue, boo
 	if !ok {
 		return lua.LNil, false
 	}
+	return st.headerValue(raw), true
+}
+
+// headerValue is a raw header value (message.FirstHeaderRaw) decoded, as
+// a Lua string cached per state.
+func (st *state) headerValue(raw []byte) lua.LValue {
 	if v, ok := st.strs.header[string(raw)]; ok {
-		return v, true
+		return v
 	}
 	var v lua.LValue = lua.LString(message.DecodeHeaderValue(raw))
 	st.strs.header = cacheLValue(st.strs.header, string(raw), v)
-	return v, true
+	return v
 }

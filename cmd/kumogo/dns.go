@@ -75,8 +75,12 @@ func (a dnsAdapter) Configure(servers []string) error {
 		return err
 	}
 	a.d.mu.Lock()
+	old := a.d.res
 	a.d.res = res
 	a.d.mu.Unlock()
+	if old != nil {
+		old.Close() // its kept sockets; lookups still running finish
+	}
 	return nil
 }
 

@@ -175,6 +175,9 @@ type ARCStatus struct {
 
 // VerifyARC validates the ARC chain of data (RFC 8617 section 5.2).
 func VerifyARC(ctx context.Context, r Resolver, data []byte) ARCStatus {
+	if !mayHaveARC(data) {
+		return ARCStatus{CV: "none"}
+	}
 	fields, bodyAt := rawFields(data)
 	sets, err := arcChain(fields)
 	if err != nil {

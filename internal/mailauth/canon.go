@@ -49,6 +49,30 @@ func rawFields(data []byte) ([]rawField, int) {
 	return out, len(data)
 }
 
+// mayHaveARC reports whether the header of data (as rawFields reads it)
+// holds "arc-" in any case anywhere: without it no field is an ARC one,
+// and most mail has none, so the fields need not be split.
+func mayHaveARC(data []byte) bool {
+	i := 0
+	for i < len(data) {
+		end := bytes.IndexByte(data[i:], '\n')
+		if end < 0 {
+			end = len(data) - i - 1
+		}
+		line := data[i : i+end+1]
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			return false
+		}
+		for j := 0; j+4 <= len(line); j++ {
+			if line[j+3] == '-' && line[j]|0x20 == 'a' && line[j+1]|0x20 == 'r' && line[j+2]|0x20 == 'c' {
+				return true
+			}
+		}
+		i += end + 1
+	}
+	return false
+}
+
 var wspRun = regexp.MustCompile(`[ \t]+`)
 
 // relaxedHeader canonicalizes one field (with its CRLF) the relaxed way.

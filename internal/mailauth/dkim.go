@@ -73,26 +73,58 @@ func VerifyDKIM(ctx context.Context, r Resolver, data []byte) []Result {
 }
 
 // dkimSignatures returns the tags of the DKIM-Signature fields of data's
-// header, in order, at most MaxDKIMSignatures.
+// header, in order, at most MaxDKIMSignatures. Fields are split as the
+// reference in header_ref_test.go splits them, but only the signatures'
+// values are built.
 func dkimSignatures(data []byte) []map[string]string {
 	var out []map[string]string
-	for _, f := range headerFields(data) {
-		if !strings.EqualFold(f.name, "DKIM-Signature") {
-			continue
-		}
-		out = append(out, parseTags(f.value))
-		if len(out) == MaxDKIMSignatures {
-			break
+	var cur []byte
+	in := false // the field being read is a signature
+	flush := func() {
+		if in {
+			out = append(out, parseTags(string(cur)))
+			in = false
 		}
 	}
+	for len(data) > 0 && len(out) < MaxDKIMSignatures {
+		end := bytes.IndexByte(data, '\n')
+		line := data
+		if end >= 0 {
+			line, data = data[:end], data[end+1:]
+		} else {
+			data = nil
+		}
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if in {
+				cur = append(append(cur, ' '), bytes.TrimSpace(line)...)
+			}
+			continue
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		flush()
+		if len(out) < MaxDKIMSignatures && bytes.EqualFold(bytes.TrimSpace(name), []byte("DKIM-Signature")) {
+			in = true
+			cur = append(cur[:0], bytes.TrimSpace(value)...)
+		}
+	}
+	flush()
 	return out
 }
 
 // parseTags reads a tag=value list (RFC 6376 section 3.2), whitespace
 // removed from values.
 func parseTags(v string) map[string]string {
-	tags := map[string]string{}
-	for _, part := range strings.Split(v, ";") {
+	tags := make(map[string]string, 12)
+	for v != "" {
+		var part string
+		part, v, _ = strings.Cut(v, ";")
 		k, val, ok := strings.Cut(part, "=")
 		if !ok {
 			continue
@@ -101,9 +133,20 @@ func parseTags(v string) map[string]string {
 		if _, dup := tags[k]; dup || k == "" {
 			continue
 		}
-		tags[k] = strings.Join(strings.Fields(val), "")
+		tags[k] = stripSpace(val)
 	}
 	return tags
+}
+
+// stripSpace is strings.Join(strings.Fields(s), ""), without copying s
+// when it has no white space.
+func stripSpace(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f' || c >= 0x80 {
+			return strings.Join(strings.Fields(s), "")
+		}
+	}
+	return s
 }
 
 // bareLF reports whether data's lines end in LF without CR.
@@ -119,39 +162,4 @@ func bareLF(data []byte) bool {
 		}
 	}
 	return false
-}
-
-type field struct {
-	name, value string // value unfolded, CRLFs kept out
-}
-
-// headerFields splits the header of data into fields (names as written,
-// values unfolded).
-func headerFields(data []byte) []field {
-	var out []field
-	for len(data) > 0 {
-		end := bytes.IndexByte(data, '\n')
-		line := data
-		if end >= 0 {
-			line, data = data[:end], data[end+1:]
-		} else {
-			data = nil
-		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			break
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if n := len(out); n > 0 {
-				out[n-1].value += " " + strings.TrimSpace(string(line))
-			}
-			continue
-		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			continue
-		}
-		out = append(out, field{name: string(bytes.TrimSpace(name)), value: strings.TrimSpace(string(value))})
-	}
-	return out
 }

@@ -86,7 +86,13 @@ func (s *headerScanner) next() (f headerField, ok bool) {
 		if colon < 0 {
 			continue
 		}
-		name := bytes.TrimRight(data[i:i+colon], " \t")
+		// the name without trailing blanks (a loop: bytes.TrimRight builds
+		// a character set per call, and this runs for every field)
+		ne := i + colon
+		for ne > i && isWSP(data[ne-1]) {
+			ne--
+		}
+		name := data[i:ne]
 		vstart := i + colon + 1
 		// trim leading whitespace, including a fold right after the colon
 		for vstart < vend {
@@ -241,6 +247,28 @@ func (m *Message) FirstHeaderRaw(name string) ([]byte, bool) {
 			return f.value, true
 		}
 	}
+}
+
+// FirstHeadersRaw is FirstHeaderRaw for two names in one pass over the
+// header block: a policy helper that reads two headers of every message
+// (a tenant and a campaign header) scans it once. An empty name is not
+// looked up.
+func (m *Message) FirstHeadersRaw(a, b string) (va []byte, oka bool, vb []byte, okb bool) {
+	s := headerScanner{data: m.Data()}
+	oka, okb = a == "", b == ""
+	for !oka || !okb {
+		f, ok := s.next()
+		if !ok {
+			break
+		}
+		if !oka && equalFoldASCII(f.name, a) {
+			va, oka = f.value, true
+		}
+		if !okb && equalFoldASCII(f.name, b) {
+			vb, okb = f.value, true
+		}
+	}
+	return va, oka && a != "", vb, okb && b != ""
 }
 
 // AllHeaderValues returns the decoded values of every field called name

@@ -298,3 +298,26 @@ func BenchmarkFirstHeader(b *testing.B) {
 		}
 	}
 }
+
+func TestFirstHeadersRaw(t *testing.T) {
+	m := &Message{}
+	m.SetData([]byte("X-Tenant: t1\r\nx-campaign: c1\r\nX-Tenant: t2\r\nSubject: s\r\n\r\nX-Other: body\r\n"))
+	for _, tc := range []struct {
+		a, b     string
+		va, vb   string
+		oka, okb bool
+	}{
+		{"X-Campaign", "x-tenant", "c1", "t1", true, true},
+		{"X-Tenant", "X-Tenant", "t1", "t1", true, true},
+		{"X-Missing", "Subject", "", "s", false, true},
+		{"", "X-Other", "", "", false, false}, // body lines are not headers
+	} {
+		va, oka, vb, okb := m.FirstHeadersRaw(tc.a, tc.b)
+		if string(va) != tc.va || oka != tc.oka || string(vb) != tc.vb || okb != tc.okb {
+			t.Errorf("%q %q: %q %v %q %v", tc.a, tc.b, va, oka, vb, okb)
+		}
+		if fa, ok := m.FirstHeaderRaw(tc.a); tc.a != "" && (ok != oka || string(fa) != string(va)) {
+			t.Errorf("%q differs from FirstHeaderRaw: %q %v", tc.a, fa, ok)
+		}
+	}
+}

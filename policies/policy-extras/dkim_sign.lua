@@ -163,32 +163,28 @@ local function signer_for(data, cache_key, block, domain)
   return signer
 end
 
-local from_domain_lookup = require('kumogo.extras_data').from_domain_lookup
 local lower = string.lower
 
--- make_signer returns the signing function for the data get_data()
--- returns. It is the per-message path, so it is one function.
-local function make_sign(get_data)
-  return function(msg)
-    local data = get_data()
-    local from, key = from_domain_lookup(msg, data.domain_map)
-    if not from then
-      kumo.reject(552, '5.6.0 DKIM signing requires a From header, but it is missing from this message')
-    end
-    local signed_domain = false
-    if key then
-      -- wildcard blocks sign as the message's own From domain
-      local domain = lower(from)
-      msg:dkim_sign(signer_for(data, 'domain\1' .. domain, data.domain[key], domain))
-      signed_domain = true
-    end
-    local extra = data.base.additional_signatures
-    if extra then
-      for _, name in ipairs(extra) do
-        local sig = data.signature[name]
-        if not (sig.policy == 'OnlyIfMissingDomainBlock' and signed_domain) then
-          msg:dkim_sign(signer_for(data, 'signature\1' .. name, sig, sig.domain))
-        end
+-- sign(msg, data, from, key) signs msg with the block key (the From
+-- domain's block in data.domain, or nil) and the additional signatures.
+-- The signing function, per message, is kumogo.extras_data's dkim_signer
+-- (in Go): it finds the From domain and its block, rejects a message
+-- without a From header (552 5.6.0) and calls sign only when there is
+-- something to sign.
+local function sign(msg, data, from, key)
+  local signed_domain = false
+  if key then
+    -- wildcard blocks sign as the message's own From domain
+    local domain = lower(from)
+    msg:dkim_sign(signer_for(data, 'domain\1' .. domain, data.domain[key], domain))
+    signed_domain = true
+  end
+  local extra = data.base.additional_signatures
+  if extra then
+    for _, name in ipairs(extra) do
+      local sig = data.signature[name]
+      if not (sig.policy == 'OnlyIfMissingDomainBlock' and signed_domain) then
+        msg:dkim_sign(signer_for(data, 'signature\1' .. name, sig, sig.domain))
       end
     end
   end
@@ -200,11 +196,11 @@ function mod:setup(data_files)
   if mod.CONFIGURED then
     error(HELPER .. ': already configured', 2)
   end
-  local get_data = kg.cached(HELPER, data_files, function()
+  local get_data, cell = kg.cached(HELPER, data_files, function()
     return load_data(data_files)
   end, 300)
   mod.CONFIGURED = { data_files = data_files, get_data = get_data }
-  return make_sign(get_data)
+  return require('kumogo.extras_data').dkim_signer(cell, sign)
 end
 
 kumo.on('validate_config', function()

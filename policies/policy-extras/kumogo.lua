@@ -7,7 +7,6 @@
 local kumo = require 'kumo'
 local utils = require 'policy-extras.policy_utils'
 local shared = require 'kumogo.extras_data'
-local time = os.time
 
 local mod = {}
 
@@ -172,11 +171,13 @@ function mod.path(path, ...)
   return out
 end
 
--- Returns get(), the data built by load() from files. The data is built
--- once per process and shared by the Lua states (kumogo.extras_data); it
--- is rebuilt when one of the files changes or after ttl seconds. A state
--- asks for it again at most every 10 seconds (every 16th call looks at the
--- clock), so per message get() costs a table lookup.
+-- Returns get(), the data built by load() from files, and the cell
+-- behind it (for kumogo.extras_data's per-message fast paths). The data is
+-- built once per process and shared by the Lua states
+-- (kumogo.extras_data); it is rebuilt when one of the files changes or
+-- after ttl seconds. A state asks for it again at most every 10 seconds
+-- (every 16th call looks at the clock), so per message get() costs a
+-- counter.
 function mod.cached(helper, files, load, ttl)
   local key = helper
   local paths = {}
@@ -188,20 +189,7 @@ function mod.cached(helper, files, load, ttl)
       key = key .. '\0(inline ' .. i .. ')'
     end
   end
-  local recheck = ttl < 10 and ttl or 10
-  local value, checked_at, calls = nil, 0, 0
-  return function()
-    calls = calls + 1
-    if value == nil or calls >= 16 then
-      calls = 0
-      local now = time()
-      if value == nil or now - checked_at >= recheck then
-        value = shared.get(key, paths, ttl, load)
-        checked_at = now
-      end
-    end
-    return value
-  end
+  return shared.cell(key, paths, ttl, load)
 end
 
 -- Reports a validation problem for kumogo --validate.

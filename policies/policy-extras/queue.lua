@@ -29,7 +29,7 @@
 local kumo = require 'kumo'
 local utils = require 'policy-extras.policy_utils'
 local kg = require 'policy-extras.kumogo'
-local queue_fields = require('kumogo.extras_data').queue_fields
+local shared = require 'kumogo.extras_data'
 
 local mod = {}
 local HELPER = 'policy-extras.queue'
@@ -236,113 +236,30 @@ local function resolve_config(data, domain, tenant, campaign)
   return params
 end
 
--- Per Lua state: routing_domain by domain, tenant and campaign, for the
--- data it was computed from (bounded).
-local routing_for, routing_cache, routing_count
-
+-- The routing_domain for (domain, tenant, campaign): the most specific
+-- scope that sets one, or nil.
 local function resolve_routing_domain(data, domain, tenant, campaign)
-  if routing_for ~= data then
-    routing_for, routing_cache, routing_count = data, {}, 0
-  end
-  local by_domain = routing_cache[domain]
-  if not by_domain then
-    if routing_count >= 4096 then
-      routing_cache, routing_count = {}, 0
-    end
-    routing_count = routing_count + 1
-    by_domain = {}
-    routing_cache[domain] = by_domain
-  end
-  local tk, ck = tenant or '', campaign or ''
-  local by_tenant = by_domain[tk]
-  if not by_tenant then
-    by_tenant = {}
-    by_domain[tk] = by_tenant
-  end
-  local cached = by_tenant[ck]
-  if cached ~= nil then
-    return cached or nil
-  end
-  local routing = false
+  local routing
   for _, s in ipairs(scopes(data, domain, tenant, campaign)) do
     if s.extras and s.extras.routing_domain then
       routing = s.extras.routing_domain
     end
   end
-  by_tenant[ck] = routing
-  return routing or nil
+  return routing
 end
 
--- make_apply returns helper:apply for the data get_data() returns. It is
--- the per-message path, so it is one function: every Lua call costs here.
-local function make_apply(get_data)
-  return function(_, msg)
-    local data = get_data()
-    local top = data.top
-    if top.scheduling_header then
-      msg:import_scheduling_header(top.scheduling_header, true)
-    end
-    local campaign_header, tenant_header = top.campaign_header, top.tenant_header
-    local campaign, tenant, rcpt_domain = queue_fields(msg, campaign_header, tenant_header, data.has_routing)
-    if campaign then
-      -- (queue_fields has set the campaign meta)
-      if top.remove_campaign_header then
-        msg:remove_all_named_headers(campaign_header)
-      end
-    end
-    local from_header
-    if tenant then
-      from_header = true
-      if top.remove_tenant_header then
-        msg:remove_all_named_headers(tenant_header)
-      end
-    end
-    if not tenant then
-      tenant = top.default_tenant
-    end
-    if tenant then
-      local t = data.tenants[tenant]
-      if not t then
-        local source = from_header and string.format("'%s' header", tenant_header) or 'default_tenant option'
-        kumo.reject(500, string.format("tenant '%s' specified by %s is not defined in your queue config", tenant, source))
-      end
-      local authz = t.extras.require_authz
-      if authz then
-        local who = msg:get_meta 'authz_id'
-        if not who then
-          kumo.reject(500, string.format("tenant '%s' requires SMTP AUTH", tenant))
-        end
-        if not utils.table_contains(authz, who) then
-          kumo.reject(500, string.format("authz_id '%s' is not authorized to send as tenant '%s'", who, tenant))
-        end
-      end
-      msg:set_meta('tenant', tenant)
-    end
-    if rcpt_domain then
-      do
-        if campaign == nil then
-          campaign = msg:get_meta 'campaign'
-        end
-        local domain = rcpt_domain
-        -- the cached answer, else resolve_routing_domain
-        local routing
-        if routing_for == data then
-          local by_domain = routing_cache[domain]
-          local by_tenant = by_domain and by_domain[tenant or '']
-          if by_tenant then
-            routing = by_tenant[campaign or '']
-          end
-        end
-        if routing == nil then
-          routing = resolve_routing_domain(data, domain, tenant, campaign) or false
-        end
-        if routing then
-          msg:set_meta('routing_domain', routing)
-        end
-      end
-    end
-  end
-end
+-- helper:apply(msg), per message, is kumogo.extras_data's queue_applier
+-- (in Go: it is one call instead of a dozen): with the data of the cell,
+--  * msg:import_scheduling_header(scheduling_header, true) when set;
+--  * the campaign header's first value becomes the campaign meta (the
+--    header is removed with remove_campaign_header);
+--  * the tenant header's first value, else default_tenant, becomes the
+--    tenant meta (the header is removed with remove_tenant_header); a
+--    tenant without a [tenant] block is rejected (500), as is one whose
+--    require_authz does not list the session's authz_id;
+--  * when any scope sets routing_domain, the first recipient's domain,
+--    tenant and campaign give the routing_domain meta
+--    (resolve_routing_domain, remembered per state).
 
 -- The provider name the shaping layer would give domain, for queue
 -- configs that do not set provider_name.
@@ -376,11 +293,11 @@ function mod:setup_with_options(options)
   end
   kg.check_keys(options, { file_names = true, skip_queue_config_hook = true, invalidate_with_epoch = true }, HELPER .. ':setup_with_options')
   local files = options.file_names
-  local get_data = kg.cached(HELPER, files, function()
+  local get_data, cell = kg.cached(HELPER, files, function()
     return load_data(files)
   end, 60)
 
-  local helper = { file_names = files, apply = make_apply(get_data) }
+  local helper = { file_names = files, apply = shared.queue_applier(cell, resolve_routing_domain) }
   function helper:resolve_config(domain, tenant, campaign)
     return resolve_config(get_data(), domain, tenant, campaign)
   end

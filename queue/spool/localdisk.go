@@ -438,66 +438,11 @@ func (s *localDisk) moveToCorrupt(p, name string) error {
 }
 
 func (s *localDisk) Enumerate(ctx context.Context, fn func(id string, b []byte) error) error {
-	return s.walk(ctx, func(id, p string) error {
-		b, err := os.ReadFile(p)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // removed meanwhile
-		}
-		if err != nil {
-			s.log.Error().Err(err).Str("id", id).Msg("cannot read spool entry; skipped")
-			return nil
-		}
-		return fn(id, b)
-	})
+	return s.walk(ctx, true, fn)
 }
 
 func (s *localDisk) EnumerateIDs(ctx context.Context, fn func(id string) error) error {
-	return s.walk(ctx, func(id, _ string) error { return fn(id) })
-}
-
-// walk visits every data file. Directories that turn out empty are removed;
-// anything that does not fit the layout is moved to corrupt/.
-func (s *localDisk) walk(ctx context.Context, fn func(id, path string) error) error {
-	// The read lock is not held across fn, which may call back into s.
-	if err := s.enter(); err != nil {
-		return s.errf("enumerate", err)
-	}
-	s.exit()
-	return s.walkDir(ctx, s.dataDir, "", 0, fn)
-}
-
-func (s *localDisk) walkDir(ctx context.Context, dir, prefix string, depth int, fn func(id, path string) error) error {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) && depth > 0 {
-			return nil
-		}
-		return s.errf("enumerate", err)
-	}
-	for _, e := range ents {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		name, p := e.Name(), filepath.Join(dir, e.Name())
-		switch {
-		case depth < 4 && e.IsDir() && isHexByte(name):
-			if err := s.walkDir(ctx, p, prefix+name, depth+1, fn); err != nil {
-				return err
-			}
-			_ = os.Remove(p) // only succeeds when empty
-		case depth == 4 && e.Type().IsRegular():
-			if err := fn(prefix+name, p); err != nil {
-				return err
-			}
-		default:
-			flat := "stray-" + prefix + "-" + name
-			s.log.Warn().Str("path", p).Str("as", flat).Msg("entry does not fit the spool layout; moved to corrupt")
-			if err := s.moveToCorrupt(p, flat); err != nil {
-				s.log.Error().Err(err).Str("path", p).Msg("cannot move stray spool entry")
-			}
-		}
-	}
-	return nil
+	return s.walk(ctx, false, func(id string, _ []byte) error { return fn(id) })
 }
 
 func isHexByte(s string) bool {

@@ -8,8 +8,9 @@
 // filtering.
 //
 // The Resolver is a small stub resolver on github.com/miekg/dns: it asks
-// the configured recursive name servers over UDP (EDNS0, 1232 bytes) and
-// retries over TCP when an answer is truncated. Answers are cached by TTL,
+// the configured recursive name servers over UDP (EDNS0, 1232 bytes, on
+// sockets kept for a while between queries, udppool.go) and retries over
+// TCP when an answer is truncated. Answers are cached by TTL,
 // NXDOMAIN and empty answers by the SOA minimum (negative caching), and
 // concurrent lookups of one name share a single query. It never reads the
 // machine's resolver configuration unless FromResolvConf is called.
@@ -24,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -90,7 +92,7 @@ func (o *Options) fill() {
 type Resolver struct {
 	servers []string
 	opts    Options
-	udp     *dns.Client
+	udp     *udpPool
 	tcp     *dns.Client
 
 	mu       sync.Mutex
@@ -124,7 +126,7 @@ func NewResolver(servers []string, opts Options) (*Resolver, error) {
 	opts.fill()
 	r := &Resolver{
 		opts:     opts,
-		udp:      &dns.Client{Net: "udp", Timeout: opts.Timeout, UDPSize: 1232},
+		udp:      newUDPPool(&dns.Client{Net: "udp", Timeout: opts.Timeout, UDPSize: 1232}),
 		tcp:      &dns.Client{Net: "tcp", Timeout: opts.Timeout},
 		cache:    make(map[cacheKey]*cacheEntry),
 		inflight: make(map[cacheKey]*call),
@@ -178,6 +180,10 @@ func normalizeServer(s string) (string, error) {
 	}
 	return ap.String(), nil
 }
+
+// Close closes the sockets kept for reuse. A resolver still works after
+// Close, with a new socket for each query; call it when replacing one.
+func (r *Resolver) Close() { r.udp.close() }
 
 // FlushCache forgets every cached answer.
 func (r *Resolver) FlushCache() {
@@ -294,7 +300,7 @@ func (r *Resolver) exchange(ctx context.Context, m *dns.Msg, srv string) (*dns.M
 	qctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
 	m.Id = dns.Id()
-	resp, _, err := r.udp.ExchangeContext(qctx, m, srv)
+	resp, err := r.udp.exchange(qctx, m, srv)
 	if err != nil {
 		return nil, err
 	}
@@ -366,23 +372,40 @@ func ValidStrategy(s string) bool {
 // wanted families gives an empty slice and no error; a name that does not
 // exist gives an error wrapping ErrNXDOMAIN.
 func (r *Resolver) LookupAddr(ctx context.Context, host, strategy string) ([]netip.Addr, error) {
+	addrs, _, err := r.lookupAddr(ctx, host, strategy)
+	return addrs, err
+}
+
+// lookupAddr is LookupAddr that also reports whether every answer that
+// gave addresses carried the AD bit (an IP address or localhost: false).
+func (r *Resolver) lookupAddr(ctx context.Context, host, strategy string) ([]netip.Addr, bool, error) {
 	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return []netip.Addr{a.Unmap()}, nil
+		return []netip.Addr{a.Unmap()}, false, nil
 	}
 	name, err := fqdn(host)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if isLocalhost(name) {
-		return localhostAddrs(strategy), nil
+		return localhostAddrs(strategy), false, nil
 	}
+	var insecure atomic.Bool // set from the AAAA goroutine too
 	get := func(qtype uint16) ([]netip.Addr, error) {
 		v, err := r.cached(ctx, cacheKey{name, qtype}, func(ctx context.Context) (any, time.Duration, error) {
 			return r.fetchAddrs(ctx, name, qtype)
 		})
-		addrs, _ := v.([]netip.Addr)
-		return addrs, err
+		a, _ := v.(addrAnswer)
+		if len(a.addrs) > 0 && !a.secure {
+			insecure.Store(true)
+		}
+		return a.addrs, err
 	}
+	addrs, err := byStrategy(get, strategy)
+	return addrs, len(addrs) > 0 && !insecure.Load(), err
+}
+
+// byStrategy asks get for the address families of strategy.
+func byStrategy(get func(qtype uint16) ([]netip.Addr, error), strategy string) ([]netip.Addr, error) {
 	switch strategy {
 	case Ipv4Only:
 		return get(dns.TypeA)
@@ -439,10 +462,10 @@ func (r *Resolver) fetchAddrs(ctx context.Context, name string, qtype uint16) (a
 		return nil, r.failureTTL(), fmt.Errorf("mx: lookup %s %s: %w", name, dns.TypeToString[qtype], err)
 	}
 	if ans.nx {
-		return []netip.Addr(nil), ans.negTTL, fmt.Errorf("mx: lookup %s %s: %w", name, dns.TypeToString[qtype], ErrNXDOMAIN)
+		return addrAnswer{}, ans.negTTL, fmt.Errorf("mx: lookup %s %s: %w", name, dns.TypeToString[qtype], ErrNXDOMAIN)
 	}
 	if len(ans.rrs) == 0 {
-		return []netip.Addr(nil), ans.negTTL, nil
+		return addrAnswer{}, ans.negTTL, nil
 	}
 	addrs := make([]netip.Addr, 0, len(ans.rrs))
 	for _, rr := range ans.rrs {
@@ -457,7 +480,14 @@ func (r *Resolver) fetchAddrs(ctx context.Context, name string, qtype uint16) (a
 			addrs = append(addrs, a.Unmap())
 		}
 	}
-	return addrs, ans.ttl, nil
+	return addrAnswer{addrs: addrs, secure: ans.secure}, ans.ttl, nil
+}
+
+// addrAnswer is the cached answer of an A or AAAA query; secure: it
+// carried the AD bit (DANE, dnssec.go).
+type addrAnswer struct {
+	addrs  []netip.Addr
+	secure bool
 }
 
 // fqdn validates a host name and returns it lower-cased with the trailing
