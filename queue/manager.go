@@ -51,6 +51,13 @@ type Options struct {
 	// ReadyQueueReaped, when set, is called with the name of each ready
 	// queue that was reaped (the daemon drops its metrics series).
 	ReadyQueueReaped func(name string)
+	// SourceConnectionFailed, when set, is called for each connection
+	// that failed because of its egress source, with the kind of failure
+	// ("Unplumbed", "ProxyUnhealthy"); SourceSuspended when a source's
+	// suspend_when_* rule suspends it (true) and when that ends (false).
+	// The daemon keeps KumoMTA's egress_source_* metrics with them.
+	SourceConnectionFailed func(source, kind string)
+	SourceSuspended        func(source, reason string, suspended bool)
 }
 
 // Classifier sorts a response, given as "<code> <x.y.z> <text>", into a
@@ -104,6 +111,8 @@ type Manager struct {
 	commits groupCommit
 
 	admin adminRules // bounces and suspensions (admin.go)
+
+	health sourceHealth // egress source health suspensions (sourcehealth.go)
 }
 
 // noteUnimplemented logs, once per option, that a policy asked for

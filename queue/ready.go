@@ -242,8 +242,8 @@ func (rq *readyQueue) dispatch() {
 		if ctx.Err() != nil {
 			return // shutting down: the message stays in the spool
 		}
-		if m.adminIntercept(e, rq.name) || m.readySuspended(rq, e) {
-			continue // bounced, or held by a suspension (admin.go)
+		if m.adminIntercept(e, rq.name) || m.readySuspended(rq, e) || m.sourceSuspended(rq, e) {
+			continue // bounced, or held by a suspension (admin.go, sourcehealth.go)
 		}
 		// message rates before connecting, so that a long wait never
 		// holds an idle connection open
@@ -266,6 +266,7 @@ func (rq *readyQueue) dispatch() {
 				if ctx.Err() != nil {
 					return
 				}
+				m.sourceConnectFailed(&src, err)
 				resp := smtpreply.Response{Code: 400, Content: "KumoMTA internal: failed to connect to any candidate hosts: " + err.Error()}
 				var re *smtpreply.Error
 				if errors.As(err, &re) {
