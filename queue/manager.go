@@ -140,6 +140,9 @@ type entry struct {
 	held bool
 	// dirty is set when msg differs from its stored meta record
 	dirty bool
+	// windowed is set on a compactly held message whose set_scheduling
+	// constrains its times (resume.go)
+	windowed bool
 }
 
 // schedQueue is a scheduled queue: its config, refreshed by TTL, and its

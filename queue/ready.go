@@ -46,6 +46,9 @@ type readyQueue struct {
 	// (reap.go). Both guarded by mu.
 	used   time.Time
 	reaped bool
+
+	// failures, for the resume after an outage (resume.go); guarded by mu
+	resume resumeState
 }
 
 func newReadyQueue(m *Manager, name, site string, path config.EgressPath, src config.EgressSource, route Route, pool string, epoch uint64) *readyQueue {
@@ -62,6 +65,7 @@ func (rq *readyQueue) update(path config.EgressPath, src config.EgressSource, ro
 	rq.limits = newEgressLimits(rq.name, path)
 	rq.path, rq.src, rq.route, rq.pool, rq.loaded, rq.epoch = path, src, route, pool, time.Now(), epoch
 	rq.batch = routeBatch(route)
+	rq.resume.on = routeResumes(route)
 	rq.mu.Unlock()
 }
 

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -135,8 +137,19 @@ end)
 	if err := os.WriteFile(policy, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, nil, "--policy", policy)
+	args := []string{"--policy", policy}
+	profDir := os.Getenv("KUMOGO_BENCH_PPROF")
+	pprofAddr := ""
+	if profDir != "" {
+		pprofAddr = freeLoopbackAddr(t)
+		args = append(args, "--pprof", pprofAddr)
+	}
+	d := startDaemon(t, nil, args...)
 	defer d.stop(t, syscall.SIGTERM)
+	if profDir != "" {
+		stop := benchProfile(t, pprofAddr, filepath.Join(profDir, strings.ReplaceAll(mode, "/", "-")+".pprof"))
+		defer stop()
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for s := range sessions {
@@ -174,3 +187,32 @@ end)
 type countFunc func() int64
 
 func (f countFunc) Count() int64 { return f() }
+
+// benchProfile takes a CPU profile of the daemon over the next
+// KUMOGO_BENCH_PPROF_SECONDS (default 5) seconds into file; stop waits
+// for it (KUMOGO_BENCH_PPROF=DIR: one file per mode in DIR).
+func benchProfile(t *testing.T, pprofAddr, file string) (stop func()) {
+	t.Helper()
+	secs := os.Getenv("KUMOGO_BENCH_PPROF_SECONDS")
+	if secs == "" {
+		secs = "5"
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/profile?seconds=" + secs)
+		if err != nil {
+			t.Logf("profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(file)
+		if err != nil {
+			t.Logf("profile: %v", err)
+			return
+		}
+		defer f.Close()
+		io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
+}
