@@ -10,6 +10,9 @@
 #   --a REV    the base (default main)
 #   --b REV    the change (default HEAD)
 #   --pairs N  A/B pairs (default 3)
+#   --keep DIR keep each run's whole output as DIR/run-P-SIDE.txt (for
+#              scripts that print more than one rate, e.g. manydest.sh's
+#              one and many runs and their ratio)
 #   SCRIPT     a bench script path relative to the repository root, run with
 #              its ARGs in each export, e.g.
 #              bench/relay.sh --only kumogo --reps 1 --msgs 10000
@@ -28,11 +31,13 @@ prog=ab.sh
 a=main
 b=HEAD
 pairs=3
+keep=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--a) a="$2"; shift 2 ;;
 	--b) b="$2"; shift 2 ;;
 	--pairs) pairs="$2"; shift 2 ;;
+	--keep) keep="$2"; shift 2 ;;
 	--) shift; break ;;
 	-h|--help) usage; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
@@ -46,6 +51,7 @@ shift
 [ -x "$root/$script" ] || die "$script is not an executable script of the repository"
 
 bench_tmp kumogo-ab
+[ -n "$keep" ] && mkdir -p "$keep"
 declare -A rev=()
 for side in A B; do
 	r=$a
@@ -65,6 +71,7 @@ for ((p = 1; p <= pairs; p++)); do
 			cat "$out" >&2
 			continue
 		fi
+		[ -n "$keep" ] && cp "$out" "$keep/run-$p-$side.txt"
 		line=$(grep 'rate=' "$out" | grep -v median | tail -1)
 		rate=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<<"$line")
 		cpu=$(sed -n 's/.* cpu_s_per_1k=\([0-9.]*\).*/\1/p' <<<"$line")

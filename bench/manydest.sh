@@ -22,10 +22,12 @@
 # Usage: bench/manydest.sh [--domains 10000] [--addrs 1000] [--msgs 20000]
 #                          [--reps 3] [--size 102400] [--conc 50]
 #                          [--reap 5s] [--run-timeout 600] [--only one,many]
-#                          [--pprof DIR]
+#                          [--pprof DIR] [--profile-secs 20]
 #
-# --pprof DIR saves a 20 s CPU profile of kumogo from the middle of each
-# many run into DIR (kumogo started with --pprof).
+# --pprof DIR saves a CPU profile of kumogo (--profile-secs, default 20,
+# from 2 s after the start) of each run, one and many, into DIR as
+# manydest-KIND-REP.cpu.pb.gz (kumogo started with --pprof), so that
+# `go tool pprof -diff_base` can show what the many destinations add.
 #
 # Output: one line per run, the medians, and the ratio many/one (target
 # >= 0.70):
@@ -46,6 +48,7 @@ reap=5s
 run_timeout=600
 only="one,many"
 pprof_dir=
+profile_secs=20
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -59,11 +62,12 @@ while [ $# -gt 0 ]; do
 	--run-timeout) run_timeout="$2"; shift 2 ;;
 	--only) only="$2"; shift 2 ;;
 	--pprof) pprof_dir="$2"; shift 2 ;;
+	--profile-secs) profile_secs="$2"; shift 2 ;;
 	-h|--help) usage; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done
-need_posint "$domains" "$addrs" "$msgs" "$reps" "$size" "$conc" "$run_timeout"
+need_posint "$domains" "$addrs" "$msgs" "$reps" "$size" "$conc" "$run_timeout" "$profile_secs"
 at_most "$domains" 100000 --domains
 at_most "$addrs" 10000 --addrs
 at_most "$reps" 20 --reps
@@ -136,8 +140,8 @@ run_once() {
 	pids+=("$poll_pid")
 	cpu0=$(cpu_of "$relay_pid")
 	local prof_pid=
-	if [ -n "$pprof_dir" ] && [ "$kind" = many ]; then
-		(sleep 2; curl -s -o "$pprof_dir/manydest-$kind-$r.cpu.pb.gz" "http://127.0.0.1:$pprof_port/debug/pprof/profile?seconds=20") &
+	if [ -n "$pprof_dir" ]; then
+		(sleep 2; curl -s -o "$pprof_dir/manydest-$kind-$r.cpu.pb.gz" "http://127.0.0.1:$pprof_port/debug/pprof/profile?seconds=$profile_secs") &
 		prof_pid=$!
 	fi
 	start=$(date +%s%N)

@@ -65,7 +65,8 @@ func writeSelfSigned(t *testing.T, dir, name string) (certPath, keyPath string, 
 // STARTTLS to a peer whose self-signed certificate matches the DANE-EE
 // record of its MX host (PKIX alone would refuse it: the path says
 // Opportunistic, which verifies), and refuses a peer whose TLSA record
-// does not match with a TransientFailure naming DANE; nothing is sent in
+// does not match with a TransientFailure naming DANE, also when that host
+// comes from an mx_list with treat_mx_list_as_secure; nothing is sent in
 // the clear. /metrics counts the decisions in dane_result_count.
 func TestDANEThroughDaemon(t *testing.T) {
 	sdir := t.TempDir()
@@ -105,13 +106,20 @@ _` + sinkPort + `._tcp.mx.wrong.test. TLSA 3 1 1 ` + strings.Repeat("ab", 32) + 
   kumo.configure_local_logs { log_dir = '`+dir+`/logs', max_segment_duration = '1s' }
   kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'dane-relay.test' }
   kumo.start_http_listener { listen = '127.0.0.1:0', hostname = 'dane-relay.test' }`, `
-kumo.on('get_queue_config', function() return kumo.make_queue_config { retry_interval = '1h' } end)
+kumo.on('get_queue_config', function(domain)
+  if domain == 'listed.test' then
+    -- a trusted mx_list: DANE applies to its host as to a validated MX
+    return kumo.make_queue_config { retry_interval = '1h',
+      protocol = { smtp = { mx_list = { 'mx.wrong.test' }, treat_mx_list_as_secure = true } } }
+  end
+  return kumo.make_queue_config { retry_interval = '1h' }
+end)
 kumo.on('get_egress_path_config', function()
   return kumo.make_egress_path { smtp_port = `+sinkPort+`, prohibited_hosts = {}, enable_tls = 'Opportunistic', enable_dane = true }
 end)
 `)
 	relay := startDaemon(t, nil, "--policy", policy)
-	rcpts := []string{"good@dane.test", "bad@wrong.test"}
+	rcpts := []string{"good@dane.test", "bad@wrong.test", "list@listed.test"}
 	out, err := exec.Command("python3", append([]string{"-c", pySendTimed, relay.addr}, rcpts...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("smtplib: %v\n%s\n%s", err, out, tail(relay.log(), 20))
@@ -119,14 +127,16 @@ end)
 	if missing := awaitRecipients(t, filepath.Join(sdir, "logs"), rcpts[:1], 20*time.Second); len(missing) > 0 {
 		t.Fatalf("not delivered: %v\n%s", missing, tail(relay.log(), 20))
 	}
-	var failure, delivery *logrecord.Record
+	var failure, listFailure, delivery *logrecord.Record
 	deadline := time.Now().Add(15 * time.Second)
-	for (failure == nil || delivery == nil) && time.Now().Before(deadline) {
+	for (failure == nil || listFailure == nil || delivery == nil) && time.Now().Before(deadline) {
 		recs, _ := logrecord.ReadDir(filepath.Join(dir, "logs"))
 		for i, r := range recs {
 			switch {
 			case r.Type == logrecord.TransientFailure && r.Recipient[0] == "bad@wrong.test":
 				failure = &recs[i]
+			case r.Type == logrecord.TransientFailure && r.Recipient[0] == "list@listed.test":
+				listFailure = &recs[i]
 			case r.Type == logrecord.Delivery && r.Recipient[0] == "good@dane.test":
 				delivery = &recs[i]
 			}
@@ -140,7 +150,10 @@ end)
 		!strings.Contains(failure.Response.Content, "DANE: the certificate of mx.wrong.test matches none of its 1 TLSA records") {
 		t.Fatalf("TransientFailure of the mismatching host: %+v\n%s", failure, tail(relay.log(), 20))
 	}
-	if got := sinkRecipients(t, filepath.Join(sdir, "logs")); got["bad@wrong.test"] != 0 {
+	if listFailure == nil || !strings.Contains(listFailure.Response.Content, "DANE: the certificate of mx.wrong.test matches none") {
+		t.Fatalf("TransientFailure of the trusted mx_list host: %+v\n%s", listFailure, tail(relay.log(), 20))
+	}
+	if got := sinkRecipients(t, filepath.Join(sdir, "logs")); got["bad@wrong.test"] != 0 || got["list@listed.test"] != 0 {
 		t.Errorf("the mismatching host got the message: %v", got)
 	}
 

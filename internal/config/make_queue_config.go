@@ -42,9 +42,6 @@ func DecodeQueueConfig(v any) (*QueueConfig, error) {
 		return nil, o.err
 	}
 	c.Unimplemented = o.unimplemented(queueConfigFields, queueConfigHonoured)
-	if c.Protocol.TreatMXListAsSecure {
-		c.Unimplemented = append(c.Unimplemented, "protocol.smtp.treat_mx_list_as_secure")
-	}
 	return &c, nil
 }
 

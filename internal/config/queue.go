@@ -13,7 +13,10 @@ type MXListEntry struct {
 // the kinds is set; the zero value means MX-based SMTP.
 type QueueProtocol struct {
 	// SMTP
-	MXList              []MXListEntry
+	MXList []MXListEntry
+	// TreatMXListAsSecure lets DANE apply to the mx_list hosts (whose
+	// addresses must still be DNSSEC-validated), as an MX answer with
+	// the AD bit would.
 	TreatMXListAsSecure bool
 	// Maildir
 	MaildirPath string
@@ -53,7 +56,7 @@ type QueueConfig struct {
 	ProviderName           string
 	ShrinkPolicy           []any
 	// Unimplemented lists given keys that are not honoured yet
-	// ("protocol.smtp.treat_mx_list_as_secure").
+	// ("reap_interval", ...).
 	Unimplemented []string
 }
 
@@ -190,8 +193,9 @@ type EgressSource struct {
 	Socks5ProxySourceAddress string
 	Socks5ProxyUsername      string
 	Socks5ProxyPassword      KeySource
-	// SuspendWhenUnplumbed and SuspendWhenProxyUnhealthy hold the raw
-	// {trigger=..., duration=...} tables (validated, not honoured yet).
+	// SuspendWhenUnplumbed and SuspendWhenProxyUnhealthy hold the
+	// validated {trigger=..., duration=...} tables (trigger always set;
+	// duration as a duration string); queue/sourcehealth.go applies them.
 	SuspendWhenUnplumbed      map[string]any
 	SuspendWhenProxyUnhealthy map[string]any
 	Unimplemented             []string

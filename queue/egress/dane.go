@@ -18,14 +18,16 @@ import (
 
 // DANE for SMTP (RFC 7672), per candidate host, with KumoMTA's outcomes
 // (its make_egress_path/enable_dane page, and the result labels of its
-// dane_result_count metric): with enable_dane and a DNSSEC-validated MX
-// answer, the host's TLSA records decide.
+// dane_result_count metric): with enable_dane, a trusted host selection
+// (a DNSSEC-validated MX answer, or an mx_list with
+// treat_mx_list_as_secure) and DNSSEC-validated addresses of the host
+// (mx/dnssec.go), the host's TLSA records decide.
 //   - usable DANE-TA(2)/DANE-EE(3) records ("ok"): TLS Required, the
 //     certificate checked against the records instead of PKIX, and
 //     MTA-STS not consulted (DANE wins);
 //   - records, none usable ("unusable"): TLS RequiredInsecure; MTA-STS
 //     may add authentication but never relax the mandatory STARTTLS;
-//   - securely no records ("not_applicable"), or an MX answer or TLSA
+//   - securely no records ("not_applicable"), or an MX, address or TLSA
 //     answer without the AD bit ("insecure_chain"): the configured TLS,
 //     MTA-STS may apply;
 //   - a failed TLSA lookup ("tempfail"): that host is not tried (a
@@ -77,7 +79,7 @@ func (d *Dialer) dane(ctx context.Context, plan *mx.ConnectionPlan, c mx.Candida
 	if d.TLSA == nil || !p.EnableDANE {
 		return "", nil, nil
 	}
-	if plan.MX == nil || !plan.MX.IsSecure || plan.MX.IsDomainLiteral {
+	if !plan.SecureSelection() || !c.Secure {
 		return DANEInsecureChain, nil, nil
 	}
 	host := strings.TrimSuffix(c.Name, ".")

@@ -16,8 +16,9 @@ import (
 // (through kumogo's resolver) make TLS required and replace PKIX: an
 // untrusted certificate that matches a DANE-EE record is accepted, one
 // that does not is refused, a peer without STARTTLS is never used in
-// plaintext; without the AD bit, or without enable_dane, the records are
-// ignored.
+// plaintext; without the AD bit on the MX answer, the host's addresses or
+// the TLSA records, for an mx_list without treat_mx_list_as_secure, or
+// without enable_dane, the records are ignored.
 func TestDANE(t *testing.T) {
 	srvTLS, _ := selfSigned(t, "fake.example")
 	cert, err := x509.ParseCertificate(srvTLS.Certificates[0].Certificate[0])
@@ -51,7 +52,12 @@ func TestDANE(t *testing.T) {
 	hex := func(b [32]byte) string { return hexString(b[:]) }
 	planFor := func(p *fakePeer, secure bool) *mx.ConnectionPlan {
 		return &mx.ConnectionPlan{Domain: "example.com", Site: "s", MX: &mx.MXResult{DomainName: "example.com.", IsSecure: secure},
-			Candidates: []mx.Candidate{p.candidate()}}
+			Candidates: []mx.Candidate{p.secureCandidate()}}
+	}
+	// mx_list plans: DANE applies only with treat_mx_list_as_secure
+	listPlan := func(p *fakePeer, trusted bool) *mx.ConnectionPlan {
+		return &mx.ConnectionPlan{Domain: "example.com", Site: "mx_list:fake.example",
+			Candidates: []mx.Candidate{p.secureCandidate()}, TreatListAsSecure: trusted}
 	}
 	path := testPath()
 	path.EnableDANE = true
@@ -88,6 +94,32 @@ func TestDANE(t *testing.T) {
 		t.Fatalf("insecure MX answer: %v", err)
 	} else {
 		s.Close()
+	}
+	// a validated MX answer, but the host's addresses came without the
+	// AD bit: no DANE either
+	insecureAddr := planFor(plain, true)
+	insecureAddr.Candidates[0].Secure = false
+	if s, err := good.Connect(ctx, insecureAddr, path, nil, "c"); err != nil {
+		t.Fatalf("insecure address answer: %v", err)
+	} else {
+		s.Close()
+	}
+	// an mx_list: DANE only when the queue trusts the list
+	if s, err := good.Connect(ctx, listPlan(plain, false), path, nil, "c"); err != nil {
+		t.Fatalf("untrusted mx_list: %v", err)
+	} else {
+		s.Close()
+	}
+	if _, err := good.Connect(ctx, listPlan(plain, true), path, nil, "c"); err == nil || !strings.Contains(err.Error(), "STARTTLS is not advertised") {
+		t.Fatalf("plaintext to a trusted mx_list host with TLSA records: %v", err)
+	}
+	if s, err := good.Connect(ctx, listPlan(withTLS, true), path, nil, "c"); err != nil || s.TLS() == nil {
+		t.Fatalf("trusted mx_list host with a matching DANE-EE record: %v", err)
+	} else {
+		s.Close()
+	}
+	if _, err := wrong.Connect(ctx, listPlan(withTLS, true), path, nil, "c"); err == nil || !strings.Contains(err.Error(), "matches none of its 1 TLSA records") {
+		t.Fatalf("trusted mx_list host with a mismatching record: %v", err)
 	}
 	off := testPath()
 	off.EnableDANE = false
@@ -138,7 +170,7 @@ func TestDANEOverridesMTASTS(t *testing.T) {
 	plain := startPeer(t, peerOpts{ext: []string{"PIPELINING"}})
 	planFor := func(p *fakePeer, mode string) *mx.ConnectionPlan {
 		return &mx.ConnectionPlan{Domain: "example.com", Site: "s", MX: &mx.MXResult{DomainName: "example.com.", IsSecure: true},
-			Candidates: []mx.Candidate{p.candidate()}, STSMode: mode}
+			Candidates: []mx.Candidate{p.secureCandidate()}, STSMode: mode}
 	}
 	path := testPath()
 	path.EnableDANE = true

@@ -102,6 +102,13 @@ func (p *fakePeer) candidate() mx.Candidate {
 	return mx.Candidate{Name: "fake.example.", Addr: ap.Addr(), Port: int(ap.Port())}
 }
 
+// secureCandidate is candidate with DNSSEC-validated addresses (DANE).
+func (p *fakePeer) secureCandidate() mx.Candidate {
+	c := p.candidate()
+	c.Secure = true
+	return c
+}
+
 func (p *fakePeer) Sessions() []*peerSession {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -41,6 +41,7 @@ func (r Router) Route(ctx context.Context, routingDomain string, proto *config.Q
 	if err != nil {
 		return nil, wrapFailure(err)
 	}
+	plan.TreatListAsSecure = len(proto.MXList) > 0 && proto.TreatMXListAsSecure
 	if r.STS != nil && len(proto.MXList) == 0 {
 		if plan, err = resolveSTS(ctx, r.STS, plan); err != nil {
 			return nil, wrapFailure(err)

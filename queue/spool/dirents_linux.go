@@ -5,18 +5,13 @@ package spool
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 
 	"golang.org/x/sys/unix"
 )
 
-// list returns the entries of dir other than "." and "..".
-func (w *walker) list(dir string) ([]dirent, error) {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
+// listFD returns the entries of the open directory fd other than "." and
+// "..".
+func (w *walker) listFD(fd int) ([]dirent, error) {
 	if w.dents == nil {
 		w.dents = make([]byte, 32<<10)
 	}
@@ -33,7 +28,7 @@ func (w *walker) list(dir string) ([]dirent, error) {
 			return out, nil
 		}
 		if out, err = parseDirents(w.dents[:n], out); err != nil {
-			return nil, fmt.Errorf("%s: %w", dir, err)
+			return nil, err
 		}
 	}
 }

@@ -5,14 +5,18 @@ package spool
 import (
 	"io/fs"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
-// list returns the entries of dir (os.File.ReadDir, unsorted).
-func (w *walker) list(dir string) ([]dirent, error) {
-	f, err := os.Open(dir)
+// listFD returns the entries of the open directory fd (os.File.ReadDir
+// on a duplicate of it, unsorted).
+func (w *walker) listFD(fd int) ([]dirent, error) {
+	dup, err := unix.Dup(fd)
 	if err != nil {
 		return nil, err
 	}
+	f := os.NewFile(uintptr(dup), "spool directory")
 	defer f.Close()
 	ents, err := f.ReadDir(-1)
 	if err != nil {

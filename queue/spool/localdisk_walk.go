@@ -3,6 +3,7 @@ package spool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -67,7 +68,7 @@ func (s *localDisk) walk(ctx context.Context, read bool, fn func(id string, b []
 				if ctx.Err() != nil {
 					continue // drain
 				}
-				w.dir(sub.dir, sub.prefix, 2)
+				w.dir(unix.AT_FDCWD, "", sub.dir, sub.prefix, 2)
 			}
 			w.flush()
 		}()
@@ -163,59 +164,61 @@ func (w *walker) top(subs chan<- walkSub) (tops []string) {
 	return tops
 }
 
-// dir walks dir, at depth (data/ is 0) below, with the id prefix its path
-// spells. It reports whether dir was left empty and removed.
-func (w *walker) dir(dir, prefix string, depth int) (removed bool) {
-	ents, err := w.list(dir)
+// dir walks the directory name in the directory pfd (whose path is
+// parent; pfd may be unix.AT_FDCWD with a full path as name) at depth
+// (data/ is 0), with the id prefix its path spells. Directories are opened
+// relative to their parent and files relative to their directory, so the
+// kernel resolves one name each time, and paths are made only for
+// messages. It reports whether the directory was left empty and removed.
+func (w *walker) dir(pfd int, parent, name, prefix string, depth int) (removed bool) {
+	path := func() string { return filepath.Join(parent, name) }
+	fd, err := unix.Openat(pfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return true
 	}
 	if err != nil {
-		w.fail(w.s.errf("enumerate", err))
+		w.fail(w.s.errf("enumerate", fmt.Errorf("open %s: %w", path(), err)))
+		return false
+	}
+	defer unix.Close(fd)
+	ents, err := w.listFD(fd)
+	if err != nil {
+		w.fail(w.s.errf("enumerate", fmt.Errorf("list %s: %w", path(), err)))
 		return false
 	}
 	left := len(ents)
-	var dfd int = -1
 	for _, e := range ents {
 		if w.ctx.Err() != nil {
 			break
 		}
-		p := filepath.Join(dir, e.name)
 		switch {
-		case depth < 4 && isHexByte(e.name) && w.isDir(p, e):
-			if w.dir(p, prefix+e.name, depth+1) {
+		case depth < 4 && isHexByte(e.name) && w.isDirAt(fd, e):
+			if w.dir(fd, path(), e.name, prefix+e.name, depth+1) {
 				left--
 			}
-		case depth == 4 && w.isRegular(p, e):
-			if w.read {
-				if dfd < 0 {
-					if dfd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-						w.s.log.Error().Err(err).Str("dir", dir).Msg("cannot open spool directory; its entries are skipped")
-						return false
-					}
-					defer unix.Close(dfd)
-				}
-				b, err := w.readAt(dfd, e.name)
-				if errors.Is(err, unix.ENOENT) {
-					left--
-					continue // removed meanwhile
-				}
-				if err != nil {
-					w.s.log.Error().Err(err).Str("id", prefix+e.name).Msg("cannot read spool entry; skipped")
-					continue
-				}
-				w.emit(walkFound{id: prefix + e.name, b: b})
-			} else {
+		case depth == 4 && w.isRegularAt(fd, e):
+			if !w.read {
 				w.emit(walkFound{id: prefix + e.name})
+				continue
 			}
+			b, err := w.readAt(fd, e.name)
+			if errors.Is(err, unix.ENOENT) {
+				left--
+				continue // removed meanwhile
+			}
+			if err != nil {
+				w.s.log.Error().Err(err).Str("id", prefix+e.name).Msg("cannot read spool entry; skipped")
+				continue
+			}
+			w.emit(walkFound{id: prefix + e.name, b: b})
 		default:
-			if w.stray(p, prefix, e.name) {
+			if w.stray(filepath.Join(path(), e.name), prefix, e.name) {
 				left--
 			}
 		}
 	}
 	if left == 0 && w.ctx.Err() == nil {
-		return unix.Rmdir(dir) == nil
+		return unix.Unlinkat(pfd, name, unix.AT_REMOVEDIR) == nil
 	}
 	return false
 }
@@ -303,6 +306,22 @@ const (
 	typOther
 )
 
+func (w *walker) isDirAt(fd int, e dirent) bool {
+	if e.typ != typUnknown {
+		return e.typ == typDir
+	}
+	var st unix.Stat_t
+	return unix.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
+}
+
+func (w *walker) isRegularAt(fd int, e dirent) bool {
+	if e.typ != typUnknown {
+		return e.typ == typReg
+	}
+	var st unix.Stat_t
+	return unix.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG
+}
+
 func (w *walker) isDir(p string, e dirent) bool {
 	if e.typ != typUnknown {
 		return e.typ == typDir
@@ -311,10 +330,12 @@ func (w *walker) isDir(p string, e dirent) bool {
 	return unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
 }
 
-func (w *walker) isRegular(p string, e dirent) bool {
-	if e.typ != typUnknown {
-		return e.typ == typReg
+// list returns the entries of the directory at path.
+func (w *walker) list(path string) ([]dirent, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
 	}
-	var st unix.Stat_t
-	return unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG
+	defer unix.Close(fd)
+	return w.listFD(fd)
 }

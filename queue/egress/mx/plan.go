@@ -54,6 +54,9 @@ type Candidate struct {
 	Port int
 	// Pref is the MX preference of the host (0 for mx_list and literals).
 	Pref uint16
+	// Secure: the address came from DNSSEC-validated answers, or Name is
+	// a securely published CNAME (dnssec.go); DANE needs it.
+	Secure bool
 }
 
 // AddrPort returns the address and port to dial.
@@ -73,6 +76,9 @@ type ConnectionPlan struct {
 	// Candidates in connection order: preference levels in order, addresses
 	// shuffled within a level; mx_list entries in their given order.
 	Candidates []Candidate
+	// TreatListAsSecure: the mx_list (MX nil) is a trusted selection of
+	// hosts (the queue's protocol.smtp.treat_mx_list_as_secure).
+	TreatListAsSecure bool
 	// STSMode is the mode of the domain's MTA-STS policy found during
 	// resolution ("enforce", "testing", "none"; "" without a policy): the
 	// egress path's enable_mta_sts decides whether it raises TLS.
@@ -132,18 +138,20 @@ func (r *Resolver) Plan(ctx context.Context, routingDomain string, mxList []conf
 	var (
 		prefs = res.Prefs()
 		addrs = make([][][]netip.Addr, len(prefs)) // per pref, per host
+		secs  = make([][]bool, len(prefs))
 		errs  = make([][]error, len(prefs))
 		wg    sync.WaitGroup
 	)
 	for i, p := range prefs {
 		hosts := res.ByPref[p]
 		addrs[i] = make([][]netip.Addr, len(hosts))
+		secs[i] = make([]bool, len(hosts))
 		errs[i] = make([]error, len(hosts))
 		for j, h := range hosts {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				addrs[i][j], errs[i][j] = r.LookupAddr(ctx, h, strategy)
+				addrs[i][j], secs[i][j], errs[i][j] = r.lookupHost(ctx, h, strategy)
 			}()
 		}
 	}
@@ -156,7 +164,7 @@ func (r *Resolver) Plan(ctx context.Context, routingDomain string, mxList []conf
 				lastErr = errs[i][j]
 			}
 			for _, a := range addrs[i][j] {
-				plan.Candidates = append(plan.Candidates, Candidate{Name: h, Addr: a, Port: port, Pref: p})
+				plan.Candidates = append(plan.Candidates, Candidate{Name: h, Addr: a, Port: port, Pref: p, Secure: secs[i][j]})
 			}
 		}
 		level := plan.Candidates[start:]
@@ -225,13 +233,13 @@ func (r *Resolver) listEntry(ctx context.Context, e config.MXListEntry, port int
 	if err != nil {
 		return nil, fmt.Errorf("mx: mx_list entry: %w", err)
 	}
-	addrs, err := r.LookupAddr(ctx, host, strategy)
+	addrs, secure, err := r.lookupHost(ctx, host, strategy)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]Candidate, len(addrs))
 	for i, a := range addrs {
-		out[i] = Candidate{Name: host, Addr: a, Port: orDefault(p, port)}
+		out[i] = Candidate{Name: host, Addr: a, Port: orDefault(p, port), Secure: secure}
 	}
 	return out, nil
 }

@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -371,23 +372,40 @@ func ValidStrategy(s string) bool {
 // wanted families gives an empty slice and no error; a name that does not
 // exist gives an error wrapping ErrNXDOMAIN.
 func (r *Resolver) LookupAddr(ctx context.Context, host, strategy string) ([]netip.Addr, error) {
+	addrs, _, err := r.lookupAddr(ctx, host, strategy)
+	return addrs, err
+}
+
+// lookupAddr is LookupAddr that also reports whether every answer that
+// gave addresses carried the AD bit (an IP address or localhost: false).
+func (r *Resolver) lookupAddr(ctx context.Context, host, strategy string) ([]netip.Addr, bool, error) {
 	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return []netip.Addr{a.Unmap()}, nil
+		return []netip.Addr{a.Unmap()}, false, nil
 	}
 	name, err := fqdn(host)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if isLocalhost(name) {
-		return localhostAddrs(strategy), nil
+		return localhostAddrs(strategy), false, nil
 	}
+	var insecure atomic.Bool // set from the AAAA goroutine too
 	get := func(qtype uint16) ([]netip.Addr, error) {
 		v, err := r.cached(ctx, cacheKey{name, qtype}, func(ctx context.Context) (any, time.Duration, error) {
 			return r.fetchAddrs(ctx, name, qtype)
 		})
-		addrs, _ := v.([]netip.Addr)
-		return addrs, err
+		a, _ := v.(addrAnswer)
+		if len(a.addrs) > 0 && !a.secure {
+			insecure.Store(true)
+		}
+		return a.addrs, err
 	}
+	addrs, err := byStrategy(get, strategy)
+	return addrs, len(addrs) > 0 && !insecure.Load(), err
+}
+
+// byStrategy asks get for the address families of strategy.
+func byStrategy(get func(qtype uint16) ([]netip.Addr, error), strategy string) ([]netip.Addr, error) {
 	switch strategy {
 	case Ipv4Only:
 		return get(dns.TypeA)
@@ -444,10 +462,10 @@ func (r *Resolver) fetchAddrs(ctx context.Context, name string, qtype uint16) (a
 		return nil, r.failureTTL(), fmt.Errorf("mx: lookup %s %s: %w", name, dns.TypeToString[qtype], err)
 	}
 	if ans.nx {
-		return []netip.Addr(nil), ans.negTTL, fmt.Errorf("mx: lookup %s %s: %w", name, dns.TypeToString[qtype], ErrNXDOMAIN)
+		return addrAnswer{}, ans.negTTL, fmt.Errorf("mx: lookup %s %s: %w", name, dns.TypeToString[qtype], ErrNXDOMAIN)
 	}
 	if len(ans.rrs) == 0 {
-		return []netip.Addr(nil), ans.negTTL, nil
+		return addrAnswer{}, ans.negTTL, nil
 	}
 	addrs := make([]netip.Addr, 0, len(ans.rrs))
 	for _, rr := range ans.rrs {
@@ -462,7 +480,14 @@ func (r *Resolver) fetchAddrs(ctx context.Context, name string, qtype uint16) (a
 			addrs = append(addrs, a.Unmap())
 		}
 	}
-	return addrs, ans.ttl, nil
+	return addrAnswer{addrs: addrs, secure: ans.secure}, ans.ttl, nil
+}
+
+// addrAnswer is the cached answer of an A or AAAA query; secure: it
+// carried the AD bit (DANE, dnssec.go).
+type addrAnswer struct {
+	addrs  []netip.Addr
+	secure bool
 }
 
 // fqdn validates a host name and returns it lower-cased with the trailing

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/ioutil"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -210,6 +209,23 @@ func parallelVerify(r io.Reader, h header, signatures []*signature, options *Ver
 }
 
 func verify(h header, r io.Reader, sigField, sigValue string, options *VerifyOptions) (*Verification, error) {
+	// kumogo: the body hash is computed by a function, so that
+	// VerifyBytes (verify_bytes_kumogo.go) can hash a body held in memory
+	// once for all the signatures that share its canonicalization.
+	return verifyWith(h, sigField, sigValue, options, func(bodyCan Canonicalization, hash crypto.Hash) ([]byte, error) {
+		hasher := hash.New()
+		wc := canonicalizers[bodyCan].CanonicalizeBody(hasher)
+		if _, err := io.Copy(wc, r); err != nil {
+			return nil, err
+		}
+		if err := wc.Close(); err != nil {
+			return nil, err
+		}
+		return hasher.Sum(nil), nil
+	})
+}
+
+func verifyWith(h header, sigField, sigValue string, options *VerifyOptions, bodyHash func(Canonicalization, crypto.Hash) ([]byte, error)) (*Verification, error) {
 	verif := new(Verification)
 
 	params, err := parseHeaderParams(sigValue)
@@ -367,20 +383,16 @@ func verify(h header, r io.Reader, sigField, sigValue string, options *VerifyOpt
 	}
 
 	// Check body hash
-	hasher := hash.New()
-	wc := canonicalizers[bodyCan].CanonicalizeBody(hasher)
-	if _, err := io.Copy(wc, r); err != nil {
+	sum, err := bodyHash(bodyCan, hash) // kumogo: was computed here from r
+	if err != nil {
 		return verif, err
 	}
-	if err := wc.Close(); err != nil {
-		return verif, err
-	}
-	if subtle.ConstantTimeCompare(hasher.Sum(nil), bodyHashed) != 1 {
+	if subtle.ConstantTimeCompare(sum, bodyHashed) != 1 {
 		return verif, failError("body hash did not verify")
 	}
 
 	// Compute data hash
-	hasher.Reset()
+	hasher := hash.New() // kumogo: was hasher.Reset()
 	picker := newHeaderPicker(h)
 	for _, key := range headerKeys {
 		kv := picker.Pick(key)
@@ -455,8 +467,39 @@ func stripWhitespace(s string) string {
 	}, s)
 }
 
-var sigRegex = regexp.MustCompile(`(b\s*=)[^;]+`)
-
+// kumogo: removeSignature was sigRegex.ReplaceAllString(s, "$1") with
+// sigRegex = `(b\s*=)[^;]+`; the regexp cost a tenth of a verification.
+// This loop finds the same matches (leftmost first, RE2's \s being
+// [\t\n\f\r ]) and keeps the same bytes; verify_kumogo_test.go checks it
+// against the regexp, also as a fuzz target.
 func removeSignature(s string) string {
-	return sigRegex.ReplaceAllString(s, "$1")
+	var out strings.Builder
+	last := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] != 'b' {
+			continue
+		}
+		k := i + 1
+		for k < len(s) && (s[k] == ' ' || s[k] == '\t' || s[k] == '\n' || s[k] == '\f' || s[k] == '\r') {
+			k++
+		}
+		if k >= len(s) || s[k] != '=' {
+			continue
+		}
+		m := k + 1
+		for m < len(s) && s[m] != ';' {
+			m++
+		}
+		if m == k+1 {
+			continue
+		}
+		out.WriteString(s[last : k+1])
+		last = m
+		i = m - 1
+	}
+	if last == 0 {
+		return s
+	}
+	out.WriteString(s[last:])
+	return out.String()
 }
