@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -22,13 +21,7 @@ import (
 // when the suspension ends the waiting mail goes through it.
 func TestSuspendWhenProxyUnhealthy(t *testing.T) {
 	h := testutil.StartHAProxy(t)
-	// a port on an address nothing else here binds, free once closed
-	dead, err := net.Listen("tcp", "127.0.0.7:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxyAddr := dead.Addr().String()
-	dead.Close()
+	proxyAddr := unusedAddr(t)
 
 	sink := startCountSink(t, nil)
 	dir := t.TempDir()
@@ -36,35 +29,14 @@ func TestSuspendWhenProxyUnhealthy(t *testing.T) {
   kumo.configure_local_logs { log_dir = '`+dir+`/logs', max_segment_duration = '1s' }
   kumo.start_esmtp_listener { listen = '127.0.0.1:0', hostname = 'relay.test', relay_hosts = { '127.0.0.1' } }
   kumo.start_http_listener { listen = '127.0.0.1:0' }
-`, `
-local SOURCES = {
+`, sourcesPolicy(sink.addr, `{
   flaky = { socks5_proxy_server = '`+proxyAddr+`', socks5_proxy_source_address = '127.0.0.3',
     suspend_when_proxy_unhealthy = { duration = '5s' } },
   good = { ha_proxy_server = '`+h.Addr+`', ha_proxy_source_address = '127.0.0.2' },
-}
-local POOLS = {
+}`, `{
   ['mixed.test'] = { { name = 'flaky', weight = 1 }, { name = 'good', weight = 1 } },
   ['solo.test'] = { { name = 'flaky' } },
-}
-kumo.on('smtp_server_message_received', function(msg)
-  msg:set_meta('queue', msg:recipient().domain)
-end)
-kumo.on('get_queue_config', function(domain)
-  return kumo.make_queue_config { protocol = { smtp = { mx_list = { '`+sink.addr+`' } } },
-    retry_interval = '1 hour', egress_pool = domain }
-end)
-kumo.on('get_egress_pool', function(name)
-  return kumo.make_egress_pool { name = name, entries = POOLS[name] }
-end)
-kumo.on('get_egress_source', function(name)
-  local s = { name = name }
-  for k, v in pairs(SOURCES[name]) do s[k] = v end
-  return kumo.make_egress_source(s)
-end)
-kumo.on('get_egress_path_config', function()
-  return kumo.make_egress_path { enable_tls = 'Disabled', prohibited_hosts = {} }
-end)
-`)
+}`))
 	d := startDaemon(t, nil, "--policy", policy)
 	m := regexp.MustCompile(`http listener on (\S+)`).FindStringSubmatch(d.log())
 	if m == nil {

@@ -2,12 +2,9 @@ package egress
 
 import (
 	"errors"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
-
-	socks5 "github.com/armon/go-socks5"
 
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/testutil"
@@ -24,34 +21,9 @@ import (
 func TestSourceFailureKinds(t *testing.T) {
 	p := startPeer(t, peerOpts{})
 	plan := &mx.ConnectionPlan{Site: "s", Candidates: []mx.Candidate{p.candidate()}}
-	dead, _ := net.Listen("tcp", "127.0.0.7:0")
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr, hangAddr, refusing := deadProxy(t), silentProxy(t), bindRefusingSOCKS5(t)
 	deadPlan := &mx.ConnectionPlan{Site: "d", Candidates: []mx.Candidate{candidateAt(deadAddr)}}
-
-	hang, _ := net.Listen("tcp", "127.0.0.1:0")
-	t.Cleanup(func() { hang.Close() })
-	go func() {
-		for {
-			c, err := hang.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-		}
-	}()
 	socks := testutil.StartSOCKS5(t, nil)
-	// armon/go-socks5 as released refuses BIND ("command not supported")
-	plain, err := socks5.New(&socks5.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go plain.Serve(pl)
-	t.Cleanup(func() { pl.Close() })
 	path := testPath()
 	path.ConnectTimeout = 500 * time.Millisecond
 	for _, c := range []struct {
@@ -62,8 +34,8 @@ func TestSourceFailureKinds(t *testing.T) {
 	}{
 		{"socks5 refused", plan, config.EgressSource{Name: "a", Socks5ProxyServer: deadAddr, Socks5ProxySourceAddress: "127.0.0.2"}, FailureProxyUnhealthy},
 		{"haproxy refused", plan, config.EgressSource{Name: "b", HAProxyServer: deadAddr, HAProxySourceAddress: "127.0.0.2"}, FailureProxyUnhealthy},
-		{"socks5 silent", plan, config.EgressSource{Name: "c", Socks5ProxyServer: hang.Addr().String(), Socks5ProxySourceAddress: "127.0.0.2"}, FailureProxyUnhealthy},
-		{"socks5 refuses the bind", plan, config.EgressSource{Name: "h", Socks5ProxyServer: pl.Addr().String(), Socks5ProxySourceAddress: "127.0.0.2"}, FailureProxyUnhealthy},
+		{"socks5 silent", plan, config.EgressSource{Name: "c", Socks5ProxyServer: hangAddr, Socks5ProxySourceAddress: "127.0.0.2"}, FailureProxyUnhealthy},
+		{"socks5 refuses the bind", plan, config.EgressSource{Name: "h", Socks5ProxyServer: refusing, Socks5ProxySourceAddress: "127.0.0.2"}, FailureProxyUnhealthy},
 		{"unplumbed", plan, config.EgressSource{Name: "d", SourceAddress: "192.0.2.1"}, FailureUnplumbed},
 		{"unplumbed to a proxy", plan, config.EgressSource{Name: "e", SourceAddress: "192.0.2.1", HAProxyServer: deadAddr, HAProxySourceAddress: "127.0.0.2"}, FailureUnplumbed},
 		{"destination refuses the proxy", deadPlan, config.EgressSource{Name: "f", Socks5ProxyServer: socks.Addr, Socks5ProxySourceAddress: "127.0.0.2"}, ""},
