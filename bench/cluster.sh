@@ -52,16 +52,13 @@ run_timeout=600
 pairs=3
 
 while [ $# -gt 0 ]; do
+	common_opt "$@"
+	if [ "$shifted" -gt 0 ]; then
+		shift "$shifted"
+		continue
+	fi
 	case "$1" in
-	--only) only="$2"; shift 2 ;;
-	--only=*) only="${1#*=}"; shift ;;
-	--msgs) msgs="$2"; shift 2 ;;
-	--reps) reps="$2"; shift 2 ;;
-	--size) size="$2"; shift 2 ;;
-	--conc) conc="$2"; shift 2 ;;
-	--run-timeout) run_timeout="$2"; shift 2 ;;
 	--bench-pairs) pairs="$2"; shift 2 ;;
-	-h|--help) usage; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done

@@ -1,4 +1,4 @@
-# lib.sh: what the bench scripts (sink.sh, sink-matrix.sh, relay.sh,
+# lib.sh: what the bench scripts (sink.sh, sink-matrix.sh, relay.sh, cluster.sh,
 # generator.sh) share. Sourced, never run; the sourcing script sets prog
 # (its name, the prefix of its messages) and `set -euo pipefail` first.
 # Sourcing it sets root (the repository), changes into it and puts Go and
@@ -25,6 +25,26 @@ usage() {
 	else
 		awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
 	fi
+}
+
+# common_opt ARG...: one of the options the load scenarios share, from the
+# script's arguments: --only LIST (or --only=LIST), --msgs N, --reps N,
+# --size BYTES, --conc N and --run-timeout SECS set only, msgs, reps, size,
+# conc and run_timeout; -h/--help prints the usage and exits. shifted is
+# how many words it took: 0 when $1 is none of them (the script's own).
+common_opt() {
+	shifted=2
+	case "$1" in
+	--only) only="$2" ;;
+	--only=*) only="${1#*=}"; shifted=1 ;;
+	--msgs) msgs="$2" ;;
+	--reps) reps="$2" ;;
+	--size) size="$2" ;;
+	--conc) conc="$2" ;;
+	--run-timeout) run_timeout="$2" ;;
+	-h|--help) usage; exit 0 ;;
+	*) shifted=0 ;;
+	esac
 }
 
 # need_posint VALUE...: die unless every VALUE is a positive integer.

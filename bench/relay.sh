@@ -61,18 +61,15 @@ pf_conc=50
 keep=
 
 while [ $# -gt 0 ]; do
+	common_opt "$@"
+	if [ "$shifted" -gt 0 ]; then
+		shift "$shifted"
+		continue
+	fi
 	case "$1" in
-	--only) only="$2"; shift 2 ;;
-	--only=*) only="${1#*=}"; shift ;;
-	--msgs) msgs="$2"; shift 2 ;;
-	--reps) reps="$2"; shift 2 ;;
-	--size) size="$2"; shift 2 ;;
-	--conc) conc="$2"; shift 2 ;;
-	--run-timeout) run_timeout="$2"; shift 2 ;;
 	--postfix-conc) pf_conc="$2"; shift 2 ;;
 	--keep-failed) keep="$2"; shift 2 ;;
 	--ceiling) only="kumogo,direct,disk,spool"; shift ;;
-	-h|--help) usage; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done

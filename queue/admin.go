@@ -182,22 +182,22 @@ func readyName(source string, route Route) string {
 }
 
 // pickSourceFor chooses the next source of the queue's pool whose ready
-// queue is not suspended. When all are, it returns "" and the earliest
-// end of their suspensions, with the cancel generation read before the
-// lookups (for holdForReadyQueue).
+// queue is not suspended, by an administrator or by the source's health
+// (sourcehealth.go). When all are, it returns "" and the earliest end of
+// their suspensions, with the cancel generation read before the lookups
+// (for holdForReadyQueue).
 func (m *Manager) pickSourceFor(sq *schedQueue, route Route) (string, time.Time, uint64) {
 	a := m.rules()
 	gen := a.cancels.Load()
 	src := m.pickSource(sq)
-	if a.n.Load() == 0 {
+	if a.n.Load() == 0 && m.health.active.Load() == 0 {
 		return src, time.Time{}, 0
 	}
 	now := time.Now()
-	r := a.readySuspensionFor(readyName(src, route), now)
-	if r == nil {
+	until, held := m.sourceHeld(src, route, now)
+	if !held {
 		return src, time.Time{}, 0
 	}
-	until := r.Expires
 	// one turn of the weighted round robin visits every source
 	turn := 0
 	m.mu.Lock()
@@ -207,15 +207,33 @@ func (m *Manager) pickSourceFor(sq *schedQueue, route Route) (string, time.Time,
 	m.mu.Unlock()
 	for range turn {
 		alt := m.pickSource(sq)
-		ar := a.readySuspensionFor(readyName(alt, route), now)
-		if ar == nil {
+		au, held := m.sourceHeld(alt, route, now)
+		if !held {
 			return alt, time.Time{}, 0
 		}
-		if ar.Expires.Before(until) {
-			until = ar.Expires
+		if au.Before(until) {
+			until = au
 		}
 	}
 	return "", until, gen
+}
+
+// sourceHeld reports whether the ready queue of src for route is
+// suspended at now, by an administrator or by the source's health, and
+// until when (the later end when both).
+func (m *Manager) sourceHeld(src string, route Route, now time.Time) (time.Time, bool) {
+	var until time.Time
+	held := false
+	if r := m.rules().readySuspensionFor(readyName(src, route), now); r != nil {
+		until, held = r.Expires, true
+	}
+	if u, ok := m.health.suspendedUntil(src, now); ok {
+		if u.After(until) {
+			until = u
+		}
+		held = true
+	}
+	return until, held
 }
 
 // readySuspended holds e when rq is suspended; the dispatcher calls it

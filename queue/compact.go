@@ -69,6 +69,7 @@ func (m *Manager) compact(e *entry) {
 	}
 	e.id = id
 	e.attempts = int32(min(e.msg.Attempts(), 1<<30))
+	e.windowed = e.msg.Scheduling() != nil
 	e.msg = nil
 }
 

@@ -51,6 +51,13 @@ type Options struct {
 	// ReadyQueueReaped, when set, is called with the name of each ready
 	// queue that was reaped (the daemon drops its metrics series).
 	ReadyQueueReaped func(name string)
+	// SourceConnectionFailed, when set, is called for each connection
+	// that failed because of its egress source, with the kind of failure
+	// ("Unplumbed", "ProxyUnhealthy"); SourceSuspended when a source's
+	// suspend_when_* rule suspends it (true) and when that ends (false).
+	// The daemon keeps KumoMTA's egress_source_* metrics with them.
+	SourceConnectionFailed func(source, kind string)
+	SourceSuspended        func(source, reason string, suspended bool)
 }
 
 // Classifier sorts a response, given as "<code> <x.y.z> <text>", into a
@@ -104,6 +111,8 @@ type Manager struct {
 	commits groupCommit
 
 	admin adminRules // bounces and suspensions (admin.go)
+
+	health sourceHealth // egress source health suspensions (sourcehealth.go)
 }
 
 // noteUnimplemented logs, once per option, that a policy asked for
@@ -131,6 +140,9 @@ type entry struct {
 	held bool
 	// dirty is set when msg differs from its stored meta record
 	dirty bool
+	// windowed is set on a compactly held message whose set_scheduling
+	// constrains its times (resume.go)
+	windowed bool
 }
 
 // schedQueue is a scheduled queue: its config, refreshed by TTL, and its

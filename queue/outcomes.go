@@ -63,6 +63,9 @@ func (m *Manager) record(t logrecord.Type, e *entry, rq *readyQueue, info *ConnI
 // spool when no recipient is left.
 func (m *Manager) finish(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInfo, t logrecord.Type, resp smtpreply.Response, rcpts []message.Address) {
 	m.record(t, e, rq, info, resp, rcpts)
+	if rq != nil && t == logrecord.Delivery {
+		rq.noteDelivered()
+	}
 	remaining := withoutRecipients(e.msg.Recipients(), rcpts)
 	if len(remaining) > 0 {
 		e.msg.SetRecipients(remaining)
@@ -103,6 +106,9 @@ func (m *Manager) transient(e *entry, sq *schedQueue, rq *readyQueue, resp smtpr
 
 func (m *Manager) transientWithInfo(e *entry, sq *schedQueue, rq *readyQueue, info *ConnInfo, resp smtpreply.Response) {
 	m.record(logrecord.TransientFailure, e, rq, info, resp, e.msg.Recipients())
+	if rq != nil {
+		rq.noteRetry(e.queue)
+	}
 	if moved, done := m.requeueEvent(e, resp); done {
 		return
 	} else if moved {

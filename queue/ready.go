@@ -46,6 +46,9 @@ type readyQueue struct {
 	// (reap.go). Both guarded by mu.
 	used   time.Time
 	reaped bool
+
+	// failures, for the resume after an outage (resume.go); guarded by mu
+	resume resumeState
 }
 
 func newReadyQueue(m *Manager, name, site string, path config.EgressPath, src config.EgressSource, route Route, pool string, epoch uint64) *readyQueue {
@@ -62,6 +65,7 @@ func (rq *readyQueue) update(path config.EgressPath, src config.EgressSource, ro
 	rq.limits = newEgressLimits(rq.name, path)
 	rq.path, rq.src, rq.route, rq.pool, rq.loaded, rq.epoch = path, src, route, pool, time.Now(), epoch
 	rq.batch = routeBatch(route)
+	rq.resume.on = routeResumes(route)
 	rq.mu.Unlock()
 }
 
@@ -238,8 +242,8 @@ func (rq *readyQueue) dispatch() {
 		if ctx.Err() != nil {
 			return // shutting down: the message stays in the spool
 		}
-		if m.adminIntercept(e, rq.name) || m.readySuspended(rq, e) {
-			continue // bounced, or held by a suspension (admin.go)
+		if m.adminIntercept(e, rq.name) || m.readySuspended(rq, e) || m.sourceSuspended(rq, e) {
+			continue // bounced, or held by a suspension (admin.go, sourcehealth.go)
 		}
 		// message rates before connecting, so that a long wait never
 		// holds an idle connection open
@@ -262,6 +266,7 @@ func (rq *readyQueue) dispatch() {
 				if ctx.Err() != nil {
 					return
 				}
+				m.sourceConnectFailed(&src, err)
 				resp := smtpreply.Response{Code: 400, Content: "KumoMTA internal: failed to connect to any candidate hosts: " + err.Error()}
 				var re *smtpreply.Error
 				if errors.As(err, &re) {

@@ -151,6 +151,16 @@ func (st *state) fromGo(v any) lua.LValue {
 		return lua.LNumber(f)
 	case string:
 		return lua.LString(x)
+	case json.RawMessage:
+		// a value kept encoded until Lua reads it (a log record's
+		// log_record meta); integral numbers stay integers
+		d := json.NewDecoder(bytes.NewReader(x))
+		d.UseNumber()
+		var v any
+		if err := d.Decode(&v); err != nil {
+			return lua.LString(x)
+		}
+		return st.fromGo(v)
 	case []byte:
 		return lua.LString(x)
 	case []string:

@@ -39,6 +39,10 @@ type extrasCell struct {
 	lval    lua.LValue   // entry.value in this state, nil until asked for
 	checked int64
 	calls   int
+	// the plan of planFor (plan): one helper's, kept here so that a
+	// message does not take the entry's lock
+	planFor *extrasEntry
+	planV   any
 }
 
 // current returns the cell's entry, (re)loading it as extrasData says.
@@ -113,7 +117,14 @@ func (st *state) extrasCellNew(L *lua.LState) int {
 
 // plan returns the cell's current entry's plan (extrasEntry.derived).
 func (c *extrasCell) plan(st *state, L *lua.LState, build func(any) (any, error)) any {
-	p, err := c.current(st, L).derived(build)
+	e := c.current(st, L)
+	if e == c.planFor {
+		return c.planV
+	}
+	p, err := e.derived(build)
+	if err == nil {
+		c.planFor, c.planV = e, p
+	}
 	if err != nil {
 		helper, _, _ := strings.Cut(c.key, "\x00")
 		L.RaiseError("%s: %s", helper, err.Error())
@@ -213,19 +224,70 @@ func (p *queuePlan) remember(k routeKey, r string) {
 // resolve(data, domain, tenant, campaign) returns the routing domain (or
 // nil) for a combination not seen before.
 func (st *state) extrasQueueApplier(L *lua.LState) int {
-	cell := checkCell(L, 1)
-	resolve := L.CheckFunction(2)
+	a := &queueApplier{st: st, cell: checkCell(L, 1), resolve: L.CheckFunction(2)}
 	L.Push(L.NewFunction(func(L *lua.LState) int {
 		L.Remove(1) // self
 		m := st.checkMessage(L)
-		p := cell.plan(st, L, newQueuePlan).(*queuePlan)
-		st.queueApply(L, cell, p, m, resolve)
+		p := a.cell.plan(st, L, newQueuePlan).(*queuePlan)
+		if p != a.plan {
+			a.plan, a.routes = p, nil
+		}
+		a.apply(L, p, m)
 		return 0
 	}))
 	return 1
 }
 
-func (st *state) queueApply(L *lua.LState, cell *extrasCell, p *queuePlan, m *message.Message, resolve *lua.LFunction) {
+// queueApplier is one state's apply: the plan it last used and the
+// routing domains it has looked up in it (without the plan's lock).
+type queueApplier struct {
+	st      *state
+	cell    *extrasCell
+	resolve *lua.LFunction
+	plan    *queuePlan
+	routes  map[routeKey]string
+}
+
+// route returns the routing domain for k ("" for none): from this
+// state's map, else the plan's, else resolve's answer, remembered in both.
+func (a *queueApplier) route(L *lua.LState, p *queuePlan, k routeKey, tenant, campaign lua.LValue) string {
+	if r, ok := a.routes[k]; ok {
+		return r
+	}
+	r, ok := p.route(k)
+	if !ok {
+		r = a.callResolve(L, k.domain, tenant, campaign)
+		p.remember(k, r)
+	}
+	if a.routes == nil || len(a.routes) >= maxRouteCache {
+		a.routes = make(map[routeKey]string)
+	}
+	a.routes[k] = r
+	return r
+}
+
+// callResolve is resolve(data, domain, tenant, campaign) in Lua.
+func (a *queueApplier) callResolve(L *lua.LState, domain string, tenant, campaign lua.LValue) string {
+	st := a.st
+	L.Push(a.resolve)
+	L.Push(a.cell.get(st, L))
+	L.Push(st.lstring(domain))
+	L.Push(tenant)
+	L.Push(campaign)
+	L.Call(4, 1)
+	v := L.Get(-1)
+	L.Pop(1)
+	if s, ok := v.(lua.LString); ok {
+		return string(s)
+	}
+	if v != lua.LNil && v != lua.LFalse {
+		L.RaiseError("policy-extras.queue: routing_domain must be a string, not a %s", v.Type().String())
+	}
+	return ""
+}
+
+func (a *queueApplier) apply(L *lua.LState, p *queuePlan, m *message.Message) {
+	st := a.st
 	msgUD := L.Get(1)
 	if p.schedHdr != "" {
 		L.Push(L.NewFunction(st.msgImportSchedulingHeader))
@@ -298,34 +360,16 @@ func (st *state) queueApply(L *lua.LState, cell *extrasCell, p *queuePlan, m *me
 		v, _ := m.Meta("campaign")
 		campaign = st.fromGo(v)
 	}
-	cname, cacheable := campaign.(lua.LString)
-	cacheable = cacheable || campaign == lua.LNil
-	key := routeKey{domain, tenant, string(cname)}
-	routing, ok := "", false
-	if cacheable {
-		routing, ok = p.route(key)
+	var tv lua.LValue = lua.LNil
+	if hasTenant {
+		tv = st.lstring(tenant)
 	}
-	if !ok {
-		L.Push(resolve)
-		L.Push(cell.get(st, L))
-		L.Push(st.lstring(domain))
-		if hasTenant {
-			L.Push(st.lstring(tenant))
-		} else {
-			L.Push(lua.LNil)
-		}
-		L.Push(campaign)
-		L.Call(4, 1)
-		r := L.Get(-1)
-		L.Pop(1)
-		if s, isStr := r.(lua.LString); isStr {
-			routing = string(s)
-		} else if r != lua.LNil && r != lua.LFalse {
-			L.RaiseError("policy-extras.queue: routing_domain must be a string, not a %s", r.Type().String())
-		}
-		if cacheable {
-			p.remember(key, routing)
-		}
+	var routing string
+	if cname, ok := campaign.(lua.LString); ok || campaign == lua.LNil {
+		routing = a.route(L, p, routeKey{domain, tenant, string(cname)}, tv, campaign)
+	} else {
+		// a campaign meta that is not a string: not remembered
+		routing = a.callResolve(L, domain, tv, campaign)
 	}
 	if routing != "" {
 		old, had := m.Meta("routing_domain")

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -185,6 +186,80 @@ end)
 	}
 	if _, err := r.OpenLuaConnection(ctx, "make.none", "x", nil, nil); err == nil || !strings.Contains(err.Error(), "make.none") {
 		t.Fatalf("missing constructor: %v", err)
+	}
+}
+
+// TestLuaConnectionReusesClosedSessionState: a session ended by a Lua
+// error (a webhook that refuses connections) leaves its state to the
+// next session, whose constructor runs in it: no new state (and no new
+// run of the whole policy) per failed delivery. A state over its memory
+// limit is never reused.
+func TestLuaConnectionReusesClosedSessionState(t *testing.T) {
+	r := newRuntime(t, `
+local kumo = require 'kumo'
+LOADS = (LOADS or 0) + 1
+kumo.on('make.down', function(domain)
+  OPENED = (OPENED or 0) + 1
+  local conn = {}
+  function conn:send(msg)
+    if msg:get_data() == 'hog' then
+      local t = {}
+      for i = 1, 1e8 do t[i] = string.rep('x', 1000) .. i end
+    end
+    if msg:get_data() == 'boom' then error('connection refused') end
+    return string.format('loads=%d opened=%d', LOADS, OPENED)
+  end
+  return conn
+end)
+`, func(o *Options) { o.LuaMemoryLimit = 16 << 20 })
+	ctx := context.Background()
+	open := func() *LuaConnection {
+		t.Helper()
+		c, err := r.OpenLuaConnection(ctx, "make.down", "webhook", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for i := 1; i <= 3; i++ {
+		c := open()
+		if d, err := c.Send(ctx, testMessage(t, "x", "a@example.com")); err != nil || d != fmt.Sprintf("loads=1 opened=%d", i) {
+			t.Fatalf("session %d: %q, %v (want the state of the session before)", i, d, err)
+		}
+		if _, err := c.Send(ctx, testMessage(t, "boom", "a@example.com")); err == nil || c.Usable() {
+			t.Fatalf("session %d: a Lua error must end the session: %v", i, err)
+		}
+		c.Close(ctx)
+	}
+	c := open()
+	if _, err := c.Send(ctx, testMessage(t, "hog", "a@example.com")); err == nil || !strings.Contains(err.Error(), "memory") {
+		t.Fatalf("hog: %v", err)
+	}
+	c.Close(ctx)
+	c = open()
+	defer c.Close(ctx)
+	if d, err := c.Send(ctx, testMessage(t, "x", "a@example.com")); err != nil || d != "loads=1 opened=1" {
+		t.Fatalf("after a state over its memory limit: %q, %v (want a fresh state)", d, err)
+	}
+}
+
+// TestLogRecordMetaDecodedWhenRead: a log record's message keeps its
+// log_record meta encoded (json.RawMessage); msg:get_meta decodes it into
+// a table, integral numbers as integers.
+func TestLogRecordMetaDecodedWhenRead(t *testing.T) {
+	r := newRuntime(t, `
+local kumo = require 'kumo'
+kumo.on('should_enqueue_log_record', function(msg, hook)
+  local rec = msg:get_meta 'log_record'
+  return rec.type == 'Reception' and rec.timestamp == 1700000000 and math.type(rec.timestamp) == 'integer'
+    and rec.headers.Subject == 'hi' and rec.recipient[1] == 'r@x.example'
+end)
+`)
+	m := testMessage(t, "body", "r@x.example")
+	m.SetMeta("log_record", json.RawMessage(`{"type":"Reception","timestamp":1700000000,"headers":{"Subject":"hi"},"recipient":["r@x.example"]}`))
+	ok, err := r.ShouldEnqueueLogRecord(context.Background(), m, "webhook")
+	if err != nil || !ok {
+		t.Fatalf("the handler saw a different record: %v, %v", ok, err)
 	}
 }
 

@@ -29,7 +29,8 @@ type LuaConnection struct {
 }
 
 // OpenLuaConnection runs the constructor event (domain, tenant, campaign;
-// nil pointers are passed as nil) in a new Lua state and keeps the
+// nil pointers are passed as nil) in a Lua state of its own (a new one,
+// or the spare of a closed session: luaconnstates.go) and keeps the
 // returned connection object.
 func (r *Runtime) OpenLuaConnection(ctx context.Context, constructor, domain string, tenant, campaign *string) (*LuaConnection, error) {
 	if !r.handlers[constructor] {
@@ -38,7 +39,7 @@ func (r *Runtime) OpenLuaConnection(ctx context.Context, constructor, domain str
 	if r.closed.Load() {
 		return nil, errors.New("runtime: closed")
 	}
-	st, err := r.newState()
+	st, err := r.sessionState()
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +62,7 @@ func (r *Runtime) OpenLuaConnection(ctx context.Context, constructor, domain str
 		return 0, nil
 	})
 	if err != nil {
-		st.L.Close()
+		r.releaseSessionState(st)
 		return nil, wrapEventErr(constructor, err)
 	}
 	return c, nil
@@ -199,8 +200,8 @@ func (c *LuaConnection) Close(ctx context.Context) error {
 			})
 		}
 	}
-	c.st.L.Close()
-	c.st = nil
+	c.r.releaseSessionState(c.st)
+	c.st, c.obj = nil, nil
 	if err != nil {
 		return wrapEventErr(c.constructor, err)
 	}

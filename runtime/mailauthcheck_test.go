@@ -126,6 +126,18 @@ local CONFIGS = {
 local DEFAULTS = { dkim = true, spf = true, iprev = true, smtp_auth = true, dmarc = true, arc = true,
   add_auth_results_header = true }
 kumo.on('smtp_server_message_received', function(msg)
+  if msg:get_meta 'received_from' == nil then
+    -- both refuse the message the same way
+    local ok1, e1 = pcall(ref_check, msg, DEFAULTS)
+    local ok2, e2 = pcall(mail_auth.check, msg)
+    assert(not ok1 and not ok2, 'no error')
+    assert(tostring(e2):find('kumo.spf.check_msg: received_from missing from metadata', 1, true), tostring(e2))
+    assert(tostring(e1):find('kumo.spf.check_msg: received_from missing from metadata', 1, true), tostring(e1))
+    local ok3, e3 = pcall(mail_auth.iprev_msg, msg)
+    assert(not ok3 and tostring(e3):find('mail_auth.iprev_msg: received_from missing from metadata', 1, true), tostring(e3))
+    msg:set_meta('checked', true)
+    return
+  end
   for i, config in ipairs(CONFIGS) do
     local opts = {}
     for k, v in pairs(DEFAULTS) do opts[k] = v end
@@ -161,6 +173,7 @@ end)
 	r := newRuntime(t, src, func(o *Options) { o.DNS = &resolverDNS{}; o.Modules = policies.Modules() })
 	cases := []struct {
 		name, data, sender, from, authn, hostname string
+		noFrom                                    bool
 	}{
 		{name: "signed", data: signed.String(), sender: "bench@example.com"},
 		{name: "signed twice", data: twice.String(), sender: "bench@example.com", authn: "joe", hostname: "mx.here"},
@@ -169,6 +182,7 @@ end)
 		{name: "null sender", data: raw, sender: "", from: "[::1]:25"},
 		{name: "bare address", data: raw, sender: "bench@example.com", from: "10.0.0.1"},
 		{name: "two From", data: "From: a@example.com\r\nFrom: b@example.com\r\n\r\nx\r\n", sender: "bench@example.com"},
+		{name: "no received_from", data: raw, sender: "bench@example.com", noFrom: true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -181,6 +195,9 @@ end)
 			rcpt, _ := message.ParseAddress("a@example.com")
 			m := message.New(testIDs, sender, []message.Address{rcpt}, []byte(c.data))
 			cm := newTestConn()
+			if c.noFrom {
+				cm = message.NewConnMeta()
+			}
 			if c.from != "" {
 				cm.Set("received_from", c.from)
 			}

@@ -303,7 +303,6 @@ func TestEgressSourceAndPool(t *testing.T) {
 		Name: "p", TTL: 5 * time.Minute, HAProxyServer: "10.0.0.9:5000", HAProxySourceAddress: "10.0.0.2",
 		SuspendWhenUnplumbed:      map[string]any{"trigger": "Immediate", "duration": "1m"},
 		SuspendWhenProxyUnhealthy: map[string]any{"trigger": map[string]any{"Threshold": "3/min"}, "duration": "30s"},
-		Unimplemented:             []string{"suspend_when_unplumbed", "suspend_when_proxy_unhealthy"},
 	}
 	if !reflect.DeepEqual(*s, want) {
 		t.Fatalf("source = %+v\nwant     %+v", *s, want)

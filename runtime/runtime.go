@@ -186,6 +186,9 @@ type Runtime struct {
 
 	ownMu sync.Mutex
 	owned []io.Closer // closed with the runtime (dnstest.go)
+
+	connStates connStates   // spare custom_lua session states (luaconnstates.go)
+	loads      atomic.Int64 // states made (newState): lua_load_count
 }
 
 // New compiles the policy and runs its top level in a first Lua state,

@@ -66,6 +66,7 @@ type state struct {
 
 // newState creates a sandboxed state and runs the compiled policy in it.
 func (r *Runtime) newState() (*state, error) {
+	r.loads.Add(1)
 	L := lua.NewState(lua.Options{
 		SkipOpenLibs:        true,
 		CallStackSize:       callStackSize,

@@ -73,7 +73,14 @@ func startDaemon(t *testing.T, env []string, args ...string) *daemonProc {
 // command (prlimit, for example); the wrapper must exec kumogo.
 func startDaemonVia(t *testing.T, wrapper []string, env []string, args ...string) *daemonProc {
 	t.Helper()
-	argv := append(append(append([]string(nil), wrapper...), kumogoBin), args...)
+	return startDaemonBin(t, kumogoBin, wrapper, env, args...)
+}
+
+// startDaemonBin is startDaemonVia with the kumogo binary bin (a
+// benchmark's build of another commit).
+func startDaemonBin(t *testing.T, bin string, wrapper []string, env []string, args ...string) *daemonProc {
+	t.Helper()
+	argv := append(append(append([]string(nil), wrapper...), bin), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = t.TempDir()

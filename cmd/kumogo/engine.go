@@ -53,6 +53,7 @@ func (d *daemon) startEngine(ctx context.Context) error {
 	if d.classifier != nil {
 		opts.Classifier = d.classifier
 	}
+	sourceHealthMetrics(d.metrics, &opts)
 	m, err := queue.New(opts)
 	if err != nil {
 		return err

@@ -5,14 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/kumogo/kumogo/internal/config"
 	"github.com/kumogo/kumogo/internal/event"
 	"github.com/kumogo/kumogo/internal/httpapi"
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
-	"github.com/kumogo/kumogo/internal/smtpreply"
 	"github.com/kumogo/kumogo/queue"
 )
 
@@ -107,25 +105,7 @@ func (d *daemon) InjectMessage(ctx context.Context, msg *message.Message) error 
 	if err := d.injecting(); err != nil {
 		return err
 	}
-	inj := httpInjector{d}
-	q := msg.QueueName()
-	reception := func() {
-		inj.Log(&logrecord.Record{Type: logrecord.Reception, Queue: q, Size: int64(msg.Size()),
-			Response: smtpreply.Response{Code: 250}, Timestamp: time.Now(), Created: msg.Created(), NodeID: d.nodeID}, msg)
-	}
-	if q == "null" {
-		reception()
-		return nil
-	}
-	if err := inj.Spool(ctx, msg, false); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	reception()
-	if err := inj.Insert(ctx, msg); err != nil {
-		inj.Unspool(ctx, msg)
-		return fmt.Errorf("queue insert: %w", err)
-	}
-	return nil
+	return httpapi.QueueMessage(ctx, httpInjector{d}, msg, httpapi.Reception{})
 }
 
 // injecting reports why injection from the policy cannot be taken now:

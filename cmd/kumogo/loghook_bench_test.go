@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -32,8 +35,14 @@ import (
 //	until the sink has all N, and records per second until the receiver
 //	has all 2N.
 //
-// The medians of each mode and the ratio hook/no hook are printed at
-// the end.
+// Every run also reports the daemon's CPU time per 1,000 messages, from
+// the first message until the last record (or message) arrived: on a
+// shared machine the least noisy measure of what a hook costs.
+// KUMOGO_BENCH_MODES (a comma-separated list) runs only those modes;
+// KUMOGO_BENCH_BASE=REV also builds kumogo at git revision REV and runs
+// every mode with both binaries, one after the other, so that the change
+// is compared with its base in the same run. The medians of each mode and
+// the ratios hook/no hook are printed at the end.
 func TestLogHookThroughput(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("KUMOGO_BENCH_LOGHOOK"))
 	if n <= 0 {
@@ -44,21 +53,42 @@ func TestLogHookThroughput(t *testing.T) {
 		reps = 3
 	}
 	modes := []string{"sink/none", "sink/unbatched", "sink/batched", "relay/none", "relay/batched"}
+	if m := os.Getenv("KUMOGO_BENCH_MODES"); m != "" {
+		modes = strings.Split(m, ",")
+	}
+	bins := []string{""} // "" is this tree's kumogo
+	binPath := map[string]string{"": kumogoBin}
+	if rev := os.Getenv("KUMOGO_BENCH_BASE"); rev != "" {
+		binPath["base"] = buildKumogoAt(t, rev)
+		bins = append(bins, "base")
+	}
 	rate := map[string][]float64{}    // messages/s: reception (sink) or delivered (relay)
 	records := map[string][]float64{} // records/s through the hook
+	cpu := map[string][]float64{}     // daemon CPU ms per 1,000 messages
+	key := func(bin, mode string) string {
+		if bin == "" {
+			return mode
+		}
+		return bin + ":" + mode
+	}
 	for rep := range reps {
 		order := append(slices.Clone(modes[rep%len(modes):]), modes[:rep%len(modes)]...)
 		for _, mode := range order {
-			r, rec := benchHookRun(t, mode, n)
-			rate[mode] = append(rate[mode], r)
-			if rec > 0 {
-				records[mode] = append(records[mode], rec)
+			for i := range bins {
+				bin := bins[(i+rep)%len(bins)]
+				k := key(bin, mode)
+				r, rec, c := benchHookRun(t, binPath[bin], mode, n)
+				rate[k] = append(rate[k], r)
+				cpu[k] = append(cpu[k], c)
+				if rec > 0 {
+					records[k] = append(records[k], rec)
+				}
+				line := fmt.Sprintf("rep=%d mode=%-19s msgs/s=%7.0f cpu_ms_per_1k=%6.0f", rep+1, k, r, c)
+				if rec > 0 {
+					line += fmt.Sprintf(" records/s=%7.0f", rec)
+				}
+				t.Log(line)
 			}
-			line := fmt.Sprintf("rep=%d mode=%-14s msgs/s=%7.0f", rep+1, mode, r)
-			if rec > 0 {
-				line += fmt.Sprintf(" records/s=%7.0f", rec)
-			}
-			t.Log(line)
 		}
 	}
 	med := func(xs []float64) float64 {
@@ -69,21 +99,51 @@ func TestLogHookThroughput(t *testing.T) {
 	spread := func(xs []float64) string {
 		return fmt.Sprintf("%.0f (%.0f–%.0f)", med(xs), slices.Min(xs), slices.Max(xs))
 	}
-	for _, mode := range modes {
-		line := fmt.Sprintf("median mode=%-14s msgs/s=%s", mode, spread(rate[mode]))
-		if len(records[mode]) > 0 {
-			line += " records/s=" + spread(records[mode])
+	for _, bin := range bins {
+		for _, mode := range modes {
+			k := key(bin, mode)
+			line := fmt.Sprintf("median mode=%-19s msgs/s=%s cpu_ms_per_1k=%s", k, spread(rate[k]), spread(cpu[k]))
+			if len(records[k]) > 0 {
+				line += " records/s=" + spread(records[k])
+			}
+			t.Log(line)
 		}
-		t.Log(line)
 	}
-	for _, p := range [][2]string{{"sink/unbatched", "sink/none"}, {"sink/batched", "sink/none"}, {"relay/batched", "relay/none"}} {
-		// per repetition, the pair ran back to back
-		var ratios []float64
-		for i := range rate[p[0]] {
-			ratios = append(ratios, rate[p[0]][i]/rate[p[1]][i])
+	for _, bin := range bins {
+		for _, p := range [][2]string{{"sink/unbatched", "sink/none"}, {"sink/batched", "sink/none"}, {"relay/batched", "relay/none"}} {
+			a, b := key(bin, p[0]), key(bin, p[1])
+			if len(rate[a]) == 0 || len(rate[b]) == 0 {
+				continue
+			}
+			// per repetition, the pair ran in the same repetition
+			var ratios, extra []float64
+			for i := range rate[a] {
+				ratios = append(ratios, rate[a][i]/rate[b][i])
+				extra = append(extra, cpu[a][i]-cpu[b][i])
+			}
+			t.Logf("ratio %s/%s: median %.2f (per repetition %s); daemon CPU per message +%.0f µs (median; %s)",
+				a, b, med(ratios), fmtList(ratios), med(extra), fmtList(extra))
 		}
-		t.Logf("ratio %s/%s: median %.2f (per repetition %s)", p[0], p[1], med(ratios), fmtList(ratios))
 	}
+}
+
+// buildKumogoAt builds kumogo at git revision rev (a temporary worktree)
+// and returns the binary's path.
+func buildKumogoAt(t *testing.T, rev string) string {
+	t.Helper()
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	if out, err := exec.Command("git", "worktree", "add", "--detach", "-q", tree, rev).CombinedOutput(); err != nil {
+		t.Fatalf("git worktree add %s: %v\n%s", rev, err, out)
+	}
+	t.Cleanup(func() { exec.Command("git", "worktree", "remove", "--force", tree).Run() })
+	bin := filepath.Join(dir, "kumogo")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/kumogo")
+	cmd.Dir = tree
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building kumogo at %s: %v\n%s", rev, err, out)
+	}
+	return bin
 }
 
 func fmtList(xs []float64) string {
@@ -94,9 +154,10 @@ func fmtList(xs []float64) string {
 	return strings.Join(s, ", ")
 }
 
-// benchHookRun runs one mode of TestLogHookThroughput and returns the
-// message rate and the hook's record rate (0 without a hook).
-func benchHookRun(t *testing.T, mode string, n int) (float64, float64) {
+// benchHookRun runs one mode of TestLogHookThroughput with the kumogo
+// binary bin and returns the message rate, the hook's record rate (0
+// without a hook) and the daemon's CPU milliseconds per 1,000 messages.
+func benchHookRun(t *testing.T, bin, mode string, n int) (float64, float64, float64) {
 	t.Helper()
 	const sessions = 4
 	dir := t.TempDir()
@@ -135,9 +196,28 @@ end)
 	if err := os.WriteFile(policy, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, nil, "--policy", policy)
+	args := []string{"--policy", policy}
+	profDir := os.Getenv("KUMOGO_BENCH_PPROF")
+	pprofAddr := ""
+	if profDir != "" {
+		pprofAddr = freeLoopbackAddr(t)
+		args = append(args, "--pprof", pprofAddr)
+	}
+	d := startDaemonBin(t, bin, nil, nil, args...)
 	defer d.stop(t, syscall.SIGTERM)
+	if profDir != "" {
+		stop := benchProfile(t, pprofAddr, filepath.Join(profDir, strings.ReplaceAll(mode, "/", "-")+".pprof"))
+		defer stop()
+	}
 	start := time.Now()
+	ticks := cpuTicks(d.cmd.Process.Pid)
+	self := selfCPU()
+	cpuPer1k := func() float64 {
+		// the test process (SMTP clients and the webhook receiver), to
+		// see that the receiver is not what limits the hook
+		t.Logf("%s: test process CPU %.0f ms per 1,000 messages", mode, (selfCPU()-self).Seconds()*1000*1000/float64(n))
+		return float64(cpuTicks(d.cmd.Process.Pid)-ticks) * 10 * 1000 / float64(n) // 100 ticks/s
+	}
 	var wg sync.WaitGroup
 	for s := range sessions {
 		wg.Add(1)
@@ -159,7 +239,7 @@ end)
 		msgRate = float64(n) / time.Since(start).Seconds()
 	}
 	if hookMode == "none" {
-		return msgRate, 0
+		return msgRate, 0, cpuPer1k()
 	}
 	want := map[string]int{"Reception": n}
 	total := n
@@ -168,9 +248,47 @@ end)
 		total = 2 * n
 	}
 	recv.waitCounts(t, want, 5*time.Minute, d)
-	return msgRate, float64(total) / time.Since(start).Seconds()
+	return msgRate, float64(total) / time.Since(start).Seconds(), cpuPer1k()
 }
 
 type countFunc func() int64
 
 func (f countFunc) Count() int64 { return f() }
+
+// benchProfile takes a CPU profile of the daemon over the next
+// KUMOGO_BENCH_PPROF_SECONDS (default 5) seconds into file; stop waits
+// for it (KUMOGO_BENCH_PPROF=DIR: one file per mode in DIR).
+func benchProfile(t *testing.T, pprofAddr, file string) (stop func()) {
+	t.Helper()
+	secs := os.Getenv("KUMOGO_BENCH_PPROF_SECONDS")
+	if secs == "" {
+		secs = "5"
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/profile?seconds=" + secs)
+		if err != nil {
+			t.Logf("profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(file)
+		if err != nil {
+			t.Logf("profile: %v", err)
+			return
+		}
+		defer f.Close()
+		io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
+}
+
+// selfCPU is the test process's user and system CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

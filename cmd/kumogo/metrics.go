@@ -36,6 +36,14 @@ func (d *daemon) registerGauges(reg *metrics.Registry) {
 		alive, _ := d.rt.PoolStats()
 		return float64(alive)
 	})
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "lua_load_count", Help: "how many times the policy lua script has been loaded into a new context",
+	}, func() float64 {
+		if d.rt == nil {
+			return 0
+		}
+		return float64(d.rt.LoadCount())
+	}))
 	reg.GaugeFunc("lua_spare_count", "the number of lua contexts available for reuse in the pool", func() float64 {
 		if d.rt == nil {
 			return 0

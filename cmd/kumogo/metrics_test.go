@@ -108,7 +108,7 @@ func TestMetricsScrapedByPrometheus(t *testing.T) {
 	fams := scrapeMetrics(t, base)
 	for _, name := range []string{"total_messages_received", "total_messages_delivered", "total_messages_transfail", "total_messages_fail",
 		"connection_count", "ready_count", "scheduled_count_total", "scheduled_queue_count", "message_count",
-		"lua_event_latency", "lua_event_started", "lua_count", "lua_spare_count", "memory_usage", "disk_free_bytes", "disk_free_percent", "disk_free_inodes"} {
+		"lua_event_latency", "lua_event_started", "lua_count", "lua_load_count", "lua_spare_count", "memory_usage", "disk_free_bytes", "disk_free_percent", "disk_free_inodes"} {
 		if fams[name] == nil {
 			t.Errorf("family %s missing from /metrics", name)
 		}

@@ -27,14 +27,7 @@ func TestEgressThroughProxies(t *testing.T) {
 	h := testutil.StartHAProxy(t)
 	socks := testutil.StartSOCKS5(t, map[string]string{"kumo": "pass word"})
 	_, socksPort, _ := net.SplitHostPort(socks.Addr)
-	// a port on an address nothing else here binds (everything else is on
-	// 127.0.0.1), so that it stays free once closed
-	dead, err := net.Listen("tcp", "127.0.0.7:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := unusedAddr(t)
 
 	sink := startCountSink(t, nil)
 	dir := t.TempDir()
@@ -49,32 +42,12 @@ func TestEgressThroughProxies(t *testing.T) {
 $ORIGIN proxy.test.
 socks 600 A 127.0.0.1
 ]] }
-`, `
-local SOURCES = {
+`, sourcesPolicy(sink.addr, `{
   ['ha.test'] = { ha_proxy_server = '`+h.Addr+`', ha_proxy_source_address = '127.0.0.2', ehlo_domain = 'ha.test' },
   ['socks.test'] = { socks5_proxy_server = 'socks.proxy.test:`+socksPort+`', socks5_proxy_source_address = '127.0.0.3',
     socks5_proxy_username = 'kumo', socks5_proxy_password = '`+pwFile+`', ehlo_domain = 'socks.test' },
   ['dead.test'] = { socks5_proxy_server = '`+deadAddr+`', socks5_proxy_source_address = '127.0.0.2' },
-}
-kumo.on('smtp_server_message_received', function(msg)
-  msg:set_meta('queue', msg:recipient().domain)
-end)
-kumo.on('get_queue_config', function(domain)
-  return kumo.make_queue_config { protocol = { smtp = { mx_list = { '`+sink.addr+`' } } },
-    retry_interval = '1 hour', egress_pool = domain }
-end)
-kumo.on('get_egress_pool', function(name)
-  return kumo.make_egress_pool { name = name, entries = { { name = name } } }
-end)
-kumo.on('get_egress_source', function(name)
-  local s = { name = name }
-  for k, v in pairs(SOURCES[name]) do s[k] = v end
-  return kumo.make_egress_source(s)
-end)
-kumo.on('get_egress_path_config', function()
-  return kumo.make_egress_path { enable_tls = 'Disabled', prohibited_hosts = {} }
-end)
-`)
+}`, "{}"))
 	d := startDaemon(t, nil, "--policy", policy)
 	sendBatch(t, d.addr, "ha.test", 3)
 	sendBatch(t, d.addr, "socks.test", 3)
@@ -100,7 +73,7 @@ end)
 		time.Sleep(100 * time.Millisecond)
 	}
 	d.stop(t, syscall.SIGTERM)
-	recs, err = logrecord.ReadDir(filepath.Join(dir, "logs"))
+	recs, err := logrecord.ReadDir(filepath.Join(dir, "logs"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,4 +111,47 @@ end)
 	if deliveries != 6 || failures != 1 {
 		t.Errorf("%d deliveries and %d transient failures, want 6 and 1\n%s", deliveries, failures, tail(d.log(), 20))
 	}
+}
+
+// unusedAddr is an address where nothing listens: a port on an address
+// nothing else here binds (everything else is on 127.0.0.1), so that it
+// stays free once closed.
+func unusedAddr(t *testing.T) string {
+	t.Helper()
+	dead, err := net.Listen("tcp", "127.0.0.7:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	return dead.Addr().String()
+}
+
+// sourcesPolicy is the part of a policy that queues each message by its
+// recipient's domain and sends it to sinkAddr through the egress pool
+// named after the domain. sources is a Lua table of make_egress_source
+// options by source name; pools a Lua table of pool entries by pool name
+// (a pool not listed has the one source named after it).
+func sourcesPolicy(sinkAddr, sources, pools string) string {
+	return `
+local SOURCES = ` + sources + `
+local POOLS = ` + pools + `
+kumo.on('smtp_server_message_received', function(msg)
+  msg:set_meta('queue', msg:recipient().domain)
+end)
+kumo.on('get_queue_config', function(domain)
+  return kumo.make_queue_config { protocol = { smtp = { mx_list = { '` + sinkAddr + `' } } },
+    retry_interval = '1 hour', egress_pool = domain }
+end)
+kumo.on('get_egress_pool', function(name)
+  return kumo.make_egress_pool { name = name, entries = POOLS[name] or { { name = name } } }
+end)
+kumo.on('get_egress_source', function(name)
+  local s = { name = name }
+  for k, v in pairs(SOURCES[name]) do s[k] = v end
+  return kumo.make_egress_source(s)
+end)
+kumo.on('get_egress_path_config', function()
+  return kumo.make_egress_path { enable_tls = 'Disabled', prohibited_hosts = {} }
+end)
+`
 }

@@ -21,6 +21,7 @@ var egressSourceHonoured = map[string]bool{
 	"ha_proxy_server": true, "ha_proxy_source_address": true,
 	"socks5_proxy_server": true, "socks5_proxy_source_address": true,
 	"socks5_proxy_username": true, "socks5_proxy_password": true,
+	"suspend_when_unplumbed": true, "suspend_when_proxy_unhealthy": true,
 }
 
 const defaultSourceTTL = 60 * time.Second

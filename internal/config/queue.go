@@ -193,8 +193,9 @@ type EgressSource struct {
 	Socks5ProxySourceAddress string
 	Socks5ProxyUsername      string
 	Socks5ProxyPassword      KeySource
-	// SuspendWhenUnplumbed and SuspendWhenProxyUnhealthy hold the raw
-	// {trigger=..., duration=...} tables (validated, not honoured yet).
+	// SuspendWhenUnplumbed and SuspendWhenProxyUnhealthy hold the
+	// validated {trigger=..., duration=...} tables (trigger always set;
+	// duration as a duration string); queue/sourcehealth.go applies them.
 	SuspendWhenUnplumbed      map[string]any
 	SuspendWhenProxyUnhealthy map[string]any
 	Unimplemented             []string

@@ -1,36 +1,46 @@
-// Package dnszone answers DNS queries from zone text on a loopback
+// Package dnszone answers DNS queries from zone records on a loopback
 // socket, in process: kumo.dns.configure_test_resolver (KumoMTA's
-// hermetic resolver for users' own tests) points the resolver at it.
+// hermetic resolver for users' own tests) points the resolver at it, and
+// kumogo's own tests use it (through queue/egress/mx/mxtest) as the fake
+// DNS server that keeps them off the machine's resolver, with records
+// added and removed while it runs, faults (truncation, SERVFAIL, silence)
+// and a count of the queries it got.
 package dnszone
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 
 	"github.com/miekg/dns"
 )
 
-// Zones holds the records of parsed zone texts, by owner name.
+// Zones holds records by owner name.
 type Zones struct {
+	mu     sync.RWMutex
 	byName map[string][]dns.RR // lower-case FQDN
+
 	// AD sets the AD bit on every answer, as a DNSSEC-validating resolver
 	// would (DANE tests).
 	AD bool
+	// NegativeTTL, when set, puts a SOA with that TTL and minimum in the
+	// authority section of negative answers (for the negative caching of
+	// RFC 2308) and sets RA, as a recursive resolver's answers have.
+	NegativeTTL uint32
 }
+
+// New returns empty zones.
+func New() *Zones { return &Zones{byName: make(map[string][]dns.RR)} }
 
 // Parse reads zone texts in the master-file format ($ORIGIN, $TTL,
 // relative names, @). A zone without $ORIGIN is rooted at ".".
 func Parse(texts []string) (*Zones, error) {
-	z := &Zones{byName: make(map[string][]dns.RR)}
+	z := New()
 	for i, text := range texts {
 		zp := dns.NewZoneParser(strings.NewReader(text), ".", fmt.Sprintf("zone %d", i+1))
 		zp.SetDefaultTTL(300)
 		for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
-			name := strings.ToLower(rr.Header().Name)
-			z.byName[name] = append(z.byName[name], rr)
+			z.add(rr)
 		}
 		if err := zp.Err(); err != nil {
 			return nil, fmt.Errorf("zone %d: %w", i+1, err)
@@ -39,10 +49,41 @@ func Parse(texts []string) (*Zones, error) {
 	return z, nil
 }
 
+// Add adds one record in zone-file syntax ("example.com. 300 IN MX 10
+// mx1.example.com.").
+func (z *Zones) Add(record string) error {
+	rr, err := dns.NewRR(record)
+	if err != nil {
+		return fmt.Errorf("dnszone: record %q: %w", record, err)
+	}
+	if rr == nil {
+		return fmt.Errorf("dnszone: record %q: empty", record)
+	}
+	z.add(rr)
+	return nil
+}
+
+func (z *Zones) add(rr dns.RR) {
+	name := strings.ToLower(rr.Header().Name)
+	z.mu.Lock()
+	z.byName[name] = append(z.byName[name], rr)
+	z.mu.Unlock()
+}
+
+// Remove deletes every record of name.
+func (z *Zones) Remove(name string) {
+	z.mu.Lock()
+	delete(z.byName, strings.ToLower(dns.Fqdn(name)))
+	z.mu.Unlock()
+}
+
 // answer fills resp for one question: the records of that type, a CNAME
 // (followed within the zones), NOERROR with no answer for a name that
-// has other records or children, NXDOMAIN otherwise.
+// has other records or children, NXDOMAIN otherwise; with NegativeTTL a
+// negative answer carries a SOA.
 func (z *Zones) answer(resp *dns.Msg, q dns.Question) {
+	z.mu.RLock()
+	defer z.mu.RUnlock()
 	name := strings.ToLower(q.Name)
 	for hops := 0; hops < 8; hops++ {
 		rrs, exists := z.byName[name]
@@ -58,6 +99,9 @@ func (z *Zones) answer(resp *dns.Msg, q dns.Question) {
 		if len(resp.Answer) > 0 || cname == nil {
 			if !exists && len(resp.Answer) == 0 && !z.hasChildren(name) {
 				resp.Rcode = dns.RcodeNameError
+			}
+			if len(resp.Answer) == 0 && z.NegativeTTL > 0 {
+				resp.Ns = append(resp.Ns, z.soa(name))
 			}
 			return
 		}
@@ -75,61 +119,18 @@ func (z *Zones) hasChildren(name string) bool {
 	return false
 }
 
-// Server answers queries from Zones over UDP and TCP on 127.0.0.1.
-type Server struct {
-	Addr string // "127.0.0.1:port", the same port for UDP and TCP
-	udp  *dns.Server
-	tcp  *dns.Server
-	once sync.Once
-}
-
-// Serve starts a server for z on an ephemeral loopback port.
-func Serve(z *Zones) (*Server, error) {
-	h := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-		resp := new(dns.Msg)
-		resp.SetReply(req)
-		resp.Authoritative = true
-		resp.AuthenticatedData = z.AD
-		for _, q := range req.Question {
-			z.answer(resp, q)
-		}
-		_ = w.WriteMsg(resp)
-	})
-	var lastErr error
-	// The TCP port is taken first: TCP's ephemeral ports are the crowded
-	// ones (the other tests' client connections use them too), UDP's are
-	// nearly all free, so the UDP bind on the same port rarely fails.
-	for attempt := 0; attempt < 50; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("dnszone: %w", err)
-		}
-		pc, err := net.ListenPacket("udp", ln.Addr().String())
-		if err != nil {
-			ln.Close()
-			lastErr = err
-			continue
-		}
-		s := &Server{Addr: pc.LocalAddr().String(),
-			udp: &dns.Server{PacketConn: pc, Handler: h},
-			tcp: &dns.Server{Listener: ln, Handler: h}}
-		started := make(chan struct{}, 2)
-		s.udp.NotifyStartedFunc = func() { started <- struct{}{} }
-		s.tcp.NotifyStartedFunc = func() { started <- struct{}{} }
-		go func() { _ = s.udp.ActivateAndServe() }()
-		go func() { _ = s.tcp.ActivateAndServe() }()
-		<-started
-		<-started
-		return s, nil
+// soa is the SOA of a negative answer for name: its parent as the zone.
+func (z *Zones) soa(name string) dns.RR {
+	zone := name
+	if i := strings.IndexByte(name, '.'); i >= 0 && i+1 < len(name) {
+		zone = name[i+1:]
 	}
-	return nil, fmt.Errorf("dnszone: no port free for both UDP and TCP: %w", errors.Join(lastErr))
-}
-
-// Close stops the server.
-func (s *Server) Close() error {
-	var err error
-	s.once.Do(func() {
-		err = errors.Join(s.udp.Shutdown(), s.tcp.Shutdown())
-	})
-	return err
+	return &dns.SOA{
+		Hdr:     dns.RR_Header{Name: zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: z.NegativeTTL},
+		Ns:      "ns." + zone,
+		Mbox:    "hostmaster." + zone,
+		Serial:  1,
+		Refresh: 3600, Retry: 600, Expire: 86400,
+		Minttl: z.NegativeTTL,
+	}
 }

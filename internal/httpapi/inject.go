@@ -13,7 +13,6 @@ import (
 
 	"github.com/kumogo/kumogo/internal/logrecord"
 	"github.com/kumogo/kumogo/internal/message"
-	"github.com/kumogo/kumogo/internal/smtpreply"
 )
 
 // Injector is what POST /api/inject/v1 needs from the daemon. The queue
@@ -24,14 +23,9 @@ type Injector interface {
 	// Generated runs http_message_generated(msg, auth_info); an error
 	// fails that recipient.
 	Generated(ctx context.Context, msg *message.Message, auth map[string]any) error
-	Spool(ctx context.Context, msg *message.Message, deferred bool) error
-	Insert(ctx context.Context, msg *message.Message) error
-	Unspool(ctx context.Context, msg *message.Message)
-	// Log writes a record about msg (Reception, internal Bounce).
-	Log(rec *logrecord.Record, msg *message.Message)
+	Queuer
 	// IDs makes message ids.
 	IDs() *message.IDGenerator
-	NodeID() string
 }
 
 // injectRequest is KumoMTA's InjectV1Request.
@@ -397,49 +391,10 @@ func (g *generation) traceHeaders(msg *message.Message) {
 	}
 }
 
-// queue spools and inserts one message, or logs and discards it for queue
-// "null". A message whose Insert fails is taken out of the spool again, so
-// that nothing stays half-queued.
+// queue spools, logs and inserts one message (QueueMessage).
 func (g *generation) queue(ctx context.Context, msg *message.Message) error {
-	q := msg.QueueName()
-	msg.ID()
-	if q == "null" {
-		g.logReception(msg, q)
-		return nil
-	}
-	if err := g.inj.Spool(ctx, msg, g.req.DeferredSpool); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	g.logReception(msg, q)
-	if err := g.inj.Insert(ctx, msg); err != nil {
-		g.inj.Unspool(ctx, msg)
-		g.inj.Log(&logrecord.Record{
-			Type:              logrecord.Bounce,
-			Queue:             q,
-			Size:              int64(msg.Size()),
-			Response:          smtpreply.Response{Code: 500, Content: "KumoMTA internal: QueueManager::insert failed during reception: " + err.Error()},
-			Timestamp:         time.Now(),
-			Created:           msg.Created(),
-			ReceptionProtocol: "HTTP",
-			NodeID:            g.inj.NodeID(),
-		}, msg)
-		return fmt.Errorf("queue insert: %w", err)
-	}
-	return nil
-}
-
-func (g *generation) logReception(msg *message.Message, q string) {
-	g.inj.Log(&logrecord.Record{
-		Type:              logrecord.Reception,
-		Queue:             q,
-		Size:              int64(msg.Size()),
-		Response:          smtpreply.Response{Code: 250},
-		PeerAddress:       &logrecord.PeerAddress{Addr: g.id.PeerIP.String()},
-		Timestamp:         time.Now(),
-		Created:           msg.Created(),
-		ReceptionProtocol: "HTTP",
-		NodeID:            g.inj.NodeID(),
-	}, msg)
+	return QueueMessage(ctx, g.inj, msg, Reception{Protocol: "HTTP", Peer: &logrecord.PeerAddress{Addr: g.id.PeerIP.String()},
+		Deferred: g.req.DeferredSpool, BounceOnFailure: true})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -26,7 +26,7 @@ func VerifyDKIM(ctx context.Context, r Resolver, data []byte) []Result {
 		return []Result{{Method: "dkim", Result: "permerror", Reason: "message has non-canonical line endings"}}
 	}
 	nr := netResolver{r}
-	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(data), &dkim.VerifyOptions{
+	verifs, err := dkim.VerifyBytes(data, &dkim.VerifyOptions{
 		LookupTXT:        func(name string) ([]string, error) { return nr.LookupTXT(ctx, name) },
 		MaxVerifications: MaxDKIMSignatures,
 	})
@@ -38,14 +38,13 @@ func VerifyDKIM(ctx context.Context, r Resolver, data []byte) []Result {
 	for i, v := range verifs {
 		res := Result{Method: "dkim", Props: map[string]string{}}
 		if i < len(sigs) {
-			tags := sigs[i]
-			for _, t := range []string{"d", "i", "s", "a"} {
-				if val := tags[t]; val != "" {
-					res.Props["header."+t] = val
+			for _, p := range [...]struct{ name, val string }{
+				{"header.d", sigs[i].d}, {"header.i", sigs[i].i}, {"header.s", sigs[i].s},
+				{"header.a", sigs[i].a}, {"header.b", sigs[i].b8},
+			} {
+				if p.val != "" {
+					res.Props[p.name] = p.val
 				}
-			}
-			if b := tags["b"]; b != "" {
-				res.Props["header.b"] = b[:min(8, len(b))]
 			}
 		}
 		if v.Domain != "" {
@@ -72,17 +71,22 @@ func VerifyDKIM(ctx context.Context, r Resolver, data []byte) []Result {
 	return out
 }
 
+// sigTags are the tags of a DKIM-Signature that its result shows, white
+// space removed: d, i, s, a, and the first 8 bytes of b.
+type sigTags struct{ d, i, s, a, b8 string }
+
 // dkimSignatures returns the tags of the DKIM-Signature fields of data's
-// header, in order, at most MaxDKIMSignatures. Fields are split as the
-// reference in header_ref_test.go splits them, but only the signatures'
-// values are built.
-func dkimSignatures(data []byte) []map[string]string {
-	var out []map[string]string
+// header, in order, at most MaxDKIMSignatures. Fields and tags are read as
+// the reference in header_ref_test.go reads them (the first of a repeated
+// tag counts), but only the signatures' values are built, and only the
+// tags shown.
+func dkimSignatures(data []byte) []sigTags {
+	var out []sigTags
 	var cur []byte
 	in := false // the field being read is a signature
 	flush := func() {
 		if in {
-			out = append(out, parseTags(string(cur)))
+			out = append(out, parseSigTags(string(cur)))
 			in = false
 		}
 	}
@@ -116,6 +120,71 @@ func dkimSignatures(data []byte) []map[string]string {
 	}
 	flush()
 	return out
+}
+
+// parseSigTags is parseTags for the tags of sigTags alone.
+func parseSigTags(v string) sigTags {
+	var t sigTags
+	var seen [5]bool
+	for v != "" {
+		var part string
+		part, v, _ = strings.Cut(v, ";")
+		k, val, ok := strings.Cut(part, "=")
+		if !ok {
+			continue
+		}
+		var n int
+		switch strings.TrimSpace(k) {
+		case "d":
+			n = 0
+		case "i":
+			n = 1
+		case "s":
+			n = 2
+		case "a":
+			n = 3
+		case "b":
+			n = 4
+		default:
+			continue
+		}
+		if seen[n] {
+			continue
+		}
+		seen[n] = true
+		switch n {
+		case 0:
+			t.d = stripSpace(val)
+		case 1:
+			t.i = stripSpace(val)
+		case 2:
+			t.s = stripSpace(val)
+		case 3:
+			t.a = stripSpace(val)
+		case 4:
+			t.b8 = first8(val)
+		}
+	}
+	return t
+}
+
+// first8 is the first 8 bytes of stripSpace(v), without building all of
+// it when v starts with ASCII.
+func first8(v string) string {
+	var b [8]byte
+	n := 0
+	for i := 0; i < len(v) && n < 8; i++ {
+		switch c := v[i]; {
+		case c >= 0x80:
+			s := stripSpace(v)
+			return s[:min(8, len(s))]
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f':
+		default:
+			b[n] = c
+			n++
+		}
+	}
+	return string(b[:n])
 }
 
 // parseTags reads a tag=value list (RFC 6376 section 3.2), whitespace

@@ -84,10 +84,16 @@ var headerSeeds = []string{
 	"aRc-x\r\n",
 	"",
 	strings.Repeat("DKIM-Signature: d=x; i=@x\r\n", 12),
+	"DKIM-Signature: b= \u00a0ab c\u2028defghij; b=x; d=; d=y; s = s 1 ;a\t=rsa\r\n\r\n",
+	"DKIM-Signature: b=\r\n\tabcd\r\n efgh\r\n ijk\r\n\r\n",
 }
 
 func checkHeaderHelpers(t *testing.T, data []byte) {
-	got, want := dkimSignatures(data), refDKIMSignatures(data)
+	got := dkimSignatures(data)
+	var want []sigTags
+	for _, m := range refDKIMSignatures(data) {
+		want = append(want, sigTags{d: m["d"], i: m["i"], s: m["s"], a: m["a"], b8: m["b"][:min(8, len(m["b"]))]})
+	}
 	if len(got) != 0 || len(want) != 0 {
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("dkimSignatures(%q) = %v, reference %v", data, got, want)

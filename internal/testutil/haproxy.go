@@ -1,16 +1,11 @@
 package testutil
 
 import (
-	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // HAProxy is a haproxy (Debian's package, installed by
@@ -20,11 +15,7 @@ import (
 // from the header's source address (`usesrc clientip`, which needs root or
 // CAP_NET_ADMIN). It is stopped when the test ends.
 type HAProxy struct {
-	Addr string
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	output bytes.Buffer
+	loopbackDaemon
 }
 
 // StartHAProxy starts haproxy for tb; tb fails when haproxy is missing or
@@ -41,14 +32,8 @@ func StartHAProxy(tb testing.TB) *HAProxy {
 	if os.Geteuid() != 0 {
 		tb.Fatal("haproxy's `usesrc clientip` needs root: run the proxy tests as root")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	dir := tb.TempDir()
-	cfg := filepath.Join(dir, "haproxy.cfg")
+	h := &HAProxy{loopbackDaemon{Addr: freeLoopbackAddr(tb)}}
+	cfg := filepath.Join(tb.TempDir(), "haproxy.cfg")
 	conf := fmt.Sprintf(`global
     log stderr format raw local0 info
     maxconn 256
@@ -66,72 +51,14 @@ listen outboundsmtp
     use-server v6 if { src ::/0 }
     server v4 0.0.0.0 source 0.0.0.0 usesrc clientip
     server v6 ::: source ::: usesrc clientip
-`, addr)
+`, h.Addr)
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	h := &HAProxy{Addr: addr}
-	check := exec.Command(bin, "-c", "-f", cfg)
-	if out, err := check.CombinedOutput(); err != nil {
+	if out, err := exec.Command(bin, "-c", "-f", cfg).CombinedOutput(); err != nil {
 		tb.Fatalf("haproxy -c: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "-db", "-f", cfg)
-	cmd.Stdout = &lockedWriter{mu: &h.mu, b: &h.output}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	h.cmd = cmd
 	tb.Cleanup(h.Stop)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("haproxy on %s did not start: %v\n%s", addr, err, h.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	h.start(tb, nil, bin, "-db", "-f", cfg)
 	return h
-}
-
-// Output is what haproxy printed (its log goes to stderr).
-func (h *HAProxy) Output() string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.output.String()
-}
-
-// Stop stops haproxy (SIGTERM, then SIGKILL after 5 s); safe to call twice.
-func (h *HAProxy) Stop() {
-	h.mu.Lock()
-	cmd := h.cmd
-	h.cmd = nil
-	h.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }

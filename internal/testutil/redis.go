@@ -7,8 +7,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -17,12 +15,9 @@ import (
 // scripts/install-test-deps.sh) on a free 127.0.0.1 port with its own
 // temporary directory and no persistence, stopped when the test ends.
 type RedisServer struct {
-	Addr string
-	dir  string
-	tb   testing.TB
-
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	loopbackDaemon
+	dir string
+	tb  testing.TB
 }
 
 // StartRedis starts a redis-server for tb.
@@ -31,61 +26,22 @@ func StartRedis(tb testing.TB) *RedisServer {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		tb.Fatal("redis-server is not installed: run scripts/install-test-deps.sh")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	r := &RedisServer{Addr: addr, dir: tb.TempDir(), tb: tb}
-	r.Start()
+	r := &RedisServer{loopbackDaemon: loopbackDaemon{Addr: freeLoopbackAddr(tb)}, dir: tb.TempDir(), tb: tb}
 	tb.Cleanup(r.Stop)
+	r.Start()
 	return r
 }
 
 // URL is the server's redis:// URL.
 func (r *RedisServer) URL() string { return "redis://" + r.Addr + "/" }
 
-// Start (re)starts the server on its address and waits until it answers.
+// Start (re)starts the server on its address and waits until it answers
+// PING.
 func (r *RedisServer) Start() {
 	r.tb.Helper()
 	_, port, _ := net.SplitHostPort(r.Addr)
-	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", r.dir,
+	r.start(r.tb, r.ping, "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", r.dir,
 		"--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning")
-	if err := cmd.Start(); err != nil {
-		r.tb.Fatal(err)
-	}
-	r.mu.Lock()
-	r.cmd = cmd
-	r.mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
-	for !r.ping() {
-		if time.Now().After(deadline) {
-			r.tb.Fatalf("redis-server on %s did not answer PING", r.Addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// Stop stops the server (SIGTERM, then SIGKILL after 5 s); safe to call
-// when it is not running.
-func (r *RedisServer) Stop() {
-	r.mu.Lock()
-	cmd := r.cmd
-	r.cmd = nil
-	r.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
 }
 
 func (r *RedisServer) ping() bool {

@@ -37,7 +37,14 @@ type SOCKS5Proxy struct {
 // no authentication. It stops when the test ends.
 func StartSOCKS5(tb testing.TB, creds map[string]string) *SOCKS5Proxy {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartSOCKS5On(tb, "127.0.0.1:0", creds)
+}
+
+// StartSOCKS5On is StartSOCKS5 listening on addr (a loopback address), for
+// a test that brings a proxy up where one was missing.
+func StartSOCKS5On(tb testing.TB, addr string, creds map[string]string) *SOCKS5Proxy {
+	tb.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -72,6 +72,9 @@ func connectTransport(ctx context.Context, res ProxyResolver, target netip.AddrP
 	if !proxied {
 		conn, err := nd.DialContext(ctx, "tcp", target.String())
 		if err != nil {
+			if unplumbed(err) {
+				err = &SourceBindError{Source: local, Err: err}
+			}
 			return nil, fmt.Errorf("egress: connect to %s %s: %w", hostName, target, err)
 		}
 		t := &transport{conn: conn}
@@ -147,7 +150,7 @@ func proxyAddrs(ctx context.Context, res ProxyResolver, server string, local net
 func proxyHandshake(ctx context.Context, nd net.Dialer, server netip.AddrPort, proto string, via netip.Addr, target netip.AddrPort, p *config.EgressPath, src *config.EgressSource) (*transport, error) {
 	conn, err := nd.DialContext(ctx, "tcp", server.String())
 	if err != nil {
-		return nil, err
+		return nil, &ProxyConnectError{Server: server, Err: err}
 	}
 	deadline := time.Now().Add(p.ConnectTimeout)
 	if p.ConnectTimeout <= 0 {

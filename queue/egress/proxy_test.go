@@ -129,19 +129,10 @@ func TestSOCKS5WithoutAuth(t *testing.T) {
 // refuses BIND, so the source address cannot be honoured: a
 // ProxyBindError, and nothing reaches the peer from another address.
 func TestSOCKS5ProxyRefusesBind(t *testing.T) {
-	srv, err := socks5.New(&socks5.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { l.Close() })
+	refusing := bindRefusingSOCKS5(t)
 	p := startPeer(t, peerOpts{})
-	src := &config.EgressSource{Name: "plain", Socks5ProxyServer: l.Addr().String(), Socks5ProxySourceAddress: "127.0.0.2"}
-	_, err = Dial(t.Context(), p.candidate(), testPath(), src, "")
+	src := &config.EgressSource{Name: "plain", Socks5ProxyServer: refusing, Socks5ProxySourceAddress: "127.0.0.2"}
+	_, err := Dial(t.Context(), p.candidate(), testPath(), src, "")
 	var be *ProxyBindError
 	if !errors.As(err, &be) || be.Source != netip.MustParseAddr("127.0.0.2") || !strings.Contains(err.Error(), "command not supported") {
 		t.Fatalf("want a ProxyBindError, got %v", err)
@@ -157,23 +148,7 @@ func TestSOCKS5ProxyRefusesBind(t *testing.T) {
 func TestDeadProxy(t *testing.T) {
 	p := startPeer(t, peerOpts{})
 	plan := &mx.ConnectionPlan{Site: "s", Candidates: []mx.Candidate{p.candidate()}}
-	// a port on an address nothing else here binds (everything else is on
-	// 127.0.0.1), so that it stays free once closed
-	dead, _ := net.Listen("tcp", "127.0.0.7:0")
-	deadAddr := dead.Addr().String()
-	dead.Close()
-
-	hang, _ := net.Listen("tcp", "127.0.0.1:0")
-	t.Cleanup(func() { hang.Close() })
-	go func() {
-		for {
-			c, err := hang.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-		}
-	}()
+	deadAddr, hangAddr := deadProxy(t), silentProxy(t)
 
 	path := testPath()
 	path.ConnectTimeout = 500 * time.Millisecond
@@ -186,7 +161,7 @@ func TestDeadProxy(t *testing.T) {
 	}{
 		{"socks5 refused", config.EgressSource{Name: "a", Socks5ProxyServer: deadAddr, Socks5ProxySourceAddress: "127.0.0.2"}, "socks5", deadAddr, "connection refused"},
 		{"haproxy refused", config.EgressSource{Name: "b", HAProxyServer: deadAddr, HAProxySourceAddress: "127.0.0.2"}, "haproxy", deadAddr, "connection refused"},
-		{"socks5 silent", config.EgressSource{Name: "c", Socks5ProxyServer: hang.Addr().String(), Socks5ProxySourceAddress: "127.0.0.2"}, "socks5", hang.Addr().String(), "i/o timeout"},
+		{"socks5 silent", config.EgressSource{Name: "c", Socks5ProxyServer: hangAddr, Socks5ProxySourceAddress: "127.0.0.2"}, "socks5", hangAddr, "i/o timeout"},
 	} {
 		start := time.Now()
 		_, err := Connect(t.Context(), plan, path, &c.src, "")
@@ -270,4 +245,55 @@ func TestProxyHostName(t *testing.T) {
 	if _, err := Dial(t.Context(), p.candidate(), testPath(), src, ""); err == nil || !strings.Contains(err.Error(), "no resolver") {
 		t.Errorf("no resolver: %v", err)
 	}
+}
+
+// deadProxy is an address where nothing listens: a port on an address
+// nothing else here binds (everything else is on 127.0.0.1), so that it
+// stays free once closed.
+func deadProxy(t *testing.T) string {
+	t.Helper()
+	dead, err := net.Listen("tcp", "127.0.0.7:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	return dead.Addr().String()
+}
+
+// silentProxy is the address of a listener that accepts connections and
+// never answers.
+func silentProxy(t *testing.T) string {
+	t.Helper()
+	hang, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hang.Close() })
+	go func() {
+		for {
+			c, err := hang.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	return hang.Addr().String()
+}
+
+// bindRefusingSOCKS5 is the address of armon/go-socks5 as released, which
+// refuses BIND ("command not supported").
+func bindRefusingSOCKS5(t *testing.T) string {
+	t.Helper()
+	srv, err := socks5.New(&socks5.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { l.Close() })
+	return l.Addr().String()
 }

@@ -49,6 +49,25 @@ func (e *ProxyBindError) Error() string {
 // username/password when src has credentials), BIND of via, CONNECT to
 // target. It returns the proxy's outbound address from the CONNECT reply.
 func socks5Connect(conn net.Conn, via netip.Addr, target netip.AddrPort, src *config.EgressSource) (netip.AddrPort, error) {
+	bound, err := socks5Handshake(conn, via, target, src)
+	if err != nil {
+		var be *ProxyBindError
+		if !errors.As(err, &be) && !errors.Is(err, errSocksConnect) {
+			// the greeting, the authentication or the BIND went wrong:
+			// the proxy is unhealthy, whatever the destination
+			server, _ := netip.ParseAddrPort(conn.RemoteAddr().String())
+			err = &ProxyConnectError{Server: server, Err: err}
+		}
+	}
+	return bound, err
+}
+
+// errSocksConnect marks a failed CONNECT: the destination's failure, not
+// the proxy's.
+var errSocksConnect = errors.New("socks5 connect")
+
+// socks5Handshake is socks5Connect's exchange.
+func socks5Handshake(conn net.Conn, via netip.Addr, target netip.AddrPort, src *config.EgressSource) (netip.AddrPort, error) {
 	methods := []byte{socksAuthNone}
 	if src.Socks5ProxyUsername != "" {
 		methods = append(methods, socksAuthUser)
@@ -88,7 +107,7 @@ func socks5Connect(conn net.Conn, via netip.Addr, target netip.AddrPort, src *co
 	}
 	bound, err := socks5Request(conn, socksCmdConnect, target)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("socks5 connect from %s: %w", via, err)
+		return netip.AddrPort{}, fmt.Errorf("%w from %s: %w", errSocksConnect, via, err)
 	}
 	if !bound.IsValid() {
 		// A proxy that answers with a host name: the address asked for.

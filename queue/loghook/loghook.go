@@ -17,6 +17,7 @@ package loghook
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -259,12 +260,12 @@ func (h *Hook) message(j job) (*message.Message, error) {
 		// stands in for records without one
 		rcpts = append(rcpts, message.Address{User: "log-record", Domain: h.cfg.Name})
 	}
-	rec, err := decodeRecord(j.data)
-	if err != nil {
-		return nil, err
-	}
 	body := j.data
 	if int(j.typ) < len(h.tpl) && h.tpl[j.typ] != nil {
+		rec, err := decodeRecord(j.data)
+		if err != nil {
+			return nil, err
+		}
 		out, err := h.tpl[j.typ].Render(templateVars(rec))
 		if err != nil {
 			return nil, fmt.Errorf("per_record %s template: %w", j.typ, err)
@@ -272,7 +273,9 @@ func (h *Hook) message(j job) (*message.Message, error) {
 		body = []byte(out)
 	}
 	msg := message.New(h.ids, sender, rcpts, body)
-	msg.SetMeta("log_record", rec)
+	// the record stays encoded: the spool writes it as it is and the
+	// policy decodes it only when it reads it (msg:get_meta)
+	msg.SetMeta("log_record", json.RawMessage(j.data))
 	msg.SetMeta("reception_protocol", ReceptionProtocol)
 	return msg, nil
 }

@@ -55,10 +55,24 @@ func rec(t logrecord.Type, id, rp string) *logrecord.Record {
 		Timestamp: time.Unix(1700000000, 0), ReceptionProtocol: rp}
 }
 
+// logRecordMeta decodes the log_record meta of a record's message: the
+// record as encoded (the policy decodes it when it reads it).
+func logRecordMeta(t *testing.T, m *message.Message) map[string]any {
+	t.Helper()
+	v, _ := m.Meta("log_record")
+	raw, ok := v.(json.RawMessage)
+	var rec map[string]any
+	if !ok {
+		t.Errorf("log_record meta is a %T", v)
+	} else if err := json.Unmarshal(raw, &rec); err != nil {
+		t.Error(err)
+	}
+	return rec
+}
+
 func TestRecordsBecomeMessages(t *testing.T) {
 	pol := &fakePolicy{keep: func(m *message.Message) bool {
-		r, _ := m.Meta("log_record")
-		return r.(map[string]any)["id"] != "drop"
+		return logRecordMeta(t, m)["id"] != "drop"
 	}}
 	cfg := config.DefaultLogHook()
 	cfg.Name = "webhook"
@@ -162,8 +176,7 @@ func TestPerRecordTemplate(t *testing.T) {
 	}
 	bodies := map[string]string{}
 	for _, m := range q.spooled {
-		r, _ := m.Meta("log_record")
-		bodies[r.(map[string]any)["id"].(string)] = string(m.Data())
+		bodies[logRecordMeta(t, m)["id"].(string)] = string(m.Data())
 	}
 	if want := "Bounce! id=b1, from=s@src.example code=550 age=10 foo=fb"; bodies["b1"] != want {
 		t.Errorf("Bounce body %q, want %q", bodies["b1"], want)

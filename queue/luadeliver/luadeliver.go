@@ -50,6 +50,12 @@ func NewRoute(p *config.QueueProtocol) *Route {
 // BatchSize is the queue's batch_size (queue.BatchRoute).
 func (r *Route) BatchSize() int { return r.Size }
 
+// ResumesOnDelivery: the waiting messages of a custom_lua queue resume as
+// soon as a delivery succeeds again (queue.ResumingRoute): its failures
+// mean that the operator's endpoint (a webhook, a broker) is down, not
+// that a remote site asks for time.
+func (r *Route) ResumesOnDelivery() bool { return true }
+
 // Site names the ready queue.
 func (r *Route) Site() string { return "lua:" + r.Constructor }
 
@@ -65,8 +71,9 @@ type Conn struct {
 }
 
 var (
-	_ queue.BatchConn  = (*Conn)(nil)
-	_ queue.BatchRoute = (*Route)(nil)
+	_ queue.BatchConn     = (*Conn)(nil)
+	_ queue.BatchRoute    = (*Route)(nil)
+	_ queue.ResumingRoute = (*Route)(nil)
 )
 
 // New returns a connection for route; nothing runs until the first send.

@@ -333,6 +333,14 @@ func EncodeMeta(msg *message.Message) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if hasRaw(meta) {
+		// a log record's message (metaraw.go)
+		b, err := appendMetaRecord(make([]byte, 0, 1024), FormatAddress(msg.Sender()), rj, meta, sched)
+		if err != nil {
+			return nil, fmt.Errorf("encode meta: %w", err)
+		}
+		return b, nil
+	}
 	b, err := json.Marshal(metaRecord{
 		Sender:    FormatAddress(msg.Sender()),
 		Recipient: rj,

@@ -209,6 +209,23 @@ func parallelVerify(r io.Reader, h header, signatures []*signature, options *Ver
 }
 
 func verify(h header, r io.Reader, sigField, sigValue string, options *VerifyOptions) (*Verification, error) {
+	// kumogo: the body hash is computed by a function, so that
+	// VerifyBytes (verify_bytes_kumogo.go) can hash a body held in memory
+	// once for all the signatures that share its canonicalization.
+	return verifyWith(h, sigField, sigValue, options, func(bodyCan Canonicalization, hash crypto.Hash) ([]byte, error) {
+		hasher := hash.New()
+		wc := canonicalizers[bodyCan].CanonicalizeBody(hasher)
+		if _, err := io.Copy(wc, r); err != nil {
+			return nil, err
+		}
+		if err := wc.Close(); err != nil {
+			return nil, err
+		}
+		return hasher.Sum(nil), nil
+	})
+}
+
+func verifyWith(h header, sigField, sigValue string, options *VerifyOptions, bodyHash func(Canonicalization, crypto.Hash) ([]byte, error)) (*Verification, error) {
 	verif := new(Verification)
 
 	params, err := parseHeaderParams(sigValue)
@@ -366,20 +383,16 @@ func verify(h header, r io.Reader, sigField, sigValue string, options *VerifyOpt
 	}
 
 	// Check body hash
-	hasher := hash.New()
-	wc := canonicalizers[bodyCan].CanonicalizeBody(hasher)
-	if _, err := io.Copy(wc, r); err != nil {
+	sum, err := bodyHash(bodyCan, hash) // kumogo: was computed here from r
+	if err != nil {
 		return verif, err
 	}
-	if err := wc.Close(); err != nil {
-		return verif, err
-	}
-	if subtle.ConstantTimeCompare(hasher.Sum(nil), bodyHashed) != 1 {
+	if subtle.ConstantTimeCompare(sum, bodyHashed) != 1 {
 		return verif, failError("body hash did not verify")
 	}
 
 	// Compute data hash
-	hasher.Reset()
+	hasher := hash.New() // kumogo: was hasher.Reset()
 	picker := newHeaderPicker(h)
 	for _, key := range headerKeys {
 		kv := picker.Pick(key)
