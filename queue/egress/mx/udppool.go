@@ -20,7 +20,7 @@ import (
 // the question, which exchange checks.
 //
 // Reuse gives up the fresh source port of every query, one of the
-// defences against forged answers (RFC 5452, section 9.2). Each socket
+// defences against forged answers (RFC 5452). Each socket
 // therefore answers at most maxUses queries and is kept at most maxAge, so
 // the port still changes often; a socket whose query failed is closed, not
 // reused.
