@@ -71,9 +71,17 @@ end)
 		slow = append(slow, fmt.Sprintf("s%d@slow.example", i))
 		fast = append(fast, fmt.Sprintf("f%d@fast.example", i))
 	}
+	// The first message a fresh relay receives also pays for its first
+	// spool commit and log segment, which a loaded disk can stall for
+	// seconds; a message to the resolving domain goes first to take that
+	// cost. Each silent-domain message still opens its queue's first
+	// resolution, so a reception that waited for DNS is still caught.
+	warm := "w0@fast.example"
+	fast = append(fast, warm)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "python3", append([]string{"-c", pySendTimed, relay.addr}, append(slow, fast...)...)...).CombinedOutput()
+	rcpts := append(append([]string{warm}, slow...), fast[:len(fast)-1]...)
+	out, err := exec.CommandContext(ctx, "python3", append([]string{"-c", pySendTimed, relay.addr}, rcpts...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("smtplib: %v\n%s\n%s", err, out, tail(relay.log(), 20))
 	}
@@ -83,7 +91,7 @@ end)
 		if _, err := fmt.Sscanf(line, "%s %f", &rcpt, &secs); err != nil {
 			t.Fatalf("smtplib output %q", line)
 		}
-		if secs > 1 {
+		if rcpt != warm && secs > 1 {
 			t.Fatalf("the 250 for %s took %.3fs while the resolver was silent\n%s", rcpt, secs, out)
 		}
 	}
