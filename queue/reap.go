@@ -2,6 +2,7 @@ package queue
 
 import (
 	"maps"
+	"runtime/debug"
 	"time"
 )
 
@@ -26,6 +27,11 @@ import (
 // DefaultReadyQueueReapInterval is how long a ready queue stays idle
 // before it is reaped when Options do not say.
 const DefaultReadyQueueReapInterval = 10 * time.Minute
+
+// largeReap is the number of reaped queue names (scheduled queues and
+// the throttles of ready queues) after which memory is returned to the OS
+// at once.
+const largeReap = 3000
 
 // reapPeriod bounds how often the reaper looks at the queues.
 const (
@@ -113,6 +119,13 @@ func (m *Manager) reap(now time.Time) time.Duration {
 	m.limits.Forget(forget)
 	if len(forget) > 0 {
 		m.log.Debug().Int("scheduled_reaped", len(forget)-3*len(readyReaped)).Int("ready_reaped", len(readyReaped)).Msg("reaped idle queues")
+	}
+	if len(forget) >= largeReap {
+		// The Go runtime hands freed pages back to the OS only gradually
+		// (minutes for hundreds of MB); after thousands of queues went,
+		// give them back now so that RSS shows the reap. One forced GC
+		// per large reap is cheap next to what was freed.
+		go debug.FreeOSMemory()
 	}
 	if m.o.ReadyQueueReaped != nil {
 		for _, name := range readyReaped {
