@@ -40,8 +40,12 @@ func (m *Manager) record(t logrecord.Type, e *entry, rq *readyQueue, info *ConnI
 	}
 	if rq != nil {
 		rec.Site = rq.name
+		// the source and pool change under rq.mu when the path is
+		// refreshed (update) while dispatchers still record outcomes
+		rq.mu.Lock()
 		rec.EgressSource = rq.src.Name
 		rec.EgressPool = rq.pool
+		rq.mu.Unlock()
 		rec.DeliveryProtocol = "ESMTP"
 	}
 	if info != nil {
