@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"sync"
-	"time"
 )
 
 // Spare states of custom_lua sessions. A session keeps one Lua state for
@@ -48,8 +47,9 @@ func (r *Runtime) connSpares() chan *state {
 
 // usableSpare reports whether st may serve another session.
 func (r *Runtime) usableSpare(st *state) bool {
-	return !r.closed.Load() && !st.L.MemoryLimitExceeded() && st.epoch == r.epochN.Load() &&
-		time.Since(st.created) <= time.Duration(r.maxAge.Load())
+	// a session state counts no uses (only the event pool's put does),
+	// so expired checks the epoch and the age limit here
+	return !r.closed.Load() && !st.L.MemoryLimitExceeded() && !r.expired(st)
 }
 
 // sessionState returns a spare session state, or a new one.
