@@ -110,9 +110,7 @@ func (m *Manager) remover() {
 			}
 			if len(batch) > 0 {
 				m.syncRecords(context.Background())
-				for _, id := range batch {
-					m.removeNow(id)
-				}
+				m.removeGroup(batch)
 			}
 			return
 		}
@@ -127,9 +125,7 @@ func (m *Manager) remover() {
 		}
 		// in the same round as the receptions' commits (commit.go)
 		_ = m.commit(context.Background(), false)
-		for _, id := range batch {
-			m.removeNow(id)
-		}
+		m.removeGroup(batch)
 	}
 }
 

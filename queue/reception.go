@@ -82,6 +82,12 @@ func (m *Manager) Insert(ctx context.Context, msg *message.Message) error {
 			m.syncRecords(ctx)
 		}
 	}
+	return m.enqueue(ctx, msg)
+}
+
+// enqueue puts a durable (or deferred) message into its scheduled queue:
+// the ready queue at once when it is due now.
+func (m *Manager) enqueue(ctx context.Context, msg *message.Message) error {
 	m.mu.Lock()
 	closed := m.closed
 	m.mu.Unlock()

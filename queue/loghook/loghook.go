@@ -10,7 +10,10 @@
 //
 // Records wait in a queue of back_pressure entries between the logging
 // call and the workers that run the policy and spool them; a full queue
-// makes logging wait, as in KumoMTA. Records still waiting there are
+// makes logging wait, as in KumoMTA. With a queue that takes groups
+// (GroupQueue), a worker takes every record waiting, runs the policy for
+// each and spools those kept with one write and one commit (group.go).
+// Records still waiting there are
 // spooled at shutdown (Close); a crash loses them (KumoMTA's hook queue is
 // in memory too).
 package loghook
@@ -159,7 +162,11 @@ func (h *Hook) Log(rec *logrecord.Record, msg *message.Message) {
 func (h *Hook) Start(q Queue) {
 	h.started.Do(func() {
 		h.q = q
-		for range workers {
+		n := workers
+		if _, ok := q.(GroupQueue); ok && !h.cfg.DeferredSpool {
+			n = groupWorkers
+		}
+		for range n {
 			h.wg.Add(1)
 			go h.work()
 		}
@@ -168,6 +175,10 @@ func (h *Hook) Start(q Queue) {
 
 func (h *Hook) work() {
 	defer h.wg.Done()
+	if gq, ok := h.q.(GroupQueue); ok && !h.cfg.DeferredSpool {
+		h.workGroups(gq)
+		return
+	}
 	for j := range h.jobs {
 		h.handle(h.ctx, j)
 	}
@@ -208,26 +219,11 @@ func (h *Hook) Close(ctx context.Context) error {
 // handle turns one record into a message and queues it when the policy
 // says so.
 func (h *Hook) handle(ctx context.Context, j job) {
-	msg, err := h.message(j)
-	if err != nil {
-		h.Failed.Add(1)
-		h.log.Error().Err(err).Msg("building the message of a log record")
-		return
-	}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	ok, err := h.policy.ShouldEnqueueLogRecord(cctx, msg, h.cfg.Name)
-	if err != nil {
-		h.Failed.Add(1)
-		h.log.Error().Err(err).Msg("should_enqueue_log_record failed; the record is dropped")
+	msg := h.decide(cctx, j)
+	if msg == nil {
 		return
-	}
-	if !ok {
-		h.Dropped.Add(1)
-		return
-	}
-	if _, set := msg.MetaString("queue"); !set {
-		msg.SetMeta("queue", h.cfg.Name)
 	}
 	if err := h.q.Spool(cctx, msg, h.cfg.DeferredSpool); err != nil {
 		h.Failed.Add(1)
@@ -239,6 +235,32 @@ func (h *Hook) handle(ctx context.Context, j job) {
 		// shutting down: the record stays in the spool for the next start
 		h.log.Debug().Err(err).Str("id", msg.ID()).Msg("log record left in the spool")
 	}
+}
+
+// decide builds the message of j and runs the policy's
+// should_enqueue_log_record for it: it returns the message, its queue
+// set, when the record is to be queued, and nil (counted) otherwise.
+func (h *Hook) decide(ctx context.Context, j job) *message.Message {
+	msg, err := h.message(j)
+	if err != nil {
+		h.Failed.Add(1)
+		h.log.Error().Err(err).Msg("building the message of a log record")
+		return nil
+	}
+	ok, err := h.policy.ShouldEnqueueLogRecord(ctx, msg, h.cfg.Name)
+	if err != nil {
+		h.Failed.Add(1)
+		h.log.Error().Err(err).Msg("should_enqueue_log_record failed; the record is dropped")
+		return nil
+	}
+	if !ok {
+		h.Dropped.Add(1)
+		return nil
+	}
+	if _, set := msg.MetaString("queue"); !set {
+		msg.SetMeta("queue", h.cfg.Name)
+	}
+	return msg
 }
 
 // message builds the log-record message of j.
