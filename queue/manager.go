@@ -114,6 +114,9 @@ type Manager struct {
 
 	health sourceHealth // egress source health suspensions (sourcehealth.go)
 
+	// short tasks handed to idle workers (workers.go)
+	tasks chan func()
+
 	// memory back to the OS after a large reap (scavenge.go)
 	scavenge     chan struct{}
 	freeOSMemory func()
@@ -200,6 +203,7 @@ func New(o Options) (*Manager, error) {
 		stopRemover:  make(chan struct{}),
 		removerDone:  make(chan struct{}),
 		scavenge:     make(chan struct{}, 1),
+		tasks:        make(chan func()),
 		freeOSMemory: defaultFreeOSMemory,
 	}
 	if o.Logger != nil {
