@@ -27,7 +27,10 @@
 # --pprof DIR saves a CPU profile of kumogo (--profile-secs, default 20,
 # from 2 s after the start) of each run, one and many, into DIR as
 # manydest-KIND-REP.cpu.pb.gz (kumogo started with --pprof), so that
-# `go tool pprof -diff_base` can show what the many destinations add.
+# `go tool pprof -diff_base` can show what the many destinations add,
+# and a heap profile taken right after it as manydest-KIND-REP.heap.pb.gz
+# (what the live heap holds mid-run: `go tool pprof -sample_index
+# inuse_space`).
 #
 # Output: one line per run, the medians, and the ratio many/one (target
 # >= 0.70):
@@ -141,7 +144,11 @@ run_once() {
 	cpu0=$(cpu_of "$relay_pid")
 	local prof_pid=
 	if [ -n "$pprof_dir" ]; then
-		(sleep 2; curl -s -o "$pprof_dir/manydest-$kind-$r.cpu.pb.gz" "http://127.0.0.1:$pprof_port/debug/pprof/profile?seconds=$profile_secs") &
+		(
+			sleep 2
+			curl -s -o "$pprof_dir/manydest-$kind-$r.cpu.pb.gz" "http://127.0.0.1:$pprof_port/debug/pprof/profile?seconds=$profile_secs"
+			curl -s -o "$pprof_dir/manydest-$kind-$r.heap.pb.gz" "http://127.0.0.1:$pprof_port/debug/pprof/heap"
+		) &
 		prof_pid=$!
 	fi
 	start=$(date +%s%N)

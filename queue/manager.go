@@ -113,6 +113,13 @@ type Manager struct {
 	admin adminRules // bounces and suspensions (admin.go)
 
 	health sourceHealth // egress source health suspensions (sourcehealth.go)
+
+	// short tasks handed to idle workers (workers.go)
+	tasks chan func()
+
+	// memory back to the OS after a large reap (scavenge.go)
+	scavenge     chan struct{}
+	freeOSMemory func()
 }
 
 // noteUnimplemented logs, once per option, that a policy asked for
@@ -186,15 +193,18 @@ func New(o Options) (*Manager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		o: o, log: o.Log, ctx: ctx, cancel: cancel, limits: o.Limits,
-		sched:       map[string]*schedQueue{},
-		ready:       map[string]*readyQueue{},
-		waiting:     map[string]int{},
-		wake:        make(chan struct{}, 1),
-		deferred:    map[string]*message.Message{},
-		rnd:         rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)),
-		removals:    make(chan string, 4096),
-		stopRemover: make(chan struct{}),
-		removerDone: make(chan struct{}),
+		sched:        map[string]*schedQueue{},
+		ready:        map[string]*readyQueue{},
+		waiting:      map[string]int{},
+		wake:         make(chan struct{}, 1),
+		deferred:     map[string]*message.Message{},
+		rnd:          rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)),
+		removals:     make(chan string, 4096),
+		stopRemover:  make(chan struct{}),
+		removerDone:  make(chan struct{}),
+		scavenge:     make(chan struct{}, 1),
+		tasks:        make(chan func()),
+		freeOSMemory: defaultFreeOSMemory,
 	}
 	if o.Logger != nil {
 		m.syncer, _ = o.Logger.(RecordSyncer)
@@ -207,11 +217,13 @@ func New(o Options) (*Manager, error) {
 	return m, nil
 }
 
-// Start runs the scheduler loop and the remover of finished messages.
+// Start runs the scheduler loop, the reaper (with its scavenger) and the
+// remover of finished messages.
 func (m *Manager) Start() {
-	m.wg.Add(2)
+	m.wg.Add(3)
 	go m.timerLoop()
 	go m.reaper()
+	go m.scavenger()
 	if m.started.CompareAndSwap(false, true) {
 		go m.remover()
 	}

@@ -2,7 +2,6 @@ package queue
 
 import (
 	"maps"
-	"runtime/debug"
 	"time"
 )
 
@@ -121,11 +120,10 @@ func (m *Manager) reap(now time.Time) time.Duration {
 		m.log.Debug().Int("scheduled_reaped", len(forget)-3*len(readyReaped)).Int("ready_reaped", len(readyReaped)).Msg("reaped idle queues")
 	}
 	if len(forget) >= largeReap {
-		// The Go runtime hands freed pages back to the OS only gradually
-		// (minutes for hundreds of MB); after thousands of queues went,
-		// give them back now so that RSS shows the reap. One forced GC
-		// per large reap is cheap next to what was freed.
-		go debug.FreeOSMemory()
+		// after thousands of queues went, give their memory back now so
+		// that RSS shows the reap (scavenge.go); one forced GC per large
+		// reap is cheap next to what was freed
+		m.requestScavenge()
 	}
 	if m.o.ReadyQueueReaped != nil {
 		for _, name := range readyReaped {

@@ -35,8 +35,8 @@ func (m *Manager) routeOrPark(sq *schedQueue, e *entry) Route {
 	fresh := cur.route != nil && time.Since(cur.routed) < m.o.ConfigTTL
 	if !fresh && !cur.resolving && !m.closed {
 		cur.resolving = true
-		m.wg.Add(1)
-		go m.resolve(cur.name)
+		name := cur.name
+		m.goTask(func() { m.resolve(name) }) // workers.go
 	}
 	if cur.route != nil {
 		return cur.route
@@ -51,7 +51,6 @@ func (m *Manager) routeOrPark(sq *schedQueue, e *entry) Route {
 // otherwise a transient failure retried on the queue's schedule) and the
 // next promotion looks up again.
 func (m *Manager) resolve(name string) {
-	defer m.wg.Done()
 	m.mu.Lock()
 	sq := m.sched[name]
 	m.mu.Unlock()

@@ -1,6 +1,9 @@
 package config
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // MXListEntry is one entry of protocol.smtp.mx_list: a host name, a
 // "host:port", an "[ip]" literal, or {name=label, addr="ip[:port]"}.
@@ -141,8 +144,18 @@ type EgressPath struct {
 	Unimplemented []string
 }
 
+// defaultProhibitedHosts is the default prohibited_hosts (KumoMTA docs:
+// "make_egress_path", prohibited_hosts), parsed once: DefaultEgressPath
+// runs for every get_egress_path_config (kumo.make_egress_path decodes on
+// top of it), that is for every new ready queue, and parsing the list
+// each time showed in the profile of ten thousand destinations. It is
+// never written: EgressPath users only read their CIDRList, and its
+// capacity is its length, so an append copies.
+var defaultProhibitedHosts = slices.Clip(MustCIDRList("127.0.0.0/8", "::1", "0.0.0.0", "::"))
+
 // DefaultEgressPath returns KumoMTA's egress path defaults (from code:
-// idle_timeout is 5 s).
+// idle_timeout is 5 s). Its ProhibitedHosts is shared with every other
+// default path and must not be modified in place.
 func DefaultEgressPath() EgressPath {
 	return EgressPath{
 		ConnectionLimit:                          32,
@@ -167,7 +180,7 @@ func DefaultEgressPath() EgressPath {
 		SMTPPort:                                 25,
 		MaxDeliveriesPerConnection:               1024,
 		MaxRecipientsPerBatch:                    100,
-		ProhibitedHosts:                          MustCIDRList("127.0.0.0/8", "::1", "0.0.0.0", "::"),
+		ProhibitedHosts:                          defaultProhibitedHosts,
 		RefreshInterval:                          60 * time.Second,
 		RefreshStrategy:                          "Ttl",
 		DispatcherWakeupStrategy:                 "Aggressive",

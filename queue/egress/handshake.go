@@ -145,7 +145,6 @@ func (s *Session) starttls(ctx context.Context, d *Dialer, insecure bool) error 
 	s.tls = &st
 	s.conn = tc
 	s.r.Reset(tc)
-	s.w.Reset(tc)
 	return nil
 }
 

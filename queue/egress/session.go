@@ -67,7 +67,6 @@ type Session struct {
 	id       string
 	conn     net.Conn
 	r        *bufio.Reader
-	w        *bufio.Writer
 	path     *config.EgressPath
 	cand     mx.Candidate
 	port     int
@@ -154,7 +153,6 @@ func (d *Dialer) dial(ctx context.Context, cand mx.Candidate, p *config.EgressPa
 		id:            newSessionID(),
 		conn:          conn,
 		r:             bufio.NewReaderSize(conn, maxLine),
-		w:             bufio.NewWriterSize(conn, 16<<10),
 		path:          p,
 		cand:          cand,
 		port:          port,

@@ -111,22 +111,16 @@ func (s *Session) fail(ctx context.Context, cmd string, write bool, timeout time
 	return e
 }
 
-// flush writes the buffered commands within timeout.
-func (s *Session) flush(ctx context.Context, cmds string, timeout time.Duration) error {
-	if err := s.deadline(ctx, true, timeout); err != nil {
-		return s.fail(ctx, cmds, true, timeout, err)
-	}
-	if err := s.w.Flush(); err != nil {
-		return s.fail(ctx, cmds, true, timeout, err)
-	}
-	return nil
-}
-
-// roundTrip writes one command and reads its response.
+// roundTrip writes one command and reads its response. The command goes
+// out in one write straight to the connection: a command is one line, so
+// a write buffer per session (16 KB each) would only hold memory for
+// every connection open.
 func (s *Session) roundTrip(ctx context.Context, cmd string, timeout time.Duration) (smtpreply.Response, error) {
-	_, _ = s.w.WriteString(cmd)
-	if err := s.flush(ctx, cmd, timeout); err != nil {
-		return smtpreply.Response{}, err
+	if err := s.deadline(ctx, true, timeout); err != nil {
+		return smtpreply.Response{}, s.fail(ctx, cmd, true, timeout, err)
+	}
+	if _, err := io.WriteString(s.conn, cmd); err != nil {
+		return smtpreply.Response{}, s.fail(ctx, cmd, true, timeout, err)
 	}
 	return s.read(ctx, cmd, timeout)
 }
