@@ -237,6 +237,10 @@ func (d dataBody) Read(p []byte) (int, error) {
 }
 
 // readCounted reads at most *left bytes of a BDAT chunk from the socket.
+// Replies still queued are written before it would block: clients that
+// send "BDAT <n>" and wait for the replies to the MAIL and RCPT pipelined
+// before it, before they send the chunk, exist (TestBodyMemoryBudget's
+// client is one), although RFC 3030 has the chunk follow at once.
 func (ss *session) readCounted(p []byte, left *int64) (int, error) {
 	if ss.rd.Buffered() == 0 {
 		ss.flush()
@@ -268,8 +272,9 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	return c.ss.readCounted(p, &c.left)
 }
 
-// readChunk reads a BDAT chunk into the transaction's body. It reports false when the read failed (the client
-// has been answered and the session ends).
+// readChunk reads a BDAT chunk into the transaction's body. It reports
+// false when the read failed (the client has been answered and the session
+// ends).
 func (ss *session) readChunk(size int64) bool {
 	t := &ss.t
 	t.mu.Lock()
