@@ -263,7 +263,7 @@ func (m *Manager) takeWaiting(keep func(queue string) bool, ready bool) []*entry
 		if keep(e.queue) {
 			out = append(out, e)
 			e.index = -1
-			m.unwaitLocked(e.queue)
+			m.unwaitLocked(e)
 			continue
 		}
 		e.index = len(kept)

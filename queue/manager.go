@@ -87,6 +87,13 @@ type Manager struct {
 	// name, so that the reaper and the queue sizes need no pass over
 	// the heap (reap.go); guarded by mu
 	waiting map[string]int
+	// waitHead heads the list of each scheduled queue's messages in the
+	// timer heap (waitindex.go); guarded by mu
+	waitHead map[string]*entry
+	// resumeLooked counts the heap's messages that resumes have looked
+	// at (its tests check that a resume looks at its own queues' only);
+	// guarded by mu
+	resumeLooked uint64
 
 	// deferred holds messages accepted with deferred_spool: in memory only
 	// until their first delay or a graceful shutdown.
@@ -150,6 +157,9 @@ type entry struct {
 	// windowed is set on a compactly held message whose set_scheduling
 	// constrains its times (resume.go)
 	windowed bool
+	// qprev and qnext link the messages of one scheduled queue in the
+	// timer heap (waitindex.go)
+	qprev, qnext *entry
 }
 
 // schedQueue is a scheduled queue: its config, refreshed by TTL, and its
@@ -196,6 +206,7 @@ func New(o Options) (*Manager, error) {
 		sched:        map[string]*schedQueue{},
 		ready:        map[string]*readyQueue{},
 		waiting:      map[string]int{},
+		waitHead:     map[string]*entry{},
 		wake:         make(chan struct{}, 1),
 		deferred:     map[string]*message.Message{},
 		rnd:          rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)),

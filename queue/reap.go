@@ -38,16 +38,6 @@ const (
 	maxReapPeriod = time.Minute
 )
 
-// unwaitLocked counts one message out of the timer heap of queue name.
-// m.mu is held.
-func (m *Manager) unwaitLocked(name string) {
-	if n := m.waiting[name]; n > 1 {
-		m.waiting[name] = n - 1
-	} else {
-		delete(m.waiting, name)
-	}
-}
-
 // reaper removes idle queues until the Manager stops.
 func (m *Manager) reaper() {
 	defer m.wg.Done()
@@ -113,6 +103,7 @@ func (m *Manager) reap(now time.Time) time.Duration {
 	}
 	if len(m.waiting) == 0 {
 		m.waiting = map[string]int{}
+		m.waitHead = map[string]*entry{}
 	}
 	m.mu.Unlock()
 	m.limits.Forget(forget)

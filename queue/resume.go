@@ -125,19 +125,24 @@ func (rq *readyQueue) resumeQueues(queues map[string]bool, failures uint64) {
 // waiting in the timer heap for the scheduled queues in queues due now,
 // earliest first, less those already due and not yet promoted. It returns
 // how many it woke and how many of the queues' messages were due already.
+// It visits only the messages of those queues (waitindex.go), however many
+// other queues' messages wait in the heap.
 func (m *Manager) wakeWaiting(queues map[string]bool, room int) (woken, pending int) {
 	now := time.Now()
 	m.mu.Lock()
 	var picked []*entry
-	for _, e := range m.timers {
-		if !queues[e.queue] || e.held || e.constrained() {
-			continue
-		}
-		if e.due.After(now) {
-			picked = append(picked, e)
-		} else {
-			pending++
-		}
+	for q := range queues {
+		m.eachWaitingLocked(q, func(e *entry) {
+			m.resumeLooked++
+			if e.held || e.constrained() {
+				return
+			}
+			if e.due.After(now) {
+				picked = append(picked, e)
+			} else {
+				pending++
+			}
+		})
 	}
 	if room >= 0 {
 		limit := max(room-pending, 0)
@@ -150,8 +155,14 @@ func (m *Manager) wakeWaiting(queues map[string]bool, room int) (woken, pending 
 	for _, e := range picked {
 		e.due = now
 	}
-	if len(picked) > 0 {
+	switch {
+	case len(picked) > len(m.timers)/8:
 		heap.Init(&m.timers)
+	default:
+		// a few among many: each moves up to its place
+		for _, e := range picked {
+			heap.Fix(&m.timers, e.index)
+		}
 	}
 	m.mu.Unlock()
 	if len(picked) > 0 {

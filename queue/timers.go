@@ -39,7 +39,7 @@ func (m *Manager) schedule(e *entry, t time.Time) {
 	m.mu.Lock()
 	e.queue = m.internQueue(e.queue)
 	heap.Push(&m.timers, e)
-	m.waiting[e.queue]++
+	m.waitLocked(e)
 	first := m.timers[0] == e
 	m.mu.Unlock()
 	if first {
@@ -73,7 +73,7 @@ func (m *Manager) timerLoop() {
 		now := time.Now()
 		for len(m.timers) > 0 && !m.timers[0].due.After(now) {
 			e := heap.Pop(&m.timers).(*entry)
-			m.unwaitLocked(e.queue)
+			m.unwaitLocked(e)
 			due = append(due, e)
 		}
 		wait := time.Hour

@@ -310,10 +310,11 @@ func (ss *session) cmdHello(verb, arg string) error {
 	return nil
 }
 
-// cmdBDAT answers BDAT. A chunk that is not the last is read by the
-// session itself into the transaction's body and answered here (body.go
-// says why); the last chunk goes to go-smtp, whose Data call completes the
-// body and answers it.
+// cmdBDAT answers BDAT. Every chunk is read by the session itself into
+// the transaction's body (body.go says why). A chunk that is not the last
+// is answered here; after the last one the session finishes the message
+// (endBDAT) and hands go-smtp an empty last chunk, so that go-smtp ends its
+// transaction and answers with the reply the session decided.
 func (ss *session) cmdBDAT(line, arg []byte) {
 	sizeArg, rest := nextField(arg)
 	last, rest := nextField(rest)
@@ -333,16 +334,20 @@ func (ss *session) cmdBDAT(line, arg []byte) {
 		return
 	}
 	ss.startBody()
+	if !ss.readChunk(int64(size)) {
+		return // the client has been answered and the session ends
+	}
 	if len(last) == 0 {
-		if ss.readChunk(int64(size)) {
-			ss.reply(250, replyContinue.Message)
-		}
+		ss.reply(250, replyContinue.Message)
 		return
 	}
-	ss.forward(line)
-	ss.mode = modeBDAT
-	ss.bdatLeft = int64(size)
+	ss.bdatEnd = ss.endBDAT()
+	ss.forward(bdatEmptyLast)
 }
+
+// bdatEmptyLast is the command go-smtp is given for a last BDAT chunk that
+// the session has read and processed already.
+var bdatEmptyLast = []byte("BDAT 0 LAST")
 
 // nextField returns the first whitespace-separated field of b (as
 // strings.Fields splits) and what follows it.

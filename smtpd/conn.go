@@ -23,7 +23,6 @@ const (
 	modeCmd     = iota
 	modeData    // a DATA body: read by Data through dataBody
 	modeDataEnd // the body has been read: go-smtp reads the client's end line
-	modeBDAT    // the last BDAT chunk: go-smtp reads it, counted
 )
 
 // session is the one owner of a connection's state. go-smtp drives it
@@ -32,7 +31,8 @@ const (
 // as the smtp.Session that go-smtp calls for MAIL, RCPT, DATA/BDAT and
 // resets (transaction.go, data.go). go-smtp calls both from the
 // connection's goroutine, except Data of a BDAT transaction, which it runs
-// on a goroutine of its own while the connection's goroutine waits for it.
+// on a goroutine of its own while the connection's goroutine waits for it
+// (that Data only returns what the session decided before: body.go).
 //
 // Its parts: the wire (socket, reader, replies not yet written), the
 // command being answered, the transaction (txn), the body framing (scan,
@@ -52,11 +52,14 @@ type session struct {
 	held      heldReply
 	goReplies int // replies go-smtp wrote to the command being answered
 
-	mode     int
-	fwd      []byte // client bytes handed to go-smtp but not yet read by it
-	fwdBuf   []byte
-	bdatLeft int64       // bytes of the last BDAT chunk go-smtp has still to read
-	chunk    chunkReader // a BDAT chunk the session reads itself (body.go)
+	mode   int
+	fwd    []byte // client bytes handed to go-smtp but not yet read by it
+	fwdBuf []byte
+	chunk  chunkReader // the BDAT chunk being read (body.go)
+	// bdatEnd is the outcome of a BDAT transaction that the session
+	// finished itself, for go-smtp's Data call on its empty last chunk
+	// (data.go)
+	bdatEnd error
 
 	// body framing (body.go)
 	scan      bodyScan
@@ -203,12 +206,6 @@ func (ss *session) Read(p []byte) (int, error) {
 			ss.rd.Discard(len(end))
 			ss.fwd = ss.fwdBuf
 			continue
-		case modeBDAT:
-			if ss.bdatLeft == 0 {
-				ss.mode = modeCmd
-				continue
-			}
-			return ss.readBDAT(p)
 		}
 		if err := ss.nextCommand(); err != nil {
 			return 0, err

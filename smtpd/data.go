@@ -160,32 +160,50 @@ func (b *bodyBuf) release() {
 // closed connection): the seam drops go-smtp's reply to it.
 var errAnswered = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.NoEnhancedCode, Message: "4.3.2 session ended"}
 
-// Data receives the body of a DATA command, or the last chunk of a BDAT
-// transaction (appended to the chunks before it, which the session read
-// itself: body.go), then hands the message on (receive.go).
+// Data receives the body of a DATA command and hands the message on
+// (receive.go). For a BDAT transaction, which the session finished itself
+// before it gave go-smtp an empty last chunk (body.go), it returns that
+// outcome.
 func (ss *session) Data(r io.Reader) error {
-	cfg := ss.cfg
+	if ss.cmd != "DATA" {
+		// go-smtp runs this on a goroutine it started after the
+		// connection's goroutine set bdatEnd, and that goroutine waits
+		// for it: no race
+		err := ss.bdatEnd
+		ss.bdatEnd = nil
+		return err
+	}
 	// go-smtp calls Data for DATA once its 354 is written, and only then:
 	// the 354 is ours from here, and the body is read through the one
-	// scanner (body.go), never through go-smtp's reader. For BDAT, go-smtp
-	// runs Data on a goroutine of its own, started after the command line
-	// was read, while the connection's goroutine waits for it.
-	isData := ss.cmd == "DATA"
-	if isData {
-		ss.startData()
-		r = dataBody{ss}
-	}
+	// scanner (body.go), never through go-smtp's reader.
+	ss.startData()
 	body := ss.t.takeBody()
 	defer body.release()
-	if !isData && !body.lines.on {
-		body.lines.start(cfg.LineLengthHardLimit) // BDAT LAST was the only chunk
-	}
-	if err := body.fill(r, ss.s.budget, cfg.MaxMessageSize, cfg.ClientTimeout); err != nil {
-		// The reader has answered the client (a stall), or go-smtp reset
-		// the transaction (RSET, a closed connection) without waiting
-		// for us: nothing of the session is touched here.
+	if err := body.fill(dataBody{ss}, ss.s.budget, ss.cfg.MaxMessageSize, ss.cfg.ClientTimeout); err != nil {
+		// The reader has answered the client (a stall), or the
+		// connection closed: nothing of the session is touched here.
 		return errAnswered
 	}
+	return ss.endBody(&body, ss.scan.tooLong, ss.scan.badEnding)
+}
+
+// endBDAT finishes a BDAT transaction whose last chunk has been read into
+// the transaction's body (readChunk), as Data finishes a DATA one.
+func (ss *session) endBDAT() error {
+	body := ss.t.takeBody()
+	defer body.release()
+	// a BDAT body is held to the same rules as a DATA body, so that what
+	// is spooled does not depend on how it was sent; readChunk checked
+	// its lines as they arrived
+	tooLong, badEnding := body.lines.finish()
+	return ss.endBody(&body, tooLong, badEnding)
+}
+
+// endBody checks a body read to its end (its size, its memory, its lines)
+// and hands the message on; it decides the reply and returns nil or the
+// refusal.
+func (ss *session) endBody(body *bodyBuf, tooLong, badEnding bool) error {
+	cfg := ss.cfg
 	switch {
 	case body.noMem:
 		ss.s.log.Warn().Str("peer", ss.peer.String()).Msg("the memory budget of bodies being received is spent; message refused with 451")
@@ -195,13 +213,6 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	bp := body.bp
 	buf := *bp
-	tooLong, badEnding := ss.scan.tooLong, ss.scan.badEnding
-	if !isData {
-		// a BDAT body is held to the same rules as a DATA body, so that
-		// what is spooled does not depend on how it was sent; fill
-		// checked its lines as they arrived
-		tooLong, badEnding = body.lines.finish()
-	}
 	if tooLong {
 		return ss.refuse(replyLineTooLong)
 	}

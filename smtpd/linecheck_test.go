@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -161,4 +162,24 @@ func BenchmarkLineCheck(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestLineCheckRandom holds the word-at-a-time check to the reference over
+// many short bodies of CR, LF and letters, cut at every kind of offset
+// within the eight-byte words it reads, for limits below and above a word.
+func TestLineCheckRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []byte("ab\r\n\r\n")
+	for iter := 0; iter < 20000; iter++ {
+		b := make([]byte, rng.IntN(40))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		lim := rng.IntN(12)
+		wl, wb := checkLines(b, lim)
+		cut1, cut2 := rng.IntN(len(b)+1), rng.IntN(len(b)+1)
+		if gl, gb := streamLines(b, lim, cut1, cut2); gl != wl || gb != wb {
+			t.Fatalf("%q limit %d cut %d %d: long %v bad %v, want %v %v", b, lim, cut1, cut2, gl, gb, wl, wb)
+		}
+	}
 }
